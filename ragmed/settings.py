@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     temperature: float = 0.0
     max_tokens: int = 512
     prompt_template: str = "clinical_ja"
+    llm_context_length: int | None = Field(None, description="Override the server's max_model_len")
+    llm_tokenizer: str | None = Field(None, description="Local tokenizer folder for exact token counts")
+    llm_structured_outputs: Literal["structured_outputs", "guided", "none"] = Field(
+        "structured_outputs", description="vLLM >= 0.12 field, the older guided_* fields, or none"
+    )
+    exam_reasoning_tokens: int = Field(256, description="max_tokens of the free-text step before an exam answer")
 
     # Serving
     api_key: str | None = Field(None, description="Key clients must send to `ragmed serve`")

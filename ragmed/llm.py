@@ -1,0 +1,567 @@
+"""Generate stage, part 1: talking to an LLM.
+
+Two backends share one small interface (:class:`ChatBackend`) and one sampling model
+(:class:`SamplingParams`), so the RAG pipeline and exam mode never care where tokens come from:
+
+* :class:`LLMClient` — any OpenAI-compatible server (vLLM first) through the official ``openai``
+  client, sync and async, streaming, retries with backoff (the client's own), model discovery from
+  ``/v1/models`` and exact token counts from vLLM's ``/tokenize``.
+* :class:`InProcessLLM` — ``vllm.LLM`` in this process for batch work on GPU hosts; same chat
+  messages (``LLM.chat`` applies the model's chat template just like the server does).
+
+Structured outputs: vLLM ≥ 0.12 reads ``extra_body={"structured_outputs": {...}}``; older servers
+read ``guided_choice``/``guided_regex`` (and new ones silently ignore those), so the wire style is a
+setting and callers must still validate what comes back (exam mode does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+import openai
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from ragmed.settings import Settings
+
+StructuredStyle = Literal["structured_outputs", "guided", "none"]
+Message = dict[str, str]
+
+START_HINT = (
+    "Start one with `ragmed llm serve-local` (offline vLLM on CPU, SmolLM2) or `vllm serve MODEL` "
+    "on a GPU host, or point --llm-base-url / RAGMED_LLM_BASE_URL at a running OpenAI-compatible server."
+)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class LLMError(RuntimeError):
+    """Any failure talking to the LLM; the message is meant for the user."""
+
+
+class LLMUnavailableError(LLMError):
+    """No server answers at the URL (API layer: 503)."""
+
+
+class LLMTimeoutError(LLMError):
+    """The server accepted the request but did not answer in time (API layer: 504)."""
+
+
+class LLMRequestError(LLMError):
+    """The server refused the request (HTTP 4xx), e.g. an unsupported structured-output field."""
+
+
+class VLLMNotInstalledError(LLMError):
+    """In-process generation was asked for where ``vllm`` cannot be imported."""
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+class SamplingParams(BaseModel):
+    """Decoding settings, identical for the server path and the in-process path.
+
+    At most one of ``choice`` / ``regex`` / ``json_schema`` constrains the output.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(512, ge=1)
+    seed: int | None = None
+    stop: list[str] | None = None
+    choice: list[str] | None = None
+    regex: str | None = None
+    json_schema: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> SamplingParams:
+        given = [n for n in ("choice", "regex", "json_schema") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"only one output constraint at a time, got {given}")
+        if self.choice is not None and not self.choice:
+            raise ValueError("choice must list at least one option")
+        return self
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> SamplingParams:
+        base: dict[str, Any] = {"temperature": settings.temperature, "max_tokens": settings.max_tokens}
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+    @property
+    def constrained(self) -> bool:
+        return self.choice is not None or self.regex is not None or self.json_schema is not None
+
+    def structured(self) -> dict[str, Any] | None:
+        """vLLM's structured-output spec (the keys of StructuredOutputsParams/GuidedDecodingParams)."""
+        if self.choice is not None:
+            return {"choice": list(self.choice)}
+        if self.regex is not None:
+            return {"regex": self.regex}
+        if self.json_schema is not None:
+            return {"json": self.json_schema}
+        return None
+
+    def to_openai(self, style: StructuredStyle = "structured_outputs") -> dict[str, Any]:
+        """Keyword arguments for ``chat.completions.create``."""
+        kwargs: dict[str, Any] = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+        }
+        if self.seed is not None:
+            kwargs["seed"] = self.seed
+        if self.stop:
+            kwargs["stop"] = list(self.stop)
+        spec = self.structured()
+        if spec is None or style == "none":
+            return kwargs
+        if self.json_schema is not None:
+            # The OpenAI-standard field; every vLLM version (and most other servers) honours it.
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": self.json_schema},
+            }
+        elif style == "structured_outputs":
+            kwargs["extra_body"] = {"structured_outputs": spec}
+        else:  # vLLM < 0.12
+            kwargs["extra_body"] = {f"guided_{key}": value for key, value in spec.items()}
+        return kwargs
+
+    def to_vllm(self) -> Any:
+        """A ``vllm.SamplingParams``; needs vllm importable."""
+        vllm = import_vllm()
+        kwargs: dict[str, Any] = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            "stop": list(self.stop) if self.stop else None,
+        }
+        spec = self.structured()
+        if spec is not None:
+            try:  # vLLM >= 0.11
+                from vllm.sampling_params import StructuredOutputsParams
+
+                kwargs["structured_outputs"] = StructuredOutputsParams(**spec)
+            except ImportError:
+                from vllm.sampling_params import GuidedDecodingParams
+
+                kwargs["guided_decoding"] = GuidedDecodingParams(**spec)
+        return vllm.SamplingParams(**kwargs)
+
+
+class ChatResult(BaseModel):
+    """One completed chat turn."""
+
+    text: str
+    model: str
+    finish_reason: str | None = None
+    usage: dict[str, int] = Field(default_factory=dict)
+    latency_ms: float = 0.0
+
+
+@runtime_checkable
+class ChatBackend(Protocol):
+    """What the pipeline needs from an LLM."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def where(self) -> str: ...
+
+    def chat(self, messages: list[Message], params: SamplingParams) -> ChatResult: ...
+
+    def stream_chat(self, messages: list[Message], params: SamplingParams) -> Iterator[str | ChatResult]: ...
+
+    async def achat(self, messages: list[Message], params: SamplingParams) -> ChatResult: ...
+
+    def astream_chat(
+        self, messages: list[Message], params: SamplingParams
+    ) -> AsyncIterator[str | ChatResult]: ...
+
+    def count_tokens(self, text: str) -> int | None: ...
+
+    def context_length(self) -> int | None: ...
+
+
+# --------------------------------------------------------------------------- server client
+
+
+def _usage(usage: Any) -> dict[str, int]:
+    if usage is None:
+        return {}
+    return {
+        "prompt_tokens": int(usage.prompt_tokens or 0),
+        "completion_tokens": int(usage.completion_tokens or 0),
+        "total_tokens": int(usage.total_tokens or 0),
+    }
+
+
+class LLMClient:
+    """An OpenAI-compatible chat server, e.g. ``vllm serve`` or ``ragmed llm serve-local``.
+
+    Retries: the openai client retries connection errors, 408/409/429 and 5xx with exponential
+    backoff (``max_retries`` times) before we translate the failure into an :class:`LLMError`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        api_key: str = "EMPTY",
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        structured_style: StructuredStyle = "structured_outputs",
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.structured_style: StructuredStyle = structured_style
+        self._api_key = api_key or "EMPTY"
+        self._model = model
+        self._max_model_len: int | None = None
+        self._tokenize_ok: bool | None = None
+        self._discovered = False
+        self._token_cache: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+        self._sync = openai.OpenAI(
+            base_url=self.base_url, api_key=self._api_key, timeout=timeout, max_retries=max_retries
+        )
+        self._async: tuple[asyncio.AbstractEventLoop, openai.AsyncOpenAI] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LLMClient:
+        return cls(
+            base_url=settings.llm_base_url,
+            model=settings.llm_model,
+            api_key=settings.llm_api_key,
+            timeout=settings.llm_timeout,
+            max_retries=settings.llm_max_retries,
+            structured_style=getattr(settings, "llm_structured_outputs", "structured_outputs"),
+        )
+
+    @property
+    def where(self) -> str:
+        return self.base_url
+
+    def _aclient(self) -> openai.AsyncOpenAI:
+        # httpx's async pool is bound to the event loop that opened it; one client per loop.
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            client = openai.AsyncOpenAI(
+                base_url=self.base_url,
+                api_key=self._api_key,
+                timeout=self.timeout,
+                max_retries=self.max_retries,
+            )
+            self._async = (loop, client)
+        return self._async[1]
+
+    # -- errors
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except openai.APITimeoutError as exc:
+            raise LLMTimeoutError(
+                f"The LLM server at {self.base_url} did not answer within {self.timeout:g} s "
+                f"(after {self.max_retries} retries). Raise --llm-timeout / RAGMED_LLM_TIMEOUT or use a "
+                "faster model."
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise LLMUnavailableError(
+                f"No LLM server reachable at {self.base_url} ({exc.__cause__ or exc}). {START_HINT}"
+            ) from exc
+        except openai.AuthenticationError as exc:
+            raise LLMRequestError(
+                f"The LLM server at {self.base_url} rejected the API key (set --llm-api-key / "
+                "RAGMED_LLM_API_KEY)."
+            ) from exc
+        except openai.NotFoundError as exc:
+            raise LLMRequestError(
+                f"The LLM server at {self.base_url} answered 404 for model {self._model!r}: {exc.message}. "
+                "Leave the model unset to use the one the server serves."
+            ) from exc
+        except openai.APIStatusError as exc:
+            kind = LLMRequestError if 400 <= exc.status_code < 500 else LLMError
+            raise kind(
+                f"The LLM server at {self.base_url} answered HTTP {exc.status_code}: {exc.message}"
+            ) from exc
+
+    # -- discovery
+
+    def _remember_models(self, data: list[Any]) -> str:
+        if not data:
+            raise LLMError(f"The LLM server at {self.base_url} serves no model (GET /models is empty).")
+        wanted = next((m for m in data if m.id == self._model), data[0])
+        extra = getattr(wanted, "model_extra", None) or {}
+        if isinstance(extra.get("max_model_len"), int):
+            self._max_model_len = extra["max_model_len"]
+        return wanted.id
+
+    def _discover(self) -> str:
+        with self._lock, self._errors():
+            found = self._remember_models(list(self._sync.models.list().data))
+        self._discovered = True
+        return found
+
+    @property
+    def model(self) -> str:
+        """The model name; asked from ``/v1/models`` (first entry) when not configured."""
+        if self._model is None:
+            self._model = self._discover()
+        return self._model
+
+    async def amodel(self) -> str:
+        if self._model is None:
+            with self._errors():
+                page = await self._aclient().models.list()
+            self._model = self._remember_models(list(page.data))
+            self._discovered = True
+        return self._model
+
+    def context_length(self) -> int | None:
+        """The server's max_model_len (vLLM reports it in /v1/models), if it says."""
+        if not self._discovered:
+            found = self._discover()
+            self._model = self._model or found
+        return self._max_model_len
+
+    # -- tokens
+
+    @property
+    def _root(self) -> str:
+        # vLLM's extra endpoints (/tokenize) live beside /v1, not under it.
+        return self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+
+    def count_tokens(self, text: str) -> int | None:
+        """Exact token count from vLLM's ``/tokenize``; None when the server has no such endpoint."""
+        if self._tokenize_ok is False:
+            return None
+        cached = self._token_cache.get(text)
+        if cached is not None:
+            self._token_cache.move_to_end(text)
+            return cached
+        body = {"model": self.model, "prompt": text, "add_special_tokens": False}
+        try:
+            with self._errors():
+                reply = self._sync.post(f"{self._root}/tokenize", cast_to=object, body=body)
+        except LLMRequestError:
+            self._tokenize_ok = False
+            return None
+        if not isinstance(reply, dict) or "count" not in reply:
+            self._tokenize_ok = False
+            return None
+        self._tokenize_ok = True
+        if isinstance(reply.get("max_model_len"), int) and self._max_model_len is None:
+            self._max_model_len = reply["max_model_len"]
+        count = int(reply["count"])
+        self._token_cache[text] = count
+        if len(self._token_cache) > 4096:
+            self._token_cache.popitem(last=False)
+        return count
+
+    # -- chat
+
+    def _request(self, messages: list[Message], params: SamplingParams, model: str) -> dict[str, Any]:
+        return {"model": model, "messages": messages, **params.to_openai(self.structured_style)}
+
+    def chat(self, messages: list[Message], params: SamplingParams) -> ChatResult:
+        started = time.perf_counter()
+        with self._errors():
+            resp = self._sync.chat.completions.create(**self._request(messages, params, self.model))
+        choice = resp.choices[0]
+        return ChatResult(
+            text=choice.message.content or "",
+            model=resp.model,
+            finish_reason=choice.finish_reason,
+            usage=_usage(resp.usage),
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    async def achat(self, messages: list[Message], params: SamplingParams) -> ChatResult:
+        started = time.perf_counter()
+        model = await self.amodel()
+        with self._errors():
+            resp = await self._aclient().chat.completions.create(**self._request(messages, params, model))
+        choice = resp.choices[0]
+        return ChatResult(
+            text=choice.message.content or "",
+            model=resp.model,
+            finish_reason=choice.finish_reason,
+            usage=_usage(resp.usage),
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    def stream_chat(self, messages: list[Message], params: SamplingParams) -> Iterator[str | ChatResult]:
+        """Yield text deltas as they arrive, then one final :class:`ChatResult`."""
+        started = time.perf_counter()
+        parts: list[str] = []
+        usage: dict[str, int] = {}
+        finish: str | None = None
+        model = self.model
+        request = self._request(messages, params, model)
+        with self._errors():
+            stream = self._sync.chat.completions.create(
+                **request, stream=True, stream_options={"include_usage": True}
+            )
+            with stream:
+                for chunk in stream:
+                    model = chunk.model or model
+                    if chunk.usage is not None:
+                        usage = _usage(chunk.usage)
+                    for choice in chunk.choices:
+                        finish = choice.finish_reason or finish
+                        if choice.delta.content:
+                            parts.append(choice.delta.content)
+                            yield choice.delta.content
+        yield ChatResult(
+            text="".join(parts),
+            model=model,
+            finish_reason=finish,
+            usage=usage,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    async def astream_chat(
+        self, messages: list[Message], params: SamplingParams
+    ) -> AsyncIterator[str | ChatResult]:
+        started = time.perf_counter()
+        parts: list[str] = []
+        usage: dict[str, int] = {}
+        finish: str | None = None
+        model = await self.amodel()
+        request = self._request(messages, params, model)
+        with self._errors():
+            stream = await self._aclient().chat.completions.create(
+                **request, stream=True, stream_options={"include_usage": True}
+            )
+            async with stream:
+                async for chunk in stream:
+                    model = chunk.model or model
+                    if chunk.usage is not None:
+                        usage = _usage(chunk.usage)
+                    for choice in chunk.choices:
+                        finish = choice.finish_reason or finish
+                        if choice.delta.content:
+                            parts.append(choice.delta.content)
+                            yield choice.delta.content
+        yield ChatResult(
+            text="".join(parts),
+            model=model,
+            finish_reason=finish,
+            usage=usage,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    def close(self) -> None:
+        self._sync.close()
+
+
+# --------------------------------------------------------------------------- in-process vLLM
+
+
+def import_vllm() -> Any:
+    """Import vllm lazily: it is heavy, GPU-oriented and absent from ragmed's own environment."""
+    try:
+        import vllm
+    except ImportError as exc:
+        raise VLLMNotInstalledError(
+            "In-process generation needs the `vllm` package, which is not importable here "
+            f"({exc}). Install vLLM on a GPU host (its own environment: `pip install vllm`), or use "
+            "a served model instead (--llm-base-url). " + START_HINT
+        ) from exc
+    return vllm
+
+
+class InProcessLLM:
+    """``vllm.LLM`` in this process: no HTTP, continuous batching over many prompts at once.
+
+    ``chat_batch`` is the point of this class (exam evaluation); single calls exist so that it is
+    a drop-in :class:`ChatBackend`. vLLM's engine is not re-entrant, hence the lock.
+    """
+
+    def __init__(self, model: str, **engine_kwargs: Any) -> None:
+        vllm = import_vllm()
+        self._llm = vllm.LLM(model=model, **engine_kwargs)
+        self._model = model
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def where(self) -> str:
+        return f"in-process vllm.LLM({self._model})"
+
+    def chat_batch(self, conversations: list[list[Message]], params: SamplingParams) -> list[ChatResult]:
+        started = time.perf_counter()
+        with self._lock:
+            outputs = self._llm.chat(conversations, sampling_params=params.to_vllm(), use_tqdm=False)
+        elapsed = (time.perf_counter() - started) * 1000
+        results = []
+        for out in outputs:
+            completion = out.outputs[0]
+            prompt_tokens = len(out.prompt_token_ids or [])
+            completion_tokens = len(completion.token_ids or [])
+            results.append(
+                ChatResult(
+                    text=completion.text,
+                    model=self._model,
+                    finish_reason=completion.finish_reason,
+                    usage={
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    },
+                    latency_ms=elapsed,
+                )
+            )
+        return results
+
+    def chat(self, messages: list[Message], params: SamplingParams) -> ChatResult:
+        return self.chat_batch([messages], params)[0]
+
+    def stream_chat(self, messages: list[Message], params: SamplingParams) -> Iterator[str | ChatResult]:
+        # LLM.chat is not incremental: the whole text is one delta.
+        result = self.chat(messages, params)
+        yield result.text
+        yield result
+
+    async def achat(self, messages: list[Message], params: SamplingParams) -> ChatResult:
+        return await asyncio.to_thread(self.chat, messages, params)
+
+    async def astream_chat(
+        self, messages: list[Message], params: SamplingParams
+    ) -> AsyncIterator[str | ChatResult]:
+        result = await self.achat(messages, params)
+        yield result.text
+        yield result
+
+    def count_tokens(self, text: str) -> int | None:
+        return len(self._llm.get_tokenizer().encode(text, add_special_tokens=False))
+
+    def context_length(self) -> int | None:
+        return int(self._llm.llm_engine.model_config.max_model_len)
+
+
+def make_backend(settings: Settings, in_process: bool = False) -> ChatBackend:
+    """The backend the settings ask for: the server at ``llm_base_url``, or vllm.LLM in-process."""
+    if in_process:
+        if not settings.llm_model:
+            raise LLMError("In-process vLLM needs a model: set --llm-model / RAGMED_LLM_MODEL.")
+        return InProcessLLM(settings.llm_model)
+    return LLMClient.from_settings(settings)
