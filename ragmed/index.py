@@ -301,9 +301,9 @@ def _write_index(
 ) -> None:
     """Write everything into a temp folder, then swap it in with renames."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a build killed while writing
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir()
     with (tmp / "nodes.jsonl").open("w", encoding="utf-8") as fh:
         for r in records:

@@ -36,3 +36,8 @@ def tokenize(text: str) -> list[str]:
 
 def tokenize_many(texts: Iterable[str]) -> list[list[str]]:
     return [tokenize(t) for t in texts]
+
+
+def morphemes(text: str) -> list[str]:
+    """Every morpheme, punctuation included: the unit for token-budgeted chunking."""
+    return [w.surface for w in _tagger()(text)]

