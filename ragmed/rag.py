@@ -559,25 +559,60 @@ class RagPipeline:
     def sampling(self, **overrides: Any) -> SamplingParams:
         return SamplingParams.from_settings(self.settings, **overrides)
 
-    def prepare(self, question: str, rag: bool = True, params: SamplingParams | None = None) -> Prepared:
-        """Link, retrieve, pack and build the chat messages: all of ragmed's own work before the LLM."""
+    def fit_history(self, history: Sequence[Message], length: int, max_tokens: int) -> list[Message]:
+        """The most recent earlier turns that fit in half the prompt budget (the rest is for context)."""
+        budget = (length - max_tokens) // 2
+        kept: list[Message] = []
+        used = 0
+        for message in reversed(list(history)):
+            cost = self.counter.count(message.get("content") or "") + 8  # role markers
+            if used + cost > budget:
+                break
+            kept.insert(0, {"role": message["role"], "content": message.get("content") or ""})
+            used += cost
+        return kept
+
+    def prepare(
+        self,
+        question: str,
+        rag: bool = True,
+        params: SamplingParams | None = None,
+        *,
+        history: Sequence[Message] = (),
+        query: str | None = None,
+    ) -> Prepared:
+        """Link, retrieve, pack and build the chat messages: all of ragmed's own work before the LLM.
+
+        Multi-turn chat (API, UI): ``history`` holds the earlier user/assistant turns, placed between
+        the system prompt and this turn and counted against the budget (oldest dropped first);
+        ``query`` is what retrieval searches for, built from the conversation so a follow-up like
+        「その治療は？」 still finds the disease talked about. Both default to single-turn behaviour.
+        """
         if not question or not question.strip():
             raise ValueError("the question is empty")
         params = params or self.sampling()
         timings: dict[str, float] = {}
         warnings: list[str] = []
         tpl = self.template
+        if history:
+            hist_length, _ = self.context_length()
+            history = self.fit_history(history, hist_length, params.max_tokens)
+            if not history:
+                warnings.append("The earlier conversation does not fit the model's context; it was left out.")
+        history_text = "\n".join(m["content"] for m in history) + "\n" * bool(history)
+        history = list(history)
         if not rag:
             # No-RAG: no retrieval and no context at all, not even an empty one.
             t = time.perf_counter()
             length, notes = self.context_length()
             warnings += notes
             counter = self.counter
-            fixed = tpl.system_no_rag + tpl.render("user_no_rag", question="")
+            fixed = tpl.system_no_rag + history_text + tpl.render("user_no_rag", question="")
             packed = pack_context([], question, fixed, tpl, counter, length, params.max_tokens)
             warnings += [w for w in packed.warnings if "chunks packed" not in w]
             messages = [
                 {"role": "system", "content": tpl.system_no_rag},
+                *history,
                 {"role": "user", "content": tpl.render("user_no_rag", question=packed.question)},
             ]
             timings["packing_ms"] = _ms(t)
@@ -592,16 +627,17 @@ class RagPipeline:
                 warnings=warnings,
                 params=params,
             )
-        retrieved, linked, trace = self.retrieve(question, timings)
+        retrieved, linked, trace = self.retrieve(query or question, timings)
         t = time.perf_counter()
         length, notes = self.context_length()
         warnings += notes
         diseases = self._diseases_text(linked)
-        fixed = tpl.system + tpl.render("user", context="", diseases=diseases, question="")
+        fixed = tpl.system + history_text + tpl.render("user", context="", diseases=diseases, question="")
         packed = pack_context(retrieved, question, fixed, tpl, self.counter, length, params.max_tokens)
         warnings += packed.warnings
         messages = [
             {"role": "system", "content": tpl.system},
+            *history,
             {
                 "role": "user",
                 "content": tpl.render(
