@@ -1,0 +1,439 @@
+"""Exam runs: every question answered per mode, appended to jsonl as it arrives, resumable.
+
+WHY this shape:
+* one asyncio loop with a semaphore drives many concurrent requests, so a server (vLLM) batches
+  them; with in-process vLLM, `BatchingBackend` gathers the concurrent calls into `chat_batch`
+  calls — the same runner code either way;
+* each prediction is written with flush + fsync the moment it arrives: a killed run loses at most
+  the in-flight requests, and a restart reads what is there, skips done ids, and repairs a torn
+  last line (nothing lost, nothing duplicated);
+* the run dir records what determines the numbers (model, index fingerprint, prompt hash,
+  sampling, seed, ragmed version) and refuses to mix results from a different configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from ragmed_eval.datasets import load_dataset
+from ragmed_eval.leakage import LeakageReport, check_leakage
+from ragmed_eval.schema import Question
+
+import ragmed
+
+CONFIG = "config.json"
+PRED_DIR = "predictions"
+LEAKAGE = "leakage.json"
+
+
+class RunConfigError(ValueError):
+    """The run directory holds results made with a different configuration."""
+
+
+class ModeSpec(BaseModel):
+    """A generation mode: no-RAG, or RAG with a retrieval variant."""
+
+    name: str
+    rag: bool
+    retrieval: str = "hybrid"  # hybrid | dense | bm25
+    kinds: list[str] | None = None  # None = all; ["manbyo"] = dictionary only; ["corpus"] = corpus only
+    k: int | None = None
+
+
+def parse_mode(name: str) -> ModeSpec:
+    """'norag', 'rag', 'rag-dict', 'rag-corpus', 'rag-dense', 'rag-bm25', 'rag-k10', 'rag-corpus-k3'."""
+    parts = name.strip().lower().split("-")
+    if parts == ["norag"]:
+        return ModeSpec(name="norag", rag=False)
+    if parts[0] != "rag":
+        raise ValueError(
+            f"unknown mode {name!r}: use norag, rag, rag-dict, rag-corpus, rag-dense, rag-bm25, rag-kN"
+        )
+    spec = ModeSpec(name=name.strip().lower(), rag=True)
+    for p in parts[1:]:
+        if p == "dict":
+            spec.kinds = ["manbyo"]
+        elif p == "corpus":
+            spec.kinds = ["corpus"]
+        elif p in ("hybrid", "dense", "bm25"):
+            spec.retrieval = p
+        elif p.startswith("k") and p[1:].isdigit():
+            spec.k = int(p[1:])
+        else:
+            raise ValueError(f"unknown mode part {p!r} in {name!r}")
+    return spec
+
+
+class RunConfig(BaseModel):
+    dataset: str
+    data_dir: str
+    subset: str = "all"
+    modes: list[str] = Field(default_factory=lambda: ["norag", "rag"])
+    index: str | None = None
+    engine: str = "server"  # server | vllm
+    llm_base_url: str | None = None
+    model: str | None = None
+    concurrency: int = 16
+    max_tokens: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    reasoning: bool = False
+    limit: int | None = None
+    ids: list[str] | None = None
+    leakage_guard: bool = True
+    exclude_leaked: bool = True
+    top_k: int | None = None
+    # Filled in by the runner:
+    ragmed_version: str = ragmed.__version__
+    prompt_template: str | None = None
+    prompt_hash: str | None = None
+    index_fingerprint: str | None = None
+    questions_hash: str | None = None
+    started: str | None = None
+    host: str = Field(default_factory=platform.node)
+
+    def identity(self) -> dict[str, Any]:
+        """Fields whose change makes earlier predictions incomparable."""
+        keys = (
+            "dataset",
+            "subset",
+            "model",
+            "max_tokens",
+            "temperature",
+            "seed",
+            "reasoning",
+            "prompt_hash",
+            "index_fingerprint",
+            "top_k",
+        )
+        return {k: getattr(self, k) for k in keys}
+
+
+# ---------------------------------------------------------------- append-only prediction log
+
+
+def read_predictions(path: Path, *, repair: bool = True) -> dict[str, dict[str, Any]]:
+    """Read a predictions jsonl; a torn LAST line (killed mid-write) is cut off when `repair`.
+
+    A bad line anywhere else is real corruption: raise with file and line, touch nothing.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return out
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    good_end = 0
+    pos = 0
+    for i, raw in enumerate(lines):
+        end = pos + len(raw) + (1 if i < len(lines) - 1 else 0)
+        is_last = i == len(lines) - 1 or (i == len(lines) - 2 and lines[-1] == b"")
+        if raw.strip():
+            complete = i < len(lines) - 1  # had its newline
+            try:
+                obj = json.loads(raw)
+                if not complete:
+                    raise ValueError("no trailing newline")
+            except ValueError:
+                if is_last:
+                    break
+                raise ValueError(
+                    f"{path}:{i + 1}: corrupt prediction line (not the last one; not repaired)"
+                ) from None
+            pid = str(obj["problem_id"])
+            out[pid] = obj  # a later line for the same id wins (retries)
+        good_end = end
+        pos = end
+    if repair and good_end < len(data):
+        with open(path, "r+b") as fh:
+            fh.truncate(good_end)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return out
+
+
+class PredictionLog:
+    """Append-only jsonl writer: one line per answer, flushed and fsynced as it arrives."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _hash_questions(questions: Sequence[Question]) -> str:
+    h = hashlib.sha256()
+    for q in questions:
+        h.update(q.model_dump_json(include={"id", "text", "choices", "gold"}).encode())
+    return h.hexdigest()[:16]
+
+
+def _chunk_info(chunk: Any) -> dict[str, Any]:
+    get = chunk.get if isinstance(chunk, dict) else lambda k, d=None: getattr(chunk, k, d)
+    return {
+        "node_id": get("node_id"),
+        "n": get("n"),
+        "source": get("source", ""),
+        "title": get("title", ""),
+        "score": get("score"),
+        "kind": get("kind"),
+    }
+
+
+def exam_record(q: Question, mode: str, ans: Any, elapsed_ms: float) -> dict[str, Any]:
+    """One predictions.jsonl line from an ExamAnswer (IgakuQA-compatible `problem_id`/`prediction`)."""
+    cites = []
+    for c in getattr(ans, "citations", None) or []:
+        cites.append(c.model_dump(exclude={"text"}) if hasattr(c, "model_dump") else c)
+    return {
+        "problem_id": q.id,
+        "prediction": ans.prediction,
+        "mode": mode,
+        "letters": list(getattr(ans, "letters", []) or []),
+        "method": getattr(ans, "method", None),
+        "raw_text": getattr(ans, "raw_text", None),
+        "citations": cites,
+        "sources": [_chunk_info(c) for c in (getattr(ans, "chunks", None) or [])],
+        "usage": dict(getattr(ans, "usage", None) or {}),
+        "timings": dict(getattr(ans, "timings", None) or {}),
+        "elapsed_ms": round(elapsed_ms, 2),
+        "model": getattr(ans, "model", None),
+        "prompt_hash": getattr(ans, "prompt_hash", None),
+    }
+
+
+# ---------------------------------------------------------------- running one mode
+
+
+async def run_mode(
+    pipeline: Any,
+    questions: Sequence[Question],
+    spec: ModeSpec,
+    out_path: Path,
+    *,
+    concurrency: int = 16,
+    reasoning: bool = False,
+    progress: bool = True,
+    on_error: Callable[[Question, BaseException], None] | None = None,
+) -> dict[str, Any]:
+    """Answer the questions not yet in `out_path` (via `pipeline.aanswer_exam`), appending each."""
+    done = read_predictions(out_path)
+    todo = [q for q in questions if q.id not in done]
+    log = PredictionLog(out_path)
+    errors: list[dict[str, str]] = []
+    sem = asyncio.Semaphore(max(1, concurrency))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc=spec.name, unit="q")
+
+    async def one(q: Question) -> None:
+        async with sem:
+            t = time.perf_counter()
+            try:
+                ans = await pipeline.aanswer_exam(
+                    q.text, q.choices, kind=q.kind, n_answers=q.n_answers, rag=spec.rag, reasoning=reasoning
+                )
+            except Exception as exc:  # one bad item must not end a 2000-question run
+                errors.append({"problem_id": q.id, "error": f"{type(exc).__name__}: {exc}"})
+                if on_error:
+                    on_error(q, exc)
+                return
+            finally:
+                if bar is not None:
+                    bar.update(1)
+            log.append(exam_record(q, spec.name, ans, (time.perf_counter() - t) * 1000))
+
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(one(q) for q in todo))
+    finally:
+        log.close()
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - started
+    if errors:
+        with open(out_path.with_suffix(".errors.jsonl"), "a", encoding="utf-8") as fh:
+            for e in errors:
+                fh.write(json.dumps(e, ensure_ascii=False) + "\n")
+    return {
+        "mode": spec.name,
+        "answered": len(todo) - len(errors),
+        "skipped_done": len(done),
+        "errors": len(errors),
+        "wall_s": round(wall, 3),
+    }
+
+
+# ---------------------------------------------------------------- pipelines
+
+
+def build_pipeline(
+    spec: ModeSpec, llm: Any, settings: Any, index: Any = None, exclude_ids: set[str] | None = None
+):
+    """A RagPipeline for `spec` (retrieval variant, k, leaked chunks excluded)."""
+    from ragmed.rag import RagPipeline
+
+    if not spec.rag:
+        return RagPipeline(llm, None, settings=settings)
+    if index is None:
+        raise ValueError(f"mode {spec.name!r} needs --index")
+    from ragmed.retrieve import HybridRetriever
+
+    retriever = HybridRetriever(
+        index,
+        k=spec.k or settings.top_k,
+        mode=spec.retrieval,
+        exclude_ids=set(exclude_ids or ()),
+        kinds=set(spec.kinds) if spec.kinds else None,
+        reranker=settings.reranker,
+    )
+    return RagPipeline(llm, retriever, settings=settings)
+
+
+def make_llm(cfg: RunConfig, settings: Any) -> Any:
+    """The chat backend: a server (OpenAI-compatible) or in-process vLLM behind a batcher."""
+    if cfg.engine == "vllm":
+        from ragmed_eval.batching import BatchingBackend
+
+        from ragmed.llm import InProcessLLM
+
+        if not cfg.model:
+            raise ValueError("--engine vllm needs --model")
+        inner = InProcessLLM(cfg.model, enable_prefix_caching=True, seed=cfg.seed or 0)
+        return BatchingBackend(inner, max_batch=max(cfg.concurrency, 1))
+    from ragmed.llm import LLMClient
+
+    return LLMClient.from_settings(settings)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, llm: Any = None) -> dict[str, Any]:
+    """Run every mode of `cfg` into `out_dir` (resuming what is there) and return a summary."""
+    from ragmed.settings import get_settings
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    questions = load_dataset(cfg.dataset, cfg.data_dir, subset=cfg.subset)
+    if cfg.ids:
+        wanted = set(cfg.ids)
+        questions = [q for q in questions if q.id in wanted]
+    if cfg.limit:
+        questions = questions[: cfg.limit]
+    settings = get_settings().with_overrides(
+        llm_base_url=cfg.llm_base_url,
+        llm_model=cfg.model,
+        max_tokens=cfg.max_tokens,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+    )
+    specs = [parse_mode(m) for m in cfg.modes]
+    index = None
+    if any(s.rag for s in specs):
+        if not cfg.index:
+            raise ValueError("RAG modes need --index")
+        from ragmed.index import RagmedIndex
+
+        index = RagmedIndex.load(cfg.index, settings=settings)
+        cfg.index_fingerprint = index.manifest.fingerprint()
+    llm = llm if llm is not None else make_llm(cfg, settings)
+    from ragmed.prompts import load_template
+
+    tpl = load_template(settings.prompt_template)
+    cfg.prompt_template, cfg.prompt_hash = tpl.name, tpl.sha256
+    cfg.model = cfg.model or llm.model
+    cfg.questions_hash = _hash_questions(questions)
+    cfg.started = cfg.started or datetime.now(UTC).isoformat(timespec="seconds")
+    cfg.max_tokens, cfg.temperature, cfg.top_k = settings.max_tokens, settings.temperature, settings.top_k
+
+    cfg_path = out / CONFIG
+    if cfg_path.exists():
+        old = RunConfig.model_validate_json(cfg_path.read_text(encoding="utf-8"))
+        if old.identity() != cfg.identity():
+            diff = {k: (v, cfg.identity()[k]) for k, v in old.identity().items() if v != cfg.identity()[k]}
+            raise RunConfigError(
+                f"{cfg_path} was written with a different configuration {diff}; use a new --out"
+            )
+        cfg.started = old.started
+        cfg.modes = list(dict.fromkeys([*old.modes, *cfg.modes]))
+    _write_json(cfg_path, cfg.model_dump())
+
+    leakage: LeakageReport | None = None
+    exclude: set[str] = set()
+    if index is not None and cfg.leakage_guard:
+        leakage = check_leakage(questions, index.nodes)
+        leakage.excluded = cfg.exclude_leaked and not leakage.clean
+        if leakage.excluded:
+            exclude = leakage.node_ids
+        _write_json(out / LEAKAGE, leakage.to_dict())
+
+    summaries = []
+    for spec in specs:
+        pipe = build_pipeline(spec, llm, settings, index, exclude)
+        summaries.append(
+            asyncio.run(
+                run_mode(
+                    pipe,
+                    questions,
+                    spec,
+                    out / PRED_DIR / f"{spec.name}.jsonl",
+                    concurrency=cfg.concurrency,
+                    reasoning=cfg.reasoning,
+                    progress=progress,
+                )
+            )
+        )
+    summary = {
+        "out": str(out),
+        "n_questions": len(questions),
+        "modes": summaries,
+        "leakage": leakage.summary() if leakage else None,
+    }
+    _write_json(out / "run_summary.json", summary)
+    return summary
+
+
+def load_run(run_dir: str | Path) -> tuple[RunConfig, list[Question], dict[str, dict[str, dict[str, Any]]]]:
+    """Config, questions and per-mode predictions ({mode: {problem_id: record}}) of a run dir."""
+    d = Path(run_dir)
+    cfg_path = d / CONFIG
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{d} is not a run directory (no {CONFIG})")
+    cfg = RunConfig.model_validate_json(cfg_path.read_text(encoding="utf-8"))
+    questions = load_dataset(cfg.dataset, cfg.data_dir, subset=cfg.subset)
+    preds = {
+        p.stem: read_predictions(p, repair=False)
+        for p in sorted((d / PRED_DIR).glob("*.jsonl"))
+        if not p.name.endswith(".errors.jsonl")
+    }
+    ran = set().union(*[set(v) for v in preds.values()]) if preds else set()
+    if cfg.ids or cfg.limit:
+        if cfg.ids:
+            questions = [q for q in questions if q.id in set(cfg.ids)]
+        if cfg.limit:
+            questions = questions[: cfg.limit]
+    del ran
+    return cfg, questions, preds

