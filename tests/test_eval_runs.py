@@ -14,6 +14,8 @@ import pytest
 from ragmed_eval.runs import PredictionLog, RunConfig, RunConfigError, parse_mode, read_predictions
 
 FIX = Path(__file__).parent / "fixtures" / "exams"
+SAMPLES = Path(__file__).resolve().parents[1] / "ragmed" / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "ragmed" / "samples"
 
 
 def test_prediction_log_and_torn_last_line(tmp_path):
@@ -106,11 +108,32 @@ def _run_cmd(out: Path, index_path: Path, server, modes: str = "norag,rag") -> l
     ]
 
 
+@pytest.fixture(scope="module")
+def leaky_index(tmp_path_factory, embedder):
+    """The shipped sample corpus plus a 'question bank' page holding exam item 112A1 and its answer."""
+    from ragmed_eval.datasets import load_dataset
+
+    from ragmed.index import build_index
+    from ragmed.settings import Settings
+
+    root = tmp_path_factory.mktemp("leaky")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for f in (SAMPLES / "corpus").iterdir():
+        (corpus / f.name).write_bytes(f.read_bytes())
+    q = next(q for q in load_dataset("igakuqa", FIX / "igakuqa") if q.id == "112A1")
+    (corpus / "qbank.txt").write_text(f"過去問\n{q.text}\n正解は{q.choices[1]}", encoding="utf-8")
+    return build_index(
+        root / "idx", corpus=[corpus], settings=Settings(index_dir=root), embedder=embedder, progress=False
+    )
+
+
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_eval_run_kill_and_resume(tmp_path, llm_server, demo_index):
+def test_eval_run_kill_and_resume(tmp_path, llm_server, leaky_index):
+    demo_index = leaky_index
     out = tmp_path / "run"
-    env = {**os.environ, "RAGMED_INDEX_DIR": str(demo_index.path.parent)}
+    env = dict(os.environ)
     proc = subprocess.Popen(
         _run_cmd(out, demo_index.path, llm_server),
         env=env,
@@ -144,9 +167,12 @@ def test_eval_run_kill_and_resume(tmp_path, llm_server, demo_index):
     assert summary["modes"][0]["skipped_done"] >= 1
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"] == llm_server.model and cfg["prompt_hash"] and cfg["index_fingerprint"]
-    assert (out / "leakage.json").exists()
+    leak = json.loads((out / "leakage.json").read_text(encoding="utf-8"))
+    assert leak["contaminated_questions"] == ["112A1"] and leak["excluded"]
+    planted = set(leak["contaminated_node_ids"])
     rag_lines = [json.loads(x) for x in (out / "predictions" / "rag.jsonl").read_text().splitlines()]
     assert any(x["sources"] for x in rag_lines)  # retrieval happened in RAG mode
+    assert not any(s["node_id"] in planted for x in rag_lines for s in x["sources"])  # leaked chunk excluded
     res = subprocess.run(
         [sys.executable, "-m", "ragmed_eval.cli", "report", str(out), "--format", "md"],
         capture_output=True,
@@ -155,4 +181,4 @@ def test_eval_run_kill_and_resume(tmp_path, llm_server, demo_index):
     )
     assert res.returncode == 0, res.stderr[-2000:]
     md = Path(res.stdout.strip()).read_text(encoding="utf-8")
-    assert "rag − norag" in md and "Leakage guard" in md
+    assert "rag − norag" in md and "Verdict: **excluded**" in md
