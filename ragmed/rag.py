@@ -52,6 +52,12 @@ JOIN_SLACK_TOKENS = 2
 # Below this, a partially fitting chunk is not worth truncating.
 MIN_PARTIAL_TOKENS = 48
 DEFAULT_CONTEXT_LENGTH = 4096
+# A question cut shorter than this is not worth sending.
+MIN_QUESTION_TOKENS = 32
+
+
+class ContextTooSmallError(ValueError):
+    """The model's context cannot hold even the prompt template, a short question and the answer."""
 
 
 # --------------------------------------------------------------------------- data
@@ -244,7 +250,7 @@ def dedupe_and_order(chunks: Sequence[RetrievedChunk]) -> tuple[list[RetrievedCh
     seen_text: set[str] = set()
     out: list[RetrievedChunk] = []
     for _, chunk in ordered:
-        key = " ".join(unicodedata.normalize("NFKC", chunk.text).split())
+        key = "".join(unicodedata.normalize("NFKC", chunk.text).split())
         if chunk.node_id in seen_ids or key in seen_text:
             continue
         seen_ids.add(chunk.node_id)
@@ -295,10 +301,17 @@ def pack_context(
     warnings: list[str] = []
     unique, duplicates = dedupe_and_order(chunks)
     budget = context_length - max_tokens
-    used = counter.count(fixed_text) + CHAT_OVERHEAD_TOKENS
+    # The empty-context notice is reserved up front: it is sent when no chunk fits.
+    used = counter.count(fixed_text) + counter.count(template.empty_context) + CHAT_OVERHEAD_TOKENS
     q_tokens = counter.count(question)
     if used + q_tokens > budget:
-        room = max(budget - used, 0)
+        room = budget - used
+        if room < MIN_QUESTION_TOKENS:
+            raise ContextTooSmallError(
+                f"The model's context ({context_length} tokens) cannot hold the prompt template ({used} tokens "
+                f"with chat overhead), the answer ({max_tokens} tokens) and the question: use a model with a "
+                "longer context, lower --max-tokens, or a shorter prompt template."
+            )
         cut = truncate_to_tokens(question, room, counter)
         warnings.append(
             f"The question ({q_tokens} tokens) does not fit the model's context ({context_length} tokens, "

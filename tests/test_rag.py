@@ -16,6 +16,7 @@ from ragmed.prompts import PromptTemplateError, list_templates, load_template
 from ragmed.rag import (
     Answer,
     ByteEstimateCounter,
+    ContextTooSmallError,
     RagmedQueryEngine,
     RagPipeline,
     RetrievedChunk,
@@ -198,7 +199,8 @@ def test_missing_index_lists_available(settings: Settings, demo_index, unused_ur
         "質問", index="no-such-index", settings=settings.with_overrides(llm_base_url=unused_url),
         console=Console(record=True), err_console=err,
     )  # fmt: skip
-    assert code != 0 and "no-such-index" in err.export_text() and "demo" in err.export_text()
+    message = err.export_text()
+    assert code != 0 and "no-such-index" in message and "Available" in message and "demo" in message
 
 
 # --------------------------------------------------------------------------- with the real vLLM server
@@ -277,10 +279,12 @@ def test_async_variants_and_query_engine(llm: LLMClient, small: Settings) -> Non
 
 @pytest.mark.vllm
 def test_tiny_context_truncates_instead_of_crashing(llm: LLMClient, small: Settings) -> None:
-    pipe = RagPipeline(llm, GivenNodes(invented_nodes()), settings=small, context_length=600)
+    pipe = RagPipeline(llm, GivenNodes(invented_nodes()), settings=small, context_length=1200)
     answer = pipe.answer("架空病Xについて詳しく教えてください。" * 60)
     assert any("truncated" in w for w in answer.warnings)
-    assert answer.usage["prompt_tokens"] + answer.usage["completion_tokens"] <= 600
+    assert answer.usage["prompt_tokens"] + answer.usage["completion_tokens"] <= 1200
+    with pytest.raises(ContextTooSmallError, match="600 tokens"):  # not even the template fits
+        RagPipeline(llm, GivenNodes(invented_nodes()), settings=small, context_length=600).answer("質問")
 
 
 @pytest.mark.vllm
