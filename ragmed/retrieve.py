@@ -2,7 +2,7 @@
 
 Hybrid search fuses the two ranked lists with reciprocal rank fusion (RRF), which needs no score
 calibration between cosine and BM25. Disease mentions in the query are linked to Manbyo standard
-names first and those names (and ICD-10 codes) expand the lexical query, so "AMI の治療" also
+names first and those names expand the lexical query, so "AMI の治療" also
 matches passages that only say 急性心筋梗塞. :class:`HybridRetriever` is a llama-index retriever.
 """
 
@@ -18,7 +18,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from pydantic import BaseModel, Field
 
 from ragmed.index import RagmedIndex
-from ragmed.tokenize import tokenize
+from ragmed.tokenize import normalize_text, tokenize
 
 Mode = Literal["hybrid", "dense", "bm25"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "bm25")
@@ -137,15 +137,18 @@ class Searcher:
         linked: list[dict[str, Any]] = []
         if mode in ("hybrid", "bm25"):
             t = time.perf_counter()
+            tokens = tokenize(query)
             if expand:
+                # Only names the query does not already say: repeating a term would just
+                # up-weight the short dictionary rows that contain it. ICD codes stay in the
+                # trace: passages rarely contain them, so they would favour dictionary rows too.
                 linked = self.link(query)
-                for item in linked:
-                    expansion.append(item["standard_name"])
-                    if item["icd10"] != "-1":
-                        expansion.append(item["icd10"])
+                folded = normalize_text(query)
+                expansion = list(dict.fromkeys(i["standard_name"] for i in linked if normalize_text(i["standard_name"]) not in folded))
+                seen = set(tokens)
+                tokens += [tok for tok in tokenize(" ".join(expansion)) if tok not in seen]
             timings["link_ms"] = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
-            tokens = tokenize(" ".join([query, *expansion]))
             bm25_hits = self.bm25(tokens, depth, exclude)
             timings["bm25_ms"] = (time.perf_counter() - t) * 1000
         if mode in ("hybrid", "dense"):

