@@ -325,6 +325,15 @@ def make_llm(cfg: RunConfig, settings: Any) -> Any:
     return LLMClient.from_settings(settings)
 
 
+async def _close_async_client(llm: Any) -> None:
+    """Close the LLM client's async HTTP pool on the loop that opened it (else it is closed at
+    garbage collection, after the loop, and asyncio logs 'Event loop is closed')."""
+    held = getattr(llm, "_async", None)
+    if isinstance(held, tuple) and len(held) == 2 and held[0] is asyncio.get_running_loop():
+        await held[1].close()
+        llm._async = None
+
+
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -390,22 +399,29 @@ def run(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, llm: Any 
             exclude = leakage.node_ids
         _write_json(out / LEAKAGE, leakage.to_dict())
 
-    summaries = []
-    for spec in specs:
-        pipe = build_pipeline(spec, llm, settings, index, exclude)
-        summaries.append(
-            asyncio.run(
-                run_mode(
-                    pipe,
-                    questions,
-                    spec,
-                    out / PRED_DIR / f"{spec.name}.jsonl",
-                    concurrency=cfg.concurrency,
-                    reasoning=cfg.reasoning,
-                    progress=progress,
+    async def run_all() -> list[dict[str, Any]]:
+        done = []
+        try:
+            for spec in specs:
+                pipe = build_pipeline(spec, llm, settings, index, exclude)
+                path = out / PRED_DIR / f"{spec.name}.jsonl"
+                done.append(
+                    await run_mode(
+                        pipe,
+                        questions,
+                        spec,
+                        path,
+                        concurrency=cfg.concurrency,
+                        reasoning=cfg.reasoning,
+                        progress=progress,
+                    )
                 )
-            )
-        )
+        finally:
+            await _close_async_client(llm)
+        return done
+
+    # One event loop for all modes: the HTTP client's pool is bound to the loop that opened it.
+    summaries = asyncio.run(run_all())
     summary = {
         "out": str(out),
         "n_questions": len(questions),
