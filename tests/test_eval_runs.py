@@ -103,7 +103,7 @@ def _run_cmd(out: Path, index_path: Path, server, modes: str = "norag,rag") -> l
         "--subset",
         "text_only",
         "--limit",
-        "8",
+        "6",
         "--no-progress",
     ]
 
@@ -144,7 +144,7 @@ def test_eval_run_kill_and_resume(tmp_path, llm_server, leaky_index):
     norag = out / "predictions" / "norag.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if norag.exists() and len(norag.read_text(encoding="utf-8").splitlines()) >= 2:
+        if norag.exists() and len(norag.read_text(encoding="utf-8").splitlines()) >= 1:
             break
         time.sleep(0.2)
     if proc.poll() is None:
@@ -160,7 +160,7 @@ def test_eval_run_kill_and_resume(tmp_path, llm_server, leaky_index):
     for mode in ("norag", "rag"):
         lines = [json.loads(x) for x in (out / "predictions" / f"{mode}.jsonl").read_text().splitlines()]
         ids = [x["problem_id"] for x in lines]
-        assert len(ids) == len(set(ids)) == 8, (mode, ids)  # nothing lost, nothing duplicated
+        assert len(ids) == len(set(ids)) == 6, (mode, ids)  # nothing lost, nothing duplicated
         assert all(isinstance(x["prediction"], str) for x in lines)
     for k, v in before.items():  # what was there survived unchanged
         assert read_predictions(norag)[k] == v

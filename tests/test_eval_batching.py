@@ -1,0 +1,61 @@
+"""BatchingBackend: concurrent achat calls become grouped chat_batch calls, answers routed back."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from ragmed_eval.batching import BatchingBackend
+
+from ragmed.llm import ChatResult, SamplingParams
+
+
+class EchoBatchLLM:
+    """Stands in for vllm.LLM (not importable on CPU hosts): answers each conversation with its last
+    message, and records the batches it was given. The batcher, not this class, is under test."""
+
+    model = "echo"
+    where = "echo"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, str]] = []
+
+    def chat_batch(self, conversations, params):
+        if params.max_tokens == 13:
+            raise RuntimeError("engine failure")
+        self.calls.append((len(conversations), params.model_dump_json()))
+        return [ChatResult(text=c[-1]["content"], model="echo") for c in conversations]
+
+
+def test_batches_group_by_params_and_route_answers():
+    inner = EchoBatchLLM()
+    b = BatchingBackend(inner, max_batch=64, max_wait_s=0.05)
+    single = SamplingParams(max_tokens=2, choice=["a", "b", "c", "d", "e"])
+    multi = SamplingParams(max_tokens=4, regex="[a-e],[a-e]")
+
+    async def go():
+        tasks = [
+            b.achat([{"role": "user", "content": f"q{i}"}], single if i % 3 else multi) for i in range(30)
+        ]
+        return await asyncio.gather(*tasks)
+
+    results = asyncio.run(go())
+    assert [r.text for r in results] == [f"q{i}" for i in range(30)]
+    assert sum(n for n, _ in inner.calls) == 30
+    assert len(inner.calls) <= 4  # 30 concurrent calls -> a couple of batches, not 30 requests
+    assert len({p for _, p in inner.calls}) == 2  # one batch per distinct sampling setting
+
+
+def test_batch_errors_reach_every_caller():
+    b = BatchingBackend(EchoBatchLLM(), max_batch=8, max_wait_s=0.01)
+
+    async def go():
+        return await asyncio.gather(
+            *(b.achat([{"role": "user", "content": "x"}], SamplingParams(max_tokens=13)) for _ in range(3)),
+            return_exceptions=True,
+        )
+
+    out = asyncio.run(go())
+    assert all(isinstance(e, RuntimeError) for e in out)
+    with pytest.raises(RuntimeError):
+        asyncio.run(b.achat([{"role": "user", "content": "x"}], SamplingParams(max_tokens=13)))
