@@ -321,3 +321,26 @@ def write_report(run_dir: str | Path, fmt: str = "md", **kwargs: Any) -> Path:
         path.write_text(render_html(r), encoding="utf-8")
         return path
     raise ValueError(f"unknown format {fmt!r}: md, json or html")
+
+
+def list_runs(root: str | Path) -> list[dict[str, Any]]:
+    """Run directories under `root` (for the UI's run picker), newest first."""
+    out = []
+    for cfg_path in sorted(Path(root).glob(f"*/{CONFIG}")):
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        d = cfg_path.parent
+        out.append(
+            {
+                "run_dir": str(d),
+                "name": d.name,
+                "dataset": cfg.get("dataset"),
+                "model": cfg.get("model"),
+                "modes": cfg.get("modes"),
+                "started": cfg.get("started"),
+                "has_report": (d / REPORT).exists(),
+            }
+        )
+    return sorted(out, key=lambda r: r.get("started") or "", reverse=True)
