@@ -14,6 +14,7 @@ WHY this shape:
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
@@ -168,6 +169,11 @@ class PredictionLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+        try:  # two runs appending to one file would interleave and duplicate answers
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._fh.close()
+            raise RunConfigError(f"{path} is being written by another `ragmed eval run`") from None
 
     def append(self, record: dict[str, Any]) -> None:
         self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -234,9 +240,13 @@ async def run_mode(
     on_error: Callable[[Question, BaseException], None] | None = None,
 ) -> dict[str, Any]:
     """Answer the questions not yet in `out_path` (via `pipeline.aanswer_exam`), appending each."""
-    done = read_predictions(out_path)
+    log = PredictionLog(out_path)  # lock first, then repair/read: never cut another writer's line
+    try:
+        done = read_predictions(out_path)
+    except BaseException:
+        log.close()
+        raise
     todo = [q for q in questions if q.id not in done]
-    log = PredictionLog(out_path)
     errors: list[dict[str, str]] = []
     sem = asyncio.Semaphore(max(1, concurrency))
     bar = None
@@ -445,11 +455,9 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, list[Question], dict[str, 
         for p in sorted((d / PRED_DIR).glob("*.jsonl"))
         if not p.name.endswith(".errors.jsonl")
     }
-    ran = set().union(*[set(v) for v in preds.values()]) if preds else set()
-    if cfg.ids or cfg.limit:
-        if cfg.ids:
-            questions = [q for q in questions if q.id in set(cfg.ids)]
-        if cfg.limit:
-            questions = questions[: cfg.limit]
-    del ran
+    if cfg.ids:
+        wanted = set(cfg.ids)
+        questions = [q for q in questions if q.id in wanted]
+    if cfg.limit:
+        questions = questions[: cfg.limit]
     return cfg, questions, preds

@@ -39,6 +39,15 @@ def test_prediction_log_and_torn_last_line(tmp_path):
     assert [json.loads(x)["problem_id"] for x in p.read_text().splitlines()] == ["112A1", "112A2", "112A3"]
 
 
+def test_second_writer_is_refused(tmp_path):
+    p = tmp_path / "rag.jsonl"
+    first = PredictionLog(p)
+    with pytest.raises(RunConfigError, match="another"):
+        PredictionLog(p)
+    first.close()
+    PredictionLog(p).close()
+
+
 def test_corrupt_middle_line_is_an_error_and_untouched(tmp_path):
     p = tmp_path / "norag.jsonl"
     data = b'{"problem_id": "a", "prediction": "b"}\nGARBAGE\n{"problem_id": "c", "prediction": "d"}\n'
