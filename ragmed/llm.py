@@ -233,6 +233,7 @@ class LLMClient:
         self._max_model_len: int | None = None
         self._tokenize_ok: bool | None = None
         self._discovered = False
+        self.model_root: str | None = None
         self._token_cache: OrderedDict[str, int] = OrderedDict()
         self._lock = threading.Lock()
         self._sync = openai.OpenAI(
@@ -309,6 +310,8 @@ class LLMClient:
         extra = getattr(wanted, "model_extra", None) or {}
         if isinstance(extra.get("max_model_len"), int):
             self._max_model_len = extra["max_model_len"]
+        if isinstance(extra.get("root"), str):
+            self.model_root = extra["root"]  # vLLM: the model folder, possibly on this machine
         return wanted.id
 
     def _discover(self) -> str:
