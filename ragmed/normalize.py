@@ -38,6 +38,7 @@ NAME_NEIGHBOURS = 10  # TF-IDF nearest standard names
 MAX_SUBSTRING = 40  # longest query substring looked up in the dictionary
 MAX_AFFIX = 8  # longest prefix/suffix kept in the learned drop statistics
 TRAIN_QUERIES = 14000  # leave-one-out training queries sampled from the dictionary
+MIN_RANKER_QUERIES = 200  # fewer positives than this: a fixed scoring rule instead of a ranker
 MIN_MENTION = 2  # shortest dictionary key that counts as a mention in free text
 
 
@@ -476,7 +477,7 @@ class DiseaseNormalizer:
                     for lab, v in q.cands.items():
                         rows.append(v)
                         ys.append(int(lab == gold))
-        if not rows or len(set(ys)) < 2:
+        if sum(ys) < MIN_RANKER_QUERIES:
             self.ranker = None  # too few entries to learn from: fall back to a fixed scoring rule
             return
         X = np.vstack(rows)
