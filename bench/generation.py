@@ -65,6 +65,10 @@ def _summary(answers: list[Any], wall_s: float) -> dict[str, Any]:
         "ragmed_ms": _stats(ragmed),
         "llm_ms": _stats(llm),
         "ragmed_share": round(sum(ragmed) / max(sum(ragmed) + sum(llm), 1e-9), 4),
+        # This stage's own work (packing + citation parsing), apart from linking and retrieval.
+        "generation_stage_ms": _stats(
+            [a.timings.get("packing_ms", 0.0) + a.timings["parse_ms"] for a in answers]
+        ),
         "ragmed_parts_ms": parts,
     }
 

@@ -15,13 +15,16 @@ from ragmed.llm import LLMClient
 from ragmed.prompts import PromptTemplateError, list_templates, load_template
 from ragmed.rag import (
     Answer,
+    BackendTokenCounter,
     ByteEstimateCounter,
     ContextTooSmallError,
+    HFTokenCounter,
     RagmedQueryEngine,
     RagPipeline,
     RetrievedChunk,
     cited_numbers,
     dedupe_and_order,
+    make_token_counter,
     pack_context,
     resolve_citations,
     run_ask,
@@ -232,6 +235,16 @@ def test_answer_with_own_retriever(llm: LLMClient, small: Settings) -> None:
     for key in ("retrieval_ms", "packing_ms", "llm_ms", "parse_ms", "ragmed_ms"):
         assert answer.timings[key] >= 0
     assert all(c.n in (1, 2) for c in answer.citations)
+
+
+@pytest.mark.vllm
+def test_local_tokenizer_matches_server_tokenize(llm: LLMClient) -> None:
+    """The served model's folder is on this machine: its tokenizer.json counts exactly like /tokenize."""
+    local = make_token_counter(llm)
+    assert isinstance(local, HFTokenCounter) and local.exact
+    server = BackendTokenCounter(llm)
+    for text in ("急性心筋梗塞（AMI）の初期治療は？", TEMPLATE.system, "Sepsis: lactate ≥ 2 mmol/L"):
+        assert local.count(text) == server.count(text)
 
 
 @pytest.mark.vllm
