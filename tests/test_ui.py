@@ -142,7 +142,9 @@ def test_evaluation_tab_shows_report(page, shots: Path, tmp_path: Path) -> None:
     page.locator("#ragmed-run-dir textarea, #ragmed-run-dir input").first.fill(str(run))
     page.locator("#ragmed-open-report").click()
     page.wait_for_function(
-        "document.querySelector('#ragmed-eval-table').innerText.includes('0.75')", timeout=120_000, polling=500
+        "document.querySelector('#ragmed-eval-table').innerText.includes('0.75')",
+        timeout=120_000,
+        polling=500,
     )
     table = page.locator("#ragmed-eval-table")
     assert "norag" in table.inner_text() and "rag" in table.inner_text()

@@ -172,6 +172,19 @@ def dictionary_rows(service: RagService, text: str, k: int = 3) -> pd.DataFrame:
                         "how": "linked",
                     }
                 )
+    if normalizer is not None and not rows and len(text.strip()) <= 40:  # a bare term: normalize it whole
+        for c in normalizer.normalize(text.strip(), k=k):
+            if c.standard_name != "-1":
+                rows.append(
+                    {
+                        "mention": text.strip(),
+                        "standard_name": c.standard_name,
+                        "icd10": c.icd10,
+                        "level": getattr(c, "level", None) or levels.get(c.standard_name) or "",
+                        "score": round(float(c.score), 4),
+                        "how": "normalized",
+                    }
+                )
     if not rows:  # no normalizer, or nothing linked: dictionary entries by hybrid search
         for hit in service.searcher.search(text, k=k * 3, kinds={"manbyo"}):
             meta = hit.metadata
