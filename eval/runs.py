@@ -455,6 +455,8 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, list[Question], dict[str, 
         for p in sorted((d / PRED_DIR).glob("*.jsonl"))
         if not p.name.endswith(".errors.jsonl")
     }
+    order = {m: i for i, m in enumerate(cfg.modes)}  # report modes in the order they were asked for
+    preds = dict(sorted(preds.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
     if cfg.ids:
         wanted = set(cfg.ids)
         questions = [q for q in questions if q.id in wanted]
