@@ -520,7 +520,11 @@ def serve_forever(
     def on_sigterm(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    # SIGINT explicitly too: a shell starting us in the background leaves it ignored otherwise.
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, on_sigterm),
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+    }
     server = start_server(settings, port=port, model=model, host=host, extra_args=extra_args)
     try:
         print(server.base_url, flush=True)  # stdout: scripts can capture the URL
@@ -534,7 +538,8 @@ def serve_forever(
         console.print("stopping vLLM…")
     finally:
         server.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def server_for_tests(settings: Settings | None = None) -> LocalServer:
