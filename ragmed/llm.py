@@ -236,6 +236,7 @@ class LLMClient:
         self.model_root: str | None = None
         self._token_cache: OrderedDict[str, int] = OrderedDict()
         self._lock = threading.Lock()
+        self._cache_lock = threading.Lock()
         self._sync = openai.OpenAI(
             base_url=self.base_url, api_key=self._api_key, timeout=timeout, max_retries=max_retries
         )
@@ -353,10 +354,11 @@ class LLMClient:
         """Exact token count from vLLM's ``/tokenize``; None when the server has no such endpoint."""
         if self._tokenize_ok is False:
             return None
-        cached = self._token_cache.get(text)
-        if cached is not None:
-            self._token_cache.move_to_end(text)
-            return cached
+        with self._cache_lock:
+            cached = self._token_cache.get(text)
+            if cached is not None:
+                self._token_cache.move_to_end(text)
+                return cached
         body = {"model": self.model, "prompt": text, "add_special_tokens": False}
         try:
             with self._errors():
@@ -371,9 +373,10 @@ class LLMClient:
         if isinstance(reply.get("max_model_len"), int) and self._max_model_len is None:
             self._max_model_len = reply["max_model_len"]
         count = int(reply["count"])
-        self._token_cache[text] = count
-        if len(self._token_cache) > 4096:
-            self._token_cache.popitem(last=False)
+        with self._cache_lock:  # pipelines count from worker threads (async answers)
+            self._token_cache[text] = count
+            if len(self._token_cache) > 4096:
+                self._token_cache.popitem(last=False)
         return count
 
     # -- chat
