@@ -398,6 +398,45 @@ def ask(
     raise typer.Exit(code)
 
 
+# ------------------------------------------------------------------ serve / ui
+LlmUrlOpt = Annotated[str | None, typer.Option(help="Upstream OpenAI-compatible server (env RAGMED_LLM_BASE_URL).")]
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    index: IndexOpt = "demo",
+    llm_base_url: LlmUrlOpt = None,
+    model: Annotated[str | None, typer.Option(help="Upstream model (default: discovered).")] = None,
+    host: Annotated[str, typer.Option(help="Bind address; non-loopback needs --api-key.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    api_key: Annotated[str | None, typer.Option(help="Key clients must send (env RAGMED_API_KEY).")] = None,
+) -> None:
+    """OpenAI-compatible RAG API: point any OpenAI client at http://HOST:PORT/v1."""
+    from ragmed.api import serve as run_api
+
+    settings = _settings(ctx).with_overrides(llm_base_url=llm_base_url, llm_model=model, api_key=api_key)
+    with user_errors():
+        run_api(index, settings=settings, host=host, port=port, api_key=settings.api_key)
+
+
+@app.command()
+def ui(
+    ctx: typer.Context,
+    index: IndexOpt = "demo",
+    llm_base_url: LlmUrlOpt = None,
+    model: Annotated[str | None, typer.Option(help="Upstream model (default: discovered).")] = None,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 7860,
+) -> None:
+    """Gradio chat UI: chat with sources, dictionary lookup, evaluation reports."""
+    from ragmed_ui.app import launch
+
+    settings = _settings(ctx).with_overrides(llm_base_url=llm_base_url, llm_model=model)
+    with user_errors():
+        launch(settings, index=index, host=host, port=port)
+
+
 SAMPLE_DIR = Path(__file__).parent / "samples"
 DEMO_QUESTION = "急性膵炎の重症度判定に用いる基準は？"
 
