@@ -34,7 +34,7 @@ from ragmed.manbyo import NO_CODE, ManbyoEntry, nfkc
 
 FORMAT_VERSION = 1
 NEIGHBOURS = 30  # TF-IDF nearest surface forms whose labels become candidates
-NAME_NEIGHBOURS = 10  # TF-IDF nearest standard names
+NAME_NEIGHBOURS = 15  # TF-IDF nearest standard names
 MAX_SUBSTRING = 40  # longest query substring looked up in the dictionary
 MAX_AFFIX = 8  # longest prefix/suffix kept in the learned drop statistics
 TRAIN_QUERIES = 14000  # leave-one-out training queries sampled from the dictionary
@@ -65,9 +65,14 @@ class Mention(BaseModel):
     candidates: list[NormalizedName]
 
 
+# Standard names are written with the JIS-level spellings of the MEDIS disease-name master, while
+# clinical wording uses the full kanji (胆嚢 vs 胆のう: ~900 surfaces vs ~1,000 names in Manbyo).
+ORTHOGRAPHY = {"嚢": "のう", "頸": "頚", "膣": "腟", "蔓": "つる"}
+
+
 def normalize_key(text: str) -> str:
-    """Matching key: NFKC (full-width ＤＭ → DM), lower case, no whitespace."""
-    return "".join(nfkc(text).lower().split())
+    """Matching key: NFKC (full-width ＤＭ → DM), lower case, no whitespace, name-master spellings."""
+    return "".join(ORTHOGRAPHY.get(ch, ch) for ch in "".join(nfkc(text).lower().split()))
 
 
 def split_names(cell: str) -> list[str]:
@@ -123,6 +128,67 @@ class _View:
 
 
 @dataclass
+class _Forest:
+    """The trained boosted trees as flat arrays, evaluated for all trees at once with numpy.
+
+    sklearn's per-tree predict costs ~1 ms per tree call on a busy 2-core box (OpenMP start-up);
+    a single query scores ~20 candidates, so walking all trees together is ~20× faster, and the
+    arrays save to a plain .npz.
+    """
+
+    feature: np.ndarray  # (trees, nodes) int
+    threshold: np.ndarray  # (trees, nodes) float64; go left when x <= threshold
+    left: np.ndarray
+    right: np.ndarray
+    is_leaf: np.ndarray  # bool
+    value: np.ndarray  # float64
+    baseline: np.ndarray  # (1,) raw-score offset
+
+    @classmethod
+    def from_sklearn(cls, gbm: HistGradientBoostingClassifier) -> _Forest:
+        trees = [pred[0].nodes for pred in gbm._predictors]
+        width = max(len(t) for t in trees)
+
+        def stack(fieldname: str, dtype: type) -> np.ndarray:
+            out = np.zeros((len(trees), width), dtype=dtype)
+            for i, t in enumerate(trees):
+                out[i, : len(t)] = t[fieldname]
+            return out
+
+        return cls(
+            feature=stack("feature_idx", np.int64),
+            threshold=stack("num_threshold", np.float64),
+            left=stack("left", np.int64),
+            right=stack("right", np.int64),
+            is_leaf=stack("is_leaf", bool)
+            | (np.arange(width)[None, :] >= np.asarray([len(t) for t in trees])[:, None]),
+            value=stack("value", np.float64),
+            baseline=np.asarray(gbm._baseline_prediction, dtype=np.float64).ravel()[:1],
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            k: getattr(self, k)
+            for k in ("feature", "threshold", "left", "right", "is_leaf", "value", "baseline")
+        }
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        n_trees = self.feature.shape[0]
+        tree = np.arange(n_trees)[:, None]
+        rows = np.arange(len(X))[None, :]
+        node = np.zeros((n_trees, len(X)), dtype=np.int64)
+        while True:
+            leaf = self.is_leaf[tree, node]
+            if leaf.all():
+                break
+            go_left = X[rows, self.feature[tree, node]] <= self.threshold[tree, node]
+            node = np.where(leaf, node, np.where(go_left, self.left[tree, node], self.right[tree, node]))
+        raw = self.baseline[0] + self.value[tree, node].sum(axis=0)
+        return 1.0 / (1.0 + np.exp(-raw))
+
+
+@dataclass
 class _Query:
     key: str
     sims: np.ndarray  # TF-IDF cosine to every entry
@@ -150,7 +216,8 @@ class DiseaseNormalizer:
         self.X: sp.csr_matrix | None = None  # entries × n-grams
         self.XT: sp.csr_matrix | None = None  # transposed, so that q @ XT is an inverted-index walk
         self.name_XT: sp.csr_matrix | None = None  # n-grams × labels
-        self.ranker: HistGradientBoostingClassifier | None = None
+        self.ranker: _Forest | None = None
+        self._view: _View | None = None
         self.entry_vectors: np.ndarray | None = None
         self.embedder: Embedder | None = None
         self.max_key_len = 0
@@ -253,6 +320,7 @@ class DiseaseNormalizer:
             self.entry_vectors = np.vstack([self.entry_vectors, np.asarray(entry_vectors, dtype=np.float32)])
         self._add_entries(entries)
         self._rebuild_matrices()
+        self._view = None
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path) -> None:
@@ -262,7 +330,9 @@ class DiseaseNormalizer:
         with (out / "entries.jsonl").open("w", encoding="utf-8") as fh:
             for entry in self.entries:
                 fh.write(entry.model_dump_json() + "\n")
-        joblib.dump({"vectorizer": self.vectorizer, "ranker": self.ranker}, out / "models.joblib")
+        joblib.dump({"vectorizer": self.vectorizer}, out / "vectorizer.joblib")
+        if self.ranker is not None:
+            np.savez(out / "ranker.npz", **self.ranker.arrays())
         if self.entry_vectors is not None:
             np.save(out / "entry_vectors.npy", self.entry_vectors)
         manifest = {
@@ -293,8 +363,10 @@ class DiseaseNormalizer:
                     entries.append(ManbyoEntry.model_validate_json(line))
                 except ValueError as exc:
                     raise ValueError(f"{src / 'entries.jsonl'}: line {line_no}: {exc}") from exc
-        models = joblib.load(src / "models.joblib")
-        self.vectorizer, self.ranker = models["vectorizer"], models["ranker"]
+        self.vectorizer = joblib.load(src / "vectorizer.joblib")["vectorizer"]
+        if (src / "ranker.npz").exists():
+            with np.load(src / "ranker.npz") as arrays:
+                self.ranker = _Forest(**{k: arrays[k] for k in arrays.files})
         if manifest.get("dense"):
             self.entry_vectors = np.load(src / "entry_vectors.npy")
         self._add_entries(entries)
@@ -322,8 +394,10 @@ class DiseaseNormalizer:
         return best[n] / n
 
     def _full_view(self) -> _View:
-        counts = np.bincount(self.entry_label, minlength=len(self.labels))
-        return _View(counts, self.prefix_counts, self.suffix_counts)
+        if self._view is None or len(self._view.label_counts) != len(self.labels):
+            counts = np.bincount(self.entry_label, minlength=len(self.labels))
+            self._view = _View(counts, self.prefix_counts, self.suffix_counts)
+        return self._view
 
     def _fold_view(self, hidden: np.ndarray) -> _View:
         counts = np.bincount(self.entry_label[~hidden], minlength=len(self.labels))
@@ -482,7 +556,7 @@ class DiseaseNormalizer:
             return
         X = np.vstack(rows)
         y = np.asarray(ys)
-        self.ranker = HistGradientBoostingClassifier(
+        gbm = HistGradientBoostingClassifier(
             max_iter=300,
             learning_rate=0.1,
             max_leaf_nodes=31,
@@ -492,11 +566,12 @@ class DiseaseNormalizer:
             n_iter_no_change=15,
             random_state=seed,
         )
-        self.ranker.fit(X, y)
+        gbm.fit(X, y)
+        self.ranker = _Forest.from_sklearn(gbm)
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         if self.ranker is not None:
-            return self.ranker.predict_proba(X)[:, 1]
+            return self.ranker.predict_proba(X)
         # Fallback for tiny dictionaries: neighbours, then substring names, then the prior.
         return (
             X[:, F["nn_max"]]
@@ -621,7 +696,7 @@ def _ascii_alnum(ch: str) -> bool:
 
 
 def _normalize_with_offsets(text: str) -> tuple[str, list[tuple[int, int]]]:
-    """NFKC + lower-case ``text``, remembering for each output char its span in the original.
+    """NFKC + lower-case (+ :data:`ORTHOGRAPHY`) ``text``, remembering for each output char its span in the original.
 
     A base char and the combining marks after it (incl. half-width ﾞ/ﾟ) are normalized together so
     that ｶﾞ → ガ maps back to both original chars. Whitespace becomes a space (a mention never spans it).
@@ -636,7 +711,7 @@ def _normalize_with_offsets(text: str) -> tuple[str, list[tuple[int, int]]]:
         piece = unicodedata.normalize("NFKC", text[i:j]).lower()
         if piece.isspace():
             piece = " "
-        for ch in piece:
+        for ch in "".join(ORTHOGRAPHY.get(c, c) for c in piece):
             out.append(ch)
             spans.append((i, j))
         i = j
