@@ -34,6 +34,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
+import httpx
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -215,6 +216,24 @@ def llm_api_error(exc: LLMError) -> APIError:
     return APIError(502, str(exc), "upstream_error", code="upstream_error")
 
 
+# ragmed.llm translates the openai client's errors, but a stream that fails while it is being read
+# raises httpx's own (the openai client does not wrap errors during iteration).
+UPSTREAM_ERRORS = (LLMError, httpx.TransportError)
+
+
+def upstream_api_error(exc: BaseException, where: str) -> APIError:
+    """503/504/502 for a failure talking to the upstream, whichever layer raised it."""
+    if isinstance(exc, LLMError):
+        return llm_api_error(exc)
+    if isinstance(exc, httpx.TimeoutException):
+        message = f"The LLM server at {where} stopped answering mid-response ({type(exc).__name__}); raise --llm-timeout."
+        return APIError(504, message, "upstream_error", code="upstream_timeout")
+    message = (
+        f"The connection to the LLM server at {where} failed mid-response ({type(exc).__name__}: {exc})."
+    )
+    return APIError(503, message, "upstream_error", code="upstream_unavailable")
+
+
 def _param(loc: Sequence[Any]) -> str | None:
     parts = [p for p in loc if p != "body"]
     out = ""
@@ -362,6 +381,7 @@ def _extras(answer: Answer) -> dict[str, Any]:
     return {
         "linked": [d.model_dump() for d in answer.linked],
         "retrieved": len(answer.chunks),
+        "packed": answer.context.packed,
         "invalid_citations": answer.invalid_citations,
         "rag": answer.rag,
         "upstream_model": answer.model,
@@ -522,14 +542,18 @@ def create_app(
             stream = service.llm.astream_chat(messages, params)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
+        where = service.llm.where
         try:
             first = await anext(stream)  # upstream failures surface here, before any byte is sent
-        except (LLMError, ValueError) as exc:
+        except ValueError as exc:
             await stream.aclose()
-            raise llm_api_error(exc) if isinstance(exc, LLMError) else APIError(400, str(exc)) from exc
+            raise APIError(400, str(exc)) from exc
+        except UPSTREAM_ERRORS as exc:
+            await stream.aclose()
+            raise upstream_api_error(exc, where) from exc
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            events = _sse(stream, first, completion_id, created, req.model, include_usage)
+            events = _sse(stream, first, completion_id, created, req.model, include_usage, where)
             return StreamingResponse(
                 events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
             )
@@ -545,8 +569,8 @@ def create_app(
                 item = await anext(stream)
         except StopAsyncIteration:
             pass
-        except LLMError as exc:
-            raise llm_api_error(exc) from exc
+        except UPSTREAM_ERRORS as exc:
+            raise upstream_api_error(exc, where) from exc
         finally:
             await stream.aclose()
         assert final is not None
@@ -620,6 +644,7 @@ async def _sse(
     created: int,
     model: str,
     include_usage: bool,
+    where: str,
 ) -> AsyncIterator[bytes]:
     """OpenAI's chunk stream; the chunk with finish_reason also carries ``citations``."""
 
@@ -654,8 +679,8 @@ async def _sse(
                 item = await anext(stream)
             except StopAsyncIteration:
                 break
-    except LLMError as exc:  # mid-stream: the status is already sent, so report in-band
-        yield f"data: {json.dumps(llm_api_error(exc).body(), ensure_ascii=False)}\n\n".encode()
+    except UPSTREAM_ERRORS as exc:  # mid-stream: the status is already sent, so report in-band
+        yield f"data: {json.dumps(upstream_api_error(exc, where).body(), ensure_ascii=False)}\n\n".encode()
     finally:
         await stream.aclose()  # closes the upstream stream too when the client went away
     yield b"data: [DONE]\n\n"
