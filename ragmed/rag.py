@@ -890,9 +890,9 @@ def run_ask(
             pipeline = RagPipeline.from_index(index or "demo", settings=settings)
         else:
             pipeline = RagPipeline(LLMClient.from_settings(settings), settings=settings)
-        if choices:
+        if choices is not None or kind == "numeric":
             exam = pipeline.answer_exam(
-                question, choices, kind=kind, n_answers=n_answers, rag=rag, reasoning=reasoning
+                question, choices or [], kind=kind, n_answers=n_answers, rag=rag, reasoning=reasoning
             )
             if json_output:
                 console.print_json(exam.model_dump_json())

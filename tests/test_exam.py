@@ -176,3 +176,24 @@ def test_server_that_ignores_the_constraint_falls_back(pipeline: RagPipeline) ->
         assert answer.method in ("parsed", "gestalt") and any(
             "structured outputs" in w for w in answer.warnings
         )
+
+
+@pytest.mark.vllm
+def test_run_ask_exam_mode(vllm_server, settings: Settings) -> None:
+    """`ragmed ask --choices … "question"` and `--numeric` (no choices) go through exam mode."""
+    import json
+
+    from rich.console import Console
+
+    from ragmed.rag import run_ask
+
+    local = settings.with_overrides(llm_base_url=vllm_server.base_url)
+    out = Console(record=True, width=400)
+    assert run_ask(QUESTION, settings=local, rag=False, json_output=True, choices=CHOICES, console=out) == 0
+    data = json.loads(out.export_text())
+    assert data["prediction"] in list("abcde") and data["method"] == "constrained"
+    out = Console(record=True, width=400)
+    code = run_ask(
+        "架空の薬を1日3回、5日間飲む。合計何回か。", settings=local, rag=False, kind="numeric", console=out
+    )
+    assert code == 0 and re.search(r"Answer:\s*-?[0-9]+", out.export_text())
