@@ -216,7 +216,10 @@ def main() -> None:
     parser.add_argument("--index", help="index name/path; default: the demo index built in a temp dir")
     parser.add_argument("--levels", default="1,16,64", help="concurrent streams per throughput run")
     parser.add_argument(
-        "--min-requests", type=int, default=16, help="requests per level (at least 2x concurrency)"
+        "--min-requests", type=int, default=16, help="requests per level (at least the concurrency)"
+    )
+    parser.add_argument(
+        "--budget-s", type=float, default=600, help="start no new level after this many seconds"
     )
     parser.add_argument("--overhead-requests", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=8)

@@ -350,7 +350,14 @@ def build_ui(settings: Settings | None = None, index: str | RagmedIndex | None =
                 acc = gr.Dataframe(
                     headers=EVAL_COLUMNS, label="Accuracy", elem_id="ragmed-eval-table", interactive=False
                 )
-                plots = gr.Gallery(label="Plots", elem_id="ragmed-eval-plots", columns=2, height="auto")
+                plots = gr.Gallery(
+                    label="Plots",
+                    elem_id="ragmed-eval-plots",
+                    columns=2,
+                    height=460,
+                    object_fit="contain",
+                    preview=False,
+                )
                 load.click(open_report, run_dir, [acc, summary, plots])
     demo.ragmed_services = services  # for tests and embedding
     return demo
