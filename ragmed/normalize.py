@@ -39,6 +39,7 @@ MAX_SUBSTRING = 40  # longest query substring looked up in the dictionary
 MAX_AFFIX = 8  # longest prefix/suffix kept in the learned drop statistics
 TRAIN_QUERIES = 14000  # leave-one-out training queries sampled from the dictionary
 MIN_RANKER_QUERIES = 200  # fewer positives than this: a fixed scoring rule instead of a ranker
+QUERY_CHUNK = 256  # terms scored together in normalize_many (256 × 72k float32 = 74 MB)
 MIN_MENTION = 2  # shortest dictionary key that counts as a mention in free text
 
 
@@ -108,6 +109,9 @@ FEATURES = [
     "q_top_sim",
     "q_exact_name_any",
     "dense_max",
+    "nn_votes",
+    "name_rank_inv",
+    "name_gap",
 ]
 F = {name: i for i, name in enumerate(FEATURES)}
 
@@ -446,14 +450,20 @@ class DiseaseNormalizer:
                 v[F["nn_max"]] = s
                 v[F["nn_rank_inv"]] = 1.0 / (1 + rank)
             v[F["nn_sum"]] += s
+            v[F["nn_votes"]] += 1
             if rank < 10:
                 v[F["nn_votes10"]] += 1
         # 2. TF-IDF neighbours among standard names
         name_sims = q.name_sims
         kn = min(NAME_NEIGHBOURS, len(name_sims))
-        for lab in np.argpartition(-name_sims, kn - 1)[:kn]:
+        top_names = np.argpartition(-name_sims, kn - 1)[:kn]
+        top_names = top_names[np.argsort(-name_sims[top_names])]
+        top_name_sim = float(name_sims[top_names[0]]) if kn else 0.0
+        for rank, lab in enumerate(top_names):
             if name_sims[lab] > 0:
-                feat(int(lab))
+                v = feat(int(lab))
+                if v is not None:
+                    v[F["name_rank_inv"]] = 1.0 / (1 + rank)
         # 3. dictionary keys (surface forms, names) that are substrings of the query
         for a in range(len(key)):
             for b in range(a + 1, min(len(key), a + MAX_SUBSTRING) + 1):
@@ -497,6 +507,7 @@ class DiseaseNormalizer:
             else:
                 v[F["nn_gap"]] = 1.0
             v[F["name_cos"]] = float(name_sims[lab])
+            v[F["name_gap"]] = top_name_sim - v[F["name_cos"]]
             parts = [normalize_key(p) for p in split_names(cell)]
             v[F["query_in_name"]] = max((len(key) / len(p) for p in parts if key and key in p), default=0.0)
             v[F["log_prior"]] = math.log1p(view.label_counts[lab])
@@ -591,6 +602,12 @@ class DiseaseNormalizer:
         """Batched :meth:`normalize`: one sparse product and one ranker call for all terms."""
         if not self.entries:
             raise RuntimeError("the normalizer holds no entries")
+        if len(terms) > QUERY_CHUNK:  # bound the dense (terms × entries) similarity block
+            return [
+                r
+                for i in range(0, len(terms), QUERY_CHUNK)
+                for r in self.normalize_many(terms[i : i + QUERY_CHUNK], k)
+            ]
         keys = [normalize_key(t) for t in terms]
         sims, name_sims = self._sims(keys) if keys else (np.zeros((0, 0)), np.zeros((0, 0)))
         dense = None
