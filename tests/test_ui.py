@@ -148,7 +148,7 @@ def test_evaluation_tab_shows_report(page, shots: Path, tmp_path: Path) -> None:
     )
     table = page.locator("#ragmed-eval-table")
     assert "norag" in table.inner_text() and "rag" in table.inner_text()
-    page.locator("#ragmed-eval-plots img").first.wait_for(timeout=60_000)
+    page.locator("#ragmed-eval-plot-accuracy img").first.wait_for(timeout=60_000)
     assert "generic-demo" in page.locator("#ragmed-eval-summary").inner_text()
     path = shots / "evaluation.png"
     page.screenshot(path=str(path), full_page=True)

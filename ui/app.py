@@ -287,11 +287,13 @@ def build_ui(settings: Settings | None = None, index: str | RagmedIndex | None =
             return pd.DataFrame(columns=DICT_COLUMNS)
         return dictionary_rows(services.get(index_name), text)
 
-    def open_report(run_dir: str) -> tuple[pd.DataFrame, str, list[tuple[str, str]]]:
+    def open_report(run_dir: str) -> tuple[pd.DataFrame, str, str | None, str | None]:
         try:
-            return eval_tables(run_dir.strip())
+            table, summary, plots = eval_tables(run_dir.strip())
         except (FileNotFoundError, ValueError, KeyError) as exc:
-            return pd.DataFrame(columns=EVAL_COLUMNS), f"⚠️ {exc}", []
+            return pd.DataFrame(columns=EVAL_COLUMNS), f"⚠️ {exc}", None, None
+        by_name = {name: path for path, name in plots}
+        return table, summary, by_name.get("accuracy_by_category"), by_name.get("delta")
 
     with gr.Blocks(title="ragmed", analytics_enabled=False) as demo:
         gr.Markdown("# ragmed — 日本語臨床 RAG")
@@ -350,15 +352,14 @@ def build_ui(settings: Settings | None = None, index: str | RagmedIndex | None =
                 acc = gr.Dataframe(
                     headers=EVAL_COLUMNS, label="Accuracy", elem_id="ragmed-eval-table", interactive=False
                 )
-                plots = gr.Gallery(
-                    label="Plots",
-                    elem_id="ragmed-eval-plots",
-                    columns=2,
-                    height=460,
-                    object_fit="contain",
-                    preview=False,
-                )
-                load.click(open_report, run_dir, [acc, summary, plots])
+                with gr.Row():
+                    plot_acc = gr.Image(
+                        label="Accuracy by category", elem_id="ragmed-eval-plot-accuracy", height=420
+                    )
+                    plot_delta = gr.Image(
+                        label="RAG effect (Δ accuracy)", elem_id="ragmed-eval-plot-delta", height=420
+                    )
+                load.click(open_report, run_dir, [acc, summary, plot_acc, plot_delta])
     demo.ragmed_services = services  # for tests and embedding
     return demo
 
