@@ -338,10 +338,9 @@ def make_llm(cfg: RunConfig, settings: Any) -> Any:
 async def _close_async_client(llm: Any) -> None:
     """Close the LLM client's async HTTP pool on the loop that opened it (else it is closed at
     garbage collection, after the loop, and asyncio logs 'Event loop is closed')."""
-    held = getattr(llm, "_async", None)
-    if isinstance(held, tuple) and len(held) == 2 and held[0] is asyncio.get_running_loop():
-        await held[1].close()
-        llm._async = None
+    aclose = getattr(llm, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -368,6 +367,7 @@ def run(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, llm: Any 
         max_tokens=cfg.max_tokens,
         temperature=cfg.temperature,
         top_k=cfg.top_k,
+        seed=cfg.seed,
     )
     specs = [parse_mode(m) for m in cfg.modes]
     index = None

@@ -460,8 +460,7 @@ def create_app(
         try:
             upstream["model"] = await asyncio.wait_for(service.llm.amodel(), timeout=10)
             # amodel() is cached; ask again so health reflects now, with a short timeout and no retries.
-            client = service.llm._aclient().with_options(timeout=5.0, max_retries=0)
-            await client.models.list()
+            await service.llm.aping(timeout=5.0)
             upstream["reachable"] = True
         except Exception as exc:  # any failure means "not reachable", and is reported
             upstream["reachable"], upstream["error"] = False, f"{type(exc).__name__}: {exc}"

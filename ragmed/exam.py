@@ -276,7 +276,7 @@ def prepare_exam(
         trace=trace,
         timings=timings,
         warnings=warnings,
-        params=constraint(kind, letters, n_answers),
+        params=constraint(kind, letters, n_answers).model_copy(update={"seed": pipeline.settings.seed}),
     )
     return ExamPrepared(base=base, choices=opts, instruction=instruction)
 

@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+import httpx
 import openai
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -93,7 +94,11 @@ class SamplingParams(BaseModel):
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> SamplingParams:
-        base: dict[str, Any] = {"temperature": settings.temperature, "max_tokens": settings.max_tokens}
+        base: dict[str, Any] = {
+            "temperature": settings.temperature,
+            "max_tokens": settings.max_tokens,
+            "seed": settings.seed,
+        }
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
@@ -286,6 +291,15 @@ class LLMClient:
             raise LLMUnavailableError(
                 f"No LLM server reachable at {self.base_url} ({exc.__cause__ or exc}). {START_HINT}"
             ) from exc
+        # While a stream is being read, the openai client lets httpx's own errors through.
+        except httpx.TimeoutException as exc:
+            raise LLMTimeoutError(
+                f"The LLM server at {self.base_url} stopped sending within {self.timeout:g} s ({exc!r})."
+            ) from exc
+        except httpx.TransportError as exc:
+            raise LLMUnavailableError(
+                f"The connection to the LLM server at {self.base_url} broke ({exc!r}). {START_HINT}"
+            ) from exc
         except openai.AuthenticationError as exc:
             raise LLMRequestError(
                 f"The LLM server at {self.base_url} rejected the API key (set --llm-api-key / "
@@ -474,6 +488,20 @@ class LLMClient:
 
     def close(self) -> None:
         self._sync.close()
+
+    async def aping(self, timeout: float = 5.0) -> list[str]:
+        """Ask the server for its models now (no cache, no retries): a health probe."""
+        client = self._aclient().with_options(timeout=timeout, max_retries=0)
+        with self._errors():
+            page = await client.models.list()
+        return [m.id for m in page.data]
+
+    async def aclose(self) -> None:
+        """Close the async pool on the loop that opened it (else asyncio warns at exit)."""
+        held = self._async
+        if held is not None and held[0] is asyncio.get_running_loop():
+            await held[1].close()
+            self._async = None
 
 
 # --------------------------------------------------------------------------- in-process vLLM

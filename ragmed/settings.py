@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     llm_timeout: float = 120.0
     llm_max_retries: int = 3
     temperature: float = 0.0
+    seed: int | None = Field(None, description="Sampling seed sent to the LLM (reproducible runs)")
     max_tokens: int = 512
     prompt_template: str = "clinical_ja"
     llm_context_length: int | None = Field(None, description="Override the server's max_model_len")
