@@ -635,10 +635,12 @@ class DiseaseNormalizer:
             s = scores[pos : pos + len(labs)]
             pos += len(labs)
             exact = {int(self.entry_label[e]) for e in self.surface_index.get(q.key, ())}
-            # an exact dictionary hit is what the dictionary says: it goes first
+            # an exact dictionary hit is what the dictionary says: it goes first, with score 1.0
             order = sorted(range(len(labs)), key=lambda i: (labs[i] not in exact, -s[i]))
             extra = [lab for lab in exact if lab not in q.cands]
-            ranked = [(lab, 1.0) for lab in extra] + [(labs[i], float(s[i])) for i in order]
+            ranked = [(lab, 1.0) for lab in extra] + [
+                (labs[i], 1.0 if labs[i] in exact else float(s[i])) for i in order
+            ]
             out = []
             for lab, score in ranked[:k]:
                 out.append(self._result(lab, score, q, len(out) + 1, lab in exact))

@@ -55,6 +55,7 @@ def test_abbreviation_in_dictionary_ranks_its_name_first(model: DiseaseNormalize
     top = model.normalize("DM")[0]
     assert top.standard_name == "糖尿病"
     assert (top.surface, top.icd10, top.rank, top.node_id) == ("ＤＭ", "E14", 1, "manbyo:fixture.csv:3")
+    assert top.score == 1.0
     assert model.normalize("ＨＴ")[0].standard_name == "高血圧症"
 
 
