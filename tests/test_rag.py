@@ -304,3 +304,18 @@ def test_run_ask_streams_and_lists_sources(vllm_server, small: Settings, demo_in
     )
     data = json.loads(out.export_text())
     assert data["chunks"] and data["usage"]["completion_tokens"] > 0 and "retrieval_ms" in data["timings"]
+
+
+@pytest.mark.vllm
+def test_forced_citation_resolves_to_the_real_chunk(llm: LLMClient, small: Settings, demo_index) -> None:
+    """SmolLM2 never writes [n] on its own; a regex constraint makes the real server write one, so
+    citation parsing is proven on real model output: [1] maps to the first packed chunk, and a
+    marker beyond the context ([7]) is dropped and reported."""
+    pipe = RagPipeline.from_index(demo_index, settings=small, llm=llm)
+    params = pipe.sampling(max_tokens=40, regex=r"[A-Za-z ]{1,12}\[1\][A-Za-z ]{0,8}\[7\]\.")
+    answer = pipe.answer("急性膵炎の重症度判定に用いる基準は？", params=params)
+    assert "[1]" in answer.text and "[7]" in answer.text
+    first = next(c for c in answer.chunks if c.n == 1)
+    [cited] = answer.citations
+    assert cited.n == 1 and cited.source == first.source and cited.text == first.text
+    assert answer.invalid_citations == [7]
