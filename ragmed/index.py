@@ -96,7 +96,9 @@ def embed_text(record: dict[str, Any]) -> str:
     the chunk text for corpus nodes."""
     meta = record["metadata"]
     if meta.get("kind") == "manbyo":
-        return meta["surface"] + (f"（{meta['standard_name']}）" if meta["standard_name"] not in ("-1", meta["surface"]) else "")
+        return meta["surface"] + (
+            f"（{meta['standard_name']}）" if meta["standard_name"] not in ("-1", meta["surface"]) else ""
+        )
     return record["text"]
 
 
@@ -105,7 +107,9 @@ def lexical_text(record: dict[str, Any]) -> str:
     meta = record["metadata"]
     if meta.get("kind") == "manbyo":
         name = "" if meta["standard_name"] == "-1" else meta["standard_name"]
-        return " ".join(x for x in (meta["surface"], meta.get("reading", ""), name, meta["icd10"]) if x and x != "-1")
+        return " ".join(
+            x for x in (meta["surface"], meta.get("reading", ""), name, meta["icd10"]) if x and x != "-1"
+        )
     return f"{meta.get('title', '')} {record['text']}"
 
 
@@ -141,7 +145,9 @@ def record_to_entry(record: dict[str, Any]) -> ManbyoEntry:
 def list_indexes(index_dir: Path) -> list[str]:
     if not index_dir.is_dir():
         return []
-    return sorted(p.name for p in index_dir.iterdir() if (p / MANIFEST).is_file() and not p.name.startswith("."))
+    return sorted(
+        p.name for p in index_dir.iterdir() if (p / MANIFEST).is_file() and not p.name.startswith(".")
+    )
 
 
 def resolve_index_path(name_or_path: str | Path, settings: Settings | None = None) -> Path:
@@ -254,7 +260,9 @@ class RagmedIndex:
         if not (path / MANIFEST).is_file():
             available = list_indexes(path.parent)
             hint = ", ".join(available) if available else "none — build one with `ragmed index build`"
-            raise IndexNotFoundError(f"no index {str(name_or_path)!r} at {path}. Available in {path.parent}: {hint}")
+            raise IndexNotFoundError(
+                f"no index {str(name_or_path)!r} at {path}. Available in {path.parent}: {hint}"
+            )
         manifest = Manifest.model_validate_json((path / MANIFEST).read_text(encoding="utf-8"))
         if embedder is not None and embedder.name != manifest.embedding["name"]:
             raise EmbeddingMismatchError(
@@ -410,7 +418,9 @@ def build_index(
     if not manbyo and not corpus:
         raise ValueError("nothing to index: give --manbyo and/or --corpus")
     records, entries, infos, _ = _collect(manbyo, corpus, levels, corpus_opts, skip={})
-    vectors = embedder.embed_passages([embed_text(r) for r in records], progress=progress, batch_size=settings.embed_batch_size)
+    vectors = embedder.embed_passages(
+        [embed_text(r) for r in records], progress=progress, batch_size=settings.embed_batch_size
+    )
     params = dict(faiss_params or {})
     dense = _make_faiss(vectors, faiss_type, params)
     normalizer = _fit_normalizer(entries, records, vectors, embedder)
@@ -436,7 +446,9 @@ def _manbyo_vectors(records: list[dict[str, Any]], vectors: np.ndarray) -> np.nd
     return vectors[rows] if rows else np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else 0), np.float32)
 
 
-def _fit_normalizer(entries: list[ManbyoEntry], records: list[dict[str, Any]], vectors: np.ndarray, embedder: Embedder) -> Any:
+def _fit_normalizer(
+    entries: list[ManbyoEntry], records: list[dict[str, Any]], vectors: np.ndarray, embedder: Embedder
+) -> Any:
     if not entries:
         return None
     from ragmed.normalize import DiseaseNormalizer
@@ -470,13 +482,17 @@ def add_to_index(
     clash = {r["id"] for r in new_records} & {index.records[i]["id"] for i in keep}
     if clash:
         raise ValueError(f"new nodes clash with existing ids, e.g. {sorted(clash)[0]!r}")
-    new_vectors = embedder.embed_passages([embed_text(r) for r in new_records], progress=progress, batch_size=settings.embed_batch_size)
+    new_vectors = embedder.embed_passages(
+        [embed_text(r) for r in new_records], progress=progress, batch_size=settings.embed_batch_size
+    )
     vectors = np.concatenate([index.vectors[keep], new_vectors]) if len(new_records) else index.vectors[keep]
     faiss_type = man.faiss["type"]
     params = {k: v for k, v in man.faiss.items() if k != "type"}
     dense = _make_faiss(vectors, faiss_type, params)
     normalizer = index.normalizer
-    removed_manbyo = len(index.records) - len(keep) > 0 and any(s.kind == "manbyo" and s.path in changed for s in man.sources)
+    removed_manbyo = len(index.records) - len(keep) > 0 and any(
+        s.kind == "manbyo" and s.path in changed for s in man.sources
+    )
     if removed_manbyo or normalizer is None:
         entries = [record_to_entry(r) for r in records if r["metadata"].get("kind") == "manbyo"]
         normalizer = _fit_normalizer(entries, records, vectors, embedder)
@@ -487,5 +503,9 @@ def add_to_index(
     man.updated = datetime.now(UTC).isoformat(timespec="seconds")
     man.ragmed_version = __version__
     _write_index(index.path, man, records, vectors, dense, normalizer)
-    stats = {"added_nodes": len(new_records), "removed_nodes": len(index.records) - len(keep), "sources": len(infos)}
+    stats = {
+        "added_nodes": len(new_records),
+        "removed_nodes": len(index.records) - len(keep),
+        "sources": len(infos),
+    }
     return RagmedIndex.load(index.path, settings, embedder), stats

@@ -60,7 +60,9 @@ def rrf(rankings: Iterable[list[int]], k: int = 60) -> dict[int, float]:
 class Searcher:
     """Search over one loaded :class:`RagmedIndex`; safe to share between threads."""
 
-    def __init__(self, index: RagmedIndex, rrf_k: int = 60, reranker: str | None = None, depth: int = 50) -> None:
+    def __init__(
+        self, index: RagmedIndex, rrf_k: int = 60, reranker: str | None = None, depth: int = 50
+    ) -> None:
         self.index = index
         self.rrf_k = rrf_k
         self.depth = depth
@@ -73,7 +75,11 @@ class Searcher:
             return []
         want = min(len(self.index), n + len(exclude))
         scores, ids = self.index.dense.search(query_vector.reshape(1, -1).astype(np.float32), want)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and int(i) not in exclude][:n]
+        return [
+            (int(i), float(s))
+            for i, s in zip(ids[0], scores[0], strict=True)
+            if i >= 0 and int(i) not in exclude
+        ][:n]
 
     def bm25(self, tokens: list[str], n: int, exclude: set[int]) -> list[tuple[int, float]]:
         if not tokens or self.index.bm25 is None:
@@ -144,7 +150,11 @@ class Searcher:
                 # trace: passages rarely contain them, so they would favour dictionary rows too.
                 linked = self.link(query)
                 folded = normalize_text(query)
-                expansion = list(dict.fromkeys(i["standard_name"] for i in linked if normalize_text(i["standard_name"]) not in folded))
+                expansion = list(
+                    dict.fromkeys(
+                        i["standard_name"] for i in linked if normalize_text(i["standard_name"]) not in folded
+                    )
+                )
                 seen = set(tokens)
                 tokens += [tok for tok in tokenize(" ".join(expansion)) if tok not in seen]
             timings["link_ms"] = (time.perf_counter() - t) * 1000
@@ -200,7 +210,9 @@ class Searcher:
         order = sorted(range(len(hits)), key=lambda i: -float(scores[i]))
         out = []
         for rank, i in enumerate(order, start=1):
-            hit = hits[i].model_copy(update={"rank": rank, "rerank_score": float(scores[i]), "score": float(scores[i])})
+            hit = hits[i].model_copy(
+                update={"rank": rank, "rerank_score": float(scores[i]), "score": float(scores[i])}
+            )
             out.append(hit)
         return out
 
@@ -239,4 +251,6 @@ class HybridRetriever(BaseRetriever):
             trace=trace,
         )
         self.last_trace = trace
-        return [NodeWithScore(node=self.index.node(self.index.position[h.node_id]), score=h.score) for h in hits]
+        return [
+            NodeWithScore(node=self.index.node(self.index.position[h.node_id]), score=h.score) for h in hits
+        ]

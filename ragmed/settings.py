@@ -54,7 +54,9 @@ class Settings(BaseSettings):
     llm_structured_outputs: Literal["structured_outputs", "guided", "none"] = Field(
         "structured_outputs", description="vLLM >= 0.12 field, the older guided_* fields, or none"
     )
-    exam_reasoning_tokens: int = Field(256, description="max_tokens of the free-text step before an exam answer")
+    exam_reasoning_tokens: int = Field(
+        256, description="max_tokens of the free-text step before an exam answer"
+    )
 
     # Serving
     api_key: str | None = Field(None, description="Key clients must send to `ragmed serve`")

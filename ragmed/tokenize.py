@@ -31,7 +31,11 @@ def normalize_text(text: str) -> str:
 
 def tokenize(text: str) -> list[str]:
     """Content-word surface forms of ``text`` (NFKC, lower-case)."""
-    return [w.surface for w in _tagger()(normalize_text(text)) if w.feature.pos1 not in _DROP_POS and w.surface.strip()]
+    return [
+        w.surface
+        for w in _tagger()(normalize_text(text))
+        if w.feature.pos1 not in _DROP_POS and w.surface.strip()
+    ]
 
 
 def tokenize_many(texts: Iterable[str]) -> list[list[str]]:

