@@ -332,6 +332,20 @@ def _name_json(index: Any, c: Any) -> dict[str, Any]:
     }
 
 
+def _mention_rows(index: Any, text: str, k: int) -> list[dict[str, Any]]:
+    """Linked mentions in ``text``: the best name per mention, its span and all candidates."""
+    linked = [m for m in index.normalizer.find_mentions(text, k=k) if m.candidates]
+    rows = []
+    for rank, m in enumerate(linked, start=1):
+        row = _name_json(index, m.candidates[0])
+        row.update(rank=rank, text=m.text)
+        row["metadata"].update(
+            mention=m.text, start=m.start, end=m.end, candidates=[_name_json(index, c) for c in m.candidates]
+        )
+        rows.append(row)
+    return rows
+
+
 def _show_names(query: str, rows: list[dict[str, Any]]) -> None:
     table = Table(title=query)
     for col in ("#", "score", "standard name", "ICD-10", "level", "matched surface", "mention"):
@@ -373,19 +387,7 @@ def normalize(
         if normalizer is None:
             raise ValueError(f"index {idx.name!r} holds no Manbyo dictionary: build it with --manbyo")
         if text is not None:
-            rows = []
-            for rank, m in enumerate(normalizer.find_mentions(text, k=k), start=1):
-                if not m.candidates:
-                    continue
-                row = _name_json(idx, m.candidates[0])
-                row.update(rank=rank, text=m.text)
-                row["metadata"].update(
-                    mention=m.text,
-                    start=m.start,
-                    end=m.end,
-                    candidates=[_name_json(idx, c) for c in m.candidates],
-                )
-                rows.append(row)
+            rows = _mention_rows(idx, text, k)
             if as_json:
                 _print_json(rows)
             else:
@@ -579,14 +581,7 @@ def demo(
         normalizer = index.normalizer
         _show_names("AMI", [_name_json(index, c) for c in normalizer.normalize("AMI", k=3)])
         text = "既往に2型DMとHTあり。"
-        rows = []
-        for rank, m in enumerate(normalizer.find_mentions(text, k=1), start=1):
-            if m.candidates:
-                row = _name_json(index, m.candidates[0])
-                row["rank"] = rank
-                row["metadata"]["mention"] = m.text
-                rows.append(row)
-        _show_names(text, rows)
+        _show_names(text, _mention_rows(index, text, k=3))
         if no_llm:
             return
         out.rule("4. answer with citations")
