@@ -7,8 +7,11 @@ among ~72k surface forms, TF-IDF over the standard names themselves, and known n
 are substrings of the query — and a gradient-boosted ranker orders them. The ranker is trained on the
 dictionary itself, leave-one-fold-out: a sampled row is queried against the dictionary minus its
 random tenth (neighbours, counts and affix statistics alike), which is the situation of an unseen
-surface form without any count that betrays the gold label. Learned
-statistics of which prefixes/suffixes the dictionary drops (左, 急性期, …軽度) feed the ranker.
+surface form without any count that betrays the gold label; training rows are drawn from variant
+wording only (surface ≠ standard name), the distribution normalize() actually faces. Learned
+statistics of which prefixes/suffixes the dictionary drops (左, 急性期, …軽度) feed the ranker, and
+key features also enter relative to the best candidate of the same query. In a top-5 list the last
+slot is kept for "-1" when the ranker did not place it higher (a different kind of answer).
 
 The label space is the 標準病名 cell as written in the file, including "-1" (no standard name), which
 the dictionary uses for ~20% of its wording and is ranked like any other label.
@@ -115,7 +118,25 @@ FEATURES = [
     "name_rank_inv",
     "name_gap",
 ]
+# Per-query relative versions (value minus the best among this query's candidates): a pointwise
+# classifier cannot compare candidates of one query otherwise, and top-5 is a within-query ranking.
+RELATIVE = [
+    "nn_max",
+    "nn_sum",
+    "nn_votes",
+    "sub_name",
+    "sub_surface",
+    "name_cos",
+    "char_recall",
+    "common_prefix",
+    "common_suffix",
+    "log_prior",
+]
+FEATURES += [f"rel_{name}" for name in RELATIVE]
 F = {name: i for i, name in enumerate(FEATURES)}
+REL_SRC = np.asarray([F[name] for name in RELATIVE])
+REL_DST = np.asarray([F[f"rel_{name}"] for name in RELATIVE])
+TRAIN_VARIANTS = True  # training queries only from rows whose surface differs from the standard name
 
 
 @dataclass
@@ -534,6 +555,11 @@ class DiseaseNormalizer:
             v[F["q_best_sub_name"]] = best_sub_name
             v[F["q_top_sim"]] = top_sim
             v[F["q_exact_name_any"]] = any_exact
+        if q.cands:
+            block = np.vstack(list(q.cands.values()))
+            best = block[:, REL_SRC].max(axis=0)
+            for v in q.cands.values():
+                v[REL_DST] = v[REL_SRC] - best
         if q.dense is not None and self.entry_vectors is not None:
             dsims = self.entry_vectors @ q.dense
             if hidden is not None:
@@ -546,7 +572,12 @@ class DiseaseNormalizer:
         """Leave-one-fold-out: queries from fold f see the dictionary without fold f."""
         rng = np.random.default_rng(seed)
         fold = rng.integers(0, n_folds, size=len(self.entries))
-        chosen = rng.permutation(len(self.entries))[: min(n_queries, len(self.entries))]
+        pool = rng.permutation(len(self.entries))
+        if TRAIN_VARIANTS:  # the unseen wording to be normalized is variant wording, not the names
+            variant = np.asarray([e.surface != e.standard_name for e in self.entries])
+            if variant[pool].sum() >= MIN_RANKER_QUERIES:
+                pool = pool[variant[pool]]
+        chosen = pool[: min(n_queries, len(pool))]
         rows, ys = [], []
         self.dense_trained = self.entry_vectors is not None and self.embedder is not None
         dense = self.entry_vectors if self.dense_trained else None
@@ -642,6 +673,11 @@ class DiseaseNormalizer:
             ranked = [(lab, 1.0) for lab in extra] + [
                 (labs[i], 1.0 if labs[i] in exact else float(s[i])) for i in order
             ]
+            none_lab = self.label_id.get(NO_CODE)
+            if k >= 5 and none_lab in q.cands and none_lab not in [lab for lab, _ in ranked[:k]]:
+                # "-1" (the dictionary knows the wording but gives no standard name) is a different
+                # kind of answer from the near-synonym names above it: the last slot goes to it.
+                ranked = ranked[: k - 1] + [(none_lab, float(s[labs.index(none_lab)]))]
             out = []
             for lab, score in ranked[:k]:
                 out.append(self._result(lab, score, q, len(out) + 1, lab in exact))

