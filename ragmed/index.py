@@ -156,7 +156,13 @@ def resolve_index_path(name_or_path: str | Path, settings: Settings | None = Non
 
 def _make_faiss(vectors: np.ndarray, faiss_type: FaissType, params: dict[str, Any]) -> faiss.Index:
     dim = vectors.shape[1]
-    if faiss_type == "flat":
+    if faiss_type == "flat" and params.setdefault("precision", "fp16") == "fp16":
+        # Exhaustive, but over fp16 codes: a flat float32 scan of a 72k-row index reads 111 MB per
+        # query and is memory-bound (~7 ms); fp16 halves that (~2 ms) with recall@10 ≈ 1.0.
+        index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+    elif faiss_type == "flat":
+        if params["precision"] != "fp32":
+            raise ValueError(f"flat precision must be fp16 or fp32, not {params['precision']!r}")
         index = faiss.IndexFlatIP(dim)
     elif faiss_type == "hnsw":
         index = faiss.IndexHNSWFlat(dim, int(params.get("hnsw_m", 32)), faiss.METRIC_INNER_PRODUCT)
@@ -182,6 +188,10 @@ def _to_gpu(index: faiss.Index) -> tuple[faiss.Index, str]:
     get_num_gpus = getattr(faiss, "get_num_gpus", None)
     if get_num_gpus is None or get_num_gpus() == 0 or isinstance(index, faiss.IndexHNSW):
         return index, "cpu"
+    if isinstance(index, faiss.IndexScalarQuantizer):  # flat fp16: GPUs have the bandwidth for fp32
+        flat = faiss.IndexFlatIP(index.d)
+        flat.add(index.reconstruct_n(0, index.ntotal))
+        index = flat
     return faiss.index_cpu_to_all_gpus(index), f"gpu x{get_num_gpus()}"
 
 
@@ -272,8 +282,10 @@ class RagmedIndex:
         vectors = np.load(path / "vectors.npy")
         if (path / "dense.faiss").exists():
             dense = faiss.read_index(str(path / "dense.faiss"))
-        else:
-            dense = _make_faiss(vectors, "flat", {})
+        else:  # flat indexes are rebuilt from vectors.npy (a copy, in milliseconds)
+            params = {k: v for k, v in manifest.faiss.items() if k != "type"}
+            params.setdefault("precision", "fp32")  # indexes from before fp16 was the default
+            dense = _make_faiss(vectors, "flat", params)
         bm25 = bm25s.BM25.load(str(path / "bm25")) if records else None
         return cls(path, manifest, records, vectors, dense, bm25, embedder)
 

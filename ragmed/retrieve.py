@@ -18,6 +18,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from pydantic import BaseModel, Field
 
 from ragmed.index import RagmedIndex
+from ragmed.threads import single_threaded
 from ragmed.tokenize import normalize_text, tokenize
 
 Mode = Literal["hybrid", "dense", "bm25"]
@@ -74,7 +75,8 @@ class Searcher:
         if not len(self.index):
             return []
         want = min(len(self.index), n + len(exclude))
-        scores, ids = self.index.dense.search(query_vector.reshape(1, -1).astype(np.float32), want)
+        with single_threaded():  # one query: a second OpenMP thread only adds spin-waiting
+            scores, ids = self.index.dense.search(query_vector.reshape(1, -1).astype(np.float32), want)
         return [
             (int(i), float(s))
             for i, s in zip(ids[0], scores[0], strict=True)
@@ -82,16 +84,18 @@ class Searcher:
         ][:n]
 
     def bm25(self, tokens: list[str], n: int, exclude: set[int]) -> list[tuple[int, float]]:
+        """Top-``n`` BM25 documents. Scoring every document and partitioning is ~15x faster than
+        bm25s' ``retrieve`` for one query at 72k documents (0.13 vs 1.8 ms)."""
         if not tokens or self.index.bm25 is None:
             return []
-        mask = None
+        scores = self.index.bm25.get_scores(tokens)
         if exclude:
-            mask = np.ones(len(self.index), dtype=np.float32)
-            mask[list(exclude)] = 0
-        docs, scores = self.index.bm25.retrieve(
-            [tokens], k=min(n, len(self.index)), show_progress=False, weight_mask=mask, n_threads=0
-        )
-        return [(int(d), float(s)) for d, s in zip(docs[0], scores[0], strict=True) if s > 0]
+            scores = scores.copy()
+            scores[list(exclude)] = 0.0
+        n = min(n, len(scores))
+        top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+        top = top[np.lexsort((top, -scores[top]))]  # by score, ties by position: deterministic
+        return [(int(d), float(scores[d])) for d in top if scores[d] > 0]
 
     def link(self, query: str, k: int = 1) -> list[dict[str, Any]]:
         """Disease mentions in the query with their best standard names (empty without a dictionary)."""

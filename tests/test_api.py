@@ -466,13 +466,15 @@ def test_load_64_concurrent_streams_no_failures_no_leaks(live_url: str, vllm_ser
     while True:  # the client is closed: the server side must let go of every connection
         socks = tcp_sockets()
         server_side = [s for s in socks if s[0] == api_port and s[2] == "ESTABLISHED"]
-        close_wait = [s for s in socks if s[2] == "CLOSE_WAIT" and {api_port, upstream_port} & {s[0], s[1]}]
+        # Server side: nothing half-closed. (Pooled client connections to the upstream may sit in
+        # CLOSE_WAIT after vLLM's keep-alive timeout until httpx reuses or drops them: bounded below.)
+        close_wait = [s for s in socks if s[2] == "CLOSE_WAIT" and s[0] == api_port]
         if (not server_side and not close_wait) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert not server_side, f"{len(server_side)} API connections still open after the client closed"
     assert not close_wait, f"leaked sockets in CLOSE_WAIT: {close_wait}"
-    upstream = [s for s in socks if s[1] == upstream_port and s[2] == "ESTABLISHED"]
+    upstream = [s for s in socks if s[1] == upstream_port and s[2] in ("ESTABLISHED", "CLOSE_WAIT")]
     assert len(upstream) <= concurrency, f"{len(upstream)} upstream connections for {concurrency} streams"
     after_fds = len(os.listdir("/proc/self/fd"))
     assert after_fds <= before_fds + concurrency + 8, (before_fds, after_fds)

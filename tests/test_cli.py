@@ -71,9 +71,9 @@ def test_search_input_file_gives_one_json_line_per_query(cli, tmp_path: Path) ->
     lines = cli("search", "--index", "demo", "--input", str(queries), "-k", "2", "--json").stdout.splitlines()
     assert len(lines) == 3
     first, empty, third = (json.loads(x) for x in lines)
-    assert (
-        first[0]["source"].endswith("acute_pancreatitis.md") and empty == [] and "A-DROP" in third[0]["text"]
-    )
+    # the passage and the dictionary row 重症急性膵炎 both answer the first query
+    assert any(h["source"].endswith("acute_pancreatitis.md") for h in first) and empty == []
+    assert "A-DROP" in third[0]["text"]
 
 
 def test_normalize_term_text_and_batch(cli, tmp_path: Path) -> None:
