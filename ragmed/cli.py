@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -74,6 +75,8 @@ def user_errors() -> Iterator[None]:
 
     try:
         yield
+    except (typer.Exit, click.exceptions.Exit):  # both subclass RuntimeError: let exit codes through
+        raise
     except (
         ManbyoFormatError,
         CorpusFormatError,

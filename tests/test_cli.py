@@ -124,3 +124,21 @@ def test_errors_are_one_clear_line(cli, tmp_path: Path) -> None:
         ok=False,
     )
     assert offline.returncode == 2 and "by hand" in offline.stderr
+
+
+@pytest.mark.vllm
+def test_demo_runs_every_stage_and_exits_zero(tmp_path: Path, vllm_server) -> None:
+    """The README's offline demo: sample index → search → normalization → a cited answer."""
+    env = {**os.environ, "RAGMED_INDEX_DIR": str(tmp_path), "RAGMED_MAX_TOKENS": "16"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ragmed.cli", "demo", "--llm-base-url", vllm_server.base_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for step in ("1. build", "2. hybrid search", "3. disease normalization", "4. answer"):
+        assert step in proc.stdout
+    assert "急性心筋梗塞" in proc.stdout and "高血圧症" in proc.stdout
+    assert "error" not in proc.stderr.lower()
