@@ -23,6 +23,7 @@ import logging
 import re
 import time
 import unicodedata
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -175,14 +176,15 @@ class Answer(BaseModel):
 # --------------------------------------------------------------------------- token counting
 
 
-class TokenCounter:
+class TokenCounter(ABC):
     """Counts tokens of the model that will read the prompt; ``exact`` says whether it can."""
 
     exact: bool = False
     description: str = ""
 
+    @abstractmethod
     def count(self, text: str) -> int:
-        raise NotImplementedError
+        """Tokens in ``text``."""
 
 
 class ByteEstimateCounter(TokenCounter):
