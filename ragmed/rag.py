@@ -521,23 +521,9 @@ class RagPipeline:
 
     def link(self, question: str) -> list[LinkedDisease]:
         """Disease mentions via the Manbyo normalizer (none without one)."""
-        if self.normalizer is None:
-            return []
-        linked = []
-        for m in self.normalizer.find_mentions(question, k=1):
-            best = [c for c in m.candidates if c.standard_name != "-1"]
-            if best:
-                linked.append(
-                    LinkedDisease(
-                        mention=m.text,
-                        start=m.start,
-                        end=m.end,
-                        standard_name=best[0].standard_name,
-                        icd10=best[0].icd10,
-                        score=best[0].score,
-                    )
-                )
-        return linked
+        from ragmed.retrieve import link_diseases
+
+        return [LinkedDisease(**item) for item in link_diseases(self.normalizer, question)]
 
     def retrieve(
         self, query: str, timings: dict[str, float]

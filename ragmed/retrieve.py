@@ -58,6 +58,27 @@ def rrf(rankings: Iterable[list[int]], k: int = 60) -> dict[int, float]:
     return fused
 
 
+def link_diseases(normalizer: Any, text: str, k: int = 1) -> list[dict[str, Any]]:
+    """Disease mentions in ``text`` linked to their best standard name ("-1" is never a link)."""
+    if normalizer is None:
+        return []
+    linked = []
+    for m in normalizer.find_mentions(text, k=k):
+        best = [c for c in m.candidates if c.standard_name != "-1"]
+        if best:
+            linked.append(
+                {
+                    "mention": m.text,
+                    "start": m.start,
+                    "end": m.end,
+                    "standard_name": best[0].standard_name,
+                    "icd10": best[0].icd10,
+                    "score": best[0].score,
+                }
+            )
+    return linked
+
+
 class Searcher:
     """Search over one loaded :class:`RagmedIndex`; safe to share between threads."""
 
@@ -99,24 +120,7 @@ class Searcher:
 
     def link(self, query: str, k: int = 1) -> list[dict[str, Any]]:
         """Disease mentions in the query with their best standard names (empty without a dictionary)."""
-        normalizer = self.index.normalizer
-        if normalizer is None:
-            return []
-        linked = []
-        for m in normalizer.find_mentions(query, k=k):
-            best = [c for c in m.candidates if c.standard_name != "-1"]
-            if best:
-                linked.append(
-                    {
-                        "mention": m.text,
-                        "start": m.start,
-                        "end": m.end,
-                        "standard_name": best[0].standard_name,
-                        "icd10": best[0].icd10,
-                        "score": best[0].score,
-                    }
-                )
-        return linked
+        return link_diseases(self.index.normalizer, query, k)
 
     # ------------------------------------------------------------ search
     def search(
