@@ -31,7 +31,7 @@ from llama_index.core.schema import TextNode
 from pydantic import BaseModel, Field
 
 from ragmed import __version__
-from ragmed.corpus import CorpusOptions, chunk_documents, load_documents
+from ragmed.corpus import CorpusOptions, chunk_documents, discover, load_documents
 from ragmed.embeddings import Embedder, load_embedder
 from ragmed.manbyo import ManbyoEntry, load_manbyo
 from ragmed.settings import Settings, get_settings
@@ -86,8 +86,6 @@ def sha256_file(path: Path) -> str:
 
 
 def _source_files(paths: Sequence[str | Path]) -> list[Path]:
-    from ragmed.corpus import discover
-
     return [p for p, _ in discover([p for p in paths if not str(p).startswith("hf:")])]
 
 
