@@ -205,8 +205,10 @@ class RagmedIndex:
         dense: faiss.Index,
         bm25: bm25s.BM25 | None,
         embedder: Embedder | None = None,
+        query_encoder: str = "int8",
     ) -> None:
         self.path = path
+        self.query_encoder = query_encoder
         self.manifest = manifest
         self.records = records
         self.vectors = vectors
@@ -225,7 +227,7 @@ class RagmedIndex:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = load_embedder(self.manifest.embedding["name"])
+            self._embedder = load_embedder(self.manifest.embedding["name"], query_encoder=self.query_encoder)
         return self._embedder
 
     @property
@@ -285,7 +287,7 @@ class RagmedIndex:
             params.setdefault("precision", "fp32")  # indexes from before fp16 was the default
             dense = _make_faiss(vectors, "flat", params)
         bm25 = bm25s.BM25.load(str(path / "bm25")) if records else None
-        return cls(path, manifest, records, vectors, dense, bm25, embedder)
+        return cls(path, manifest, records, vectors, dense, bm25, embedder, settings.query_encoder)
 
     def info(self) -> dict[str, Any]:
         data = self.manifest.model_dump()
@@ -419,7 +421,7 @@ def build_index(
 ) -> RagmedIndex:
     """Build (or rebuild) an index from Manbyo files and corpus paths, replacing it atomically."""
     settings = settings or get_settings()
-    embedder = embedder or load_embedder(settings.embed_model, settings.device)
+    embedder = embedder or load_embedder(settings.embed_model, settings.device, settings.query_encoder)
     corpus_opts = corpus_opts or CorpusOptions()
     path = resolve_index_path(name_or_path, settings)
     if not manbyo and not corpus:

