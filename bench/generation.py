@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             "index": index.name,
             "nodes": len(index),
             "token_counter": pipe.counter.description,
+            "query_encoder": getattr(index.embedder, "query_encoder", index.embedder.name),
             "max_tokens": args.max_tokens,
             "sequential": seq,
             "concurrent": conc,
