@@ -546,11 +546,15 @@ def ui(
     model: Annotated[str | None, typer.Option(help="Upstream model (default: discovered).")] = None,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 7860,
+    auth: Annotated[
+        str | None,
+        typer.Option(help="'user:password' to log in (or RAGMED_UI_AUTH); needed beyond 127.0.0.1."),
+    ] = None,
 ) -> None:
     """Gradio chat UI: chat with sources, dictionary lookup, evaluation reports."""
     from ragmed_ui.app import launch
 
-    settings = _settings(ctx).with_overrides(llm_base_url=llm_base_url, llm_model=model)
+    settings = _settings(ctx).with_overrides(llm_base_url=llm_base_url, llm_model=model, ui_auth=auth)
     with user_errors():
         launch(settings, index=index, host=host, port=port)
 

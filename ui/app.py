@@ -368,6 +368,16 @@ def theme() -> gr.themes.Base:
     return gr.themes.Default(font=FONTS, font_mono=["Noto Sans Mono CJK JP", "monospace"])
 
 
+def parse_auth(auth: str | None) -> tuple[str, str] | None:
+    """``"user:password"`` → (user, password); the password may itself contain ':'."""
+    if auth is None:
+        return None
+    user, sep, password = auth.partition(":")
+    if not sep or not user or not password:
+        raise ValueError("UI auth must look like 'user:password' (--auth or RAGMED_UI_AUTH)")
+    return user, password
+
+
 def launch(
     settings: Settings | None = None,
     index: str | RagmedIndex | None = None,
@@ -375,13 +385,26 @@ def launch(
     port: int = 7860,
     block: bool = True,
 ) -> gr.Blocks:
-    """``ragmed ui``: serve the UI; ``block=False`` returns at once (call ``.close()`` when done)."""
+    """``ragmed ui``: serve the UI; ``block=False`` returns at once (call ``.close()`` when done).
+
+    With ``settings.ui_auth`` the UI asks for that user and password first. Like the API, it refuses
+    to listen beyond this machine without one: anyone on the network could otherwise spend the LLM.
+    """
+    from ragmed.api import is_loopback
+
     settings = settings or get_settings()
+    auth = parse_auth(settings.ui_auth)
+    if auth is None and not is_loopback(host):
+        raise ValueError(
+            f"Refusing to serve the UI on {host!r} without a login: anyone on the network could use it. "
+            "Set --auth user:password / RAGMED_UI_AUTH, or bind to 127.0.0.1."
+        )
     demo = build_ui(settings, index)
     demo.queue(default_concurrency_limit=16)
     demo.launch(
         server_name=host,
         server_port=port,
+        auth=auth,
         prevent_thread_lock=not block,
         quiet=True,
         show_error=True,
