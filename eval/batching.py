@@ -8,13 +8,46 @@ takes a setting per prompt (`per_prompt_params`, as `InProcessLLM` does: exam qu
 their answer constraint, and one engine call keeps them all in one continuous batch) — so vLLM sees
 hundreds of prompts at once, and with prefix caching the shared system prompt and instructions are
 computed once, not once per question. `batches` keeps the batch sizes (the run summary reports them).
+
+Each batch runs in its own daemon thread rather than asyncio's default executor: the event loop (and
+with it Ctrl-C / SIGTERM handling) never waits for a batch in flight — a GPU batch of hundreds of
+prompts can take minutes — and the default executor's threads stay free for retrieval.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
+
+
+def _settle(fut: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:
+    if not fut.done():
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)
+
+
+async def _in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``await fn(*args)`` run in a daemon thread: abandoning the await abandons the thread."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future = loop.create_future()
+
+    def work() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as exc:  # handed to the awaiting task, whatever it is
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(_settle, fut, result, error)
+        except RuntimeError:  # the loop is gone: nobody waits for this batch any more
+            pass
+
+    threading.Thread(target=work, name="ragmed-engine-batch", daemon=True).start()
+    return await fut
 
 
 class BatchingBackend:
@@ -113,7 +146,7 @@ class BatchingBackend:
         self.batches.append(len(items))
         params = [p for _, p, _ in items] if per_prompt else items[0][1]
         try:
-            results = await asyncio.to_thread(self.inner.chat_batch, [m for m, _, _ in items], params)
+            results = await _in_daemon_thread(self.inner.chat_batch, [m for m, _, _ in items], params)
         except Exception as exc:
             if len(items) > 1:
                 # vLLM refuses a whole call for one bad prompt (e.g. longer than max_model_len): one at

