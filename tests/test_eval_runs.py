@@ -176,6 +176,7 @@ def test_eval_run_kill_and_resume(tmp_path, llm_server, leaky_index):
     assert summary["modes"][0]["skipped_done"] >= 1
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"] == llm_server.model and cfg["prompt_hash"] and cfg["index_fingerprint"]
+    assert cfg["query_encoder"] == "int8"
     leak = json.loads((out / "leakage.json").read_text(encoding="utf-8"))
     assert leak["contaminated_questions"] == ["112A1"] and leak["excluded"]
     planted = set(leak["contaminated_node_ids"])
