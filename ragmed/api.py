@@ -702,6 +702,6 @@ def serve(
     settings = (settings or get_settings()).with_overrides(api_key=api_key)
     check_bind(host, settings.api_key)
     service = RagService.load(index, settings)
-    service.index.embedder.warm()  # the first request should not wait for the query encoder
+    service.searcher.warm()  # the first request should not wait for the query encoder or normalizer
     app = create_app(service, settings=settings)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)

@@ -441,11 +441,14 @@ def start_server(
     host: str = "127.0.0.1",
     extra_args: Sequence[str] = (),
     ready_timeout: float = READY_TIMEOUT_S,
+    dev_mode: bool = False,
 ) -> LocalServer:
     """Prepare env and model (cached), start the real vLLM server and return once it serves.
 
     ``port=0`` picks a free port. ``extra_args`` go to vLLM last, so they override our defaults
-    (e.g. ``("--max-model-len", "4096")``). Raises with the server log tail if it dies or times out.
+    (e.g. ``("--max-model-len", "4096")``). ``dev_mode`` turns on vLLM's development endpoints
+    (``POST /reset_prefix_cache``), which benchmarks use so that one run does not hand the next a
+    warm prefix cache. Raises with the server log tail if it dies or times out.
     """
     python = prepare_env(settings)
     model_arg = prepare_model(settings, model)
@@ -472,7 +475,7 @@ def start_server(
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=server_env(settings, offline=offline),
+        env={**server_env(settings, offline=offline), **({"VLLM_SERVER_DEV_MODE": "1"} if dev_mode else {})},
         start_new_session=True,  # own process group: Ctrl-C goes to us, we stop it cleanly
     )
     base_url = f"http://{_client_host(host)}:{port}/v1"
@@ -549,14 +552,16 @@ def serve_forever(
             signal.signal(signum, handler)
 
 
-def server_for_tests(settings: Settings | None = None) -> LocalServer:
-    """One small server on a free port for a test session (pytest fixture body; caller stops it).
+def server_for_tests(settings: Settings | None = None, dev_mode: bool = False) -> LocalServer:
+    """One small server on a free port for a test session or benchmark (caller stops it).
 
     ``--max-num-seqs 8`` keeps warm-up and memory small; the model is the bundled SmolLM2.
     """
     from ragmed.settings import get_settings
 
-    return start_server(settings or get_settings(), port=0, extra_args=("--max-num-seqs", "8"))
+    return start_server(
+        settings or get_settings(), port=0, extra_args=("--max-num-seqs", "8"), dev_mode=dev_mode
+    )
 
 
 # --------------------------------------------------------------------------- 4. ragmed beside vLLM

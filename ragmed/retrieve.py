@@ -92,6 +92,11 @@ class Searcher:
         self._reranker_name = reranker
         self._reranker: Any = None
 
+    def warm(self) -> None:
+        """Load what the first query would otherwise wait for (query encoder, disease normalizer,
+        fugashi): long-running services and eval runs call it before they time anything."""
+        self.search("急性心筋梗塞", k=1)
+
     # ------------------------------------------------------------ components
     def dense(self, query_vector: np.ndarray, n: int, exclude: set[int]) -> list[tuple[int, float]]:
         if not len(self.index):
