@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             QUESTIONS[i % len(QUESTIONS)] + ("" if i < len(QUESTIONS) else f"（{i}）") for i in range(args.n)
         ]
 
-        pipe.answer(QUESTIONS[0])  # warm-up: embedder, tokenizer, server prefix cache
+        index.embedder.warm()  # as `ragmed serve` does: the query encoder is built before timing
+        pipe.answer(QUESTIONS[0])  # warm-up: normalizer, tokenizer, server prefix cache
 
         started = time.perf_counter()
         sequential = [pipe.answer(q) for q in questions]
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             "index": index.name,
             "nodes": len(index),
             "token_counter": pipe.counter.description,
-            "query_encoder": getattr(index.embedder, "query_encoder", index.embedder.name),
+            "query_encoder": getattr(index.embedder, "active_query_encoder", index.embedder.name),
             "max_tokens": args.max_tokens,
             "sequential": seq,
             "concurrent": conc,

@@ -428,10 +428,10 @@ def run(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, llm: Any 
 
         index = RagmedIndex.load(cfg.index, settings=settings)
         cfg.index_fingerprint = index.manifest.fingerprint()
-        cfg.query_encoder = getattr(index.embedder, "query_encoder", index.embedder.name)
         from ragmed.retrieve import Searcher
 
         Searcher(index).warm()  # so the first question's timings measure retrieval, not model loading
+        cfg.query_encoder = getattr(index.embedder, "active_query_encoder", index.embedder.name)
     if llm is None and cfg.engine != "vllm":
         llm = make_llm(cfg, settings)  # a client: cheap, and it names the served model
     from ragmed.prompts import load_template

