@@ -518,6 +518,7 @@ def ask(
 LlmUrlOpt = Annotated[
     str | None, typer.Option(help="Upstream OpenAI-compatible server (env RAGMED_LLM_BASE_URL).")
 ]
+UpstreamModelOpt = Annotated[str | None, typer.Option(help="Upstream model (default: discovered).")]
 
 
 @app.command()
@@ -525,7 +526,7 @@ def serve(
     ctx: typer.Context,
     index: IndexOpt = "demo",
     llm_base_url: LlmUrlOpt = None,
-    model: Annotated[str | None, typer.Option(help="Upstream model (default: discovered).")] = None,
+    model: UpstreamModelOpt = None,
     host: Annotated[str, typer.Option(help="Bind address; non-loopback needs --api-key.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
     api_key: Annotated[str | None, typer.Option(help="Key clients must send (env RAGMED_API_KEY).")] = None,
@@ -543,7 +544,7 @@ def ui(
     ctx: typer.Context,
     index: IndexOpt = "demo",
     llm_base_url: LlmUrlOpt = None,
-    model: Annotated[str | None, typer.Option(help="Upstream model (default: discovered).")] = None,
+    model: UpstreamModelOpt = None,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 7860,
     auth: Annotated[
