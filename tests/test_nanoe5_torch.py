@@ -122,3 +122,6 @@ def test_bad_model_file_is_named(tmp_path: Path) -> None:
     bad.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(ValueError, match=str(bad)):
         read_e5_file(bad)
+    bad.write_bytes(b"")
+    with pytest.raises(ValueError, match="too small"):
+        read_e5_file(bad)
