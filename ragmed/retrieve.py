@@ -213,9 +213,7 @@ class Searcher:
         if trace is not None:
             trace.query, trace.mode, trace.expansion, trace.linked = query, str(mode), expansion, linked
             if mode != "bm25":
-                trace.query_encoder = getattr(
-                    self.index.embedder, "active_query_encoder", self.index.embedder.name
-                )
+                trace.query_encoder = self.index.embedder.active_query_encoder
             trace.timings_ms = timings
         return hits
 
