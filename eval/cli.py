@@ -8,10 +8,11 @@ from pathlib import Path
 
 import typer
 from ragmed_eval.datasets import DatasetNotFound, list_datasets, load_dataset
-from ragmed_eval.schema import DatasetError
 from ragmed_eval.scoring import dumps, load_predictions, parse_thresholds, score
 from rich.console import Console
 from rich.table import Table
+
+from ragmed.errors import DatasetError
 
 app = typer.Typer(
     help="Exam evaluation: scoring, RAG vs no-RAG runs, comparison, reports.", no_args_is_help=True

@@ -18,12 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragmed_eval.schema import SECTION_GENERAL, SECTION_REQUIRED, DatasetError, Question
+from ragmed_eval.schema import SECTION_GENERAL, SECTION_REQUIRED, Question
 
-
-class DatasetNotFound(FileNotFoundError):
-    """The dataset is not on disk (and ragmed does not download at run time)."""
-
+from ragmed.errors import DatasetError, DatasetNotFound
 
 Loader = Callable[[Path, "str | None"], list[Question]]
 

@@ -36,14 +36,11 @@ from ragmed_eval.leakage import LeakageReport, check_leakage
 from ragmed_eval.schema import Question
 
 import ragmed
+from ragmed.errors import RunConfigError
 
 CONFIG = "config.json"
 PRED_DIR = "predictions"
 LEAKAGE = "leakage.json"
-
-
-class RunConfigError(ValueError):
-    """The run directory holds results made with a different configuration."""
 
 
 class ModeSpec(BaseModel):

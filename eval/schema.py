@@ -6,25 +6,15 @@ the source format (IgakuQA jsonl, IgakuQA119 json+csv, JMMLU csv, JMedBench json
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-Kind = Literal["single", "multi", "numeric"]
+from ragmed.schema import ExamKind
 
 #: Section labels (Japanese, as the exam names them). 必修 = blocks B and E of the Japanese exam.
 SECTION_REQUIRED = "必修"
 SECTION_GENERAL = "一般・臨床"
-
-
-class DatasetError(ValueError):
-    """A malformed source row: the message names the file and line (or field)."""
-
-    def __init__(self, path: Any, line: int | None, message: str) -> None:
-        where = f"{path}:{line}" if line is not None else f"{path}"
-        super().__init__(f"{where}: {message}")
-        self.path = str(path)
-        self.line = line
 
 
 class Question(BaseModel):
@@ -44,7 +34,7 @@ class Question(BaseModel):
     #: Alternative accepted answers (each a sorted letter list), e.g. 112B30 "a or d" -> [["a"], ["d"]].
     alternatives: list[list[str]] = Field(default_factory=list)
     points: int = 1
-    kind: Kind = "single"
+    kind: ExamKind = "single"
     n_answers: int | None = None
     has_image: bool = False
     category: str | None = None

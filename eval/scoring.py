@@ -21,7 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from ragmed_eval.datasets import read_jsonl
-from ragmed_eval.schema import SECTION_REQUIRED, DatasetError, Question
+from ragmed_eval.schema import SECTION_REQUIRED, Question
+
+from ragmed.errors import DatasetError
 
 #: Relative pass line of the 一般・臨床 section per exam year (share of its points). The exam sets it
 #: anew every year (roughly 0.70-0.77); 0.70 is a placeholder default: pass the year's published

@@ -19,14 +19,11 @@ from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import TextNode
 from pydantic import BaseModel
 
+from ragmed.errors import CorpusFormatError
 from ragmed.tokenize import morphemes
 
 SUFFIXES = (".txt", ".md", ".jsonl", ".csv", ".pdf")
 _SENTENCE = re.compile(r"[^。！？!?\n]*(?:[。！？!?]+|\n+|$)")
-
-
-class CorpusFormatError(ValueError):
-    """A corpus file or line that cannot be read; the message names file and line."""
 
 
 class CorpusOptions(BaseModel):

@@ -33,20 +33,13 @@ from pydantic import BaseModel, Field
 from ragmed import __version__
 from ragmed.corpus import CorpusOptions, chunk_documents, discover, load_documents
 from ragmed.embeddings import Embedder, load_embedder
+from ragmed.errors import EmbeddingMismatchError, IndexNotFoundError
 from ragmed.manbyo import ManbyoEntry, load_manbyo
 from ragmed.settings import Settings, get_settings
 from ragmed.tokenize import tokenize
 
 FaissType = Literal["flat", "hnsw", "ivf"]
 MANIFEST = "manifest.json"
-
-
-class IndexNotFoundError(FileNotFoundError):
-    """The named index does not exist; the message lists the ones that do."""
-
-
-class EmbeddingMismatchError(ValueError):
-    """An index was opened with another embedding model than the one it was built with."""
 
 
 class SourceInfo(BaseModel):

@@ -35,6 +35,14 @@ import httpx
 import openai
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ragmed.errors import (
+    LLMError,
+    LLMRequestError,
+    LLMTimeoutError,
+    LLMUnavailableError,
+    VLLMNotInstalledError,
+)
+
 if TYPE_CHECKING:
     from ragmed.settings import Settings
 
@@ -45,29 +53,6 @@ START_HINT = (
     "Start one with `ragmed llm serve-local` (offline vLLM on CPU, SmolLM2) or `vllm serve MODEL` "
     "on a GPU host, or point --llm-base-url / RAGMED_LLM_BASE_URL at a running OpenAI-compatible server."
 )
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class LLMError(RuntimeError):
-    """Any failure talking to the LLM; the message is meant for the user."""
-
-
-class LLMUnavailableError(LLMError):
-    """No server answers at the URL (API layer: 503)."""
-
-
-class LLMTimeoutError(LLMError):
-    """The server accepted the request but did not answer in time (API layer: 504)."""
-
-
-class LLMRequestError(LLMError):
-    """The server refused the request (HTTP 4xx), e.g. an unsupported structured-output field."""
-
-
-class VLLMNotInstalledError(LLMError):
-    """In-process generation was asked for where ``vllm`` cannot be imported."""
 
 
 # --------------------------------------------------------------------------- sampling

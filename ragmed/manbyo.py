@@ -18,6 +18,8 @@ import pandas as pd
 from llama_index.core.schema import TextNode
 from pydantic import BaseModel
 
+from ragmed.errors import ManbyoFormatError
+
 SOURCE_CREDIT = "万病辞書 MANBYO (NAIST Social Computing Lab), CC BY 4.0"
 OFFICIAL_URL = "https://sociocom.naist.jp/manbyou-dic/"
 OFFICIAL_ZIP_URL = "https://sociocom.naist.jp/manbyo-dic/MANBYO_202106.zip"
@@ -30,10 +32,6 @@ COL_LEVEL = "信頼度LEVEL"
 COL_FREQ = "頻度LEVEL"
 LEVELS = ("S", "A", "B", "C", "D", "E", "F")
 NO_CODE = "-1"
-
-
-class ManbyoFormatError(ValueError):
-    """A Manbyo file or row that cannot be read; the message names file and row."""
 
 
 class ManbyoEntry(BaseModel):

