@@ -251,6 +251,17 @@ class Choice(BaseModel):
     text: str
 
 
+class ExamExample(BaseModel):
+    """A solved exam item shown to the model before the question (few-shot prompting)."""
+
+    question: str
+    choices: list[str] = Field(default_factory=list)
+    #: The answer in prediction format: "a", "a,c" (sorted letters) or a number such as "26".
+    answer: str
+    kind: ExamKind = "single"
+    n_answers: int | None = None
+
+
 class ExamAnswer(BaseModel):
     """One exam answer. ``prediction`` is what scorers compare: "a,c" (sorted) or a numeric string."""
 
