@@ -36,7 +36,8 @@ from ragmed_eval.leakage import LeakageReport, check_leakage
 from ragmed_eval.schema import Question
 
 import ragmed
-from ragmed.errors import RunConfigError
+from ragmed.errors import InputError, RunConfigError
+from ragmed.exam import ExamSolver
 
 CONFIG = "config.json"
 PRED_DIR = "predictions"
@@ -302,26 +303,25 @@ async def run_mode(
 
 
 def build_pipeline(
-    spec: ModeSpec, llm: Any, settings: Any, index: Any = None, exclude_ids: set[str] | None = None
-):
-    """A RagPipeline for `spec` (retrieval variant, k, leaked chunks excluded)."""
-    from ragmed.rag import RagPipeline
+    spec: ModeSpec, llm: Any, settings: Any, searcher: Any = None, exclude_ids: set[str] | None = None
+) -> ExamSolver:
+    """The exam solver for `spec` (retrieval variant, k, leaked chunks excluded) over a shared searcher."""
+    from ragmed.pipeline import RagPipeline
 
     if not spec.rag:
-        return RagPipeline(llm, None, settings=settings)
-    if index is None:
-        raise ValueError(f"mode {spec.name!r} needs --index")
-    from ragmed.retrieve import HybridRetriever
+        return ExamSolver(RagPipeline(llm, None, settings=settings))
+    if searcher is None:
+        raise InputError(f"mode {spec.name!r} needs --index")
+    from ragmed.retrieve.hybrid import HybridRetriever
 
     retriever = HybridRetriever(
-        index,
-        k=spec.k or settings.top_k,
+        searcher,
+        k=spec.k or settings.retrieval.top_k,
         mode=spec.retrieval,
         exclude_ids=set(exclude_ids or ()),
         kinds=set(spec.kinds) if spec.kinds else None,
-        reranker=settings.reranker,
     )
-    return RagPipeline(llm, retriever, settings=settings)
+    return ExamSolver(RagPipeline(llm, retriever, settings=settings))
 
 
 ENGINES = ("server", "vllm")
@@ -345,13 +345,13 @@ def make_llm(cfg: RunConfig, settings: Any) -> Any:
     if cfg.engine == "vllm":
         from ragmed_eval.batching import BatchingBackend
 
-        from ragmed.llm import InProcessLLM
+        from ragmed.generate.vllm_inprocess import InProcessLLM
 
         if not cfg.model:
             raise ValueError(NEEDS_MODEL)
         inner = InProcessLLM.from_settings(settings, cfg.model)
         return BatchingBackend(inner, max_batch=max(cfg.concurrency, 1))
-    from ragmed.llm import LLMClient
+    from ragmed.generate.openai_client import LLMClient
 
     return LLMClient.from_settings(settings)
 
@@ -410,15 +410,16 @@ def run(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, llm: Any 
     if cfg.limit:
         questions = questions[: cfg.limit]
     settings = get_settings().with_overrides(
-        llm_base_url=cfg.llm_base_url,
-        llm_model=cfg.model,
-        max_tokens=cfg.max_tokens,
-        temperature=cfg.temperature,
-        top_k=cfg.top_k,
-        seed=cfg.seed,
+        llm__base_url=cfg.llm_base_url,
+        llm__model=cfg.model,
+        generation__max_tokens=cfg.max_tokens,
+        generation__temperature=cfg.temperature,
+        retrieval__top_k=cfg.top_k,
+        generation__seed=cfg.seed,
     )
     specs = [parse_mode(m) for m in cfg.modes]
     index = None
+    searcher = None
     if any(s.rag for s in specs):
         if not cfg.index:
             raise ValueError("RAG modes need --index")
@@ -426,20 +427,22 @@ def run(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, llm: Any 
 
         index = RagmedIndex.load(cfg.index, settings=settings)
         cfg.index_fingerprint = index.manifest.fingerprint()
-        from ragmed.retrieve import Searcher
+        from ragmed.retrieve.hybrid import Searcher
 
-        Searcher(index).warm()  # so the first question's timings measure retrieval, not model loading
+        searcher = Searcher(index, rrf_k=settings.retrieval.rrf_k, reranker=settings.retrieval.reranker)
+        searcher.warm()  # so the first question's timings measure retrieval, not model loading
         cfg.query_encoder = index.embedder.active_query_encoder
     if llm is None and cfg.engine != "vllm":
         llm = make_llm(cfg, settings)  # a client: cheap, and it names the served model
     from ragmed.prompts import load_template
 
-    tpl = load_template(settings.prompt_template)
+    tpl = load_template(settings.generation.prompt_template)
     cfg.prompt_template, cfg.prompt_hash = tpl.name, tpl.sha256
     cfg.model = cfg.model or llm.model
     cfg.questions_hash = _hash_questions(questions)
     cfg.started = cfg.started or datetime.now(UTC).isoformat(timespec="seconds")
-    cfg.max_tokens, cfg.temperature, cfg.top_k = settings.max_tokens, settings.temperature, settings.top_k
+    cfg.max_tokens, cfg.temperature = settings.generation.max_tokens, settings.generation.temperature
+    cfg.top_k = settings.retrieval.top_k
 
     cfg_path = out / CONFIG
     if cfg_path.exists():
@@ -452,14 +455,14 @@ def run(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, llm: Any 
         cfg.started = old.started
         cfg.modes = list(dict.fromkeys([*old.modes, *cfg.modes]))
     if llm is not None:
-        return _run_modes(cfg, out, questions, specs, settings, index, llm, progress)
+        return _run_modes(cfg, out, questions, specs, settings, index, searcher, llm, progress)
     # In-process vLLM: loaded only once the run directory accepted this configuration, and shut down
     # however the run ends (SIGTERM included), else its engine process outlives the run.
     with _sigterm_as_exit():
         llm = make_llm(cfg, settings)
         try:
             cfg.engine_args = dict(llm.inner.engine_kwargs)
-            return _run_modes(cfg, out, questions, specs, settings, index, llm, progress)
+            return _run_modes(cfg, out, questions, specs, settings, index, searcher, llm, progress)
         finally:
             llm.close()
 
@@ -488,6 +491,7 @@ def _run_modes(
     specs: Sequence[ModeSpec],
     settings: Any,
     index: Any,
+    searcher: Any,
     llm: Any,
     progress: bool,
 ) -> dict[str, Any]:
@@ -507,7 +511,7 @@ def _run_modes(
         done = []
         try:
             for spec in specs:
-                pipe = build_pipeline(spec, llm, settings, index, exclude)
+                pipe = build_pipeline(spec, llm, settings, searcher, exclude)
                 path = out / PRED_DIR / f"{spec.name}.jsonl"
                 batches_before = len(getattr(llm, "batches", []))
                 stats_before = llm.stats() if hasattr(llm, "stats") else {}

