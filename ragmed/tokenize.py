@@ -3,18 +3,33 @@
 Text is NFKC-normalized and lower-cased first so that full-width ＣＭＶ, half-width kana and
 English case variants meet the same tokens. Particles, auxiliary verbs and punctuation carry no
 retrieval signal and are dropped.
+
+MeCab is never handed an unbounded input: ~190,000 Latin letters in one call crash the process
+(a segfault inside MeCab, seen with ``"a" * 193750`` and with many shorter runs joined by spaces).
+Text reaches the tagger in calls of at most :data:`MAX_CALL_CHARS` characters, cut at a space or
+punctuation where there is one, and a run of more than :data:`MAX_RUN_CHARS` characters with no break
+(no word is that long) is cut into pieces of that length.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import fugashi
 
 _DROP_POS = {"助詞", "助動詞", "補助記号", "空白"}
 _local = threading.local()
+
+#: Most characters handed to MeCab in one call (the crash needs ~190,000).
+MAX_CALL_CHARS = 16_384
+#: Longest run without a space or punctuation handed to MeCab as is.
+MAX_RUN_CHARS = 1_024
+_BREAK_CHARS = r"\s。、．，！？!?,.;；:："
+_BREAK = re.compile(f"[{_BREAK_CHARS}]")
+_LONG_RUN = re.compile(f"[^{_BREAK_CHARS}]{{{MAX_RUN_CHARS + 1},}}")
 
 
 def _tagger() -> fugashi.Tagger:
@@ -25,15 +40,57 @@ def _tagger() -> fugashi.Tagger:
     return tagger
 
 
+def warm() -> None:
+    """Create this thread's tagger now (a one-time cost that should not land in a query's timings)."""
+    _tagger()
+
+
 def normalize_text(text: str) -> str:
     return unicodedata.normalize("NFKC", text).lower()
+
+
+def _split_runs(piece: str) -> Iterator[str]:
+    last = 0
+    for m in _LONG_RUN.finditer(piece):
+        if m.start() > last:
+            yield piece[last : m.start()]
+        for j in range(m.start(), m.end(), MAX_RUN_CHARS):
+            yield piece[j : min(j + MAX_RUN_CHARS, m.end())]
+        last = m.end()
+    if last < len(piece):
+        yield piece[last:]
+
+
+def bounded_pieces(text: str) -> Iterator[str]:
+    """``text`` in consecutive pieces MeCab can take safely (see the module docstring); joined, they
+    give ``text`` back."""
+    if len(text) <= MAX_RUN_CHARS:
+        if text:
+            yield text
+        return
+    start, n = 0, len(text)
+    while start < n:
+        end = min(n, start + MAX_CALL_CHARS)
+        if end < n:
+            window = text[start + MAX_CALL_CHARS // 2 : end]
+            breaks = list(_BREAK.finditer(window))
+            if breaks:
+                end = start + MAX_CALL_CHARS // 2 + breaks[-1].end()
+        yield from _split_runs(text[start:end])
+        start = end
+
+
+def _words(text: str) -> Iterator[fugashi.UnidicNode]:
+    tagger = _tagger()
+    for piece in bounded_pieces(text):
+        yield from tagger(piece)
 
 
 def tokenize(text: str) -> list[str]:
     """Content-word surface forms of ``text`` (NFKC, lower-case)."""
     return [
         w.surface
-        for w in _tagger()(normalize_text(text))
+        for w in _words(normalize_text(text))
         if w.feature.pos1 not in _DROP_POS and w.surface.strip()
     ]
 
@@ -44,4 +101,4 @@ def tokenize_many(texts: Iterable[str]) -> list[list[str]]:
 
 def morphemes(text: str) -> list[str]:
     """Every morpheme, punctuation included: the unit for token-budgeted chunking."""
-    return [w.surface for w in _tagger()(text)]
+    return [w.surface for w in _words(text)]

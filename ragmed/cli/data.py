@@ -19,15 +19,16 @@ def fetch(
     what: Annotated[str, typer.Argument(help="What to fetch: manbyo.")],
     dest: Annotated[Path | None, typer.Option(help="Folder to save into (default: cache dir).")] = None,
     url: Annotated[
-        str | None, typer.Option(help="Release URL (default: the official MANBYO_202106 zip).")
+        str | None,
+        typer.Option(help="Release URL (default: each known spelling of the official address in turn)."),
     ] = None,
 ) -> None:
     """Download the official Manbyo release (needs the network)."""
-    from ragmed.manbyo import OFFICIAL_ZIP_URL, SOURCE_CREDIT, fetch_manbyo
+    from ragmed.ingest.manbyo import SOURCE_CREDIT, fetch_manbyo
 
     if what != "manbyo":
         raise InputError(f"unknown dataset {what!r}; known: manbyo")
     settings = settings_of(ctx)
-    path = fetch_manbyo(dest or settings.cache_dir / "data", url=url or OFFICIAL_ZIP_URL)
+    path = fetch_manbyo(dest or settings.cache_dir / "data", url=url)
     out.print(f"saved {path}  ({SOURCE_CREDIT})")
     out.print(f"next: ragmed index build --name manbyo --manbyo {path}")

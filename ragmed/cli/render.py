@@ -88,7 +88,7 @@ def show_hits(query: str, hits: list[dict[str, Any]]) -> None:
 
 def name_json(index: Any, c: Any) -> dict[str, Any]:
     """A normalizer candidate as a :class:`NameHit` (the dictionary row that supports it, when known)."""
-    record = index.records[index.position[c.node_id]] if c.node_id in index.position else None
+    record = index.by_id([c.node_id]).get(c.node_id)
     meta = {
         "standard_name": c.standard_name,
         "standard_names": [] if c.standard_name == "-1" else c.standard_name.split("，"),

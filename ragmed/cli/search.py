@@ -53,6 +53,8 @@ def search(
         bool, typer.Option("--no-expand", help="Do not expand with linked disease names.")
     ] = False,
     rerank: Annotated[str | None, typer.Option(help="CrossEncoder id/path to rerank with.")] = None,
+    nprobe: Annotated[int | None, typer.Option(help="IVF lists to search (approximate indexes).")] = None,
+    ef_search: Annotated[int | None, typer.Option(help="HNSW search breadth (approximate indexes).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Hybrid (FAISS + BM25) search over an index."""
@@ -60,8 +62,16 @@ def search(
     from ragmed.retrieve.hybrid import Searcher
 
     settings = settings_of(ctx)
+    r = settings.retrieval
     idx = RagmedIndex.load(index, settings)
-    searcher = Searcher(idx, rrf_k=settings.retrieval.rrf_k, reranker=rerank or settings.retrieval.reranker)
+    searcher = Searcher(
+        idx,
+        rrf_k=r.rrf_k,
+        reranker=rerank or r.reranker,
+        nprobe=nprobe or r.nprobe,
+        ef_search=ef_search or r.ef_search,
+        rescore=r.rescore,
+    )
 
     def run(q: str) -> list[dict[str, Any]]:
         return [hit_json(h) for h in searcher.search(q, k=k, mode=mode, expand=not no_expand)]

@@ -1,0 +1,657 @@
+"""Building and extending an index: sources streamed in batches, checkpointed, swapped in when complete.
+
+A build works in ``<index_dir>/.<name>.build/``. Nodes are read and chunked lazily, then each batch of
+``settings.embed.build_batch`` nodes is embedded, tokenized and appended — vectors and token ids to raw files, records
+to the SQLite node store — and the batch is committed with a checkpoint in the same SQLite transaction.
+Memory holds one batch, whatever the corpus size. A build that is killed leaves the index as it was and
+its work folder behind: ``ragmed index build ... --resume`` cuts the files back to the last checkpoint,
+skips the nodes already written and carries on; a build without ``--resume`` starts over. When every
+batch is in, the components are built from the files on disk (FAISS, BM25, the normalizer), the manifest
+records each file's size and sha256, and the folder replaces the index with two renames.
+
+``index add`` costs what the new sources cost: only they are read, embedded and tokenized; the node
+store and token files are copied and appended to, new vectors are added to the trained FAISS index, and
+BM25 is recomputed from the stored token ids. A source whose content changed has its old nodes removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from ragmed import __version__
+from ragmed.embeddings import Embedder, load_embedder
+from ragmed.errors import CorpusFormatError, InputError, ManbyoFormatError
+from ragmed.index import dense as dense_mod
+from ragmed.index import lexical as lexical_mod
+from ragmed.index import nodes as nodes_mod
+from ragmed.index.loaded import RagmedIndex
+from ragmed.index.store import (
+    FORMAT,
+    Component,
+    Manifest,
+    SourceInfo,
+    check_target,
+    clean_stale,
+    files_under,
+    index_dir,
+    recover,
+    sha256_file,
+    swap_in,
+    validate_name,
+    write_lock,
+)
+from ragmed.ingest.corpus import CorpusOptions, discover, iter_chunks, iter_file, iter_hf_dataset
+from ragmed.ingest.manbyo import ManbyoEntry, load_manbyo
+from ragmed.settings import Settings, get_settings
+
+
+def embed_text(record: dict[str, Any]) -> str:
+    """What gets embedded: a dictionary row's surface form (its standard name is matched by BM25 and
+    the normalizer), or a corpus chunk's text."""
+    meta = record["metadata"]
+    return meta["surface"] if meta.get("kind") == "manbyo" else record["text"]
+
+
+def lexical_text(record: dict[str, Any]) -> str:
+    """What BM25 sees: dictionary fields without their labels, or the chunk with its title."""
+    meta = record["metadata"]
+    if meta.get("kind") == "manbyo":
+        name = "" if meta["standard_name"] == "-1" else meta["standard_name"]
+        return " ".join(
+            x for x in (meta["surface"], meta.get("reading", ""), name, meta["icd10"]) if x and x != "-1"
+        )
+    return f"{meta.get('title', '')} {record['text']}"
+
+
+class Source(BaseModel):
+    """One input, resolved: the operator's path (absolute), its kind, content hash, and for corpus files
+    the folder it was found in (nodes name it relative to that folder)."""
+
+    kind: str
+    path: str
+    sha256: str = ""
+    root: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.path.startswith("hf:"):
+            return self.path
+        p = Path(self.path)
+        return p.relative_to(self.root).as_posix() if self.root else p.name
+
+
+def plan_sources(manbyo: Sequence[str | Path], corpus: Sequence[str | Path]) -> list[Source]:
+    """Every input file (folders expanded, sorted) with its sha256; a missing one is an error."""
+    out: list[Source] = []
+    for raw in manbyo:
+        path = Path(raw)
+        if not path.is_file():
+            raise ManbyoFormatError(f"{path}: no such file")
+        out.append(Source(kind="manbyo", path=str(path.resolve()), sha256=sha256_file(path)))
+    for raw in corpus:
+        if str(raw).startswith("hf:"):
+            out.append(Source(kind="corpus", path=str(raw)))
+            continue
+        found = discover([raw])
+        if not found and Path(raw).is_dir():
+            raise CorpusFormatError(
+                f"{raw}: the folder holds no {', '.join(('.txt', '.md', '.jsonl', '.csv', '.pdf'))} file"
+            )
+        for path, root in found:
+            out.append(
+                Source(
+                    kind="corpus",
+                    path=str(path.resolve()),
+                    sha256=sha256_file(path),
+                    root=str(root.resolve()) if root else None,
+                )
+            )
+    return out
+
+
+def iter_source(src: Source, opts: CorpusOptions, levels: Sequence[str] | None) -> Iterator[dict[str, Any]]:
+    """The node records of one source, lazily (a Manbyo file is read whole: it is bounded)."""
+    if src.kind == "manbyo":
+        for entry in load_manbyo(src.path, levels):
+            yield entry.to_record()
+        return
+    if src.path.startswith("hf:"):
+        yield from iter_chunks(iter_hf_dataset(src.path[3:], opts), opts)
+        return
+    path = Path(src.path)
+    yield from iter_chunks(iter_file(path, opts, Path(src.root) if src.root else path.parent), opts)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _stage(desc: str, fn: Callable[[], Any], progress: bool) -> Any:
+    """Run one long step under a spinner with elapsed time (on stderr, so --json output stays clean)."""
+    if not progress:
+        return fn()
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    ) as bar:
+        bar.add_task(desc, total=None)
+        return fn()
+
+
+class Work:
+    """The files of a build in progress: node store, vectors, token ids; checkpointed together."""
+
+    def __init__(
+        self, root: Path, dim: int, vector_dtype: str, vectors_name: str = dense_mod.VECTORS
+    ) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.nodes = nodes_mod.NodeWriter(root / nodes_mod.FILE)
+        self.vectors = dense_mod.VectorFile(root / vectors_name, dim, vector_dtype)
+        self.tokens = lexical_mod.TokenStore(root)
+        self.base = 0  # nodes already in the store before this run's vectors (index add)
+
+    def restore(self) -> dict[str, Any]:
+        """Cut the files back to the last checkpoint; returns it."""
+        ckpt = self.nodes.get_info("checkpoint") or {
+            "nodes": 0,
+            "tokens": self.tokens.state(),
+            "per_source": {},
+        }
+        if self.nodes.count != ckpt["nodes"]:
+            raise InputError(
+                f"{self.root}: the interrupted build's files disagree; run the build without --resume"
+            )
+        self.vectors.truncate(ckpt["nodes"] - self.base)
+        self.tokens.restore(ckpt["tokens"])
+        return ckpt
+
+    def write(
+        self, records: list[dict[str, Any]], origins: list[str], vectors: np.ndarray, tokens: list[list[str]]
+    ) -> None:
+        bad = ~np.isfinite(vectors).all(axis=1)
+        if bad.any():
+            r = records[int(np.argmax(bad))]
+            raise InputError(
+                f"the embedding of node {r['id']!r} ({r['metadata'].get('source', '')}) is not finite: "
+                "the embedding model returned NaN; nothing was written"
+            )
+        self.vectors.append(vectors)
+        self.tokens.add(tokens)
+        self.nodes.append(records, origins)
+
+    def checkpoint(self, per_source: dict[str, int]) -> None:
+        self.vectors.sync()
+        self.tokens.sync()
+        self.nodes.set_info(
+            "checkpoint", {"nodes": self.nodes.count, "tokens": self.tokens.state(), "per_source": per_source}
+        )
+        self.nodes.commit()
+
+    def close(self) -> None:
+        self.nodes.close()
+
+
+def _ingest(
+    work: Work,
+    sources: list[Source],
+    opts: CorpusOptions,
+    levels: Sequence[str] | None,
+    embedder: Embedder,
+    tokenizer: lexical_mod.Tokenizer,
+    settings: Settings,
+    progress: bool,
+    resume_from: dict[str, Any] | None = None,
+) -> dict[str, int]:
+    """Stream every source through embedding and tokenizing into ``work``; returns nodes per source."""
+    from tqdm.auto import tqdm
+
+    per_source: dict[str, int] = dict((resume_from or {}).get("per_source", {}))
+    skip = int((resume_from or {}).get("nodes", 0)) - work.base
+    bar = tqdm(desc="embedding + tokenizing", unit="node", disable=not progress, initial=max(skip, 0))
+    records: list[dict[str, Any]] = []
+    origins: list[str] = []
+
+    def flush() -> None:
+        vectors = embedder.embed_passages(
+            [embed_text(r) for r in records], batch_size=settings.embed.batch_size
+        )
+        work.write(records, origins, vectors, tokenizer([lexical_text(r) for r in records]))
+        work.checkpoint(per_source)
+        bar.update(len(records))
+        records.clear()
+        origins.clear()
+
+    seen = 0
+    for src in sources:
+        n = 0
+        for record in iter_source(src, opts, levels):
+            n += 1
+            seen += 1
+            if seen <= skip:
+                continue
+            records.append(record)
+            origins.append(src.path)
+            if len(records) >= settings.embed.build_batch:
+                per_source[src.path] = n
+                flush()
+        per_source[src.path] = n
+    if records:
+        flush()
+    bar.close()
+    return per_source
+
+
+def _finish_dense(
+    work: Work,
+    kind: str,
+    params: dict[str, Any],
+    progress: bool,
+    base: RagmedIndex | None,
+    kept: np.ndarray | None,
+) -> tuple[Component, int]:
+    """Build (or extend) the dense component in ``work.root``."""
+    root = work.root
+    new_rows = work.vectors.rows()
+    total = work.nodes.count
+    if base is not None and kept is None:  # add without removal: extend the trained index
+        base_params = base.manifest.components["dense"].params
+        kind, p = base_params["type"], dict(base_params)
+        _stage(
+            "adding vectors to the dense index",
+            lambda: dense_mod.add(base.path / dense_mod.FILE, new_rows, root),
+            progress,
+        )
+        if dense_mod.keeps_vectors(kind):
+            old = base.path / dense_mod.VECTORS
+            tmp = root / "vectors.all"
+            with tmp.open("wb") as out, old.open("rb") as src:
+                shutil.copyfileobj(src, out, 1 << 24)
+                out.write(np.ascontiguousarray(new_rows, dtype=np.float16).tobytes())
+            del new_rows
+            work.vectors.path.unlink()
+            tmp.rename(root / dense_mod.VECTORS)
+        else:
+            del new_rows
+            work.vectors.path.unlink()
+    else:
+        if base is not None and kept is not None:  # a source replaced: all kept old vectors + new ones
+            dtype = str(work.vectors.dtype)
+            allv = dense_mod.VectorFile(root / "vectors.all", base.manifest.dimension, dtype)
+            old = base.dense
+            for start in range(0, len(kept), 65_536):
+                part = kept[start : start + 65_536]
+                if dense_mod.keeps_vectors(old.kind):
+                    allv.append(np.asarray(old.vectors[part], dtype=np.float16))
+                else:
+                    allv.append(
+                        np.stack([old.index.reconstruct(int(i)) for i in part])
+                        if len(part)
+                        else np.zeros((0, allv.dim))
+                    )
+            allv.append(new_rows)
+            del new_rows
+            work.vectors.path.unlink()
+            allv.path.rename(root / dense_mod.VECTORS)
+            work.vectors = dense_mod.VectorFile(root / dense_mod.VECTORS, allv.dim, dtype)
+            new_rows = work.vectors.rows()
+            kind = base.manifest.components["dense"].params["type"]
+            params = {
+                k: v
+                for k, v in base.manifest.components["dense"].params.items()
+                if k not in ("type", "built_on")
+            }
+        kind = dense_mod.resolve_type(kind, total)
+        p = dense_mod.build(new_rows, kind, params, root, progress)
+        p["type"] = kind
+        del new_rows
+        if not dense_mod.keeps_vectors(kind):
+            work.vectors.path.unlink()
+        elif work.vectors.path.name != dense_mod.VECTORS:
+            work.vectors.path.rename(root / dense_mod.VECTORS)
+    files = [dense_mod.FILE] + ([dense_mod.VECTORS] if dense_mod.keeps_vectors(kind) else [])
+    comp = Component(
+        kind="faiss", files=[f for name in files for f in files_under(root, name)], count=total, params=p
+    )
+    return comp, total
+
+
+def _fit_normalizer(
+    root: Path, count: int, base: RagmedIndex | None, new_entries: int, refit: bool, progress: bool
+) -> Component | None:
+    """The disease normalizer, fitted on the dictionary rows of the node store (or extended)."""
+    store = nodes_mod.NodeStore(root / nodes_mod.FILE, count)
+    try:
+        entries = [ManbyoEntry.from_metadata(r["metadata"]) for r in store.iter_records(kind="manbyo")]
+    finally:
+        store.close()
+    if not entries:
+        return None
+    from ragmed.normalize import DiseaseNormalizer
+
+    if base is not None and not refit and base.normalizer is not None:
+        normalizer = base.normalizer
+        if new_entries:
+            added = entries[len(entries) - new_entries :]
+            _stage(
+                f"adding {len(added)} dictionary rows to the disease normalizer",
+                lambda: normalizer.add(added),
+                progress,
+            )
+    else:
+        normalizer = _stage(
+            f"fitting the disease normalizer on {len(entries)} dictionary rows",
+            lambda: DiseaseNormalizer.fit(entries),
+            progress,
+        )
+    normalizer.save(root)
+    return Component(kind="normalizer", files=files_under(root, "normalizer"), count=len(entries))
+
+
+def _finish(
+    work: Work,
+    manifest: Manifest,
+    faiss_type: str,
+    faiss_params: dict[str, Any],
+    progress: bool,
+    base: RagmedIndex | None = None,
+    kept: np.ndarray | None = None,
+    new_manbyo: int = 0,
+    refit: bool = False,
+) -> Manifest:
+    """Build the components from the work files and write the manifest."""
+    root = work.root
+    kinds = dict(work.nodes.conn.execute("SELECT kind, count(*) FROM nodes GROUP BY kind").fetchall())
+    count = work.nodes.finish()
+    if count == 0:
+        raise InputError("the sources hold no text to index: nothing was written")
+    dense_comp, _ = _finish_dense(work, faiss_type, faiss_params, progress, base, kept)
+    lex_params = _stage(
+        "computing BM25", lambda: lexical_mod.build(work.tokens, root, progress=False), progress
+    )
+    lex_params["analyzer"] = "ja"
+    lexical = Component(
+        kind="bm25s",
+        files=files_under(root, lexical_mod.DIR) + files_under(root, lexical_mod.TOKENS),
+        count=count,
+        params=lex_params,
+    )
+    normalizer = _fit_normalizer(root, count, base, new_manbyo, refit, progress)
+    components = {
+        "nodes": Component(kind="sqlite", files=files_under(root, nodes_mod.FILE), count=count),
+        "dense": dense_comp,
+        "lexical": lexical,
+    }
+    if normalizer is not None:
+        components["normalizer"] = normalizer
+    manifest.format = FORMAT
+    manifest.components = components
+    manifest.faiss = {k: v for k, v in dense_comp.params.items() if k != "built_on"}
+    manifest.bm25 = {"tokenizer": lexical_mod.get_analyzer("ja").description, "analyzer": "ja"}
+    manifest.counts = {
+        "nodes": count,
+        "manbyo": int(kinds.get("manbyo", 0)),
+        "corpus": count - int(kinds.get("manbyo", 0)),
+    }
+    manifest.updated = _now()
+    manifest.ragmed_version = __version__
+    (root / "manifest.json").write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+    return manifest
+
+
+def target_path(name_or_path: str | Path, settings: Settings) -> Path:
+    """Where a build writes: a validated name under the index folder, or an explicit path (``Path``)."""
+    if isinstance(name_or_path, Path):
+        return name_or_path
+    return index_dir(settings) / validate_name(str(name_or_path))
+
+
+def _plan(
+    sources: list[Source],
+    embedder: Embedder,
+    opts: CorpusOptions,
+    levels: list[str] | None,
+    faiss_type: str,
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "sources": [s.model_dump() for s in sources],
+        "embedding": embedder.describe(),
+        "chunking": opts.model_dump(),
+        "levels": levels,
+        "faiss": {"type": faiss_type, **params},
+        "analyzer": "ja",
+    }
+
+
+def _vector_dtype(faiss_type: str, params: dict[str, Any]) -> str:
+    return "float32" if faiss_type in ("flat", "auto") and params.get("precision") == "fp32" else "float16"
+
+
+def build_index(
+    name_or_path: str | Path,
+    manbyo: Sequence[str | Path] = (),
+    corpus: Sequence[str | Path] = (),
+    *,
+    settings: Settings | None = None,
+    embedder: Embedder | None = None,
+    levels: Sequence[str] | None = None,
+    corpus_opts: CorpusOptions | None = None,
+    faiss_type: str = "auto",
+    faiss_params: dict[str, Any] | None = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> RagmedIndex:
+    """Build (or rebuild) an index from Manbyo files and corpus paths, replacing it atomically.
+
+    ``name_or_path``: a name (validated; under ``settings.index_dir``) or an explicit ``Path``. A build
+    never replaces anything but an index. ``resume`` continues a killed build of the same inputs.
+    """
+    settings = settings or get_settings()
+    corpus_opts = corpus_opts or CorpusOptions()
+    path = target_path(name_or_path, settings)
+    if not manbyo and not corpus:
+        raise InputError("nothing to index: give --manbyo and/or --corpus")
+    dense_mod.resolve_type(faiss_type, 0)
+    params = dict(faiss_params or {})
+    levels_up = [lv.strip().upper() for lv in levels] if levels else None
+    check_target(path, settings)
+    with write_lock(path):
+        recover(path)
+        clean_stale(path)
+        check_target(path, settings)
+        sources = plan_sources(manbyo, corpus)
+        embedder = embedder or load_embedder(
+            settings.embed.model,
+            settings.embed.device,
+            settings.embed.query_encoder,
+            settings.embed.passage_encoder,
+        )
+        plan = _plan(sources, embedder, corpus_opts, levels_up, faiss_type, params)
+        root = path.parent / f".{path.name}.build"
+        if resume:
+            if not (root / nodes_mod.FILE).is_file():
+                raise InputError(
+                    f"nothing to resume: no interrupted build of {path.name!r} in {root.parent.resolve()}"
+                )
+        elif root.exists():
+            shutil.rmtree(root)
+        work = Work(root, embedder.dim, _vector_dtype(faiss_type, params))
+        tokenizer = lexical_mod.Tokenizer(lexical_mod.get_analyzer("ja"))
+        try:
+            if resume:
+                stored = work.nodes.get_info("plan")
+                if stored != plan:
+                    raise InputError(
+                        f"the interrupted build of {path.name!r} had other inputs or settings (a source changed, or "
+                        "different options): run the build without --resume to start over"
+                    )
+                ckpt = work.restore()
+            else:
+                work.nodes.set_info("plan", plan)
+                work.nodes.commit()
+                ckpt = None
+            per_source = _ingest(
+                work, sources, corpus_opts, levels_up, embedder, tokenizer, settings, progress, ckpt
+            )
+        except BaseException:
+            work.close()
+            raise
+        finally:
+            tokenizer.close()
+        now = _now()
+        infos = [
+            SourceInfo(
+                path=s.path,
+                kind=s.kind,
+                sha256=s.sha256,
+                nodes=per_source.get(s.path, 0),
+                added=now,
+                name=s.name,
+            )  # type: ignore[arg-type]
+            for s in sources
+        ]
+        manifest = Manifest(
+            name=path.name,
+            created=now,
+            updated=now,
+            embedding=embedder.describe(),
+            dimension=embedder.dim,
+            faiss={"type": faiss_type, **params},
+            chunking=corpus_opts.model_dump(),
+            levels=levels_up,
+            sources=infos,
+        )
+        try:
+            _finish(work, manifest, faiss_type, params, progress)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                work.close()
+            raise
+        swap_in(root, path)
+    return RagmedIndex.load(path, settings, embedder)
+
+
+def add_to_index(
+    name_or_path: str | Path,
+    manbyo: Sequence[str | Path] = (),
+    corpus: Sequence[str | Path] = (),
+    *,
+    settings: Settings | None = None,
+    embedder: Embedder | None = None,
+    progress: bool = True,
+) -> tuple[RagmedIndex, dict[str, int]]:
+    """Add new sources without re-embedding what is already there.
+
+    Sources already indexed with the same sha256 are skipped; a source whose content changed has its
+    old nodes replaced. Returns the reloaded index and what changed.
+    """
+    settings = settings or get_settings()
+    index = RagmedIndex.load(name_or_path, settings, embedder)
+    path = index.path
+    with write_lock(path):
+        clean_stale(path)
+        embedder = index.embedder
+        man = index.manifest.model_copy(deep=True)
+        opts = CorpusOptions(**man.chunking) if man.chunking else CorpusOptions()
+        known = {s.path: s.sha256 for s in man.sources}
+        sources = plan_sources(manbyo, corpus)
+        changed = {s.path for s in sources if s.path in known and known[s.path] != s.sha256 and s.sha256}
+        new = [s for s in sources if s.path not in known or s.path in changed]
+        if not new:
+            return index, {"added_nodes": 0, "removed_nodes": 0, "sources": 0}
+        root = path.parent / f".{path.name}.build"
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir()
+        _stage(
+            "copying the node store",
+            lambda: shutil.copyfile(path / nodes_mod.FILE, root / nodes_mod.FILE),
+            progress,
+        )
+        shutil.copytree(path / lexical_mod.TOKENS, root / lexical_mod.TOKENS)
+        base_dense = man.components["dense"].params
+        work = Work(
+            root, man.dimension, _vector_dtype(base_dense["type"], base_dense), vectors_name="vectors.new"
+        )
+        tokenizer = lexical_mod.Tokenizer(lexical_mod.get_analyzer("ja"))
+        kept: np.ndarray | None = None
+        try:
+            before = work.nodes.count
+            if changed:
+                kept = work.nodes.drop_origins(changed)
+                work.tokens.keep(kept)
+            work.base = work.nodes.count
+            removed = before - work.nodes.count
+            new_manbyo_before = int(
+                work.nodes.conn.execute("SELECT count(*) FROM nodes WHERE kind='manbyo'").fetchone()[0]
+            )
+            per_source = _ingest(
+                work,
+                new,
+                opts,
+                man.levels,
+                embedder,
+                tokenizer,
+                settings,
+                progress,
+                {"nodes": work.base, "per_source": {}},
+            )
+            new_manbyo = (
+                int(work.nodes.conn.execute("SELECT count(*) FROM nodes WHERE kind='manbyo'").fetchone()[0])
+                - new_manbyo_before
+            )
+        except BaseException:
+            work.close()
+            tokenizer.close()
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        tokenizer.close()
+        added = work.nodes.count - work.base
+        now = _now()
+        man.sources = [s for s in man.sources if s.path not in changed] + [
+            SourceInfo(
+                path=s.path,
+                kind=s.kind,
+                sha256=s.sha256,
+                nodes=per_source.get(s.path, 0),
+                added=now,
+                name=s.name,
+            )  # type: ignore[arg-type]
+            for s in new
+        ]
+        removed_manbyo = any(s.kind == "manbyo" and s.path in changed for s in index.manifest.sources)
+        try:
+            _finish(
+                work,
+                man,
+                "auto",
+                {},
+                progress,
+                base=index,
+                kept=kept,
+                new_manbyo=new_manbyo,
+                refit=removed_manbyo,
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                work.close()
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        swap_in(root, path)
+    stats = {"added_nodes": added, "removed_nodes": removed, "sources": len(new)}
+    return RagmedIndex.load(path, settings, embedder), stats

@@ -1,0 +1,350 @@
+"""The dense component: passage vectors in FAISS, memory-mapped.
+
+Types (``--faiss``):
+
+* ``flat`` — exhaustive inner product over FP16 codes (``precision=fp32``: float32); exact.
+* ``hnsw`` — HNSW graph over 8-bit scalar-quantized vectors (``efSearch``).
+* ``ivf`` — inverted lists of full vectors (``nprobe``).
+* ``ivfpq`` — OPQ rotation + IVF + product quantization: ~48 bytes a vector (``nprobe``).
+* ``auto`` (default) — ``flat`` up to :data:`AUTO_FLAT_MAX` vectors, ``ivfpq`` beyond.
+
+The index file is read with FAISS's memory-mapping flags, so loading costs a header read and the OS
+pages in what a search touches. The approximate types keep the vectors as FP16 beside the index
+(``vectors.f16``, memory-mapped) and re-score their top candidates exactly from it (``rescore``), so
+their ranking within the candidates is the flat ranking. On a host whose faiss build sees GPUs, the IVF
+types train and add on the GPU, and flat/IVF indexes are searched there.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from tqdm.auto import tqdm
+
+from ragmed.errors import IndexCorruptError, InputError
+from ragmed.threads import single_threaded
+
+FILE = "dense.faiss"
+VECTORS = "vectors.f16"
+TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq")
+#: Largest index ``auto`` keeps flat: 1M × 384 FP16 codes are 0.77 GB and a scan takes ~25 ms.
+AUTO_FLAT_MAX = 1_000_000
+_ADD_BATCH = 65_536
+
+
+def resolve_type(requested: str, n: int) -> str:
+    if requested not in TYPES:
+        raise InputError(f"unknown FAISS index type {requested!r}: use one of {', '.join(TYPES)}")
+    if requested == "auto":
+        return "flat" if n <= AUTO_FLAT_MAX else "ivfpq"
+    return requested
+
+
+def default_params(kind: str, n: int, dim: int, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters a type is built with (given ones kept), recorded in the manifest."""
+    p = dict(params)
+    if kind == "flat":
+        p.setdefault("precision", "fp16")
+        if p["precision"] not in ("fp16", "fp32"):
+            raise InputError(f"flat precision must be fp16 or fp32, not {p['precision']!r}")
+    elif kind == "hnsw":
+        p.setdefault("hnsw_m", 32)
+        p.setdefault("ef_construction", 80)
+        p.setdefault("ef_search", 64)
+        p.setdefault("rescore", 4)
+    elif kind in ("ivf", "ivfpq"):
+        nlist = int(p.get("nlist") or max(1, min(65_536, int(4 * np.sqrt(max(n, 1))))))
+        p["nlist"] = max(1, min(nlist, max(1, n // 39)))  # FAISS wants >= 39 training points per list
+        p.setdefault("nprobe", 16 if kind == "ivf" else 32)
+        if kind == "ivfpq":
+            m = int(p.get("pq_m") or _pq_m(dim))
+            if dim % m:
+                raise InputError(f"pq_m={m} must divide the dimension {dim}")
+            p["pq_m"] = m
+            # 2**bits centroids per sub-quantizer need at least as many training vectors; OPQ needs plenty
+            p.setdefault("pq_bits", max(1, min(8, int(np.log2(max(n, 2))))))
+            p.setdefault("opq", n >= 10_000)
+            p.setdefault("rescore", 4)
+    return p
+
+
+def _pq_m(dim: int) -> int:
+    """Sub-quantizers: 8 dimensions each (48 bytes for 384 dims), a divisor of ``dim``."""
+    for m in (dim // 8, dim // 4, dim // 2, dim):
+        if m and dim % m == 0:
+            return m
+    return dim
+
+
+def factory_string(kind: str, dim: int, p: dict[str, Any]) -> str:
+    if kind == "flat":
+        return "SQfp16" if p["precision"] == "fp16" else "Flat"
+    if kind == "hnsw":
+        return f"HNSW{int(p['hnsw_m'])},SQ8"
+    if kind == "ivf":
+        return f"IVF{int(p['nlist'])},Flat"
+    m = int(p["pq_m"])
+    return f"{f'OPQ{m},' if p.get('opq') else ''}IVF{int(p['nlist'])},PQ{m}x{int(p.get('pq_bits', 8))}"
+
+
+def keeps_vectors(kind: str) -> bool:
+    """Whether the component keeps FP16 vectors beside the index (re-scoring, rebuilds, checks): all but
+    flat, whose codes are the vectors."""
+    return kind != "flat"
+
+
+def gpus() -> int:
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get is not None else 0
+
+
+class VectorFile:
+    """Vectors being written: raw rows appended to a file (FP16, or FP32 for a flat fp32 index)."""
+
+    def __init__(self, path: Path, dim: int, dtype: str) -> None:
+        self.path, self.dim, self.dtype = path, dim, np.dtype(dtype)
+        self.row_bytes = dim * self.dtype.itemsize
+        path.touch(exist_ok=True)
+
+    @property
+    def count(self) -> int:
+        return self.path.stat().st_size // self.row_bytes
+
+    def truncate(self, rows: int) -> None:
+        """Drop rows after ``rows`` (what a killed build appended past its last checkpoint)."""
+        with self.path.open("r+b") as fh:
+            fh.truncate(rows * self.row_bytes)
+
+    def append(self, vectors: np.ndarray) -> None:
+        with self.path.open("ab") as fh:
+            fh.write(np.ascontiguousarray(vectors, dtype=self.dtype).tobytes())
+            fh.flush()
+
+    def sync(self) -> None:
+        import os
+
+        with self.path.open("rb") as fh:
+            os.fsync(fh.fileno())
+
+    def rows(self, n: int | None = None) -> np.ndarray:
+        n = self.count if n is None else n
+        if n == 0:
+            return np.zeros((0, self.dim), dtype=self.dtype)
+        return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(n, self.dim))
+
+    def keep(self, positions: np.ndarray) -> None:
+        """Rewrite with only the rows at ``positions`` (a source replaced), in bounded memory."""
+        tmp = self.path.with_suffix(".keep")
+        src = self.rows()
+        with tmp.open("wb") as fh:
+            for start in range(0, len(positions), _ADD_BATCH):
+                fh.write(np.ascontiguousarray(src[positions[start : start + _ADD_BATCH]]).tobytes())
+        del src
+        tmp.replace(self.path)
+
+
+def batches(rows: np.ndarray, size: int = _ADD_BATCH) -> Iterator[np.ndarray]:
+    for start in range(0, len(rows), size):
+        yield np.ascontiguousarray(rows[start : start + size], dtype=np.float32)
+
+
+def build(
+    vectors: np.ndarray, kind: str, params: dict[str, Any], out: Path, progress: bool = False
+) -> dict[str, Any]:
+    """Write ``out/dense.faiss`` for ``vectors`` (a memory-mapped [n, dim] array); returns the params."""
+    n, dim = vectors.shape
+    p = default_params(kind, n, dim, params)
+    index = faiss.index_factory(dim, factory_string(kind, dim, p), faiss.METRIC_INNER_PRODUCT)
+    if kind == "hnsw":
+        faiss.downcast_index(index).hnsw.efConstruction = int(p["ef_construction"])
+    on_gpu = gpus() > 0 and kind in ("ivf", "ivfpq")
+    work = faiss.index_cpu_to_all_gpus(index) if on_gpu else index
+    p["built_on"] = "gpu" if on_gpu else "cpu"
+    if not index.is_trained and n:
+        limit = min(n, max(256 * int(p.get("nlist", 1)), 100_000))
+        pick = (
+            np.sort(np.random.default_rng(0).choice(n, size=limit, replace=False))
+            if limit < n
+            else slice(None)
+        )
+        sample = np.ascontiguousarray(vectors[pick], dtype=np.float32)
+        work.train(sample)
+        del sample
+    bar = tqdm(total=n, desc=f"dense index ({kind})", unit="vec", disable=not progress)
+    for chunk in batches(vectors):
+        work.add(chunk)
+        bar.update(len(chunk))
+    bar.close()
+    if on_gpu:
+        index = faiss.index_gpu_to_cpu(work)
+    faiss.write_index(index, str(out / FILE))
+    return p
+
+
+def add(index_path: Path, vectors: np.ndarray, out: Path) -> None:
+    """Append ``vectors`` to an existing trained index (``index add``: no retraining)."""
+    index = faiss.read_index(str(index_path))
+    for chunk in batches(vectors):
+        index.add(chunk)
+    faiss.write_index(index, str(out / FILE))
+
+
+class DenseIndex:
+    """A loaded dense component: the memory-mapped FAISS index, and the FP16 vectors when kept."""
+
+    def __init__(self, root: Path, kind: str, params: dict[str, Any], count: int, dim: int) -> None:
+        self.root, self.kind, self.params, self.count, self.dim = root, kind, params, count, dim
+        path = root / FILE
+        try:
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+        except RuntimeError as exc:
+            raise IndexCorruptError(
+                f"{path}: not a readable FAISS index ({str(exc).splitlines()[-1][:160]}). "
+                f"Run `ragmed index verify {root.name}` and rebuild the index."
+            ) from None
+        if index.ntotal != count or index.d != dim:
+            raise IndexCorruptError(
+                f"{path}: holds {index.ntotal} vectors of dimension {index.d}, the manifest records {count} of "
+                f"dimension {dim}. Rebuild the index."
+            )
+        self.device = "cpu"
+        if gpus() and kind in ("flat", "ivf", "ivfpq"):
+            if kind == "flat" and isinstance(index, faiss.IndexScalarQuantizer):
+                flat = faiss.IndexFlatIP(index.d)  # GPUs have the bandwidth for fp32
+                flat.add(index.reconstruct_n(0, index.ntotal))
+                index = flat
+            index = faiss.index_cpu_to_all_gpus(index)
+            self.device = f"gpu x{gpus()}"
+        self.index = index
+        self._vectors: np.ndarray | None = None
+        self._lock = threading.Lock()
+        self._sampled = False
+        if keeps_vectors(kind):
+            vpath = root / VECTORS
+            expected = count * dim * 2
+            if not vpath.is_file() or vpath.stat().st_size != expected:
+                raise IndexCorruptError(
+                    f"{vpath}: missing or not {count} FP16 vectors of dimension {dim}. Rebuild the index."
+                )
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """All vectors, [n, dim]: memory-mapped FP16 when kept, else reconstructed (small indexes)."""
+        if self._vectors is None:
+            with self._lock:
+                if keeps_vectors(self.kind):
+                    self._vectors = (
+                        np.memmap(
+                            self.root / VECTORS, dtype=np.float16, mode="r", shape=(self.count, self.dim)
+                        )
+                        if self.count
+                        else np.zeros((0, self.dim), dtype=np.float16)
+                    )
+                elif self.count:
+                    self._vectors = self.index.reconstruct_n(0, self.count)
+                else:
+                    self._vectors = np.zeros((0, self.dim), dtype=np.float32)
+        return self._vectors
+
+    def _params(self, sel: Any, nprobe: int | None, ef_search: int | None) -> Any:
+        if self.device != "cpu":
+            return None
+        if self.kind in ("ivf", "ivfpq"):
+            p = faiss.SearchParametersIVF(sel=sel, nprobe=int(nprobe or self.params.get("nprobe", 16)))
+            if isinstance(self.index, faiss.IndexPreTransform):
+                return faiss.SearchParametersPreTransform(index_params=p)
+            return p
+        if self.kind == "hnsw":
+            return faiss.SearchParametersHNSW(
+                sel=sel, efSearch=int(ef_search or self.params.get("ef_search", 64))
+            )
+        return faiss.SearchParameters(sel=sel) if sel is not None else None
+
+    def search(
+        self,
+        query: np.ndarray,
+        n: int,
+        allowed: np.ndarray | None = None,
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        rescore: int | None = None,
+    ) -> list[tuple[int, float]]:
+        """Top-``n`` (position, inner product) for one query; ``allowed`` is a boolean mask over positions
+        (a FAISS selector on CPU, so filtered search still returns ``n`` hits)."""
+        if not self.count or n <= 0:
+            return []
+        if not self._sampled:
+            self._sample_check()
+        q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
+        factor = int(self.params.get("rescore", 0) if rescore is None else rescore)
+        want = min(self.count, n * factor if keeps_vectors(self.kind) and factor > 1 else n)
+        sel = bitmap = None
+        if allowed is not None and self.device == "cpu":
+            bitmap = np.packbits(allowed, bitorder="little")
+            sel = faiss.IDSelectorBitmap(self.count, faiss.swig_ptr(bitmap))
+        elif allowed is not None:  # GPUs take no selector: fetch more and filter
+            want = min(self.count, want + int((~allowed).sum()))
+        params = self._params(sel, nprobe, ef_search)
+        with single_threaded():  # one query: a second OpenMP thread only adds spin-waiting
+            scores, ids = (
+                self.index.search(q, want, params=params)
+                if params is not None
+                else self.index.search(q, want)
+            )
+        del bitmap
+        hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        if allowed is not None:
+            hits = [(i, s) for i, s in hits if allowed[i]]
+        if factor > 1 and keeps_vectors(self.kind) and hits:
+            pos = np.array([i for i, _ in hits])
+            order = np.argsort(pos)
+            exact = np.empty(len(pos), dtype=np.float32)
+            exact[order] = np.asarray(self.vectors[pos[order]], dtype=np.float32) @ q[0]
+            hits = sorted(zip(pos.tolist(), exact.tolist(), strict=True), key=lambda h: (-h[1], h[0]))
+        if any(s != s for _, s in hits):  # NaN: a stored vector is not finite
+            bad = next(i for i, s in hits if s != s)
+            raise IndexCorruptError(
+                f"{self.root / FILE}: the vector at position {bad} is not finite (NaN). "
+                f"Run `ragmed index verify {self.root.name}` and rebuild the index."
+            )
+        return hits[:n]
+
+    def _sample_check(self) -> None:
+        """A few hundred stored vectors must be finite (cheap; ``verify`` checks them all)."""
+        rows = np.unique(np.linspace(0, self.count - 1, num=min(self.count, 256)).astype(np.int64))
+        if keeps_vectors(self.kind):
+            sample = np.asarray(self.vectors[rows], dtype=np.float32)
+        else:
+            sample = np.stack([self.index.reconstruct(int(r)) for r in rows])
+        if not np.isfinite(sample).all():
+            bad = int(rows[np.argmin(np.isfinite(sample).all(axis=1))])
+            raise IndexCorruptError(
+                f"{self.root / FILE}: the vector at position {bad} is not finite (NaN). "
+                f"Run `ragmed index verify {self.root.name}` and rebuild the index."
+            )
+        self._sampled = True
+
+    def deep_check(self) -> list[str]:
+        """Full-scan checks for ``ragmed index verify``: every vector finite and of unit length."""
+        problems = []
+        vecs = self.vectors
+        for start in range(0, self.count, _ADD_BATCH):
+            part = np.asarray(vecs[start : start + _ADD_BATCH], dtype=np.float32)
+            finite = np.isfinite(part).all(axis=1)
+            if not finite.all():
+                problems.append(f"{self.root / FILE}: vector {start + int(np.argmin(finite))} is not finite")
+                break
+            norms = np.linalg.norm(part, axis=1)
+            bad = np.abs(norms - 1) > 0.01
+            if bad.any():
+                problems.append(
+                    f"{self.root / FILE}: vector {start + int(np.argmax(bad))} is not unit length"
+                )
+                break
+        return problems

@@ -1,0 +1,288 @@
+"""The lexical component: BM25 (bm25s) over analyzer tokens, memory-mapped.
+
+A build keeps every document's token ids (``tokens/``: ids and lengths as raw int32 files plus the
+vocabulary, one token a line), so BM25 is recomputed after ``index add`` without tokenizing the old
+documents again, and a killed build resumes where its tokens end. bm25s computes the score matrix and
+saves it (``bm25/``); a search reads only the matrix columns of its query tokens from the memory-mapped
+arrays (the arithmetic of bm25s's ``get_scores``, checked against bm25s in the tests), so neither the
+corpus nor the matrix is loaded into RAM and scipy is not imported by one-shot commands.
+
+Analyzers are named: ``ja`` (fugashi + unidic-lite, NFKC, lower-case) today; another language's
+analyzer is one more entry in :data:`ANALYZERS`. Big builds tokenize in worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ragmed.errors import IndexCorruptError, InputError
+from ragmed.tokenize import tokenize
+
+DIR = "bm25"
+TOKENS = "tokens"
+#: Batches at least this big are tokenized in worker processes (when the host has several cores).
+PARALLEL_MIN = 2_000
+
+
+class Analyzer(Protocol):
+    """Turns text into the tokens BM25 indexes and queries with."""
+
+    name: str
+    description: str
+
+    def tokenize(self, text: str) -> list[str]: ...
+
+
+class JapaneseAnalyzer:
+    name = "ja"
+    description = "fugashi+unidic-lite, NFKC, lower"
+
+    def tokenize(self, text: str) -> list[str]:
+        return tokenize(text)
+
+
+ANALYZERS: dict[str, Analyzer] = {"ja": JapaneseAnalyzer()}
+
+
+def get_analyzer(name: str) -> Analyzer:
+    try:
+        return ANALYZERS[name]
+    except KeyError:
+        raise InputError(f"unknown analyzer {name!r}: one of {', '.join(ANALYZERS)}") from None
+
+
+# --------------------------------------------------------------------------- tokenizing
+
+
+def _tokenize_chunk(args: tuple[str, list[str]]) -> list[list[str]]:
+    name, texts = args
+    analyzer = get_analyzer(name)
+    return [analyzer.tokenize(t) for t in texts]
+
+
+class Tokenizer:
+    """Tokenizes batches, in worker processes for big ones; close() stops the workers."""
+
+    def __init__(self, analyzer: Analyzer, workers: int | None = None) -> None:
+        self.analyzer = analyzer
+        self.workers = workers if workers is not None else (os.cpu_count() or 1)
+        self._pool: Any = None
+
+    def __call__(self, texts: Sequence[str]) -> list[list[str]]:
+        if self.workers <= 1 or len(texts) < PARALLEL_MIN:
+            return [self.analyzer.tokenize(t) for t in texts]
+        if self._pool is None:
+            # spawn: a forked MeCab tagger is shared state; workers build their own
+            self._pool = multiprocessing.get_context("spawn").Pool(self.workers)
+        size = max(1, len(texts) // (self.workers * 4))
+        parts = [(self.analyzer.name, list(texts[i : i + size])) for i in range(0, len(texts), size)]
+        out: list[list[str]] = []
+        for part in self._pool.map(_tokenize_chunk, parts):
+            out += part
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
+
+
+# --------------------------------------------------------------------------- token store (build side)
+
+
+class TokenStore:
+    """Documents' token ids, appended batch by batch: ``ids.i32``, ``lens.i32`` and ``vocab.txt``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / TOKENS
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.ids_path, self.lens_path, self.vocab_path = (
+            self.root / n for n in ("ids.i32", "lens.i32", "vocab.txt")
+        )
+        for p in (self.ids_path, self.lens_path, self.vocab_path):
+            p.touch(exist_ok=True)
+        self.vocab: dict[str, int] = {}
+        with self.vocab_path.open(encoding="utf-8") as fh:
+            for line in fh:
+                self.vocab[line.rstrip("\n")] = len(self.vocab)
+
+    def state(self) -> dict[str, int]:
+        return {
+            "docs": self.lens_path.stat().st_size // 4,
+            "ids": self.ids_path.stat().st_size // 4,
+            "vocab": len(self.vocab),
+            "vocab_bytes": self.vocab_path.stat().st_size,
+        }
+
+    def restore(self, state: dict[str, int]) -> None:
+        """Cut the files back to a checkpoint (a killed build may have written past it)."""
+        for path, size in ((self.ids_path, state["ids"] * 4), (self.lens_path, state["docs"] * 4)):
+            with path.open("r+b") as fh:
+                fh.truncate(size)
+        with self.vocab_path.open("r+b") as fh:
+            fh.truncate(state["vocab_bytes"])
+        self.vocab = dict(list(self.vocab.items())[: state["vocab"]])
+
+    def add(self, docs: Sequence[Sequence[str]]) -> None:
+        new: list[str] = []
+        ids: list[int] = []
+        for tokens in docs:
+            for tok in tokens:
+                tid = self.vocab.get(tok)
+                if tid is None:
+                    tid = self.vocab[tok] = len(self.vocab)
+                    new.append(tok)
+                ids.append(tid)
+        with self.ids_path.open("ab") as fh:
+            fh.write(np.asarray(ids, dtype=np.int32).tobytes())
+        with self.lens_path.open("ab") as fh:
+            fh.write(np.asarray([len(d) for d in docs], dtype=np.int32).tobytes())
+        if new:
+            with self.vocab_path.open("a", encoding="utf-8") as fh:
+                fh.write("".join(t.replace("\n", " ") + "\n" for t in new))
+
+    def sync(self) -> None:
+        for p in (self.ids_path, self.lens_path, self.vocab_path):
+            with p.open("rb") as fh:
+                os.fsync(fh.fileno())
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        ids = (
+            np.fromfile(self.ids_path, dtype=np.int32)
+            if self.ids_path.stat().st_size
+            else np.zeros(0, np.int32)
+        )
+        lens = (
+            np.fromfile(self.lens_path, dtype=np.int32)
+            if self.lens_path.stat().st_size
+            else np.zeros(0, np.int32)
+        )
+        return ids, lens
+
+    def keep(self, positions: np.ndarray) -> None:
+        """Keep only the documents at ``positions`` (a replaced source's documents dropped)."""
+        ids, lens = self.arrays()
+        starts = np.concatenate([[0], np.cumsum(lens, dtype=np.int64)])
+        parts = [ids[starts[p] : starts[p + 1]] for p in positions]
+        (np.concatenate(parts) if parts else np.zeros(0, np.int32)).astype(np.int32).tofile(self.ids_path)
+        lens[positions].astype(np.int32).tofile(self.lens_path)
+
+
+class _Docs(Sequence[list[int]]):
+    """Each document's token ids, produced on demand from the flat arrays (bm25s iterates 3 times)."""
+
+    def __init__(self, ids: np.ndarray, lens: np.ndarray) -> None:
+        self.ids, self.lens = ids, lens
+        self.starts = np.concatenate([[0], np.cumsum(lens, dtype=np.int64)])
+
+    def __len__(self) -> int:
+        return len(self.lens)
+
+    def __getitem__(self, i: int) -> list[int]:  # type: ignore[override]
+        return self.ids[self.starts[i] : self.starts[i + 1]].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for i in range(len(self.lens)):
+            yield self.ids[self.starts[i] : self.starts[i + 1]].tolist()
+
+
+def build(store: TokenStore, out: Path, progress: bool = False) -> dict[str, Any]:
+    """Compute BM25 over the stored tokens with bm25s and save it in ``out/bm25``."""
+    import bm25s
+
+    ids, lens = store.arrays()
+    vocab = dict(store.vocab)
+    if "" not in vocab:  # bm25s scores documents without tokens through an empty token
+        vocab[""] = len(vocab)
+    bm25 = bm25s.BM25()
+    docs = _Docs(ids, lens)
+    if len(docs):
+        bm25.index(
+            bm25s.tokenization.Tokenized(ids=docs, vocab=vocab),
+            show_progress=progress,
+            create_empty_token=False,
+        )
+    else:
+        bm25.scores = {"data": np.zeros(0, np.float32), "indices": np.zeros(0, np.int32),
+                       "indptr": np.zeros(len(vocab) + 1, np.int64), "num_docs": 0}  # fmt: skip
+        bm25.vocab_dict = vocab
+    bm25.save(str(out / DIR), show_progress=False)
+    return {"k1": bm25.k1, "b": bm25.b, "method": bm25.method, "vocab": len(vocab), "tokens": int(len(ids))}
+
+
+# --------------------------------------------------------------------------- the loaded component
+
+
+class Lexical:
+    """BM25 scores from bm25s's saved arrays, memory-mapped; the vocabulary is read on first use."""
+
+    def __init__(self, root: Path, count: int, analyzer: str) -> None:
+        self.root, self.count = root / DIR, count
+        self.analyzer = get_analyzer(analyzer)
+        try:
+            params = json.loads((self.root / "params.index.json").read_text(encoding="utf-8"))
+            self.data = np.load(self.root / "data.csc.index.npy", mmap_mode="r")
+            self.indices = np.load(self.root / "indices.csc.index.npy", mmap_mode="r")
+            self.indptr = np.load(self.root / "indptr.csc.index.npy", mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise self.corrupt(f"unreadable BM25 arrays ({exc})") from None
+        if params.get("method", "lucene") not in ("lucene", "robertson", "atire"):
+            raise self.corrupt(f"BM25 variant {params.get('method')!r} is not one ragmed writes")
+        if int(params.get("num_docs", -1)) != count or len(self.data) != len(self.indices):
+            raise self.corrupt(f"BM25 over {params.get('num_docs')} documents, the manifest records {count}")
+        self._vocab: dict[str, int] | None = None
+
+    def corrupt(self, what: str) -> IndexCorruptError:
+        return IndexCorruptError(
+            f"{self.root}: {what}. Run `ragmed index verify {self.root.parent.name}` and rebuild the index."
+        )
+
+    @property
+    def vocab(self) -> dict[str, int]:
+        if self._vocab is None:
+            path = self.root / "vocab.index.json"
+            try:
+                vocab = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise self.corrupt(f"unreadable vocabulary {path.name} ({exc})") from None
+            if len(vocab) + 1 != len(self.indptr):
+                raise self.corrupt(
+                    f"{len(vocab)} tokens in {path.name} for {len(self.indptr) - 1} matrix columns"
+                )
+            self._vocab = vocab
+        return self._vocab
+
+    def scores(self, tokens: Sequence[str]) -> np.ndarray:
+        """BM25 score of every document for the query ``tokens`` (bm25s's ``get_scores``)."""
+        scores = np.zeros(self.count, dtype=np.float32)
+        vocab = self.vocab
+        for tok in tokens:
+            tid = vocab.get(tok)
+            if tid is None:
+                continue
+            start, end = int(self.indptr[tid]), int(self.indptr[tid + 1])
+            if end > len(self.indices) or start > end:
+                raise self.corrupt(f"column {tid} points past the end of the arrays")
+            cols = np.asarray(self.indices[start:end])
+            if len(cols) and int(cols.max()) >= self.count:
+                raise self.corrupt(f"a document number past {self.count} in column {tid}")
+            scores[cols] += self.data[start:end]
+        return scores
+
+    def deep_check(self) -> list[str]:
+        problems = []
+        if len(self.vocab) + 1 != len(self.indptr):
+            problems.append(f"{self.root}: vocabulary and matrix columns differ")
+        if len(self.indices) and int(np.max(self.indices)) >= self.count:
+            problems.append(f"{self.root}: document numbers past {self.count}")
+        if not np.isfinite(np.asarray(self.data)).all():
+            problems.append(f"{self.root}: scores that are not finite")
+        return problems

@@ -1,0 +1,326 @@
+"""The node store: every node's id, text and metadata in one SQLite file, by position.
+
+Position ``i`` is row ``i`` of the dense vectors and document ``i`` of BM25. Opening the store reads
+nothing but its header; a search fetches its k hits by primary key (memory-mapped pages), so loading
+an index costs the same at 50 nodes and at 50 million. SQLite is in the standard library, reads a file
+written once and never changed (``immutable=1``: no locks, no journal), and gives the lookups callers
+need without loading anything: by node id (eval's leakage guard, the normalizer's supporting row), by
+kind (dictionary-only search), by source (replacing a changed file), and a streaming scan.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragmed.errors import IndexCorruptError, InputError
+
+FILE = "nodes.sqlite"
+TABLE = """
+CREATE TABLE {name} (
+    pos INTEGER PRIMARY KEY,   -- row of the dense vectors / document of BM25
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,        -- manbyo | corpus
+    origin TEXT NOT NULL,      -- the source it came from (SourceInfo.path), for replacing it
+    text TEXT NOT NULL,
+    meta TEXT NOT NULL         -- JSON metadata
+)"""
+SCHEMA = f"""
+{TABLE.format(name="nodes")};
+CREATE INDEX nodes_kind ON nodes (kind, pos);
+CREATE TABLE info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_MMAP_BYTES = 1 << 30
+
+
+def record(row: Sequence[Any]) -> dict[str, Any]:
+    return {"id": row[0], "text": row[1], "metadata": json.loads(row[2])}
+
+
+class NodeWriter:
+    """Appends nodes to a store being built; positions are given in order, from the current count."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fresh = not path.exists()
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=DELETE")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        if fresh:
+            self.conn.executescript(SCHEMA)
+        self.conn.execute("BEGIN")
+        self.count = int(self.conn.execute("SELECT count(*) FROM nodes").fetchone()[0])
+
+    def append(self, records: Sequence[dict[str, Any]], origins: Sequence[str]) -> int:
+        """Add records, each from its source (not yet committed); returns how many."""
+        rows = []
+        for r, origin in zip(records, origins, strict=True):
+            meta = r["metadata"]
+            rows.append(
+                (
+                    self.count + len(rows),
+                    r["id"],
+                    str(meta.get("kind", "corpus")),
+                    origin,
+                    r["text"],
+                    json.dumps(meta, ensure_ascii=False),
+                )
+            )
+        try:
+            self.conn.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?)", rows)
+        except sqlite3.IntegrityError:
+            ids = [row[1] for row in rows]
+            dup = next((i for i in ids if ids.count(i) > 1), None)
+            if dup is None:
+                placeholders = ",".join("?" * len(ids))
+                found = self.conn.execute(
+                    f"SELECT id, origin FROM nodes WHERE id IN ({placeholders}) LIMIT 1", ids
+                ).fetchone()
+                dup = found[0] if found else ids[0]
+            raise InputError(
+                f"two nodes share the id {dup!r}: the same file given twice, or two files "
+                "with the same name in different folders — pass their common folder instead"
+            ) from None
+        self.count += len(rows)
+        return len(rows)
+
+    def set_info(self, key: str, value: Any) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO info VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_info(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def commit(self) -> None:
+        """Make everything appended so far durable (the build's checkpoint rides in the same transaction)."""
+        self.conn.execute("COMMIT")
+        self.conn.execute("BEGIN")
+
+    def rollback(self) -> None:
+        self.conn.execute("ROLLBACK")
+        self.conn.execute("BEGIN")
+        self.count = int(self.conn.execute("SELECT count(*) FROM nodes").fetchone()[0])
+
+    def drop_origins(self, origins: set[str]) -> np.ndarray:
+        """Delete the nodes of ``origins`` and renumber the rest 0..n-1 in order; returns the old
+        positions kept (to keep the same rows of the vectors and tokens)."""
+        if not origins:
+            return np.arange(self.count, dtype=np.int64)
+        marks = ",".join("?" * len(origins))
+        kept = np.array(
+            [
+                r[0]
+                for r in self.conn.execute(
+                    f"SELECT pos FROM nodes WHERE origin NOT IN ({marks}) ORDER BY pos", sorted(origins)
+                )
+            ],
+            dtype=np.int64,
+        )
+        self.conn.execute(TABLE.format(name="renumbered"))
+        self.conn.execute(
+            "INSERT INTO renumbered SELECT row_number() OVER (ORDER BY pos) - 1, id, kind, origin, text, meta "
+            f"FROM nodes WHERE origin NOT IN ({marks}) ORDER BY pos",
+            sorted(origins),
+        )
+        self.conn.execute("DROP TABLE nodes")
+        self.conn.execute("ALTER TABLE renumbered RENAME TO nodes")
+        self.conn.execute("CREATE INDEX nodes_kind ON nodes (kind, pos)")
+        self.count = len(kept)
+        return kept
+
+    def finish(self) -> int:
+        """Commit, compact and close; returns the node count."""
+        self.set_info("count", self.count)
+        self.conn.execute("COMMIT")
+        self.conn.execute("PRAGMA optimize")
+        self.conn.close()
+        return self.count
+
+    def close(self) -> None:
+        try:
+            self.conn.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            pass
+        self.conn.close()
+
+
+class NodeStore:
+    """A read-only node store; one SQLite connection per thread (connections are cheap to open)."""
+
+    def __init__(self, path: Path, count: int) -> None:
+        self.path = path
+        self.count = count
+        self._local = threading.local()
+        self._kinds: dict[frozenset[str], np.ndarray] = {}
+        self._lock = threading.Lock()
+        stored = self.info("count")
+        if stored != count:
+            raise IndexCorruptError(
+                f"{path}: holds {stored} nodes, the manifest records {count}. The file does not belong to this "
+                "manifest: rebuild the index."
+            )
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(
+                    f"file:{self.path}?mode=ro&immutable=1", uri=True, check_same_thread=False
+                )
+                conn.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
+                conn.execute("SELECT 1 FROM nodes LIMIT 1").fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise self.corrupt(f"not a readable node store ({exc})") from None
+            self._local.conn = conn
+        return conn
+
+    def corrupt(self, what: str) -> IndexCorruptError:
+        return IndexCorruptError(
+            f"{self.path}: {what}. Run `ragmed index verify {self.path.parent.name}` and rebuild the index."
+        )
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self.corrupt(f"not a readable node store ({exc})") from None
+
+    def info(self, key: str) -> Any:
+        rows = self._query("SELECT value FROM info WHERE key = ?", (key,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def get(self, positions: Sequence[int]) -> list[dict[str, Any]]:
+        """Records at ``positions``, in that order; a position the store lacks is corruption."""
+        if not positions:
+            return []
+        wanted = [int(p) for p in positions]
+        found: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for row in self._query(f"SELECT pos, id, text, meta FROM nodes WHERE pos IN ({marks})", part):
+                found[row[0]] = record(row[1:])
+        missing = [p for p in wanted if p not in found]
+        if missing:
+            raise self.corrupt(f"no node at position {missing[0]} (the manifest records {self.count} nodes)")
+        return [found[p] for p in wanted]
+
+    def positions(self, ids: Iterable[str]) -> dict[str, int]:
+        """Positions of the given node ids (unknown ids are left out)."""
+        ids = list(dict.fromkeys(ids))
+        out: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            out.update(self._query(f"SELECT id, pos FROM nodes WHERE id IN ({marks})", part))
+        return out
+
+    def kind_mask(self, kinds: Iterable[str]) -> np.ndarray:
+        """Boolean mask over positions: True where the node's kind is one of ``kinds`` (cached)."""
+        key = frozenset(kinds)
+        mask = self._kinds.get(key)
+        if mask is None:
+            mask = np.zeros(self.count, dtype=bool)
+            marks = ",".join("?" * len(key))
+            pos = self._query(f"SELECT pos FROM nodes WHERE kind IN ({marks})", sorted(key)) if key else []
+            if pos:
+                mask[np.fromiter((p[0] for p in pos), dtype=np.int64, count=len(pos))] = True
+            with self._lock:
+                self._kinds[key] = mask
+        return mask
+
+    def iter_records(self, kind: str | None = None, batch: int = 2000) -> Iterator[dict[str, Any]]:
+        """Every record in position order, ``batch`` rows at a time (memory stays flat)."""
+        last = -1
+        while True:
+            if kind is None:
+                rows = self._query(
+                    "SELECT pos, id, text, meta FROM nodes WHERE pos > ? ORDER BY pos LIMIT ?", (last, batch)
+                )
+            else:
+                rows = self._query(
+                    "SELECT pos, id, text, meta FROM nodes WHERE kind = ? AND pos > ? ORDER BY pos LIMIT ?",
+                    (kind, last, batch),
+                )
+            if not rows:
+                return
+            for row in rows:
+                yield record(row[1:])
+            last = rows[-1][0]
+
+    def origins(self) -> dict[str, int]:
+        """Nodes per source (its SourceInfo.path)."""
+        return dict(self._query("SELECT origin, count(*) FROM nodes GROUP BY origin"))
+
+    def deep_check(self) -> list[str]:
+        """Full-scan checks for ``ragmed index verify``: SQLite's own integrity check and the positions."""
+        problems = []
+        result = self._query("PRAGMA integrity_check")
+        if result and result[0][0] != "ok":
+            problems.append(f"{self.path}: SQLite integrity check: {result[0][0]}")
+        n, lo, hi = self._query("SELECT count(*), min(pos), max(pos) FROM nodes")[0]
+        if n != self.count or (n and (lo != 0 or hi != n - 1)):
+            problems.append(
+                f"{self.path}: positions {lo}..{hi} over {n} rows, the manifest records {self.count}"
+            )
+        return problems
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class PositionMap(Mapping[str, int]):
+    """``node id → position`` answered by the store (the old in-memory ``index.position`` dict)."""
+
+    def __init__(self, store: NodeStore) -> None:
+        self.store = store
+
+    def __getitem__(self, key: str) -> int:
+        found = self.store.positions([key])
+        if key not in found:
+            raise KeyError(key)
+        return found[key]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and bool(self.store.positions([key]))
+
+    def __iter__(self) -> Iterator[str]:
+        return (r["id"] for r in self.store.iter_records())
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+
+class RecordView(Sequence[dict[str, Any]]):
+    """``index.records`` as a read-only sequence over the store: indexing fetches one row, iterating
+    streams (nothing is held in memory)."""
+
+    def __init__(self, store: NodeStore) -> None:
+        self.store = store
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return self.store.get(list(range(len(self)))[i])
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.store.get([i])[0]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self.store.iter_records()

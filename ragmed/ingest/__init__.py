@@ -1,0 +1,5 @@
+"""Ingest stage: sources → node records (``{id, text, metadata}``), streamed.
+
+:mod:`ragmed.ingest.manbyo` reads the Manbyo disease dictionary, :mod:`ragmed.ingest.corpus` reads
+corpus files and chunks them. Both name the file and line of anything malformed.
+"""
