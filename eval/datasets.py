@@ -21,6 +21,7 @@ from typing import Any
 from ragmed_eval.schema import SECTION_GENERAL, SECTION_REQUIRED, Question
 
 from ragmed.errors import DatasetError, DatasetNotFound
+from ragmed.schema import LETTERS
 
 Loader = Callable[[Path, "str | None"], list[Question]]
 
@@ -87,7 +88,6 @@ def apply_subset(questions: list[Question], subset: str | None) -> list[Question
 
 # ---------------------------------------------------------------- helpers
 
-LETTERS = "abcdefghijklmnopqrstuvwxyz"
 _ID_RE = re.compile(r"^(?P<exam>\d{3})(?P<block>[A-Z])(?P<num>\d+)$")
 #: Exam number -> calendar year of the Japanese national medical licensing exam.
 EXAM_YEAR = {112: 2018, 113: 2019, 114: 2020, 115: 2021, 116: 2022, 117: 2023, 118: 2024, 119: 2025}

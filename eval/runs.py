@@ -38,6 +38,7 @@ from ragmed_eval.schema import Question
 import ragmed
 from ragmed.errors import InputError, RunConfigError
 from ragmed.exam import ExamSolver
+from ragmed.schema import RETRIEVAL_MODES
 
 CONFIG = "config.json"
 PRED_DIR = "predictions"
@@ -69,7 +70,7 @@ def parse_mode(name: str) -> ModeSpec:
             spec.kinds = ["manbyo"]
         elif p == "corpus":
             spec.kinds = ["corpus"]
-        elif p in ("hybrid", "dense", "bm25"):
+        elif p in RETRIEVAL_MODES:
             spec.retrieval = p
         elif p.startswith("k") and p[1:].isdigit():
             spec.k = int(p[1:])

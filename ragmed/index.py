@@ -414,7 +414,9 @@ def build_index(
 ) -> RagmedIndex:
     """Build (or rebuild) an index from Manbyo files and corpus paths, replacing it atomically."""
     settings = settings or get_settings()
-    embedder = embedder or load_embedder(settings.embed_model, settings.device, settings.embed.query_encoder)
+    embedder = embedder or load_embedder(
+        settings.embed.model, settings.embed.device, settings.embed.query_encoder
+    )
     corpus_opts = corpus_opts or CorpusOptions()
     path = resolve_index_path(name_or_path, settings)
     if not manbyo and not corpus:

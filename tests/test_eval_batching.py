@@ -7,17 +7,16 @@ import asyncio
 import pytest
 from ragmed_eval.batching import BatchingBackend
 
-from ragmed.llm import ChatResult, SamplingParams
+from ragmed.generate.echo import EchoBackend
+from ragmed.schema import ChatResult, SamplingParams
 
 
-class EchoBatchLLM:
-    """Stands in for vllm.LLM (not importable on CPU hosts): answers each conversation with its last
-    message, and records the batches it was given. The batcher, not this class, is under test."""
-
-    model = "echo"
-    where = "echo"
+class EchoBatchLLM(EchoBackend):
+    """The echo backend with a batch call that answers each conversation with its last message and
+    records the batches it was given (vllm.LLM is not importable on CPU hosts). The batcher is under test."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.calls: list[tuple[int, str]] = []
 
     def chat_batch(self, conversations, params):
