@@ -53,7 +53,9 @@ def datasets_cmd(
     dataset: str | None = typer.Option(None, "--dataset", "-d", help="Load this dataset and report on it"),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Its local files"),
     lang: str | None = typer.Option(None, "--lang", help="ja | en (IgakuQA's English translations)"),
-    subset: str = typer.Option("all", "--subset", help="all | text_only | image"),
+    subset: str = typer.Option(
+        "all", "--subset", help="all | text_only | image | harness (text-only, 5 choices)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object"),
     items: bool = typer.Option(False, "--items", help="With --json and --dataset: every question"),
 ) -> None:
@@ -108,7 +110,9 @@ def score_cmd(
     system: str | None = typer.Option(
         None, "--system", help="Baseline/model name: files NNN-X_{system}.jsonl or 119X_{system}.json"
     ),
-    subset: str = typer.Option("all", "--subset", help="all | text_only | image"),
+    subset: str = typer.Option(
+        "all", "--subset", help="all | text_only | image | harness (text-only, 5 choices)"
+    ),
     lang: str | None = typer.Option(None, "--lang", help="ja | en (IgakuQA's English translations)"),
     normalized: bool = typer.Option(False, "--normalized", help="UNOFFICIAL lenient matching"),
     pass_threshold: list[str] = typer.Option(

@@ -23,7 +23,9 @@ from ragmed_eval.tabular import DatasetInfo, TaskSpec, builtin_specs, load_task,
 
 from ragmed.errors import DatasetNotFound, InputError
 
-SUBSETS = ("all", "text_only", "image")
+#: "harness": japanese-lm-med-harness's IgakuQA selection, text-only items with exactly five choices
+#: (1455 of IgakuQA's 2000).
+SUBSETS = ("all", "text_only", "image", "harness")
 
 
 class DatasetSpec(DatasetInfo):
@@ -155,6 +157,8 @@ def apply_subset(questions: list[Question], subset: str | None) -> list[Question
         return [q for q in questions if not q.has_image]
     if subset == "image":
         return [q for q in questions if q.has_image]
+    if subset == "harness":
+        return [q for q in questions if not q.has_image and len(q.choices) == 5]
     raise InputError(f"unknown subset {subset!r} (use {', '.join(SUBSETS)})")
 
 

@@ -44,6 +44,17 @@ def test_igakuqa_fields():
     assert qs["112A3"].points == 0
     assert qs["116A73"].gold == ["h"] and qs["116A74"].n_answers == 3
     assert len(load_dataset("igakuqa", FIX / "igakuqa", subset="text_only")) == 11
+    harness = load_dataset("igakuqa", FIX / "igakuqa", subset="harness")  # text-only, five choices
+    assert {q.id for q in harness} == {
+        "112A1",
+        "112A2",
+        "112A3",
+        "112B1",
+        "112B31",
+        "112E1",
+        "116A71",
+        "116A74",
+    }
     assert {q.year for q in load_dataset("igakuqa:2022", FIX / "igakuqa")} == {2022}
 
 
