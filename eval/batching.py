@@ -22,6 +22,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from ragmed.errors import RagmedError, UpstreamRejected
+
 
 def _settle(fut: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:
     if not fut.done():
@@ -154,6 +156,12 @@ class BatchingBackend:
                 for item in items:
                     await self._submit([item], per_prompt)
                 return
+            if isinstance(exc, ValueError) and not isinstance(exc, RagmedError):
+                # vLLM refuses a request it cannot serve (a prompt longer than max_model_len, a bad
+                # constraint) with ValueError: that is the upstream rejecting this one prompt.
+                rejected = UpstreamRejected(f"in-process vLLM refused the prompt: {exc}")
+                rejected.__cause__ = exc
+                exc = rejected
             for _, _, fut in items:  # the waiter gets the error, the worker lives on
                 if not fut.done():
                     fut.set_exception(exc)

@@ -46,6 +46,7 @@ from ragmed.errors import (
     EngineNotInstalled,
     InputError,
     NotFoundError,
+    RagmedError,
     RunConfigError,
 )
 from ragmed.schema import RETRIEVAL_MODES, ExamAnswer, ExamExample, RetrievalMode
@@ -317,11 +318,19 @@ def as_example(q: Question) -> ExamExample:
 
 
 def supports_examples(pipeline: Any) -> bool:
-    """Whether the core's exam answering takes few-shot ``examples=`` (added by the core, not eval)."""
+    """Whether the core's exam answering takes few-shot ``examples=`` (the core adds it, not eval): a
+    keyword of ``aanswer_exam`` itself, or of ``ragmed.exam.solve`` where ``aanswer_exam`` forwards
+    ``**kwargs`` to it."""
     try:
-        return "examples" in inspect.signature(pipeline.aanswer_exam).parameters
-    except (TypeError, ValueError):
+        params = inspect.signature(pipeline.aanswer_exam).parameters
+    except (AttributeError, TypeError, ValueError):
         return False
+    if "examples" in params:
+        return True
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        solve = getattr(importlib.import_module("ragmed.exam"), "solve", None)
+        return solve is not None and "examples" in inspect.signature(solve).parameters
+    return False
 
 
 # ---------------------------------------------------------------- running one variant
@@ -340,7 +349,7 @@ async def run_variant(
     progress: bool = True,
     shuffle_seed: int = 0,
     examples: Sequence[ExamExample] = (),
-    on_error: Callable[[Question, BaseException], None] | None = None,
+    on_error: Callable[[Question, RagmedError], None] | None = None,
 ) -> dict[str, Any]:
     """Answer the questions not yet in ``out_path`` (via ``pipeline.aanswer_exam``), appending each.
 
@@ -379,7 +388,7 @@ async def run_variant(
                     reasoning=reasoning,
                     **extra,
                 )
-            except Exception as exc:  # one bad item must not end a 2000-question run
+            except RagmedError as exc:  # one refused item must not end a 2000-question run; a bug does
                 errors.append({"problem_id": q.id, "error": f"{type(exc).__name__}: {exc}"})
                 if on_error:
                     on_error(q, exc)

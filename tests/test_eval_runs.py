@@ -361,3 +361,26 @@ def test_robustness_run_against_real_server(tmp_path, llm_server):
     assert len(rob["variants"]) == 4 and set(rob["by_template"]) == {"clinical_ja", "harness_ja"}
     assert 0.0 <= rob["spread"]["range"] <= 1.0 and rob["consistency"]["n_questions"] == 4
     assert (out / report["plots"]["robustness"]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_few_shot_support_is_probed_not_assumed():
+    from ragmed_eval.runs import supports_examples
+
+    class Direct:
+        async def aanswer_exam(self, question, choices, *, examples=()): ...
+
+    class Without:
+        async def aanswer_exam(self, question, choices, *, kind="single"): ...
+
+    class Forwarding:  # forwards **kwargs to ragmed.exam.solve: that function decides
+        async def aanswer_exam(self, question, choices, **kwargs): ...
+
+    import inspect
+
+    import ragmed.exam
+
+    solve = getattr(ragmed.exam, "solve", None)
+    assert supports_examples(Direct()) and not supports_examples(Without())
+    assert supports_examples(Forwarding()) == (
+        solve is not None and "examples" in inspect.signature(solve).parameters
+    )
