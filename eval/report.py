@@ -185,6 +185,15 @@ def make_plots(report: dict[str, Any], out: Path) -> dict[str, str]:
                     ti + (v["permutation"] - 0.5 * max(1, len(pts) - 1)) * 0.8 / max(1, len(pts)) for v in pts
                 ]
                 ax.scatter(xs, [v["accuracy"] for v in pts], s=36, label=None)
+                for x, v in zip(xs, pts, strict=True):
+                    ax.annotate(
+                        f"p{v['permutation']}",
+                        (x, v["accuracy"]),
+                        textcoords="offset points",
+                        xytext=(0, 6),
+                        ha="center",
+                        fontsize=8,
+                    )
                 ax.hlines(r["by_template"][tpl], ti - 0.4, ti + 0.4, colors="black", linewidth=1.5)
             ax.set_xticks(range(len(templates)))
             ax.set_xticklabels(templates, rotation=20, ha="right")
