@@ -310,3 +310,19 @@ def test_cli_datasets_lists_and_checks():
     res = CliRunner().invoke(app, ["datasets", "--dataset", "nope", "--data-dir", str(FIX)])
     assert res.exit_code == 2 and "unknown dataset" in res.output
     assert issubclass(InputError, RagmedError)
+
+
+def test_fetch_by_name_or_a_clear_offline_error(tmp_path):
+    """Online, `ragmed eval fetch` clones JMMLU; offline (this project's machines) it says where to get it."""
+    to = tmp_path / "JMMLU"
+    res = CliRunner().invoke(app, ["fetch", "jmmlu", "--to", str(to)])
+    if res.exit_code == 0:
+        assert len(load_dataset("jmmlu", to)) > 0
+    else:
+        assert res.exit_code == 2 and "github.com/nlp-waseda/JMMLU" in res.output and not to.exists()
+    res = CliRunner().invoke(app, ["fetch", "mcq", "--to", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "no public download" in res.output
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "f").write_text("x")
+    res = CliRunner().invoke(app, ["fetch", "jmmlu", "--to", str(tmp_path / "full")])
+    assert res.exit_code == 2 and "not empty" in res.output
