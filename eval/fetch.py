@@ -7,6 +7,7 @@ where it is not, it says so and names the source to download by hand.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,6 +36,7 @@ def fetch(name: str, to: Path) -> Path:
             capture_output=True,
             text=True,
             timeout=600,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},  # never wait for credentials
         )
         if res.returncode != 0:
             shutil.rmtree(to, ignore_errors=True)
