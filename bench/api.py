@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import openai
 import uvicorn
-from ragmed.server.app import create_app
-from ragmed.service import RagService
 
 from ragmed.index import RagmedIndex, build_index
+from ragmed.server.app import create_app
+from ragmed.service import RagService
 from ragmed.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -110,7 +110,7 @@ def down_url(down_service: RagService) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def live_service(settings: Settings, demo_index: RagmedIndex, vllm_server) -> RagService:
     cfg = settings.with_overrides(
-        llm__base_url=vllm_server.base_url, llm__max_retries=1, generation__max_tokens=8
+        llm__base_url=vllm_server.base_url, llm__max_retries=1, llm__timeout=600, generation__max_tokens=8
     )
     return RagService(demo_index, cfg)
 

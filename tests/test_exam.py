@@ -82,6 +82,67 @@ def test_gestalt_picks_most_similar_choices() -> None:
     assert gestalt("急性心筋梗塞と狭心症", choices, n=2) == ["a", "b"]
 
 
+def _harness_gestalt(response: str, choices: list[str], num: int) -> list[str]:
+    """japanese-lm-med-harness's eval_bench.evaluate, transcribed as the oracle: the response loses "."
+    and is stripped, choices stay raw, mean ratio both ways, repeated max with removal by value."""
+    import copy
+    import difflib
+
+    response = response.replace(".", "").strip()
+    scores = [
+        (
+            difflib.SequenceMatcher(None, c, response).ratio()
+            + difflib.SequenceMatcher(None, response, c).ratio()
+        )
+        / 2
+        for c in choices
+    ]
+    selected, temp, temp_scores = [], copy.deepcopy(choices), copy.deepcopy(scores)
+    for _ in range(num):
+        i = temp_scores.index(max(temp_scores))
+        text = temp[i]
+        temp.remove(text)
+        temp_scores.pop(i)
+        selected.append(text)
+    return sorted(selected)
+
+
+@pytest.mark.parametrize(
+    ("response", "choices", "n"),
+    [
+        ("②", ["①", "②", "③", "④", "⑤"], 1),  # NFKC would turn ② into "2" and pick ①
+        ("ＡＢＣ試験", ["ABC試験", "ＡＢＣ試験", "XYZ試験", "他", "無"], 1),  # full width kept
+        ("0.5 mg", ["0.5 mg", "5 mg", "05 mg", "50 mg", "0.05 mg"], 1),  # the harness drops "." first
+        ("  心不全。\n", ["心不全", "腎不全", "肝不全", "呼吸不全", "無"], 1),
+        ("甲,丙", ["甲", "乙", "丙", "丁", "戊"], 2),
+        ("同じ", ["同じ", "同じ", "違う", "別", "他"], 2),  # duplicate texts: removal by value
+        ("", ["あ", "い", "う", "え", "お"], 1),  # all ties: the first
+    ],
+)
+def test_gestalt_matches_the_harness_rule(response: str, choices: list[str], n: int) -> None:
+    got = gestalt(response, [Choice(letter="abcde"[i], text=c) for i, c in enumerate(choices)], n=n)
+    assert sorted(choices["abcde".index(letter)] for letter in got) == _harness_gestalt(response, choices, n)
+
+
+def test_gestalt_on_gold_texts_picks_the_gold() -> None:
+    """As the harness is checked: the response is the gold choice text itself (raw, any script)."""
+    items = [
+        (["①", "②", "③", "④", "⑤"], "b"),
+        (["Ｘ線", "X線", "CT", "MRI", "PET"], "a"),
+        (["急性心筋梗塞", "急性心膜炎", "狭心症", "大動脈解離", "肺塞栓症"], "a"),
+    ]
+    for texts, gold in items:
+        choices = [Choice(letter="abcde"[i], text=t) for i, t in enumerate(texts)]
+        assert gestalt(texts["abcde".index(gold)], choices) == [gold]
+    # The harness drops every "." from the response, so a gold "1.5 mg/dL" reads as "15 mg/dL": its rule
+    # picks the other choice, and so does ragmed's (parity, not a fix).
+    doses = [
+        Choice(letter=x, text=t)
+        for x, t in zip("abcde", ["1.5 mg/dL", "15 mg/dL", "0.15 mg/dL", "150 mg/dL", "5 mg/dL"], strict=True)
+    ]
+    assert gestalt("1.5 mg/dL", doses) == ["b"]
+
+
 def test_extract_trusts_constrained_output_only_when_valid() -> None:
     choices = parse_choices(CHOICES)
     assert extract("c", choices, "single", None, constrained=True) == ("c", "constrained")
