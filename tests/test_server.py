@@ -193,3 +193,11 @@ def test_app_without_key_serves_docs(service: RagService) -> None:
     with TestClient(create_app(service, api_key="", check_host=False)) as tc:
         assert tc.get("/openapi.json").status_code == 200
         assert json.loads(tc.get("/health").text)["index"]["name"] == "demo"
+
+
+def test_dictionary_lookup_text_is_bounded(service: RagService) -> None:
+    from ragmed.errors import TooLargeError
+
+    with pytest.raises(TooLargeError, match="RAGMED_MAX_QUESTION_CHARS"):
+        service.dictionary("A" * 250_000)
+    assert any(r.standard_name == "高血圧症" for r in service.dictionary("既往にHTあり。"))
