@@ -28,6 +28,7 @@ from ragmed.pipeline import (
     OWN_TIMINGS,
     LLMCall,
     PromptBuilder,
+    PromptParts,
     RagPipeline,
     adrive,
     drive,
@@ -257,20 +258,11 @@ class ExamPrompt(PromptBuilder):
             )
         )
 
-    def messages(
-        self,
-        tpl: PromptTemplate,
-        *,
-        rag: bool,
-        context: str,
-        diseases: str,
-        question: str,
-        history: list[Message],
-    ) -> list[Message]:
+    def messages(self, tpl: PromptTemplate, parts: PromptParts) -> list[Message]:
         user = tpl.render(
             "exam_user",
-            context_block=tpl.render("exam_context", context=context) + "\n\n" if rag else "",
-            question=question,
+            context_block=tpl.render("exam_context", context=parts.context) + "\n\n" if parts.rag else "",
+            question=parts.question,
             choices=choices_text(self.choices),
             instruction=self.first_instruction,
         )
