@@ -452,18 +452,11 @@ class RagPipeline:
                 yield item
 
     async def aanswer(
-        self,
-        question: str,
-        rag: bool = True,
-        params: SamplingParams | None = None,
-        *,
-        history: Sequence[Message] = (),
-        query: str | None = None,
-        notes: Sequence[str] = (),
+        self, question: str, rag: bool = True, params: SamplingParams | None = None, **kwargs: Any
     ) -> Answer:
-        """The whole answer at once (see :meth:`astream`)."""
+        """The whole answer at once (keywords as :meth:`astream`)."""
         final: Answer | None = None
-        async for item in self.astream(question, rag, params, history=history, query=query, notes=notes):
+        async for item in self.astream(question, rag, params, **kwargs):
             if isinstance(item, Answer):
                 final = item
         assert final is not None  # astream always ends with the Answer
