@@ -22,6 +22,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from ragmed.errors import RagmedError, UpstreamRejected
 from ragmed.generate.base import ChatBackend
 from ragmed.schema import ChatResult, Message, SamplingParams
 
@@ -155,6 +156,12 @@ class BatchingBackend(ChatBackend):
                 for item in items:
                     await self._submit([item], per_prompt)
                 return
+            if isinstance(exc, ValueError) and not isinstance(exc, RagmedError):
+                # vLLM refuses a request it cannot serve (a prompt longer than max_model_len, a bad
+                # constraint) with ValueError: that is the upstream rejecting this one prompt.
+                rejected = UpstreamRejected(f"in-process vLLM refused the prompt: {exc}")
+                rejected.__cause__ = exc
+                exc = rejected
             for _, _, fut in items:  # the waiter gets the error, the worker lives on
                 if not fut.done():
                     fut.set_exception(exc)

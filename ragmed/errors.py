@@ -158,7 +158,11 @@ class EngineNotInstalled(UpstreamError):
     """In-process generation was asked for where ``vllm`` cannot be imported."""
 
 
-# --------------------------------------------------------------------------- local components
+# --------------------------------------------------------------------------- outside services and local components
+
+
+class DownloadError(RagmedError, RuntimeError):
+    """A download failed (offline, or the server refused); the message says what to fetch by hand."""
 
 
 class SetupError(RagmedError, RuntimeError):
@@ -204,6 +208,7 @@ MAPPINGS: dict[type[RagmedError], Mapping] = {
     UpstreamRejected: Mapping(3, 400, "invalid_request_error", "upstream_rejected"),
     EngineNotInstalled: Mapping(2, 500, "server_error", "engine_not_installed"),
     SetupError: Mapping(3, 500, "server_error", "setup_failed"),
+    DownloadError: Mapping(3, 502, "upstream_error", "download_failed"),
 }
 
 

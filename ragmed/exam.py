@@ -28,6 +28,7 @@ from ragmed.pipeline import (
     OWN_TIMINGS,
     LLMCall,
     PromptBuilder,
+    PromptParts,
     RagPipeline,
     adrive,
     drive,
@@ -147,16 +148,32 @@ def parse_letters(
 
 
 def gestalt(text: str, choices: Sequence[Choice], n: int = 1) -> list[str]:
-    """Letters of the ``n`` choices most similar to ``text`` (difflib ratio both ways, averaged)."""
-    response = unicodedata.normalize("NFKC", text).strip()
+    """Letters of the ``n`` choices most similar to ``text``: japanese-lm-med-harness's rule exactly.
 
-    def score(choice: Choice) -> float:
-        forward = difflib.SequenceMatcher(None, response, choice.text).ratio()
-        backward = difflib.SequenceMatcher(None, choice.text, response).ratio()
-        return (forward + backward) / 2
-
-    ranked = sorted(choices, key=lambda c: -score(c))
-    return sorted(c.letter for c in ranked[: max(1, n)])
+    As its ``eval_bench.py`` evaluates: the response loses every "." and surrounding whitespace, the
+    choice texts are used as given (no other normalization on either side); each choice scores the
+    mean of ``SequenceMatcher(None, choice, response).ratio()`` and the reverse; the top ``n`` are
+    taken by repeated max (the first on ties), removing the picked text by value as the harness does.
+    """
+    response = text.replace(".", "").strip()
+    texts = [c.text for c in choices]
+    letters = [c.letter for c in choices]
+    scores = [
+        (
+            difflib.SequenceMatcher(None, t, response).ratio()
+            + difflib.SequenceMatcher(None, response, t).ratio()
+        )
+        / 2
+        for t in texts
+    ]
+    picked: list[str] = []
+    for _ in range(min(max(1, n), len(texts))):
+        best = scores.index(max(scores))
+        picked.append(letters[best])
+        first_equal = texts.index(texts[best])  # list.remove drops the first equal text
+        del texts[first_equal], letters[first_equal]
+        scores.pop(best)
+    return sorted(picked)
 
 
 def extract(
@@ -241,20 +258,11 @@ class ExamPrompt(PromptBuilder):
             )
         )
 
-    def messages(
-        self,
-        tpl: PromptTemplate,
-        *,
-        rag: bool,
-        context: str,
-        diseases: str,
-        question: str,
-        history: list[Message],
-    ) -> list[Message]:
+    def messages(self, tpl: PromptTemplate, parts: PromptParts) -> list[Message]:
         user = tpl.render(
             "exam_user",
-            context_block=tpl.render("exam_context", context=context) + "\n\n" if rag else "",
-            question=question,
+            context_block=tpl.render("exam_context", context=parts.context) + "\n\n" if parts.rag else "",
+            question=parts.question,
             choices=choices_text(self.choices),
             instruction=self.first_instruction,
         )

@@ -70,6 +70,17 @@ def ms_since(start: float) -> float:
 # --------------------------------------------------------------------------- prompts
 
 
+@dataclass(frozen=True)
+class PromptParts:
+    """What a prompt is built from once packing is done."""
+
+    rag: bool
+    context: str
+    diseases: str
+    question: str
+    history: list[Message]
+
+
 class PromptBuilder(ABC):
     """Builds one kind of prompt around the packed context: its fixed text (counted against the budget
     before packing) and its messages (built after)."""
@@ -82,16 +93,7 @@ class PromptBuilder(ABC):
         """Everything the prompt holds besides the context, the question and the history."""
 
     @abstractmethod
-    def messages(
-        self,
-        tpl: PromptTemplate,
-        *,
-        rag: bool,
-        context: str,
-        diseases: str,
-        question: str,
-        history: list[Message],
-    ) -> list[Message]:
+    def messages(self, tpl: PromptTemplate, parts: PromptParts) -> list[Message]:
         """The chat messages."""
 
 
@@ -103,25 +105,13 @@ class ChatPrompt(PromptBuilder):
             return tpl.system_no_rag + tpl.render("user_no_rag", question="")
         return tpl.system + tpl.render("user", context="", diseases=diseases, question="")
 
-    def messages(
-        self,
-        tpl: PromptTemplate,
-        *,
-        rag: bool,
-        context: str,
-        diseases: str,
-        question: str,
-        history: list[Message],
-    ) -> list[Message]:
-        if not rag:
-            user = tpl.render("user_no_rag", question=question)
-            return [
-                {"role": "system", "content": tpl.system_no_rag},
-                *history,
-                {"role": "user", "content": user},
-            ]
-        user = tpl.render("user", context=context, diseases=diseases, question=question)
-        return [{"role": "system", "content": tpl.system}, *history, {"role": "user", "content": user}]
+    def messages(self, tpl: PromptTemplate, parts: PromptParts) -> list[Message]:
+        if not parts.rag:
+            system, user = tpl.system_no_rag, tpl.render("user_no_rag", question=parts.question)
+        else:
+            system = tpl.system
+            user = tpl.render("user", context=parts.context, diseases=parts.diseases, question=parts.question)
+        return [{"role": "system", "content": system}, *parts.history, {"role": "user", "content": user}]
 
 
 def diseases_line(tpl: PromptTemplate, linked: Sequence[LinkedDisease]) -> str:
@@ -368,12 +358,7 @@ class RagPipeline:
             diseases = ""
         warnings += [w for w in packed.warnings if rag or "chunks packed" not in w]
         messages = prompt.messages(
-            tpl,
-            rag=rag,
-            context=packed.context,
-            diseases=diseases,
-            question=packed.question,
-            history=list(packed.history),
+            tpl, PromptParts(rag, packed.context, diseases, packed.question, list(packed.history))
         )
         timings["packing_ms"] = ms_since(t)
         numbered = {c.node_id: c.n for c in packed.chunks}
@@ -467,18 +452,11 @@ class RagPipeline:
                 yield item
 
     async def aanswer(
-        self,
-        question: str,
-        rag: bool = True,
-        params: SamplingParams | None = None,
-        *,
-        history: Sequence[Message] = (),
-        query: str | None = None,
-        notes: Sequence[str] = (),
+        self, question: str, rag: bool = True, params: SamplingParams | None = None, **kwargs: Any
     ) -> Answer:
-        """The whole answer at once (see :meth:`astream`)."""
+        """The whole answer at once (keywords as :meth:`astream`)."""
         final: Answer | None = None
-        async for item in self.astream(question, rag, params, history=history, query=query, notes=notes):
+        async for item in self.astream(question, rag, params, **kwargs):
             if isinstance(item, Answer):
                 final = item
         assert final is not None  # astream always ends with the Answer

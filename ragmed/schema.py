@@ -196,21 +196,7 @@ class Citation(BaseModel):
 
     @classmethod
     def from_chunk(cls, chunk: Chunk, in_quote: bool = False) -> Citation:
-        if chunk.n is None:
-            raise ValueError(f"chunk {chunk.node_id} was not packed into the prompt: it cannot be cited")
-        return cls(
-            n=chunk.n,
-            node_id=chunk.node_id,
-            source=chunk.source,
-            title=chunk.title,
-            standard_name=chunk.standard_name,
-            icd10=chunk.icd10,
-            score=chunk.score,
-            kind=chunk.kind,
-            language=chunk.language,
-            text=chunk.text,
-            in_quote=in_quote,
-        )
+        return cls(**_packed_fields(cls, chunk), in_quote=in_quote)
 
 
 class Source(BaseModel):
@@ -232,23 +218,14 @@ class Source(BaseModel):
 
     @classmethod
     def from_chunk(cls, chunk: Chunk, cited: bool = False) -> Source:
-        if chunk.n is None:
-            raise ValueError(f"chunk {chunk.node_id} was not packed into the prompt")
-        return cls(
-            n=chunk.n,
-            node_id=chunk.node_id,
-            text=chunk.text,
-            source=chunk.source,
-            title=chunk.title,
-            standard_name=chunk.standard_name,
-            icd10=chunk.icd10,
-            level=chunk.level,
-            score=chunk.score,
-            kind=chunk.kind,
-            language=chunk.language,
-            truncated=chunk.truncated,
-            cited=cited,
-        )
+        return cls(**_packed_fields(cls, chunk), cited=cited)
+
+
+def _packed_fields(model: type[BaseModel], chunk: Chunk) -> dict[str, Any]:
+    """The fields ``model`` shares with a chunk that was packed into a prompt (and so has a number)."""
+    if chunk.n is None:
+        raise ValueError(f"chunk {chunk.node_id} was not packed into the prompt")
+    return chunk.model_dump(include=set(model.model_fields) & set(Chunk.model_fields))
 
 
 class Retrieved(BaseModel):

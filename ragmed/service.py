@@ -159,6 +159,11 @@ class RagService:
     def dictionary(self, text: str, k: int = 3) -> list[DictionaryRow]:
         """Disease mentions in ``text`` linked to Manbyo; a bare term normalized whole when nothing is
         linked; else the closest dictionary entries by search."""
+        limit = self.settings.generation.max_question_chars
+        if len(text) > limit:
+            raise TooLargeError(
+                f"The text is {len(text)} characters long; the limit is {limit} (RAGMED_MAX_QUESTION_CHARS)."
+            )
         rows: list[DictionaryRow] = []
         normalizer = self.index.normalizer
         if normalizer is not None:

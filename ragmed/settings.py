@@ -25,7 +25,7 @@ def _default_cache() -> Path:
 
 
 def _config(prefix: str) -> SettingsConfigDict:
-    return SettingsConfigDict(env_prefix=prefix, extra="ignore", validate_default=True)
+    return SettingsConfigDict(env_prefix=prefix, extra="forbid", validate_default=True)
 
 
 class EmbedSettings(BaseSettings):
@@ -177,11 +177,11 @@ class Settings(BaseSettings):
                 continue
             group, sep, field = key.partition("__")
             if sep:
-                if group not in self.model_fields or not isinstance(getattr(self, group), BaseModel):
+                if group not in Settings.model_fields or not isinstance(getattr(self, group), BaseModel):
                     raise ConfigError(f"unknown settings group {group!r} in override {key!r}")
                 groups.setdefault(group, {})[field] = value
             else:
-                if key not in self.model_fields:
+                if key not in Settings.model_fields:
                     raise ConfigError(f"unknown setting {key!r}")
                 top[key] = value
         data = self.model_dump()

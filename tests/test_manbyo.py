@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ragmed.errors import DatasetNotFoundError
+from ragmed.errors import DownloadError
 from ragmed.ingest.manbyo import ManbyoFormatError, fetch_manbyo, load_manbyo
 
 from .conftest import FIXTURES, SAMPLES
@@ -115,7 +115,7 @@ def test_node_text_and_metadata() -> None:
 
 def test_fetch_offline_says_what_to_do(tmp_path: Path) -> None:
     # A real download attempt against a closed local port: the machine's offline behaviour.
-    with pytest.raises(DatasetNotFoundError, match="Download the release zip by hand") as exc:
+    with pytest.raises(DownloadError, match="Download the release zip by hand") as exc:
         fetch_manbyo(tmp_path, url="http://127.0.0.1:9/MANBYO_202106.zip", timeout=2)
     assert "127.0.0.1:9/MANBYO_202106.zip" in str(exc.value)
     assert not list(tmp_path.iterdir())
@@ -148,7 +148,7 @@ def test_fetch_tries_each_spelling_of_the_official_address(tmp_path: Path) -> No
         urls = [f"{base}/manbyo-dic/MANBYO_202106.zip", f"{base}/manbyou-dic/MANBYO_202106.zip"]
         got = fetch_manbyo(tmp_path / "dl", urls=urls, timeout=5)
         assert got.name == "MANBYO_202106.zip" and got.read_bytes() == payload
-        with pytest.raises(DatasetNotFoundError) as exc:
+        with pytest.raises(DownloadError) as exc:
             fetch_manbyo(tmp_path / "none", urls=urls[:1], timeout=5)
         assert "404" in str(exc.value) and "manbyo-dic" in str(exc.value)
     finally:

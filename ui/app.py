@@ -22,6 +22,7 @@ import gradio as gr
 import pandas as pd
 
 from ragmed.errors import InputError, NotFoundError, RagmedError, ui_message
+from ragmed.generate.base import ChatBackend
 from ragmed.hosts import check_bind
 from ragmed.index import RagmedIndex, list_indexes
 from ragmed.schema import RETRIEVAL_MODES, Answer, LinkedDisease, Retrieved, Source
@@ -154,13 +155,20 @@ def _text(content: Any) -> str:
 class Services:
     """One :class:`RagService` per index name, loaded on first use and shared by all sessions."""
 
-    def __init__(self, settings: Settings, preloaded: RagmedIndex | None = None, warm: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        preloaded: RagmedIndex | None = None,
+        warm: bool = False,
+        llm: ChatBackend | None = None,
+    ) -> None:
         self.settings = settings
         self.warm = warm  # a served UI warms each index's searcher (query encoder, normalizer) on load
+        self.llm = llm  # None: the configured server (RAGMED_LLM_BASE_URL)
         self._services: dict[str, RagService] = {}
         self._lock = threading.Lock()
         if preloaded is not None:
-            self._services[preloaded.name] = self._ready(RagService(preloaded, settings))
+            self._services[preloaded.name] = self._ready(RagService(preloaded, settings, llm))
 
     def _ready(self, service: RagService) -> RagService:
         if self.warm:
@@ -174,7 +182,7 @@ class Services:
     def get(self, name: str) -> RagService:
         with self._lock:
             if name not in self._services:
-                self._services[name] = self._ready(RagService.load(name, self.settings))
+                self._services[name] = self._ready(RagService.load(name, self.settings, self.llm))
             return self._services[name]
 
 
@@ -245,10 +253,12 @@ def build_ui(
     *,
     preloaded: RagmedIndex | None = None,
     warm: bool = False,
+    llm: ChatBackend | None = None,
 ) -> gr.Blocks:
-    """The Blocks app: Chat, Dictionary and Evaluation tabs over ``index`` (or an index already loaded)."""
+    """The Blocks app: Chat, Dictionary and Evaluation tabs over ``index`` (or an index already loaded);
+    ``llm`` replaces the configured upstream (e.g. the echo backend)."""
     settings = settings or get_settings()
-    services = Services(settings, preloaded, warm=warm)
+    services = Services(settings, preloaded, warm=warm, llm=llm)
     names = services.names()
     default = preloaded.name if preloaded is not None else (index or (names[0] if names else None))
     if default is None:
@@ -423,6 +433,7 @@ def launch(
     block: bool = True,
     *,
     preloaded: RagmedIndex | None = None,
+    llm: ChatBackend | None = None,
 ) -> gr.Blocks:
     """``ragmed ui``: serve the UI; ``block=False`` returns at once (call ``.close()`` when done).
 
@@ -434,7 +445,7 @@ def launch(
     check_bind(
         host, settings.ui.auth, what="the UI", need="a login", fix="--auth user:password / RAGMED_UI_AUTH"
     )
-    demo = build_ui(settings, index, preloaded=preloaded, warm=True)
+    demo = build_ui(settings, index, preloaded=preloaded, warm=True, llm=llm)
     demo.queue(default_concurrency_limit=16)
     demo.launch(
         server_name=host,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
@@ -53,9 +53,6 @@ def main(
 def version() -> None:
     """Print ragmed's version."""
     out.print(__version__)
-
-
-SchemaName = Literal["ask", "exam", "search", "normalize"]
 
 
 @app.command()

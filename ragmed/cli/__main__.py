@@ -1,6 +1,5 @@
-"""``python -m ragmed.cli``: the same command as ``ragmed``."""
+"""``python -m ragmed.cli``: the same as the ``ragmed`` command."""
 
 from ragmed.cli import app
 
-if __name__ == "__main__":  # pragma: no cover
-    app()
+app()

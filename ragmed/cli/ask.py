@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
@@ -125,9 +125,7 @@ def ask(
         raise InputError("give one question (quote it), or use --choices to pass choices before it")
     if choices and not options and not numeric:
         raise InputError("--choices needs the choices before the question")
-    kind: Literal["single", "multi", "numeric"] = (
-        "numeric" if numeric else "multi" if multi and multi > 1 else "single"
-    )
+    kind: ExamKind = "numeric" if numeric else "multi" if multi and multi > 1 else "single"
     pipeline = make_pipeline(index, settings, rag=not no_rag)
     run_ask(
         question,

@@ -15,6 +15,7 @@ What it answers:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import time
@@ -81,10 +82,13 @@ def regex_example(pattern: str, seed: int = 0) -> str:
 class EchoBackend(ChatBackend):
     """Answers deterministically from the prompt, in process; see the module docstring."""
 
-    def __init__(self, context_length: int = 8192, max_delta_words: int = 1) -> None:
+    def __init__(self, context_length: int = 8192, max_delta_words: int = 1, delay_s: float = 0.0) -> None:
         self._context_length = context_length
         self.max_delta_words = max_delta_words
+        self.delay_s = delay_s  # pause before each delta: a slow model, for streaming and cancellation tests
         self.requests: list[tuple[list[Message], SamplingParams]] = []  # what it was asked, for tests
+        self.completed = 0  # answers streamed to the end
+        self.abandoned = 0  # answers whose reader went away (cancelled or closed early)
 
     @property
     def model(self) -> str:
@@ -128,17 +132,27 @@ class EchoBackend(ChatBackend):
         if used > params.max_tokens:  # honour max_tokens like a server would, counting bytes as tokens
             text = text.encode("utf-8")[: params.max_tokens].decode("utf-8", "ignore")
             words, finish, used = [text], "length", params.max_tokens
-        for i in range(0, len(words), self.max_delta_words):
-            yield "".join(words[i : i + self.max_delta_words])
-        prompt_tokens = sum(len((m.get("content") or "").encode("utf-8")) for m in messages)
-        yield ChatResult(
-            text=text,
-            model=self.model,
-            finish_reason=finish,
-            usage={
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": used,
-                "total_tokens": prompt_tokens + used,
-            },
-            latency_ms=(time.perf_counter() - started) * 1000,
-        )
+        done = False
+        try:
+            for i in range(0, len(words), self.max_delta_words):
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
+                yield "".join(words[i : i + self.max_delta_words])
+            prompt_tokens = sum(len((m.get("content") or "").encode("utf-8")) for m in messages)
+            done = True
+            yield ChatResult(
+                text=text,
+                model=self.model,
+                finish_reason=finish,
+                usage={
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": used,
+                    "total_tokens": prompt_tokens + used,
+                },
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+        finally:
+            if done:
+                self.completed += 1
+            else:
+                self.abandoned += 1

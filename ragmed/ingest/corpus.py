@@ -338,9 +338,9 @@ def load_hf_dataset(
 def make_splitter(opts: CorpusOptions) -> SentenceSplitter:
     """llama-index's splitter with Japanese sentence ends and a char or token budget."""
     if opts.chunk_unit not in ("chars", "tokens"):
-        raise InputError(f"chunk_unit must be 'chars' or 'tokens', not {opts.chunk_unit!r}")
+        raise InputError(f"--chunk-unit must be 'chars' or 'tokens', not {opts.chunk_unit!r}")
     if opts.chunk_overlap >= opts.chunk_size:
-        raise InputError("chunk_overlap must be smaller than chunk_size")
+        raise InputError("--chunk-overlap must be smaller than --chunk-size")
     from llama_index.core.node_parser import SentenceSplitter
 
     size = opts.chunk_size

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from ragmed.errors import DatasetNotFoundError, ManbyoFormatError
+from ragmed.errors import DownloadError, ManbyoFormatError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -323,7 +323,7 @@ def fetch_manbyo(
         except (httpx.HTTPError, OSError) as exc:
             tmp.unlink(missing_ok=True)
             tried.append(f"{candidate} ({exc.__class__.__name__}: {exc})")
-    raise DatasetNotFoundError(
+    raise DownloadError(
         "could not download the Manbyo dictionary; tried:\n  "
         + "\n  ".join(tried)
         + f"\nDownload the release zip by hand from {OFFICIAL_URL} (licence CC BY 4.0), then pass it directly: "

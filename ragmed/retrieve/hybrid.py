@@ -164,20 +164,10 @@ class Searcher:
 
     # ------------------------------------------------------------ search
     def search(
-        self,
-        query: str,
-        k: int = 5,
-        mode: RetrievalMode | str = "hybrid",
-        *,
-        expand: bool = True,
-        exclude_ids: set[str] | None = None,
-        query_vector: np.ndarray | None = None,
-        kinds: set[str] | None = None,
+        self, query: str, k: int = 5, mode: RetrievalMode | str = "hybrid", **options: Any
     ) -> list[Chunk]:
-        """Top-``k`` chunks (see :meth:`retrieve`, which also says how they were found)."""
-        return self.retrieve(
-            query, k, mode, expand=expand, exclude_ids=exclude_ids, query_vector=query_vector, kinds=kinds
-        ).chunks
+        """Top-``k`` chunks (options as :meth:`retrieve`, which also says how they were found)."""
+        return self.retrieve(query, k, mode, **options).chunks
 
     def retrieve(
         self,

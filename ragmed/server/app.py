@@ -31,6 +31,7 @@ from starlette.types import Message as ASGIMessage
 
 from ragmed import __version__
 from ragmed.errors import RagmedError, debug, error_code, http_status, mapping
+from ragmed.generate.base import ChatBackend
 from ragmed.hosts import check_bind, host_header_allowed, is_loopback
 from ragmed.server.auth import key_ok
 from ragmed.server.protocol import ErrorDetail, ErrorResponse
@@ -237,13 +238,14 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     log_level: str = "info",
+    llm: ChatBackend | None = None,
 ) -> None:
     """``ragmed serve``: load the index and run uvicorn until Ctrl-C (refuses open binds without a key)."""
     import uvicorn
 
     settings = settings or get_settings()
     check_bind(host, settings.serve.key, what="the API", need="an API key", fix="--api-key / RAGMED_API_KEY")
-    service = RagService.load(index, settings)
+    service = RagService.load(index, settings, llm)
     service.warm()  # the first request should not wait for the query encoder or normalizer
     app = create_app(service, settings=settings, check_host=not settings.serve.key and is_loopback(host))
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)

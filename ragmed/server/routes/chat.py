@@ -105,19 +105,27 @@ async def chat_completions(req: ChatRequest, request: Request) -> Response:
         events = service.llm.astream(messages, params)
     completion = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model}
     try:
-        first = await unless_disconnected(request, anext(events))  # failures surface here, before any byte
+        # Upstream failures surface here, before any byte is sent, so they keep their HTTP status: the
+        # sources (ready first) wait for the model's first token, then go out in the first chunk.
+        first = await unless_disconnected(request, anext(events))
+        head: list[Event] = [first]
+        if isinstance(first, Retrieved):
+            head.append(await unless_disconnected(request, anext(events)))
+    except ClientGone:
+        await events.aclose()
+        return Response(status_code=499)
     except BaseException:
         await events.aclose()
         raise
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(
-            _sse(events, first, completion, include_usage),
+            _sse(events, head, completion, include_usage),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
     try:
-        final = await unless_disconnected(request, _collect(events, first))
+        final = await unless_disconnected(request, _collect(events, head))
     except ClientGone:
         return Response(status_code=499)  # nginx's "client closed request": nobody reads it
     body = ChatCompletion(
@@ -137,7 +145,7 @@ async def chat_completions(req: ChatRequest, request: Request) -> Response:
 def dump(model: ChatCompletion | ChatCompletionChunk) -> dict[str, Any]:
     """JSON of a response: ragmed's optional fields only when set, OpenAI's choices always whole
     (``finish_reason: null`` and ``logprobs: null`` included, as OpenAI sends them)."""
-    data = model.model_dump(mode="json", exclude_none=True)
+    data = {k: v for k, v in model.model_dump(mode="json").items() if v is not None}
     data["choices"] = [c.model_dump(mode="json", exclude={"delta"}) | _delta(c) for c in model.choices]
     return data
 
@@ -152,14 +160,15 @@ def sse_event(model: ChatCompletionChunk) -> bytes:
     return f"data: {json.dumps(dump(model), ensure_ascii=False)}\n\n".encode()
 
 
-async def _collect(events: AsyncIterator[Event], first: Event) -> Answer | ChatResult:
+async def _collect(events: AsyncIterator[Event], head: list[Event]) -> Answer | ChatResult:
     final: Answer | ChatResult | None = None
     try:
-        item: Event | None = first
-        while item is not None:
+        for item in head:
             if isinstance(item, Answer | ChatResult):
                 final = item
-            item = await anext(events, None)
+        async for item in events:
+            if isinstance(item, Answer | ChatResult):
+                final = item
     finally:
         await events.aclose()
     if final is None:
@@ -168,7 +177,7 @@ async def _collect(events: AsyncIterator[Event], first: Event) -> Answer | ChatR
 
 
 async def _sse(
-    events: AsyncIterator[Event], first: Event, completion: dict[str, Any], include_usage: bool
+    events: AsyncIterator[Event], head: list[Event], completion: dict[str, Any], include_usage: bool
 ) -> AsyncIterator[bytes]:
     """OpenAI's chunk stream with ragmed's ``sources`` first and ``citations`` at the end."""
 
@@ -182,11 +191,12 @@ async def _sse(
             )
         ]
 
+    pending = list(head)
     try:
-        item: Event | None = first
+        item: Event | None = pending.pop(0)
         if isinstance(item, Retrieved):
             yield chunk(delta("", role=True), sources=item.sources)
-            item = await anext(events, None)
+            item = pending.pop(0) if pending else await anext(events, None)
         else:
             yield chunk(delta("", role=True))
         while item is not None:
@@ -201,7 +211,7 @@ async def _sse(
                 )
                 if include_usage:
                     yield chunk([], usage=Usage.of(item.usage))
-            item = await anext(events, None)
+            item = pending.pop(0) if pending else await anext(events, None)
     except RagmedError as exc:  # mid-stream: the status is already sent, so report in-band
         error = ErrorResponse(
             error=ErrorDetail(message=str(exc), type=mapping(exc).type, code=error_code(exc))

@@ -1,10 +1,12 @@
-"""LLM client: sampling parameters, error translation and retries on real sockets, and the real vLLM server."""
+"""Chat backends: sampling on the wire, error translation and retries on real sockets, the echo backend,
+the real vLLM server and vLLM in process."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
 import json
+import re
 import socket
 import threading
 import time
@@ -12,15 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from ragmed.llm import (
-    ChatResult,
-    LLMClient,
-    LLMRequestError,
-    LLMTimeoutError,
-    LLMUnavailableError,
-    SamplingParams,
-    VLLMNotInstalledError,
-)
+from ragmed.errors import EngineNotInstalled, UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
+from ragmed.generate import make_backend
+from ragmed.generate.echo import EchoBackend, regex_example
+from ragmed.generate.openai_client import LLMClient, openai_kwargs
+from ragmed.schema import ChatResult, SamplingParams
 from ragmed.settings import Settings
 
 
@@ -85,16 +83,18 @@ MESSAGES = [{"role": "user", "content": "Say hello."}]
 
 def test_sampling_params_wire_styles() -> None:
     choice = SamplingParams(max_tokens=4, choice=["a", "b"])
-    assert choice.to_openai()["extra_body"] == {"structured_outputs": {"choice": ["a", "b"]}}
-    assert choice.to_openai("guided")["extra_body"] == {"guided_choice": ["a", "b"]}
-    assert "extra_body" not in choice.to_openai("none")
-    regex = SamplingParams(regex="[0-9]+", seed=3, stop=["\n"]).to_openai()
+    assert openai_kwargs(choice)["extra_body"] == {"structured_outputs": {"choice": ["a", "b"]}}
+    assert openai_kwargs(choice, "guided")["extra_body"] == {"guided_choice": ["a", "b"]}
+    assert "extra_body" not in openai_kwargs(choice, "none")
+    regex = openai_kwargs(SamplingParams(regex="[0-9]+", seed=3, stop=["\n"]))
     assert regex["extra_body"] == {"structured_outputs": {"regex": "[0-9]+"}}
     assert regex["seed"] == 3 and regex["stop"] == ["\n"] and regex["temperature"] == 0.0
     schema = {"type": "object", "properties": {"x": {"type": "integer"}}}
     assert (
-        SamplingParams(json_schema=schema).to_openai()["response_format"]["json_schema"]["schema"] == schema
+        openai_kwargs(SamplingParams(json_schema=schema))["response_format"]["json_schema"]["schema"]
+        == schema
     )
+    assert SamplingParams(choice=["a"]).unconstrained(32) == SamplingParams(max_tokens=32)
 
 
 def test_sampling_params_reject_two_constraints_and_bad_values() -> None:
@@ -107,18 +107,45 @@ def test_sampling_params_reject_two_constraints_and_bad_values() -> None:
 
 
 def test_sampling_params_from_settings() -> None:
-    params = SamplingParams.from_settings(Settings(temperature=0.3, max_tokens=77), max_tokens=5)
+    from ragmed.pipeline import RagPipeline
+
+    settings = Settings().with_overrides(generation__temperature=0.3, generation__max_tokens=77)
+    params = RagPipeline(EchoBackend(), settings=settings).sampling(max_tokens=5)
     assert (params.temperature, params.max_tokens) == (0.3, 5)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is importable here")
 def test_in_process_without_vllm_is_a_clear_error() -> None:
-    from ragmed.llm import InProcessLLM
+    from ragmed.generate.vllm_inprocess import InProcessLLM, vllm_sampling
 
-    with pytest.raises(VLLMNotInstalledError, match="vllm"):
-        SamplingParams(choice=["a"]).to_vllm()
-    with pytest.raises(VLLMNotInstalledError, match="--llm-base-url"):
+    with pytest.raises(EngineNotInstalled, match="vllm"):
+        vllm_sampling(SamplingParams(choice=["a"]))
+    with pytest.raises(EngineNotInstalled, match="--llm-base-url"):
         InProcessLLM("some/model")
+
+
+# --------------------------------------------------------------------------- the echo backend
+
+
+def test_echo_backend_is_deterministic_and_honours_constraints() -> None:
+    echo = make_backend(Settings(), engine="echo")
+    assert echo.model == "echo" and echo.context_length() == 8192
+    ask = [{"role": "user", "content": "Which? a, b or c"}]
+    picks = {echo.chat(ask, SamplingParams(choice=["a", "b", "c"])).text for _ in range(3)}
+    assert len(picks) == 1 and picks <= {"a", "b", "c"}  # same prompt, same pick
+    multi = "(a(,b)?(,c)?|b(,c)?|c)"
+    for seed in range(6):
+        assert re.fullmatch(multi, regex_example(multi, seed))
+    assert re.fullmatch(
+        r"-?[0-9]+(\.[0-9]+)?", echo.chat(ask, SamplingParams(regex=r"-?[0-9]+(\.[0-9]+)?")).text
+    )
+    items = list(
+        echo.stream([{"role": "user", "content": "参考資料 [1] あり\n質問: 何？"}], SamplingParams())
+    )
+    final = items[-1]
+    assert isinstance(final, ChatResult) and "".join(items[:-1]) == final.text and final.text.endswith("[1]")
+    cut = echo.chat(ask, SamplingParams(max_tokens=5))
+    assert cut.finish_reason == "length" and len(cut.text.encode()) <= 5
 
 
 # --------------------------------------------------------------------------- faults on real sockets
@@ -127,13 +154,13 @@ def test_in_process_without_vllm_is_a_clear_error() -> None:
 def test_unreachable_server_names_url_and_how_to_start(unused_url: str) -> None:
     client = LLMClient(unused_url, max_retries=0, timeout=5)
     for call in (lambda: client.model, lambda: client.chat(MESSAGES, SamplingParams()), lambda: list(
-        LLMClient(unused_url, model="m", max_retries=0).stream_chat(MESSAGES, SamplingParams())
+        LLMClient(unused_url, model="m", max_retries=0).stream(MESSAGES, SamplingParams())
     )):  # fmt: skip
-        with pytest.raises(LLMUnavailableError) as info:
+        with pytest.raises(UpstreamUnavailable) as info:
             call()
         assert unused_url in str(info.value)
         assert "ragmed llm serve-local" in str(info.value) and "vllm serve" in str(info.value)
-    with pytest.raises(LLMUnavailableError, match="serve-local"):
+    with pytest.raises(UpstreamUnavailable, match="serve-local"):
         asyncio.run(LLMClient(unused_url, model="m", max_retries=0).achat(MESSAGES, SamplingParams()))
 
 
@@ -141,7 +168,7 @@ def test_connection_errors_are_retried_with_backoff(tcp) -> None:
     server = tcp("hangup")
     client = LLMClient(server.url, model="m", max_retries=2, timeout=5)
     started = time.monotonic()
-    with pytest.raises(LLMUnavailableError, match=server.url):
+    with pytest.raises(UpstreamUnavailable, match=server.url):
         client.chat(MESSAGES, SamplingParams())
     assert server.accepted == 3  # first try + 2 retries
     assert time.monotonic() - started >= 0.5  # the client waited between tries
@@ -150,9 +177,9 @@ def test_connection_errors_are_retried_with_backoff(tcp) -> None:
 def test_silent_server_times_out(tcp) -> None:
     server = tcp("silent")
     client = LLMClient(server.url, model="m", max_retries=0, timeout=0.5)
-    with pytest.raises(LLMTimeoutError, match="did not answer within 0.5 s"):
+    with pytest.raises(UpstreamTimeout, match="did not answer within 0.5 s"):
         client.chat(MESSAGES, SamplingParams())
-    with pytest.raises(LLMTimeoutError):
+    with pytest.raises(UpstreamTimeout):
         asyncio.run(client.achat(MESSAGES, SamplingParams()))
 
 
@@ -174,7 +201,7 @@ def test_model_discovered_and_context_length(client: LLMClient, vllm_server) -> 
 def test_chat_and_stream(client: LLMClient) -> None:
     result = client.chat(MESSAGES, SamplingParams(max_tokens=8))
     assert result.text.strip() and result.usage["completion_tokens"] <= 8 and result.model == client.model
-    items = list(client.stream_chat(MESSAGES, SamplingParams(max_tokens=8)))
+    items = list(client.stream(MESSAGES, SamplingParams(max_tokens=8)))
     final = items[-1]
     assert isinstance(final, ChatResult) and len(items) >= 3
     assert "".join(items[:-1]) == final.text and final.finish_reason in ("length", "stop")
@@ -187,7 +214,7 @@ def test_async_chat_and_stream(client: LLMClient) -> None:
         results = await asyncio.gather(
             *(client.achat(MESSAGES, SamplingParams(max_tokens=4)) for _ in range(3))
         )
-        streamed = [item async for item in client.astream_chat(MESSAGES, SamplingParams(max_tokens=4))]
+        streamed = [item async for item in client.astream(MESSAGES, SamplingParams(max_tokens=4))]
         return list(results), streamed
 
     results, streamed = asyncio.run(run())
@@ -225,14 +252,15 @@ def test_token_counting_is_exact_and_cached(client: LLMClient) -> None:
 
 @pytest.mark.vllm
 def test_bad_request_is_a_request_error(client: LLMClient) -> None:
-    with pytest.raises(LLMRequestError, match="HTTP 400"):
+    with pytest.raises(UpstreamRejected, match="HTTP 400"):
         client.chat(MESSAGES, SamplingParams(max_tokens=100_000))
 
 
 INPROC_SCRIPT = r"""
 import asyncio, json, sys
 sys.path.insert(0, sys.argv[1])
-from ragmed.llm import InProcessLLM, SamplingParams
+from ragmed.generate.vllm_inprocess import InProcessLLM
+from ragmed.schema import SamplingParams
 
 def main():
     llm = InProcessLLM(sys.argv[2], dtype="float32", enforce_eager=True, max_model_len=1024, max_num_seqs=2)
@@ -259,7 +287,8 @@ def test_in_process_vllm_in_the_vllm_environment(vllm_server, tmp_path) -> None:
     import subprocess
     from pathlib import Path
 
-    from ragmed.local_llm import env_python, server_env
+    from ragmed.generate.local.env import env_python
+    from ragmed.generate.local.server import server_env
     from ragmed.settings import get_settings
 
     settings = get_settings()
