@@ -71,7 +71,7 @@ def lexical_text(record: dict[str, Any]) -> str:
     return f"{meta.get('title', '')} {record['text']}"
 
 
-class Source(BaseModel):
+class InputSource(BaseModel):
     """One input, resolved: the operator's path (absolute), its kind, content hash, and for corpus files
     the folder it was found in (nodes name it relative to that folder)."""
 
@@ -88,17 +88,17 @@ class Source(BaseModel):
         return p.relative_to(self.root).as_posix() if self.root else p.name
 
 
-def plan_sources(manbyo: Sequence[str | Path], corpus: Sequence[str | Path]) -> list[Source]:
+def plan_sources(manbyo: Sequence[str | Path], corpus: Sequence[str | Path]) -> list[InputSource]:
     """Every input file (folders expanded, sorted) with its sha256; a missing one is an error."""
-    out: list[Source] = []
+    out: list[InputSource] = []
     for raw in manbyo:
         path = Path(raw)
         if not path.is_file():
             raise ManbyoFormatError(f"{path}: no such file")
-        out.append(Source(kind="manbyo", path=str(path.resolve()), sha256=sha256_file(path)))
+        out.append(InputSource(kind="manbyo", path=str(path.resolve()), sha256=sha256_file(path)))
     for raw in corpus:
         if str(raw).startswith("hf:"):
-            out.append(Source(kind="corpus", path=str(raw)))
+            out.append(InputSource(kind="corpus", path=str(raw)))
             continue
         found = discover([raw])
         if not found and Path(raw).is_dir():
@@ -107,7 +107,7 @@ def plan_sources(manbyo: Sequence[str | Path], corpus: Sequence[str | Path]) -> 
             )
         for path, root in found:
             out.append(
-                Source(
+                InputSource(
                     kind="corpus",
                     path=str(path.resolve()),
                     sha256=sha256_file(path),
@@ -117,7 +117,9 @@ def plan_sources(manbyo: Sequence[str | Path], corpus: Sequence[str | Path]) -> 
     return out
 
 
-def iter_source(src: Source, opts: CorpusOptions, levels: Sequence[str] | None) -> Iterator[dict[str, Any]]:
+def iter_source(
+    src: InputSource, opts: CorpusOptions, levels: Sequence[str] | None
+) -> Iterator[dict[str, Any]]:
     """The node records of one source, lazily (a Manbyo file is read whole: it is bounded)."""
     if src.kind == "manbyo":
         for entry in load_manbyo(src.path, levels):
@@ -208,7 +210,7 @@ class Work:
 
 def _ingest(
     work: Work,
-    sources: list[Source],
+    sources: list[InputSource],
     opts: CorpusOptions,
     levels: Sequence[str] | None,
     embedder: Embedder,
@@ -421,7 +423,7 @@ def target_path(name_or_path: str | Path, settings: Settings) -> Path:
 
 
 def _plan(
-    sources: list[Source],
+    sources: list[InputSource],
     embedder: Embedder,
     opts: CorpusOptions,
     levels: list[str] | None,
