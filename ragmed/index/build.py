@@ -192,9 +192,10 @@ class Work:
                 f"the embedding of node {r['id']!r} ({r['metadata'].get('source', '')}) is not finite: "
                 "the embedding model returned NaN; nothing was written"
             )
-        self.vectors.append(vectors)
+        stored = np.ascontiguousarray(vectors, dtype=self.vectors.dtype)
+        self.vectors.append(stored)
         self.tokens.add(tokens)
-        self.nodes.append(records, origins)
+        self.nodes.append(records, origins, stored)
 
     def checkpoint(self, per_source: dict[str, int]) -> None:
         self.vectors.sync()

@@ -251,6 +251,21 @@ class DenseIndex:
                     self._vectors = np.zeros((0, self.dim), dtype=np.float32)
         return self._vectors
 
+    @property
+    def stored_dtype(self) -> np.dtype:
+        """How vectors were stored (what the node store's vector checksums cover)."""
+        return np.dtype(
+            np.float32 if self.kind == "flat" and self.params.get("precision") == "fp32" else np.float16
+        )
+
+    def stored_rows(self, positions: list[int]) -> np.ndarray:
+        """The stored vectors at ``positions`` ([len, dim], stored dtype)."""
+        if not positions:
+            return np.zeros((0, self.dim), dtype=self.stored_dtype)
+        if keeps_vectors(self.kind):
+            return np.asarray(self.vectors[np.asarray(positions)], dtype=self.stored_dtype)
+        return np.stack([self.index.reconstruct(int(p)) for p in positions]).astype(self.stored_dtype)
+
     def _params(self, sel: Any, nprobe: int | None, ef_search: int | None) -> Any:
         if self.device != "cpu":
             return None

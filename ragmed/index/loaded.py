@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragmed.embeddings import Embedder, load_embedder
-from ragmed.errors import EmbeddingMismatchError, InputError
+from ragmed.errors import EmbeddingMismatchError, IndexCorruptError, InputError
 from ragmed.index import nodes as nodes_mod
 from ragmed.index.store import (
     FORMAT,
@@ -215,8 +215,22 @@ class RagmedIndex:
         return int(self.manifest.counts.get("nodes", 0))
 
     def get(self, positions: Iterable[int]) -> list[dict[str, Any]]:
-        """Node records (``{id, text, metadata}``) at ``positions``, in that order."""
-        return self.store.get(list(positions))
+        """Node records (``{id, text, metadata}``) at ``positions``, in that order. Each row is checked
+        against its checksum, and against the vector stored for its position when FAISS is open."""
+        wanted = list(positions)
+        rows = self.store.rows(wanted)
+        if self._dense is not None and rows:
+            stored = self._dense.stored_rows(wanted)
+            for row, vec in zip(rows, stored, strict=True):
+                if nodes_mod.vector_crc(vec) != row[5]:
+                    from ragmed.index.dense import FILE
+
+                    raise IndexCorruptError(
+                        f"{self.path / FILE}: the vector at position {row[0]} is not the one stored for node "
+                        f"{row[1]!r} in {nodes_mod.FILE}: the files were changed. Run `ragmed index verify "
+                        f"{self.name}` and rebuild the index."
+                    )
+        return [nodes_mod.record(row[1:4]) for row in rows]
 
     def by_id(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Records of the given node ids (unknown ids left out)."""
@@ -283,4 +297,15 @@ class RagmedIndex:
         problems += self.store.deep_check()
         problems += self.dense.deep_check()
         problems += self.lexical.deep_check()
+        for start in range(0, len(self), 65_536):
+            stop = min(len(self), start + 65_536)
+            expected = self.store.vector_crcs(start, stop)
+            stored = self.dense.stored_rows(list(range(start, stop)))
+            got = np.array([nodes_mod.vector_crc(v) for v in stored], dtype=np.int64)
+            if len(expected) != len(got) or (expected != got).any():
+                bad = start + int(np.argmax(expected != got)) if len(expected) == len(got) else start
+                problems.append(
+                    f"{self.path}: the vector at position {bad} does not match its node's checksum"
+                )
+                break
         return problems

@@ -6,6 +6,11 @@ an index costs the same at 50 nodes and at 50 million. SQLite is in the standard
 written once and never changed (``immutable=1``: no locks, no journal), and gives the lookups callers
 need without loading anything: by node id (eval's leakage guard, the normalizer's supporting row), by
 kind (dictionary-only search), by source (replacing a changed file), and a streaming scan.
+
+Every row carries two CRC-32s: of its own id, text and metadata (``crc``), and of the vector stored
+for its position (``vcrc``). A search checks the rows of the hits it returns, so a row edited, deleted
+or moved, or a vector changed, is an error naming the file instead of a wrong passage with another
+passage's score; ``ragmed index verify`` checks the whole file.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +35,9 @@ CREATE TABLE {name} (
     kind TEXT NOT NULL,        -- manbyo | corpus
     origin TEXT NOT NULL,      -- the source it came from (SourceInfo.path), for replacing it
     text TEXT NOT NULL,
-    meta TEXT NOT NULL         -- JSON metadata
+    meta TEXT NOT NULL,        -- JSON metadata
+    crc INTEGER NOT NULL,      -- CRC-32 of id, text, meta
+    vcrc INTEGER NOT NULL      -- CRC-32 of the stored vector at this position
 )"""
 SCHEMA = f"""
 {TABLE.format(name="nodes")};
@@ -37,6 +45,17 @@ CREATE INDEX nodes_kind ON nodes (kind, pos);
 CREATE TABLE info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _MMAP_BYTES = 1 << 30
+
+
+COLUMNS = "pos, id, text, meta, crc, vcrc"
+
+
+def row_crc(node_id: str, text: str, meta: str) -> int:
+    return zlib.crc32(f"{node_id}\x00{text}\x00{meta}".encode())
+
+
+def vector_crc(row: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(row).tobytes())
 
 
 def record(row: Sequence[Any]) -> dict[str, Any]:
@@ -57,11 +76,13 @@ class NodeWriter:
         self.conn.execute("BEGIN")
         self.count = int(self.conn.execute("SELECT count(*) FROM nodes").fetchone()[0])
 
-    def append(self, records: Sequence[dict[str, Any]], origins: Sequence[str]) -> int:
-        """Add records, each from its source (not yet committed); returns how many."""
+    def append(self, records: Sequence[dict[str, Any]], origins: Sequence[str], vectors: np.ndarray) -> int:
+        """Add records, each from its source, with the vectors stored for them (as stored: same dtype);
+        not yet committed. Returns how many."""
         rows = []
-        for r, origin in zip(records, origins, strict=True):
+        for r, origin, vec in zip(records, origins, vectors, strict=True):
             meta = r["metadata"]
+            meta_json = json.dumps(meta, ensure_ascii=False)
             rows.append(
                 (
                     self.count + len(rows),
@@ -69,11 +90,13 @@ class NodeWriter:
                     str(meta.get("kind", "corpus")),
                     origin,
                     r["text"],
-                    json.dumps(meta, ensure_ascii=False),
+                    meta_json,
+                    row_crc(r["id"], r["text"], meta_json),
+                    vector_crc(vec),
                 )
             )
         try:
-            self.conn.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self.conn.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         except sqlite3.IntegrityError:
             ids = [row[1] for row in rows]
             dup = next((i for i in ids if ids.count(i) > 1), None)
@@ -124,7 +147,8 @@ class NodeWriter:
         )
         self.conn.execute(TABLE.format(name="renumbered"))
         self.conn.execute(
-            "INSERT INTO renumbered SELECT row_number() OVER (ORDER BY pos) - 1, id, kind, origin, text, meta "
+            "INSERT INTO renumbered SELECT row_number() OVER (ORDER BY pos) - 1, id, kind, origin, text, meta, "
+            "crc, vcrc "
             f"FROM nodes WHERE origin NOT IN ({marks}) ORDER BY pos",
             sorted(origins),
         )
@@ -198,21 +222,30 @@ class NodeStore:
     def __len__(self) -> int:
         return self.count
 
-    def get(self, positions: Sequence[int]) -> list[dict[str, Any]]:
-        """Records at ``positions``, in that order; a position the store lacks is corruption."""
+    def rows(self, positions: Sequence[int]) -> list[tuple[Any, ...]]:
+        """Raw rows (pos, id, text, meta, crc, vcrc) at ``positions``, in that order, each checked against
+        its own CRC; a missing or altered row is corruption."""
         if not positions:
             return []
         wanted = [int(p) for p in positions]
-        found: dict[int, dict[str, Any]] = {}
+        found: dict[int, tuple[Any, ...]] = {}
         for start in range(0, len(wanted), 500):
             part = wanted[start : start + 500]
             marks = ",".join("?" * len(part))
-            for row in self._query(f"SELECT pos, id, text, meta FROM nodes WHERE pos IN ({marks})", part):
-                found[row[0]] = record(row[1:])
+            for row in self._query(f"SELECT {COLUMNS} FROM nodes WHERE pos IN ({marks})", part):
+                found[row[0]] = row
         missing = [p for p in wanted if p not in found]
         if missing:
             raise self.corrupt(f"no node at position {missing[0]} (the manifest records {self.count} nodes)")
-        return [found[p] for p in wanted]
+        out = [found[p] for p in wanted]
+        for row in out:
+            if row_crc(row[1], row[2], row[3]) != row[4]:
+                raise self.corrupt(f"the node at position {row[0]} ({row[1]!r}) does not match its checksum")
+        return out
+
+    def get(self, positions: Sequence[int]) -> list[dict[str, Any]]:
+        """Records at ``positions``, in that order (see :meth:`rows`)."""
+        return [record(row[1:4]) for row in self.rows(positions)]
 
     def positions(self, ids: Iterable[str]) -> dict[str, int]:
         """Positions of the given node ids (unknown ids are left out)."""
@@ -262,7 +295,8 @@ class NodeStore:
         return dict(self._query("SELECT origin, count(*) FROM nodes GROUP BY origin"))
 
     def deep_check(self) -> list[str]:
-        """Full-scan checks for ``ragmed index verify``: SQLite's own integrity check and the positions."""
+        """Full-scan checks for ``ragmed index verify``: SQLite's own integrity check, the positions, and
+        every row's checksum."""
         problems = []
         result = self._query("PRAGMA integrity_check")
         if result and result[0][0] != "ok":
@@ -272,7 +306,22 @@ class NodeStore:
             problems.append(
                 f"{self.path}: positions {lo}..{hi} over {n} rows, the manifest records {self.count}"
             )
+        last = -1
+        while True:
+            rows = self._query(f"SELECT {COLUMNS} FROM nodes WHERE pos > ? ORDER BY pos LIMIT 5000", (last,))
+            if not rows:
+                break
+            bad = next((r for r in rows if row_crc(r[1], r[2], r[3]) != r[4]), None)
+            if bad is not None:
+                problems.append(f"{self.path}: the node at position {bad[0]} does not match its checksum")
+                break
+            last = rows[-1][0]
         return problems
+
+    def vector_crcs(self, start: int, stop: int) -> np.ndarray:
+        """The vector checksums recorded for positions ``start..stop-1``."""
+        rows = self._query("SELECT vcrc FROM nodes WHERE pos >= ? AND pos < ? ORDER BY pos", (start, stop))
+        return np.array([r[0] for r in rows], dtype=np.int64)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
