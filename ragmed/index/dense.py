@@ -205,7 +205,7 @@ class DenseIndex:
         except RuntimeError as exc:
             raise IndexCorruptError(
                 f"{path}: not a readable FAISS index ({str(exc).splitlines()[-1][:160]}). "
-                f"Run `ragmed index verify {root.name}` and rebuild the index."
+                f"Run `ragmed index verify {root.resolve()}` and rebuild the index."
             ) from None
         if index.ntotal != count or index.d != dim:
             raise IndexCorruptError(
@@ -326,7 +326,7 @@ class DenseIndex:
             bad = next(i for i, s in hits if s != s)
             raise IndexCorruptError(
                 f"{self.root / FILE}: the vector at position {bad} is not finite (NaN). "
-                f"Run `ragmed index verify {self.root.name}` and rebuild the index."
+                f"Run `ragmed index verify {self.root.resolve()}` and rebuild the index."
             )
         return hits[:n]
 
@@ -341,7 +341,7 @@ class DenseIndex:
             bad = int(rows[np.argmin(np.isfinite(sample).all(axis=1))])
             raise IndexCorruptError(
                 f"{self.root / FILE}: the vector at position {bad} is not finite (NaN). "
-                f"Run `ragmed index verify {self.root.name}` and rebuild the index."
+                f"Run `ragmed index verify {self.root.resolve()}` and rebuild the index."
             )
         self._sampled = True
 

@@ -27,8 +27,9 @@ from ragmed.tokenize import tokenize
 
 DIR = "bm25"
 TOKENS = "tokens"
-#: Batches at least this big are tokenized in worker processes (when the host has several cores).
-PARALLEL_MIN = 2_000
+#: Batches of at least this many characters are tokenized in worker processes (when the host has
+#: several cores): short dictionary rows tokenize faster in-process than they travel to a worker.
+PARALLEL_MIN_CHARS = 200_000
 
 
 class Analyzer(Protocol):
@@ -61,6 +62,15 @@ def get_analyzer(name: str) -> Analyzer:
 # --------------------------------------------------------------------------- tokenizing
 
 
+def _worker_init() -> None:
+    """A forked worker builds its own MeCab tagger (the parent's is not shared across processes)."""
+    import threading
+
+    import ragmed.tokenize
+
+    ragmed.tokenize._local = threading.local()
+
+
 def _tokenize_chunk(args: tuple[str, list[str]]) -> list[list[str]]:
     name, texts = args
     analyzer = get_analyzer(name)
@@ -76,11 +86,12 @@ class Tokenizer:
         self._pool: Any = None
 
     def __call__(self, texts: Sequence[str]) -> list[list[str]]:
-        if self.workers <= 1 or len(texts) < PARALLEL_MIN:
+        if self.workers <= 1 or sum(map(len, texts)) < PARALLEL_MIN_CHARS:
             return [self.analyzer.tokenize(t) for t in texts]
         if self._pool is None:
-            # spawn: a forked MeCab tagger is shared state; workers build their own
-            self._pool = multiprocessing.get_context("spawn").Pool(self.workers)
+            # fork: no re-import of the caller's __main__ (spawn would run an unguarded script again);
+            # each worker builds its own tagger
+            self._pool = multiprocessing.get_context("fork").Pool(self.workers, initializer=_worker_init)
         size = max(1, len(texts) // (self.workers * 4))
         parts = [(self.analyzer.name, list(texts[i : i + size])) for i in range(0, len(texts), size)]
         out: list[list[str]] = []
@@ -242,7 +253,7 @@ class Lexical:
 
     def corrupt(self, what: str) -> IndexCorruptError:
         return IndexCorruptError(
-            f"{self.root}: {what}. Run `ragmed index verify {self.root.parent.name}` and rebuild the index."
+            f"{self.root}: {what}. Run `ragmed index verify {self.root.parent.resolve()}` and rebuild the index."
         )
 
     @property

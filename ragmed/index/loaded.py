@@ -115,7 +115,7 @@ class RagmedIndex:
                 f"(dim {manifest.dimension}); it cannot be searched with {embedder.name!r} (dim {embedder.dim}). "
                 "Use the same model, or rebuild the index."
             )
-        check_sizes(path, manifest, manifest.name)
+        check_sizes(path, manifest)
         return cls(path, manifest, embedder, settings.embed.query_encoder, settings)
 
     def _timed(self, fn: Any) -> Any:
@@ -228,7 +228,7 @@ class RagmedIndex:
                     raise IndexCorruptError(
                         f"{self.path / FILE}: the vector at position {row[0]} is not the one stored for node "
                         f"{row[1]!r} in {nodes_mod.FILE}: the files were changed. Run `ragmed index verify "
-                        f"{self.name}` and rebuild the index."
+                        f"{self.path.resolve()}` and rebuild the index."
                     )
         return [nodes_mod.record(row[1:4]) for row in rows]
 

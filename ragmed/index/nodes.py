@@ -206,7 +206,7 @@ class NodeStore:
 
     def corrupt(self, what: str) -> IndexCorruptError:
         return IndexCorruptError(
-            f"{self.path}: {what}. Run `ragmed index verify {self.path.parent.name}` and rebuild the index."
+            f"{self.path}: {what}. Run `ragmed index verify {self.path.parent.resolve()}` and rebuild the index."
         )
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

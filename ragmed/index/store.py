@@ -296,7 +296,7 @@ def swap_in(built: Path, path: Path) -> None:
 # --------------------------------------------------------------------------- checking
 
 
-def check_sizes(path: Path, manifest: Manifest, name: str) -> None:
+def check_sizes(path: Path, manifest: Manifest) -> None:
     """Every file the manifest lists is there with its recorded size (one ``stat`` each)."""
     for comp_name, comp in manifest.components.items():
         for f in comp.files:
@@ -305,12 +305,13 @@ def check_sizes(path: Path, manifest: Manifest, name: str) -> None:
                 size = fpath.stat().st_size
             except FileNotFoundError:
                 raise IndexCorruptError(
-                    f"{fpath}: missing (the {comp_name} component of index {name!r} lists it). Rebuild the index."
+                    f"{fpath}: missing (the {comp_name} component of index {manifest.name!r} lists it). "
+                    "Rebuild the index."
                 ) from None
             if size != f.bytes:
                 raise IndexCorruptError(
                     f"{fpath}: {size} bytes, the manifest records {f.bytes}: the file was changed or truncated. "
-                    f"Run `ragmed index verify {name}` to check every file, and rebuild the index."
+                    f"Run `ragmed index verify {path.resolve()}` to check every file, and rebuild the index."
                 )
 
 
