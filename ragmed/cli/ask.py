@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,11 +11,11 @@ from ragmed.aio import run_sync
 from ragmed.cli.base import IndexOpt, JsonOpt, LlmUrlOpt, UpstreamModelOpt, err, out, settings_of
 from ragmed.cli.render import show_sources
 from ragmed.errors import InputError
-from ragmed.exam import ExamSolver
-from ragmed.generate.openai_client import LLMClient
-from ragmed.pipeline import RagPipeline
 from ragmed.schema import Answer, ExamKind, Retrieved
 from ragmed.settings import Settings
+
+if TYPE_CHECKING:  # imported where used: `ragmed search` and `normalize` should not pay for openai
+    from ragmed.pipeline import RagPipeline
 
 #: Seconds the upstream gets to answer the reachability check that precedes any loading.
 PING_TIMEOUT_S = 5.0
@@ -24,6 +24,9 @@ PING_TIMEOUT_S = 5.0
 def make_pipeline(index: str, settings: Settings, rag: bool) -> RagPipeline:
     """The pipeline for one question; the LLM server is checked first, so a missing server is reported
     in seconds, before the index is loaded."""
+    from ragmed.generate.openai_client import LLMClient
+    from ragmed.pipeline import RagPipeline
+
     llm = LLMClient.from_settings(settings)
     run_sync(llm.aping(timeout=PING_TIMEOUT_S))
     if not rag:
@@ -43,6 +46,8 @@ def run_ask(
     reasoning: bool = False,
 ) -> None:
     """Answer ``question`` (or solve it as an exam item) and print it with its sources."""
+    from ragmed.exam import ExamSolver
+
     if choices is not None or kind == "numeric":
         exam = ExamSolver(pipeline).answer_exam(
             question, choices or [], kind=kind, n_answers=n_answers, rag=rag, reasoning=reasoning

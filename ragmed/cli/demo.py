@@ -11,7 +11,6 @@ import typer
 from ragmed.cli.ask import make_pipeline, run_ask
 from ragmed.cli.base import err, out, settings_of
 from ragmed.cli.render import hit_json, mention_rows, name_json, show_hits, show_names
-from ragmed.exam import ExamSolver
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "samples"
 DEMO_QUESTION = "急性膵炎の重症度判定に用いる基準は？"
@@ -73,6 +72,8 @@ def _answer(settings: object, question: str) -> None:
     out.print(sample["question"])
     for choice in sample["choices"]:
         out.print(f"  {choice}")
+    from ragmed.exam import ExamSolver
+
     exam = ExamSolver(pipeline).answer_exam(sample["question"], sample["choices"])
     verdict = (
         "correct"
