@@ -7,6 +7,11 @@ on the same nodes and the same vectors, with recall@k of each dense search again
 brute-force neighbours. The largest size is built first with real embedding; smaller sizes reuse
 those vectors (so their build time excludes embedding, and says so).
 
+Per size it also reports opening the index (manifest only) and the first query's one-time load, and
+the approximate dense types (``--ann hnsw,ivfpq``) built over the same vectors: build time, disk size,
+p50/p99 and recall@k against exact search, at several ``nprobe``/``efSearch`` settings, with and
+without exact re-scoring from the memory-mapped FP16 vectors.
+
     python bench/retrieval.py --manbyo ../shared/data/manbyo_dev.csv --sizes 2000,20000,all
 """
 
@@ -26,7 +31,7 @@ import numpy as np
 
 from ragmed.embeddings import Embedder, load_embedder
 from ragmed.index import RagmedIndex, build_index
-from ragmed.manbyo import load_manbyo
+from ragmed.ingest.manbyo import load_manbyo
 from ragmed.retrieve import Searcher
 from ragmed.settings import Settings
 
@@ -41,6 +46,12 @@ class CachingEmbedder(Embedder):
         self.name, self.dim = inner.name, inner.dim
         self.query_prefix, self.passage_prefix = inner.query_prefix, inner.passage_prefix
         self.cache: dict[str, np.ndarray] = {}
+
+    def describe(self) -> dict[str, object]:
+        return self.inner.describe()
+
+    def embed_passages(self, texts: Any, progress: bool = False, batch_size: int = 64) -> np.ndarray:
+        return self._batched(list(texts), is_query=False, progress=progress, batch_size=max(batch_size, 2048))
 
     def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
         if is_query:
@@ -86,6 +97,7 @@ def bench_size(
     qvecs: np.ndarray,
     k: int,
     workdir: Path,
+    ann: list[str],
 ) -> dict[str, Any]:
     subset = workdir / f"manbyo_{n}.csv"
     lines = rows_path.read_text(encoding="utf-8-sig").splitlines()
@@ -105,8 +117,15 @@ def bench_size(
     )
     build_s = time.perf_counter() - t
     fresh = len(embedder.cache) - cached_before
-    index = RagmedIndex.load(index.path, settings, embedder)
+    del index
+    gc.collect()
+    rss_before_load = rss_mb()
+    t = time.perf_counter()
+    index = RagmedIndex.load(Path(settings.index_dir) / f"b{n}", settings, embedder)
+    open_ms = (time.perf_counter() - t) * 1000
     searcher = Searcher(index)
+    first = searcher.retrieve(queries[0], k=k).trace.timings_ms
+    rss_components = rss_mb()
     _ = index.normalizer
     rss_loaded = rss_mb()
     result: dict[str, Any] = {
@@ -116,6 +135,9 @@ def bench_size(
         "build_includes_embedding": fresh > 0,
         "newly_embedded": fresh,
         "index_bytes": sum(f.stat().st_size for f in index.path.rglob("*") if f.is_file()),
+        "open_index_ms": round(open_ms, 2),
+        "first_query_load_ms": first.get("load_ms"),
+        "rss_components_loaded_mb": round(rss_components - rss_before_load, 1),
         "rss_after_load_mb": round(rss_loaded, 1),
         "rss_delta_mb": round(rss_loaded - rss0, 1),
         "ragmed": {},
@@ -138,7 +160,8 @@ def bench_size(
                 entry["including_query_embedding"] = pct(with_emb)
             result["ragmed"][name] = entry
     # exact ground truth for dense recall
-    exact = np.argsort(-(index.vectors @ qvecs.T), axis=0)[:k].T
+    vectors = np.asarray(index.vectors, dtype=np.float32)
+    exact = np.argsort(-(vectors @ qvecs.T), axis=0)[:k].T
     got = [
         [index.position[h.node_id] for h in searcher.search(q, k=k, mode="dense", query_vector=v)]
         for q, v in pairs
@@ -146,6 +169,7 @@ def bench_size(
     result["ragmed"]["dense"]["recall_at_k"] = round(
         float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, exact, strict=True)])), 4
     )
+    result["ann"] = bench_ann(vectors, qvecs, exact, k, ann, workdir / f"ann{n}")
     result["llama_index"] = bench_llama_index(index, queries, qvecs, exact, k)
     li = result["llama_index"]["excluding_query_embedding"]["p50_ms"]
     ours = result["ragmed"]["dense"]["excluding_query_embedding"]["p50_ms"]
@@ -154,6 +178,42 @@ def bench_size(
         li / max(result["ragmed"]["hybrid+link"]["excluding_query_embedding"]["p50_ms"], 1e-6), 1
     )
     return result
+
+
+def bench_ann(
+    vectors: np.ndarray, qvecs: np.ndarray, exact: np.ndarray, k: int, kinds: list[str], root: Path
+) -> dict[str, Any]:
+    """The approximate dense types over the same vectors: build, size, latency and recall@k."""
+    from ragmed.index.dense import VECTORS, DenseIndex, build, default_params
+
+    out: dict[str, Any] = {}
+    root.mkdir(parents=True, exist_ok=True)
+    vectors.astype(np.float16).tofile(root / VECTORS)
+    stored = np.memmap(root / VECTORS, dtype=np.float16, mode="r", shape=vectors.shape)
+    for kind in kinds:
+        t = time.perf_counter()
+        params = build(stored, kind, default_params(kind, len(vectors), vectors.shape[1], {}), root)
+        build_s = time.perf_counter() - t
+        dense = DenseIndex(root, kind, params, len(vectors), vectors.shape[1])
+        settings = (
+            [{"nprobe": p} for p in (8, 32, 128)]
+            if kind != "hnsw"
+            else [{"ef_search": e} for e in (32, 64, 256)]
+        )
+        entry: dict[str, Any] = {"build_s_excluding_embedding": round(build_s, 2), "params": params,
+                                 "index_bytes": (root / "dense.faiss").stat().st_size, "runs": []}  # fmt: skip
+        for knob in settings:
+            for rescore in (0, 4):
+                times, outs = timeit(
+                    lambda q, kn=knob, r=rescore, d=dense: d.search(q, k, rescore=r, **kn), list(qvecs)
+                )
+                got = [[p for p, _ in hits] for hits in outs]
+                recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, exact, strict=True)]))
+                entry["runs"].append(
+                    {**knob, "rescore": rescore, **pct(times), "recall_at_k": round(recall, 4)}
+                )
+        out[kind] = entry
+    return out
 
 
 def bench_llama_index(
@@ -197,6 +257,7 @@ def main() -> None:
     )
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--ann", default="hnsw,ivfpq", help="approximate dense types to compare ('' = none)")
     args = parser.parse_args()
     if not args.manbyo.exists():
         sys.exit(f"{args.manbyo}: not found (pass --manbyo)")
@@ -219,7 +280,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             print(f"[bench] size {n} …", file=sys.stderr)
-            report["sizes"].append(bench_size(args.manbyo, n, embedder, queries, qvecs, args.k, Path(tmp)))
+            ann = [a for a in args.ann.split(",") if a]
+            report["sizes"].append(
+                bench_size(args.manbyo, n, embedder, queries, qvecs, args.k, Path(tmp), ann)
+            )
     first = report["sizes"][0]
     report["embedding_texts_per_s"] = round(first["newly_embedded"] / max(first["build_s"], 1e-9), 1)
     report["largest_build_s"] = first["build_s"]

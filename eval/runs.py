@@ -692,7 +692,7 @@ def _run_variants(
     leakage: LeakageReport | None = None
     exclude: set[str] = set()
     if index is not None and cfg.leakage_guard:
-        leakage = check_leakage(plan.questions, index.nodes)
+        leakage = check_leakage(plan.questions, index.iter_records())  # streamed from the node store
         leakage.excluded = cfg.exclude_leaked and not leakage.clean
         if leakage.excluded:
             exclude = leakage.node_ids

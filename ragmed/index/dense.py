@@ -194,12 +194,30 @@ def add(index_path: Path, vectors: np.ndarray, out: Path) -> None:
     faiss.write_index(index, str(out / FILE))
 
 
+def _prefetch(path: Path) -> None:
+    """Read a flat index's file once, sequentially, into the page cache (the data is discarded).
+
+    A flat scan touches every page; faulting a cold memory map in page by page took 1.3 s for 52 MB
+    here, a sequential read 0.04 s (and ~10 ms when the file is already cached). The map then finds
+    every page cached, and the memory stays shared page cache rather than process memory.
+    """
+    buf = bytearray(8 << 20)
+    try:
+        with path.open("rb", buffering=0) as fh:
+            while fh.readinto(buf):
+                pass
+    except OSError:
+        return  # a missing or unreadable file is reported by the read below, naming it
+
+
 class DenseIndex:
     """A loaded dense component: the memory-mapped FAISS index, and the FP16 vectors when kept."""
 
     def __init__(self, root: Path, kind: str, params: dict[str, Any], count: int, dim: int) -> None:
         self.root, self.kind, self.params, self.count, self.dim = root, kind, params, count, dim
         path = root / FILE
+        if kind == "flat":
+            _prefetch(path)
         try:
             index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
         except RuntimeError as exc:

@@ -182,9 +182,15 @@ class RagmedIndex:
         if self._embedder is None:
             with self._lock:
                 if self._embedder is None:
+                    # passages added later go through the encoder that wrote the index
+                    passages = {"torch-fp32": "torch", "engine": "engine"}.get(
+                        str(self.manifest.embedding.get("passage_encoder")), "auto"
+                    )
                     self._embedder = self._timed(
                         lambda: load_embedder(
-                            self.manifest.embedding["name"], query_encoder=self.query_encoder
+                            self.manifest.embedding["name"],
+                            query_encoder=self.query_encoder,
+                            passage_encoder=passages,
                         )
                     )
         return self._embedder
