@@ -88,32 +88,47 @@ class InputSource(BaseModel):
         return p.relative_to(self.root).as_posix() if self.root else p.name
 
 
-def plan_sources(manbyo: Sequence[str | Path], corpus: Sequence[str | Path]) -> list[InputSource]:
+def plan_sources(
+    manbyo: Sequence[str | Path], corpus: Sequence[str | Path], progress: bool = False
+) -> list[InputSource]:
     """Every input file (folders expanded, sorted) with its sha256; a missing one is an error."""
-    out: list[InputSource] = []
+    from tqdm.auto import tqdm
+
+    found: list[tuple[str, Path, Path | None]] = []
     for raw in manbyo:
         path = Path(raw)
         if not path.is_file():
             raise ManbyoFormatError(f"{path}: no such file")
-        out.append(InputSource(kind="manbyo", path=str(path.resolve()), sha256=sha256_file(path)))
+        found.append(("manbyo", path, None))
+    out: list[InputSource] = []
     for raw in corpus:
         if str(raw).startswith("hf:"):
-            out.append(InputSource(kind="corpus", path=str(raw)))
             continue
-        found = discover([raw])
-        if not found and Path(raw).is_dir():
-            raise CorpusFormatError(
-                f"{raw}: the folder holds no {', '.join(('.txt', '.md', '.jsonl', '.csv', '.pdf'))} file"
+        files = discover([raw])
+        if not files and Path(raw).is_dir():
+            raise CorpusFormatError(f"{raw}: the folder holds no .txt, .md, .jsonl, .csv or .pdf file")
+        found += [("corpus", path, root) for path, root in files]
+    total = sum(path.stat().st_size for _, path, _ in found)
+    # hashing is a full read: worth a progress bar once there is more than a few seconds of it
+    bar = tqdm(
+        total=total,
+        desc="hashing sources",
+        unit="B",
+        unit_scale=True,
+        disable=not progress or total < 1 << 30,
+    )
+    for kind, path, root in found:
+        out.append(
+            InputSource(
+                kind=kind,
+                path=str(path.resolve()),
+                sha256=sha256_file(path),
+                root=str(root.resolve()) if root else None,
             )
-        for path, root in found:
-            out.append(
-                InputSource(
-                    kind="corpus",
-                    path=str(path.resolve()),
-                    sha256=sha256_file(path),
-                    root=str(root.resolve()) if root else None,
-                )
-            )
+        )
+        bar.update(path.stat().st_size)
+    bar.close()
+    out += [InputSource(kind="corpus", path=str(raw)) for raw in corpus if str(raw).startswith("hf:")]
     return out
 
 
@@ -477,7 +492,7 @@ def build_index(
         recover(path)
         clean_stale(path)
         check_target(path, settings)
-        sources = plan_sources(manbyo, corpus)
+        sources = plan_sources(manbyo, corpus, progress)
         embedder = embedder or load_embedder(
             settings.embed.model,
             settings.embed.device,
@@ -572,7 +587,7 @@ def add_to_index(
         man = index.manifest.model_copy(deep=True)
         opts = CorpusOptions(**man.chunking) if man.chunking else CorpusOptions()
         known = {s.path: s.sha256 for s in man.sources}
-        sources = plan_sources(manbyo, corpus)
+        sources = plan_sources(manbyo, corpus, progress)
         changed = {s.path for s in sources if s.path in known and known[s.path] != s.sha256 and s.sha256}
         new = [s for s in sources if s.path not in known or s.path in changed]
         if not new:
