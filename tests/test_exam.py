@@ -343,13 +343,13 @@ def test_cli_ask_exam_mode(vllm_server, settings: Settings) -> None:
 
     from ragmed.cli import app
 
-    env = {"RAGMED_LLM_BASE_URL": vllm_server.base_url, "RAGMED_INDEX_DIR": str(settings.index_dir)}
+    url = ["--llm-base-url", vllm_server.base_url]
     runner = CliRunner()
-    done = runner.invoke(app, ["ask", "--no-rag", "--json", "--choices", *CHOICES, QUESTION], env=env)
+    done = runner.invoke(app, ["ask", *url, "--no-rag", "--json", "--choices", *CHOICES, QUESTION])
     assert done.exit_code == 0, done.output
     data = json.loads(done.stdout)
     assert data["prediction"] in list("abcde") and data["method"] == "constrained"
     done = runner.invoke(
-        app, ["ask", "--no-rag", "--numeric", "架空の薬を1日3回、5日間飲む。合計何回か。"], env=env
+        app, ["ask", *url, "--no-rag", "--numeric", "架空の薬を1日3回、5日間飲む。合計何回か。"]
     )
     assert done.exit_code == 0 and re.search(r"Answer:\s*-?[0-9]+", done.stdout)
