@@ -63,21 +63,31 @@ def parse_choices(choices: Sequence[str]) -> list[Choice]:
     """``["a. …", "b. …"]`` keep their letters; plain texts get a, b, c… by position.
 
     Prefixed letters are used only when every choice carries one and they are distinct; otherwise
-    position decides (IgakuQA's lists are unprefixed, IgakuQA119's are prefixed).
+    position decides (IgakuQA's lists are unprefixed, IgakuQA119's are prefixed). The letter prefix is
+    recognised after NFKC (``ｂ．`` is ``b.``), but the text keeps the source's own characters: the
+    gestalt fallback compares the model's reply with the choices as written, as the harness does.
     """
     if len(choices) > len(LETTERS):
         raise InputError(f"too many choices ({len(choices)}); at most {len(LETTERS)}")
-    normalized = [unicodedata.normalize("NFKC", c).strip() for c in choices]
-    matches = [CHOICE_PREFIX.match(c) for c in normalized]
+    raw = [c.strip() for c in choices]
+    matches = [CHOICE_PREFIX.match(unicodedata.normalize("NFKC", c)) for c in raw]
     if matches and all(matches):
         letters = [m.group(1).lower() for m in matches if m]
         if len(set(letters)) == len(letters):
             return [
-                Choice(letter=letter, text=c[m.end() :].strip())
-                for letter, c, m in zip(letters, normalized, matches, strict=True)
+                Choice(letter=letter, text=_after_prefix(c, m.end()))
+                for letter, c, m in zip(letters, raw, matches, strict=True)
                 if m
             ]
-    return [Choice(letter=LETTERS[i], text=c) for i, c in enumerate(normalized)]
+    return [Choice(letter=LETTERS[i], text=c) for i, c in enumerate(raw)]
+
+
+def _after_prefix(text: str, normalized_end: int) -> str:
+    """``text`` without its letter prefix, whose NFKC form is ``normalized_end`` characters long."""
+    for cut in range(1, len(text) + 1):
+        if len(unicodedata.normalize("NFKC", text[:cut])) >= normalized_end:
+            return text[cut:].strip()
+    return ""
 
 
 def multi_regex(letters: Sequence[str], n_answers: int | None = None) -> str:

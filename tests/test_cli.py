@@ -192,7 +192,7 @@ def test_demo_runs_every_stage_and_exits_zero(tmp_path: Path, vllm_server) -> No
         assert step in proc.stdout
     assert "急性心筋梗塞" in proc.stdout and "高血圧症" in proc.stdout
     assert re.search(r"Answer:\s*[a-e]\s+\(method: constrained", proc.stdout)  # a valid constrained letter
-    assert "NOT clinically meaningful" in proc.stderr  # the small model's free text is labelled
+    assert "NOT clinically meaningful" in " ".join(proc.stderr.split())  # the small model's text is labelled
     assert "error" not in proc.stderr.lower()
 
 

@@ -343,13 +343,23 @@ def test_cli_ask_exam_mode(vllm_server, settings: Settings) -> None:
 
     from ragmed.cli import app
 
-    env = {"RAGMED_LLM_BASE_URL": vllm_server.base_url, "RAGMED_INDEX_DIR": str(settings.index_dir)}
+    url = ["--llm-base-url", vllm_server.base_url]
     runner = CliRunner()
-    done = runner.invoke(app, ["ask", "--no-rag", "--json", "--choices", *CHOICES, QUESTION], env=env)
+    done = runner.invoke(app, ["ask", *url, "--no-rag", "--json", "--choices", *CHOICES, QUESTION])
     assert done.exit_code == 0, done.output
     data = json.loads(done.stdout)
     assert data["prediction"] in list("abcde") and data["method"] == "constrained"
     done = runner.invoke(
-        app, ["ask", "--no-rag", "--numeric", "架空の薬を1日3回、5日間飲む。合計何回か。"], env=env
+        app, ["ask", *url, "--no-rag", "--numeric", "架空の薬を1日3回、5日間飲む。合計何回か。"]
     )
     assert done.exit_code == 0 and re.search(r"Answer:\s*-?[0-9]+", done.stdout)
+
+
+def test_choices_keep_the_sources_characters_for_the_harness_rule() -> None:
+    """112B25's case: choices written ①②③, the reply "②". Normalizing only the choices (① → 1) made the
+    match a tie that picked ①; compared as written, as japanese-lm-med-harness does, ② wins."""
+    circled = parse_choices(["①", "②", "③", "④", "⑤"])
+    assert [c.text for c in circled] == ["①", "②", "③", "④", "⑤"]
+    assert extract("②", circled, "single", None, constrained=False) == ("b", "gestalt")
+    prefixed = parse_choices(["ａ．ＣＴ検査", "ｂ．ＭＲＩ検査"])
+    assert [(c.letter, c.text) for c in prefixed] == [("a", "ＣＴ検査"), ("b", "ＭＲＩ検査")]

@@ -112,7 +112,7 @@ def test_queries_over_one_window_go_to_the_engine(engine) -> None:
 def test_engine_setting_keeps_queries_on_the_engine(engine, tmp_path: Path) -> None:
     from ragmed.settings import Settings
 
-    assert Settings(embed={"query_encoder": "engine"}).embed.query_encoder == "engine"
+    assert Settings().with_overrides(embed__query_encoder="engine").embed.query_encoder == "engine"
     engine.warm()  # a service warming up does not switch a pinned engine to int8
     assert engine.active_query_encoder == "engine" and engine._fast is None
     vec = engine.embed_query("急性膵炎")

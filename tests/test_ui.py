@@ -99,6 +99,11 @@ def test_chat_streams_answer_and_shows_sources(page, shots: Path) -> None:
     assert "score" in panel and "ICD-10" in panel and "ragmed/samples" in panel
     assert "I21" in panel  # the acute MI dictionary entry (ICD-10 I21.x) is among the sources
     assert page.locator("#ragmed-sources mark").count() > 0  # matched question terms highlighted
+    page.wait_for_function(  # the answer has ended: the panel no longer says it is coming
+        "!document.querySelector('#ragmed-sources').innerText.includes('Answering')",
+        timeout=300_000,
+        polling=500,
+    )
     bot = page.locator("#ragmed-chat .message.bot, #ragmed-chat [data-testid='bot']")
     assert bot.last.inner_text().strip()
     assert "急性心筋梗塞の初期治療は？" in page.locator("#ragmed-chat").inner_text()

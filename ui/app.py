@@ -343,7 +343,7 @@ def build_ui(
                 scale=2,
             )
             max_tokens_box = gr.Slider(
-                16,
+                1,
                 4096,
                 value=settings.generation.max_tokens,
                 step=16,

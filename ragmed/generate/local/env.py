@@ -230,7 +230,15 @@ def prepare_engine_env(settings: Settings, python: str | Path | None = None) -> 
     prefix = _env_prefix(python)
     root = source_root()
     requirements = engine_requirements(root)
-    wanted = {"requirements": requirements, "source": str(root), "skipped": sorted(ENGINE_SKIP)}
+    # The project file's hash too: entry points (`ragmed eval`) and package lists live there, and an
+    # editable install only registers them when it is (re)installed.
+    project = hashlib.sha256((root / "pyproject.toml").read_bytes()).hexdigest()
+    wanted = {
+        "requirements": requirements,
+        "source": str(root),
+        "skipped": sorted(ENGINE_SKIP),
+        "project": project,
+    }
     marker = prefix / ENGINE_MARKER
 
     def ready() -> bool:
