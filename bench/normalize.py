@@ -14,6 +14,8 @@ Splits (fixed seed; both hold out ~10 % of the variant rows, surface ≠ standar
   wording, where no sibling of the query is in the dictionary.
 * ``random`` — secondary: a plain 10 % random row split scored on its variant rows. Siblings of each
   held-out row (左X when 右X is held out) stay in training, so it overestimates unseen wording.
+* ``full`` — no accuracy: the fit on all rows (what ``ragmed index build`` does), its save, load and
+  query latency.
 
 Each split reports all held-out variants, the named golds alone (gold ≠ "-1"), and a breakdown by kind
 (a query can be in several): ``minus1_gold``, ``unseen_gold`` (gold name not in training: no method that
@@ -23,7 +25,7 @@ degree), ``run_together`` (a name written twice or two names run together), ``wo
 characters all in the query but not as a substring), ``katakana_slip`` (katakana-only query close to a
 katakana gold), ``other``. ``minus1_first`` is the share of named golds that got "-1" ranked first.
 
-Usage: python bench/normalize.py [--csv PATH] [--splits grouped,random] [--seed 1] [--dump FILE]
+Usage: python bench/normalize.py [--csv PATH] [--splits grouped,random,full] [--seed 1] [--dump FILE]
 """
 
 from __future__ import annotations
@@ -220,17 +222,52 @@ def run_split(
     return res
 
 
+def full_fit(entries: list[ManbyoEntry], keep: Path | None) -> dict[str, object]:
+    """Fit, save and load on the whole file; latency on a sample of its own surfaces (variants)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    model = DiseaseNormalizer.fit(entries)
+    fit_s, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = keep or Path(tmp)
+        model.save(folder)
+        t0 = time.perf_counter()
+        loaded = DiseaseNormalizer.load(folder)
+        load_ms = (time.perf_counter() - t0) * 1000
+        disk = sum(f.stat().st_size for f in (folder / "normalizer").iterdir())
+    rng = np.random.default_rng(0)
+    sample = [entries[i].surface + "疑い" for i in rng.permutation(len(entries))[:400]]  # unseen wording
+    lat = []
+    for term in sample:
+        t = time.perf_counter()
+        loaded.normalize(term, k=5)
+        lat.append((time.perf_counter() - t) * 1000)
+    return {
+        "split": "full",
+        "rows": len(entries),
+        "fit_s": round(fit_s, 1),
+        "fit_cpu_s": round(fit_cpu, 1),
+        "load_ms": round(load_ms, 1),
+        "disk_mb": round(disk / 2**20, 1),
+        "query_ms_p50": round(float(np.percentile(lat, 50)), 2),
+        "query_ms_p99": round(float(np.percentile(lat, 99)), 2),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--csv", type=Path, default=DEFAULT_CSV)
-    ap.add_argument("--splits", default="grouped,random")
+    ap.add_argument("--splits", default="grouped,random,full")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--dump", type=Path, default=None, help="write per-query rankings next to this path")
+    ap.add_argument("--keep-full", type=Path, default=None, help="save the full fit's normalizer here")
     args = ap.parse_args()
     entries = load_manbyo(args.csv)
     out: dict[str, object] = {"bench": "normalize", "csv": str(args.csv), "seed": args.seed}
     results = {}
     for name in args.splits.split(","):
+        if name == "full":
+            results[name] = full_fit(entries, args.keep_full)
+            continue
         split = grouped_split if name == "grouped" else random_split
         train, test = split(entries, args.seed)
         results[name] = run_split(name, train, test, args.dump)

@@ -42,6 +42,7 @@ from ragmed.normalize import mentions as M
 from ragmed.normalize import rules as R
 from ragmed.normalize.forest import FIELDS as FOREST_FIELDS
 from ragmed.normalize.forest import Forest
+from ragmed.normalize.lookup import Lookup
 from ragmed.normalize.results import Mention, NormalizedName
 from ragmed.normalize.store import Reader, Writer
 from ragmed.normalize.text import is_latin, normalize_key, normalize_with_offsets, split_names
@@ -99,6 +100,7 @@ FEATURES = [
     "rw_sub",
     "rw_sub_count",
     "rw_steps",
+    "swap_exact",
     "comp_matched",
     "comp_frac",
     "comp_cover",
@@ -202,8 +204,9 @@ class DiseaseNormalizer:
         self.label_id: dict[str, int] = {}
         self.label_parts: list[list[str]] = []  # normalized keys of the cell's names
         # lookups
-        self.surface_index: dict[str, list[int]] = defaultdict(list)
-        self.name_index: dict[str, list[int]] = defaultdict(list)  # name (part or cell) key → labels
+        self.surface_index = Lookup()  # surface key → entries
+        self.name_index = Lookup()  # name (part or whole cell) key → labels
+        self.name_pairs: list[tuple[str, int]] = []  # what name_index was built from (stored)
         self.part_composites: dict[str, list[int]] = defaultdict(list)  # part key → composite labels
         # learned statistics
         self.prefix_counts: Counter[str] = Counter()
@@ -260,7 +263,8 @@ class DiseaseNormalizer:
         if not parts:
             return
         for name in {*parts, ",".join(parts)}:
-            self.name_index[name].append(lab)
+            self.name_index.append(name, lab)
+            self.name_pairs.append((name, lab))
         if len(parts) > 1:
             for part in set(parts):
                 self.part_composites[part].append(lab)
@@ -268,6 +272,7 @@ class DiseaseNormalizer:
     def _add_entries(self, entries: list[ManbyoEntry]) -> None:
         labels = list(self.entry_label)
         tally = self.rule_counts.tolist()
+        self.part_composites = defaultdict(list, self.part_composites)  # loaded: a plain dict
         if len(self.rule_id) != len(self.rule_lhs):  # a loaded normalizer: the rule lookup is rebuilt
             self.rule_id = {
                 (lhs, rhs): i for i, (lhs, rhs) in enumerate(zip(self.rule_lhs, self.rule_rhs, strict=True))
@@ -284,7 +289,7 @@ class DiseaseNormalizer:
             self.source_of.append(source_id[entry.source])
             key = normalize_key(entry.surface)
             self.keys.append(key)
-            self.surface_index[key].append(idx)
+            self.surface_index.append(key, idx)
             lab = self._label_of(entry.standard_name)
             labels.append(lab)
             self._learn_from(idx, lab, tally)
@@ -386,7 +391,19 @@ class DiseaseNormalizer:
             },
         )
         out.array("rule_counts", self.rule_counts)
-        out.json("vocabulary", self.tfidf.vocabulary)
+        out.array("vocabulary", self.tfidf.vocabulary)
+        # the lookups as lists and small objects: loading them is dict(zip(...)) and JSON parsing in C,
+        # where rebuilding them key by key in Python took most of the load time
+        out.json(
+            "lookups",
+            {
+                "surface_many": self.surface_index.many,
+                "name_keys": [name for name, _ in self.name_pairs],
+                "name_labels": [lab for _, lab in self.name_pairs],
+                "name_many": self.name_index.many,
+                "part_composites": self.part_composites,
+            },
+        )
         out.array("idf", self.tfidf.idf)
         out.csr("XT", self.XT)
         out.csr("name_XT", self.name_XT)
@@ -439,9 +456,12 @@ class DiseaseNormalizer:
         self.rule_lhs, self.rule_rhs = learned["rule_lhs"], learned["rule_rhs"]
         self.rule_counts = np.asarray(store.array("rule_counts", mmap=False))
         self.prefix_counts, self.suffix_counts = Counter(learned["prefix"]), Counter(learned["suffix"])
-        self.tfidf = CharTfidf(store.json("vocabulary"), store.array("idf", mmap=False))
+        try:
+            self.tfidf = CharTfidf(store.array("vocabulary"), store.array("idf", mmap=False))
+        except ValueError as exc:
+            raise IndexCorruptError(f"{src / 'vocabulary.npy'}: {exc}; rebuild the index") from exc
         self.XT, self.name_XT, self.prof_XT = store.csr("XT"), store.csr("name_XT"), store.csr("prof_XT")
-        if self.XT.shape != (len(self.tfidf.vocabulary), n) or self.prof_XT.shape[1] != len(self.labels):
+        if self.XT.shape != (self.tfidf.size, n) or self.prof_XT.shape[1] != len(self.labels):
             raise IndexCorruptError(f"{src}: matrix shapes disagree with the entries; rebuild the index")
         if manifest.get("ranker"):
             self.ranker = Forest(
@@ -450,19 +470,20 @@ class DiseaseNormalizer:
         self.none_penalty = float(manifest.get("none_penalty", NONE_PENALTY))
         if len(label_parts) != len(self.labels):
             raise IndexCorruptError(f"{src / 'entries.json'}: label counts disagree; rebuild the index")
-        self._index_labels(label_parts)
-        surface_index = self.surface_index
-        for idx, key in enumerate(self.keys):
-            surface_index[key].append(idx)
-        self.max_key_len = max([0, *(len(k) for k in self.name_index), *map(len, self.keys)])
-        return self
-
-    def _index_labels(self, label_parts: list[list[str]]) -> None:
-        """Name lookups of a loaded normalizer, from the stored name keys (no re-normalizing)."""
         self.label_parts = label_parts
         self.label_id = {cell: lab for lab, cell in enumerate(self.labels)}
-        for lab, parts in enumerate(label_parts):
-            self._index_names(lab, parts)
+        lookups = store.json("lookups")
+        try:
+            self.surface_index = Lookup.from_pairs(self.keys, range(n), lookups["surface_many"])
+            self.name_pairs = list(zip(lookups["name_keys"], lookups["name_labels"], strict=True))
+            self.name_index = Lookup.from_pairs(
+                lookups["name_keys"], lookups["name_labels"], lookups["name_many"]
+            )
+            self.part_composites = lookups["part_composites"]
+        except (KeyError, ValueError) as exc:
+            raise IndexCorruptError(f"{src / 'lookups.json'}: {exc!r}; rebuild the index") from exc
+        self.max_key_len = max([0, *(len(k) for k in self.name_index), *map(len, self.keys)])
+        return self
 
     # ------------------------------------------------------------------ views
     def _full_view(self) -> _View:
@@ -677,6 +698,12 @@ class DiseaseNormalizer:
                         if v is not None and ratio > v[F["rw_sub"]]:
                             v[F["rw_sub"]] = ratio
                             v[F["rw_sub_count"]] = weight
+        # 3b. word order: the query's two halves swapped (膵炎急性 → 急性膵炎, 骨折大腿骨頚部)
+        for cut in range(MIN_MENTION, len(key) - MIN_MENTION + 1):
+            for lab in self.name_index.get(key[cut:] + key[:cut], ()):
+                v = feat(lab)
+                if v is not None:
+                    v[F["swap_exact"]] = 1.0
         # 4. composite cells whose names were found in the query
         comp_hits: dict[int, set[str]] = defaultdict(set)
         frequent: set[int] = set()
@@ -908,7 +935,7 @@ class DiseaseNormalizer:
     def _result(self, lab: int, score: float, q: _Query, rank: int, exact: bool) -> NormalizedName:
         idx = self._label_entries(lab)
         if exact:
-            best = next(e for e in self.surface_index[q.key] if self.entry_label[e] == lab)
+            best = next(e for e in self.surface_index.get(q.key) if self.entry_label[e] == lab)
         else:
             best = int(idx[int(np.argmax(q.sims[idx]))])
             names = set(self.label_parts[lab]) | {",".join(self.label_parts[lab])}
