@@ -203,7 +203,19 @@ def run_split(
             t = time.perf_counter()
             loaded.normalize(term, k=5)
             lat.append((time.perf_counter() - t) * 1000)
+        penalty, loaded.none_penalty = loaded.none_penalty, 0.0  # what the "-1" penalty trades
+        unpenalized = [[c.standard_name for c in r] for r in loaded.normalize_many(queries, k=5)]
     ranked = {q: [c.standard_name for c in r] for q, r in zip(queries, results, strict=True)}
+    gold = [e.standard_name for e in test]
+    named = [i for i, g in enumerate(gold) if g != "-1"]
+    minus1 = [i for i, g in enumerate(gold) if g == "-1"]
+    tradeoff = {
+        f"penalty_{p}": {
+            "named_gold": score([r[i] for i in named], [gold[i] for i in named]),
+            "minus1_gold": score([r[i] for i in minus1], [gold[i] for i in minus1]),
+        }
+        for p, r in ((penalty, [ranked[q] for q in queries]), (0.0, unpenalized))
+    }
     res: dict[str, object] = {"split": name}
     res |= evaluate(train, test, lambda qs: [ranked[q] for q in qs])
     res |= {
@@ -213,6 +225,7 @@ def run_split(
         "query_ms_p50": round(float(np.percentile(lat, 50)), 2),
         "query_ms_p99": round(float(np.percentile(lat, 99)), 2),
         "batch_ms_per_term": round(batch_ms, 2),
+        "minus1_penalty_tradeoff": tradeoff,
     }
     if dump is not None:
         with dump.with_suffix(f".{name}.jsonl").open("w", encoding="utf-8") as fh:

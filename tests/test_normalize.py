@@ -291,6 +291,7 @@ NEGATION_CASES = [
     ("心不全が疑われる", [("心不全", "S")]),
     ("r/o 肺炎", [("肺炎", "S")]),
     ("肺炎？", [("肺炎", "S")]),
+    ("HTの降圧目標は？", [("HT", "-")]),  # the ? of a question is no suspicion
     # double negatives: cannot be ruled out = suspected, not negated
     ("肺炎は否定できない", [("肺炎", "S")]),
     ("心不全の合併は否定しきれない", [("心不全", "S")]),
@@ -329,6 +330,15 @@ def test_negation_and_suspicion(text_model: DiseaseNormalizer, text: str, expect
     assert flags(found) == expected
     for m in found:
         assert text[m.start : m.end] == m.text
+
+
+def test_linking_shortcut_gives_what_normalize_gives(text_model: DiseaseNormalizer) -> None:
+    """With k=1 a mention that is a surface of one label skips the ranker: same answer as normalize()."""
+    text = "既往に2型DMとHTあり、ＨＴＬＶ－１感染症と嘔気嘔吐、肺炎疑い"
+    found = text_model.find_mentions(text, k=1)
+    assert len(found) == 5
+    for m in found:
+        assert m.candidates == text_model.normalize(m.text, k=1), m.text
 
 
 def test_ordinary_words_that_are_minus1_surfaces_are_not_mentions(text_model: DiseaseNormalizer) -> None:

@@ -5,7 +5,8 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
 
 * **negated**: なし/無し, 認めず/認めない/認められない, みられない, 否定(的/された), 陰性, 除外, (-), ではない,
   考えにくい, 可能性は低い, ありません, no ….
-* **suspected**: 疑い/疑う/疑われる, の可能性, 示唆, 考えられる, 懸念, ?, r/o, s/o; and the double
+* **suspected**: 疑い/疑う/疑われる, の可能性, 示唆, 考えられる, 懸念, ? (right after the finding: 肺炎?;
+  the ? that ends a question 「HTの降圧目標は?」 is no suspicion), r/o, s/o; and the double
   negatives 否定できない/否定しきれない/否定し得ない, 除外できない, なしとは言えない — *cannot be ruled out*
   is suspicion, not negation. A cue is matched longest-first, so 否定できない never reads as 否定.
 * **present** (closes the phrase, no flag): あり/有り/ある, 認める/認めた, 陽性, (+), 出現, 合併, 発症.
@@ -75,6 +76,7 @@ LIST_SEPARATORS = (
 )
 BOUNDARIES = ("。", ".", "!", "\n", ";", "が、", "しかし", "ただし", "一方")
 MAX_GAP = 10  # other characters allowed between a finding (or a status word) and its next status word
+ADJACENT_ONLY = {"?"}  # 肺炎? is a suspicion; in 「HTの降圧目標は?」 the ? ends a question
 
 
 @dataclass
@@ -161,7 +163,8 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
             continue
         cue = item
         assert isinstance(cue, Cue)
-        if not group or _boundary_in(gap) or len(gap.strip()) > MAX_GAP:
+        too_far = len(gap.strip()) > (0 if cue.text in ADJACENT_ONLY else MAX_GAP)
+        if not group or _boundary_in(gap) or too_far:
             if group:
                 settle()
             group, status, closed = [], None, False

@@ -227,7 +227,7 @@ class DiseaseNormalizer:
         self.none_penalty = NONE_PENALTY
         self._view: _View | None = None
         self._label_order: tuple[np.ndarray, np.ndarray] | None = None
-        self.max_key_len = 0
+        self._heads: dict[str, int] | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -298,7 +298,7 @@ class DiseaseNormalizer:
         self.rules_by_lhs = {}  # rebuilt on demand
         self._label_order = None
         self._view = None
-        self.max_key_len = max([self.max_key_len, *(len(k) for k in self.name_index), *map(len, self.keys)])
+        self._heads = None
 
     def _learn_from(self, idx: int, lab: int, tally: list[int]) -> None:
         """Affix and rewrite-rule counts of one entry (kept per entry so a fold can be taken out)."""
@@ -482,7 +482,6 @@ class DiseaseNormalizer:
             self.part_composites = lookups["part_composites"]
         except (KeyError, ValueError) as exc:
             raise IndexCorruptError(f"{src / 'lookups.json'}: {exc!r}; rebuild the index") from exc
-        self.max_key_len = max([0, *(len(k) for k in self.name_index), *map(len, self.keys)])
         return self
 
     # ------------------------------------------------------------------ views
@@ -963,16 +962,36 @@ class DiseaseNormalizer:
         none_lab = self.label_id.get(NO_CODE)
         return any(int(self.entry_label[e]) != none_lab for e in self.surface_index.get(key, ()))
 
+    def _mention_heads(self) -> dict[str, int]:
+        """First characters of every key → the longest key that starts with them (built on first use)."""
+        if self._heads is None:
+            heads: dict[str, int] = {}
+            none_lab = self.label_id.get(NO_CODE)
+            for key, idx in self.surface_index.one.items():
+                if len(key) >= MIN_MENTION and (
+                    int(self.entry_label[idx]) != none_lab
+                    or key in self.surface_index.many
+                    or key in self.name_index
+                ):
+                    heads[key[:MIN_MENTION]] = max(heads.get(key[:MIN_MENTION], 0), len(key))
+            for key in self.name_index:
+                if len(key) >= MIN_MENTION:
+                    heads[key[:MIN_MENTION]] = max(heads.get(key[:MIN_MENTION], 0), len(key))
+            self._heads = heads
+        return self._heads
+
     def find_mentions(self, text: str, k: int = 3) -> list[Mention]:
         """Disease mentions in free text: longest dictionary matches (surface forms and standard names)
         with their ranked names and their negation/suspicion (:mod:`ragmed.normalize.mentions`)."""
         norm, spans = normalize_with_offsets(text)
         found: list[tuple[int, int]] = []
         trailing: dict[int, M.Cue] = {}
+        heads = self._mention_heads()
         i, n = 0, len(norm)
         while i < n:
             match = None
-            for j in range(min(n, i + self.max_key_len), i + MIN_MENTION - 1, -1):
+            longest = heads.get(norm[i : i + MIN_MENTION], 0)  # no key starts here: skip at once
+            for j in range(min(n, i + longest), i + MIN_MENTION - 1, -1):
                 sub = norm[i:j]
                 if not self._disease_key(sub):
                     continue
@@ -998,7 +1017,7 @@ class DiseaseNormalizer:
         if not found:
             return []
         status = M.statuses(norm, found, trailing)
-        cands = self.normalize_many([text[spans[a][0] : spans[b - 1][1]] for a, b in found], k=k)
+        cands = self._mention_candidates(text, norm, spans, found, k)
         none_lab = self.label_id.get(NO_CODE)
         mentions = []
         for (a, b), cand, st in zip(found, cands, status, strict=True):
@@ -1017,6 +1036,28 @@ class DiseaseNormalizer:
                 )
             )
         return mentions
+
+    def _mention_candidates(
+        self, text: str, norm: str, spans: list[tuple[int, int]], found: list[tuple[int, int]], k: int
+    ) -> list[list[NormalizedName]]:
+        """Ranked names per mention. A mention is a dictionary key, so with ``k=1`` (query linking) and a
+        surface of a single label, that label is the answer normalize() gives: no ranking needed."""
+        out: list[list[NormalizedName] | None] = [None] * len(found)
+        slow = []
+        for i, (a, b) in enumerate(found):
+            entries = self.surface_index.get(norm[a:b])
+            labs = {int(self.entry_label[e]) for e in entries}
+            if k == 1 and len(labs) == 1 and normalize_key(text[spans[a][0] : spans[b - 1][1]]) == norm[a:b]:
+                q = _Query(norm[a:b], np.zeros(0), np.zeros(0), np.zeros(0), self._full_view())
+                out[i] = [self._result(labs.pop(), 1.0, q, 1, True)]
+            else:
+                slow.append(i)
+        ranked = self.normalize_many(
+            [text[spans[found[i][0]][0] : spans[found[i][1] - 1][1]] for i in slow], k=k
+        )
+        for i, names in zip(slow, ranked, strict=True):
+            out[i] = names
+        return [names or [] for names in out]
 
     def node_id(self, idx: int) -> str:
         """The index node of entry ``idx`` (as :attr:`ManbyoEntry.node_id`)."""
