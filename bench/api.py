@@ -33,8 +33,9 @@ import numpy as np
 import openai
 import uvicorn
 
-from ragmed.api import RagService, create_app
 from ragmed.index import RagmedIndex, build_index
+from ragmed.server.app import create_app
+from ragmed.service import RagService
 from ragmed.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -227,7 +228,9 @@ def main() -> None:
 
     local = None
     with tempfile.TemporaryDirectory(prefix="ragmed-bench-api-") as tmp:
-        settings = Settings(index_dir=Path(tmp), llm_max_retries=0, max_tokens=args.max_tokens)
+        settings = Settings(index_dir=Path(tmp)).with_overrides(
+            llm__max_retries=0, generation__max_tokens=args.max_tokens
+        )
         if args.index:
             index = RagmedIndex.load(
                 args.index, settings=settings.with_overrides(index_dir=Settings().index_dir)
@@ -245,11 +248,11 @@ def main() -> None:
             if args.llm_base_url:
                 upstream_url = args.llm_base_url
             else:
-                from ragmed.local_llm import start_server
+                from ragmed.generate.local.server import start_server
 
                 local = start_server(settings, port=0, extra_args=("--max-num-seqs", "16"))
                 upstream_url = local.base_url
-            service = RagService(index, settings.with_overrides(llm_base_url=upstream_url))
+            service = RagService(index, settings.with_overrides(llm__base_url=upstream_url))
             started = time.perf_counter()
             result = asyncio.run(run(args, upstream_url, service))
         finally:

@@ -82,9 +82,11 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     try:
         base_url, model = args.llm_base_url, args.model
         if args.start_server:
-            from ragmed.local_llm import server_for_tests
+            from ragmed.generate.local.server import SMALL_SERVER_ARGS, start_server
+            from ragmed.settings import get_settings
 
-            server = server_for_tests(dev_mode=True)  # POST /reset_prefix_cache between runs
+            # dev mode: POST /reset_prefix_cache between runs
+            server = start_server(get_settings(), port=0, extra_args=SMALL_SERVER_ARGS, dev_mode=True)
             base_url, model = server.base_url, server.model
         index = args.index
         if index is None:

@@ -86,22 +86,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --llm-base-url URL or --start-server")
 
     from ragmed.embeddings import load_embedder
+    from ragmed.generate.openai_client import LLMClient
     from ragmed.index import RagmedIndex, build_index
-    from ragmed.llm import LLMClient
-    from ragmed.rag import RagPipeline
+    from ragmed.pipeline import RagPipeline
+    from ragmed.retrieve.hybrid import HybridRetriever, Searcher
     from ragmed.settings import get_settings
 
-    settings = get_settings().with_overrides(max_tokens=args.max_tokens)
+    settings = get_settings().with_overrides(generation__max_tokens=args.max_tokens)
     server = None
     tmp = tempfile.TemporaryDirectory(prefix="ragmed-bench-gen-")
     try:
         if args.start_server:
-            from ragmed.local_llm import server_for_tests
+            from ragmed.generate.local.server import SMALL_SERVER_ARGS, start_server
 
-            server = server_for_tests(settings)
-            settings = settings.with_overrides(llm_base_url=server.base_url)
+            server = start_server(settings, port=0, extra_args=SMALL_SERVER_ARGS)
+            settings = settings.with_overrides(llm__base_url=server.base_url)
         else:
-            settings = settings.with_overrides(llm_base_url=args.llm_base_url)
+            settings = settings.with_overrides(llm__base_url=args.llm_base_url)
         if args.index:
             index = RagmedIndex.load(args.index, settings=settings)
         else:
@@ -110,11 +111,12 @@ def main(argv: list[str] | None = None) -> int:
                 manbyo=[SAMPLES / "manbyo_sample.csv"],
                 corpus=[SAMPLES / "corpus"],
                 settings=settings.with_overrides(index_dir=Path(tmp.name)),
-                embedder=load_embedder(settings.embed_model),
+                embedder=load_embedder(settings.embed.model),
                 progress=False,
             )
         llm = LLMClient.from_settings(settings)
-        pipe = RagPipeline.from_index(index, settings=settings, llm=llm)
+        searcher = Searcher(index)
+        pipe = RagPipeline(llm, HybridRetriever(searcher, k=settings.retrieval.top_k), settings=settings)
         questions = [
             QUESTIONS[i % len(QUESTIONS)] + ("" if i < len(QUESTIONS) else f"（{i}）") for i in range(args.n)
         ]
@@ -142,13 +144,13 @@ def main(argv: list[str] | None = None) -> int:
 
         # The generation stage alone, repeated in-process (no retrieval, no LLM): packing the retrieved
         # chunks of each answer and parsing its citations. Fresh counters so the token cache starts cold.
-        from ragmed.rag import make_token_counter, pack_context, resolve_citations
+        from ragmed.context import make_token_counter, pack_context, resolve_citations
 
         tpl = pipe.template
         fixed = tpl.system + tpl.render("user", context="", diseases="", question="")
         micro: list[float] = []
         for a in sequential:
-            counter = make_token_counter(llm, settings.llm_tokenizer)
+            counter = make_token_counter(llm, settings.llm.tokenizer)
             t = time.perf_counter()
             packed = pack_context(a.chunks, a.question, fixed, tpl, counter, 2048, args.max_tokens)
             resolve_citations(a.text, packed.chunks)

@@ -163,7 +163,7 @@ def bench_llama_index(
     from llama_index.core import VectorStoreIndex
     from llama_index.core.schema import QueryBundle
 
-    from ragmed.embeddings import LlamaIndexEmbedding
+    from ragmed.adapters.llama_index import LlamaIndexEmbedding
 
     nodes = index.nodes
     for node, vec in zip(nodes, index.vectors, strict=True):

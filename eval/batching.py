@@ -19,8 +19,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+from ragmed.errors import RagmedError, UpstreamRejected
+from ragmed.generate.base import ChatBackend
+from ragmed.schema import ChatResult, Message, SamplingParams
 
 
 def _settle(fut: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:
@@ -50,10 +54,10 @@ async def _in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
     return await fut
 
 
-class BatchingBackend:
+class BatchingBackend(ChatBackend):
     """A ChatBackend that batches `achat` calls onto `inner.chat_batch`."""
 
-    def __init__(self, inner: Any, max_batch: int = 256, max_wait_s: float = 0.05) -> None:
+    def __init__(self, inner: ChatBackend, max_batch: int = 256, max_wait_s: float = 0.05) -> None:
         self.inner = inner
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
@@ -70,38 +74,36 @@ class BatchingBackend:
     def where(self) -> str:
         return f"batched {self.inner.where}"
 
-    def chat(self, messages: list[dict[str, str]], params: Any) -> Any:
+    def chat(self, messages: list[Message], params: SamplingParams) -> ChatResult:
         return self.inner.chat(messages, params)
 
-    def stream_chat(self, messages: list[dict[str, str]], params: Any) -> Any:
-        return self.inner.stream_chat(messages, params)
-
-    def astream_chat(self, messages: list[dict[str, str]], params: Any) -> Any:
-        return self.inner.astream_chat(messages, params)
+    async def astream(
+        self, messages: list[Message], params: SamplingParams
+    ) -> AsyncIterator[str | ChatResult]:
+        result = await self.achat(messages, params)  # batched with the other pending calls
+        yield result.text
+        yield result
 
     @property
-    def model_root(self) -> str | None:
+    def model_root(self) -> str | None:  # type: ignore[override]
         """The inner model's local folder, so the pipeline counts tokens with its tokenizer.json."""
-        return getattr(self.inner, "model_root", None)
+        return self.inner.model_root
 
     def stats(self) -> dict[str, Any]:
         """The inner engine's counters (prefix-cache hits etc.), if it keeps any."""
-        stats = getattr(self.inner, "stats", None)
-        return stats() if stats is not None else {}
+        return self.inner.stats()
 
     def count_tokens(self, text: str) -> int | None:
         return self.inner.count_tokens(text)
 
     def close(self) -> None:
         """Close the inner engine (in-process vLLM: stops its engine process)."""
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            close()
+        self.inner.close()
 
     def context_length(self) -> int | None:
         return self.inner.context_length()
 
-    async def achat(self, messages: list[dict[str, str]], params: Any) -> Any:
+    async def achat(self, messages: list[Message], params: SamplingParams) -> ChatResult:
         loop = asyncio.get_running_loop()
         if (
             self._queue is None
@@ -129,7 +131,7 @@ class BatchingBackend:
                     pending.append(await asyncio.wait_for(self._queue.get(), timeout))
                 except TimeoutError:
                     break
-            per_prompt = getattr(self.inner, "per_prompt_params", False)
+            per_prompt = self.inner.per_prompt_params
             if per_prompt:
                 batches = [pending]
             else:
@@ -154,6 +156,12 @@ class BatchingBackend:
                 for item in items:
                     await self._submit([item], per_prompt)
                 return
+            if isinstance(exc, ValueError) and not isinstance(exc, RagmedError):
+                # vLLM refuses a request it cannot serve (a prompt longer than max_model_len, a bad
+                # constraint) with ValueError: that is the upstream rejecting this one prompt.
+                rejected = UpstreamRejected(f"in-process vLLM refused the prompt: {exc}")
+                rejected.__cause__ = exc
+                exc = rejected
             for _, _, fut in items:  # the waiter gets the error, the worker lives on
                 if not fut.done():
                     fut.set_exception(exc)

@@ -152,9 +152,11 @@ def check_leakage(
     q_minhash = {qid: _minhash(gs) for qid, gs in grams.items() if qid not in skipped}
     answers: dict[str, list[str]] = {}
     for q in questions:
-        texts = [q.choices[ord(g) - 97] for g in q.gold if len(g) == 1 and 0 <= ord(g) - 97 < len(q.choices)]
-        texts += [g for g in q.gold if q.kind == "numeric"]
-        texts += [q.choices[ord(a[0]) - 97] for a in q.alternatives if ord(a[0]) - 97 < len(q.choices)]
+        if q.kind == "numeric":
+            texts = list(q.gold)
+        else:
+            letters = [*q.gold, *(a[0] for a in q.alternatives if a)]
+            texts = [t for t in (q.choice_text(g) for g in letters) if t]
         answers[q.id] = [normalize_text(t) for t in texts if normalize_text(t)]
 
     hits: list[LeakageHit] = []

@@ -16,7 +16,14 @@ Schema "ragmed-eval-report/1":
                 c_regressed, p_value}], flips {improved|regressed [{id, category, section, text, gold,
                 base_prediction, mode_prediction, sources [{n, node_id, source, title, score}]}]}}],
   leakage {verdict, contaminated_questions, question_answer_leaks, contaminated_node_ids, ...} | null,
-  plots {accuracy_by_category: "plots/accuracy_by_category.png", delta: "plots/delta.png"}
+  robustness {mode: {variants [{variant, template, permutation, correct, n, accuracy, score, total,
+              missing}], by_template {name: mean accuracy}, by_permutation {k: mean accuracy},
+              spread {n_variants, min, max, range, std, template_range, permutation_range},
+              consistency {n_questions, same_answer_all_variants, correct_in_all, wrong_in_all, flipping,
+              mean_agreement, unstable [{id, gold, answers}]}, shown_letter_share {letter: share}}}
+              (only when the run has prompt/choice-order variants; added in place, schema unchanged),
+  plots {accuracy_by_category: "plots/accuracy_by_category.png", delta: "plots/delta.png",
+         robustness: "plots/robustness.png"}
 """
 
 from __future__ import annotations
@@ -29,7 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from ragmed_eval.compare import compare_modes
-from ragmed_eval.runs import CONFIG, LEAKAGE, PRED_DIR, load_run
+from ragmed_eval.robustness import analyze
+from ragmed_eval.runs import CONFIG, LEAKAGE, PRED_DIR, load_run, load_variants
+
+from ragmed.errors import InputError, NotFoundError
 
 SCHEMA = "ragmed-eval-report/1"
 REPORT = "report.json"
@@ -48,7 +58,7 @@ def build_report(
     d = Path(run_dir)
     cfg, questions, preds = load_run(d)
     if not preds:
-        raise FileNotFoundError(f"{d / PRED_DIR} holds no predictions yet: run `ragmed eval run` first")
+        raise NotFoundError(f"{d / PRED_DIR} holds no predictions yet: run `ragmed eval run` first")
     if baseline not in preds:
         baseline = next(iter(preds))
     cmp = compare_modes(
@@ -82,6 +92,11 @@ def build_report(
         "leakage": leakage,
         "plots": {},
     }
+    variants = load_variants(d, cfg, preds, {q.id for q in questions})
+    if variants:
+        report["robustness"] = {
+            mode: analyze(questions, recs, normalized=normalized) for mode, recs in variants.items()
+        }
     if plots:
         report["plots"] = make_plots(report, d / "plots")
     tmp = d / (REPORT + ".tmp")
@@ -95,7 +110,7 @@ def load_report(run_dir: str | Path, *, rebuild: bool = False) -> dict[str, Any]
     d = Path(run_dir)
     path = d / REPORT
     if not (d / CONFIG).exists() and not path.exists():
-        raise FileNotFoundError(f"{d} is not a ragmed eval run directory")
+        raise NotFoundError(f"{d} is not a ragmed eval run directory")
     newest = max((p.stat().st_mtime for p in (d / PRED_DIR).glob("*.jsonl")), default=0.0)
     if rebuild or not path.exists() or path.stat().st_mtime < newest:
         return build_report(d)
@@ -159,6 +174,40 @@ def make_plots(report: dict[str, Any], out: Path) -> dict[str, str]:
         fig.savefig(out / "delta.png", dpi=110)
         plt.close(fig)
         paths["delta"] = "plots/delta.png"
+    if report.get("robustness"):
+        rob = report["robustness"]
+        fig, axes = plt.subplots(1, len(rob), figsize=(max(6, 4.5 * len(rob)), 4.5), squeeze=False)
+        for ax, (mode, r) in zip(axes[0], rob.items(), strict=True):
+            templates = list(r["by_template"])
+            for ti, tpl in enumerate(templates):
+                pts = [v for v in r["variants"] if v["template"] == tpl]
+                xs = [
+                    ti + (v["permutation"] - 0.5 * max(1, len(pts) - 1)) * 0.8 / max(1, len(pts)) for v in pts
+                ]
+                ax.scatter(xs, [v["accuracy"] for v in pts], s=36, label=None)
+                for x, v in zip(xs, pts, strict=True):
+                    ax.annotate(
+                        f"p{v['permutation']}",
+                        (x, v["accuracy"]),
+                        textcoords="offset points",
+                        xytext=(0, 6),
+                        ha="center",
+                        fontsize=8,
+                    )
+                ax.hlines(r["by_template"][tpl], ti - 0.4, ti + 0.4, colors="black", linewidth=1.5)
+            ax.set_xticks(range(len(templates)))
+            ax.set_xticklabels(templates, rotation=20, ha="right")
+            ax.set_ylim(0, 1)
+            ax.set_ylabel("正答率 (accuracy)")
+            c = r["consistency"]
+            ax.set_title(
+                f"{mode}: range {100 * r['spread']['range']:.1f} pt, 全variant同答 {100 * c['same_answer_all_variants']:.0f}%"
+            )
+        fig.suptitle("プロンプト・選択肢順による正答率の揺れ (点: 各順序, 線: テンプレート平均)")
+        fig.tight_layout()
+        fig.savefig(out / "robustness.png", dpi=110)
+        plt.close(fig)
+        paths["robustness"] = "plots/robustness.png"
     return paths
 
 
@@ -167,6 +216,53 @@ def make_plots(report: dict[str, Any], out: Path) -> dict[str, str]:
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
+
+
+def _section(part: dict[str, Any]) -> str:
+    if not part.get("total"):
+        return "–"
+    if part.get("line") is not None:
+        return f"{part['score']}/{part['total']} (line {part['line']}/{part['line_total']})"
+    if part.get("threshold") is not None:
+        return f"{_pct(part['rate'])} (line {_pct(part['threshold'])})"
+    return f"{_pct(part['rate'])} (no published line)"
+
+
+def _robustness_md(rob: dict[str, Any]) -> list[str]:
+    L = ["\n## Prompt robustness (templates × choice orders)\n"]
+    for mode, r in rob.items():
+        sp, c = r["spread"], r["consistency"]
+        L.append(f"### {mode}\n")
+        L.append(
+            f"- {sp['n_variants']} variants: accuracy {_pct(sp['min'])}–{_pct(sp['max'])} (range "
+            f"{100 * sp['range']:.1f} pt, sd {100 * sp['std']:.1f} pt); between templates {100 * sp['template_range']:.1f} pt, "
+            f"between choice orders {100 * sp['permutation_range']:.1f} pt"
+        )
+        L.append(
+            f"- per question: same answer in every variant {_pct(c['same_answer_all_variants'])}, right in all "
+            f"{_pct(c['correct_in_all'])}, wrong in all {_pct(c['wrong_in_all'])}, flipping {_pct(c['flipping'])}; "
+            f"mean agreement with the modal answer {_pct(c['mean_agreement'])}"
+        )
+        if r.get("shown_letter_share"):
+            share = ", ".join(f"{k} {_pct(v)}" for k, v in r["shown_letter_share"].items())
+            L.append(f"- shown position picked (single answers): {share}")
+        L.append("\n| variant | template | order | correct/n | accuracy | score/total |")
+        L.append("|---|---|---|---|---|---|")
+        for v in r["variants"]:
+            L.append(
+                f"| {v['variant']} | {v['template']} | p{v['permutation']} | {v['correct']}/{v['n']} | "
+                f"{_pct(v['accuracy'])} | {v['score']}/{v['total']} |"
+            )
+        L.append("\n| template | mean accuracy |\n|---|---|")
+        L += [f"| {t} | {_pct(a)} |" for t, a in r["by_template"].items()]
+        L.append("\n| choice order | mean accuracy |\n|---|---|")
+        L += [f"| p{p} | {_pct(a)} |" for p, a in r["by_permutation"].items()]
+        if c["unstable"]:
+            L.append(
+                f"\nQuestions answered differently across variants: {', '.join(u['id'] for u in c['unstable'][:30])}"
+            )
+        L.append("")
+    return L
 
 
 def render_markdown(r: dict[str, Any]) -> str:
@@ -182,6 +278,16 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"(fingerprint `{cfg.get('index_fingerprint')}`); prompt `{cfg.get('prompt_template')}` "
         f"sha256 `{(cfg.get('prompt_hash') or '')[:12]}`; ragmed {cfg.get('ragmed_version')}"
     )
+    if cfg.get("prompts") and len(cfg["prompts"]) > 1 or cfg.get("shuffle_choices") or cfg.get("shots"):
+        L.append(
+            f"- variants: templates {', '.join(cfg.get('prompt_hashes') or {})}; extra choice orders "
+            f"{cfg.get('shuffle_choices', 0)} (seed {cfg.get('shuffle_seed', 0)}); few-shot {cfg.get('shots', 0)}"
+            + (
+                f" from {cfg.get('shots_from') or 'other years'} ({', '.join(cfg.get('shot_ids') or [])})"
+                if cfg.get("shots")
+                else ""
+            )
+        )
     L.append(
         f"- sampling: temperature {cfg.get('temperature')}, max_tokens {cfg.get('max_tokens')}, seed {cfg.get('seed')}\n"
     )
@@ -196,7 +302,7 @@ def render_markdown(r: dict[str, Any]) -> str:
             f"| {name} | {o['correct']}/{o['n']} | {_pct(o['accuracy'])} ({_pct(lo)}–{_pct(hi)}) | "
             f"{o['score']}/{o['total']} ({slo:.0f}–{shi:.0f}) | {m['missing']} |"
         )
-    L.append("\n## Pass/fail (必修 ≥ 80 %, 一般・臨床 ≥ yearly line, 禁忌肢 ≤ 3)\n")
+    L.append("\n## Pass/fail (the year's published lines: 必修, 一般・臨床, 禁忌肢)\n")
     L.append("| mode | year | 必修 | 一般・臨床 | 禁忌肢 | verdict |")
     L.append("|---|---|---|---|---|---|")
     for name, m in r["modes"].items():
@@ -204,11 +310,12 @@ def render_markdown(r: dict[str, Any]) -> str:
             verdict = {True: "PASS", False: "FAIL", None: "n/a"}[v["passed"]] + (
                 " (partial)" if v["partial"] else ""
             )
-            req = _pct(v["required"]["rate"]) if v["required"]["total"] else "–"
-            gen = _pct(v["general_clinical"]["rate"]) if v["general_clinical"]["total"] else "–"
+            if v.get("exam", "medical") != "medical":
+                L.append(f"| {name} | {y} | – | – | – | {verdict}: {v.get('reason', '')} |")
+                continue
             L.append(
-                f"| {name} | {y} | {req} | {gen} (line {_pct(v['general_clinical']['threshold'])}) | "
-                f"{v['kinki']['count']} | {verdict} |"
+                f"| {name} | {y} | {_section(v['required'])} | {_section(v['general_clinical'])} | "
+                f"{v['kinki']['count']} (≤ {v['kinki']['limit']}) | {verdict} |"
             )
     for c in r["comparisons"]:
         mc = c["mcnemar"]
@@ -247,6 +354,8 @@ def render_markdown(r: dict[str, Any]) -> str:
                     f"{f['base_prediction']!r} → {f['mode_prediction']!r} — sources: {src}"
                 )
             L.append("")
+    if r.get("robustness"):
+        L += _robustness_md(r["robustness"])
     L.append("## Leakage guard\n")
     lk = r.get("leakage")
     if lk is None:
@@ -320,7 +429,7 @@ def write_report(run_dir: str | Path, fmt: str = "md", **kwargs: Any) -> Path:
         path = d / "report.html"
         path.write_text(render_html(r), encoding="utf-8")
         return path
-    raise ValueError(f"unknown format {fmt!r}: md, json or html")
+    raise InputError(f"unknown format {fmt!r}: md, json or html")
 
 
 def list_runs(root: str | Path) -> list[dict[str, Any]]:

@@ -1,11 +1,16 @@
-"""Scoring exactly as the datasets' own scripts do, plus a clearly labelled normalized variant.
+"""Scoring exactly as each dataset's own script does, plus a clearly labelled normalized variant.
 
-IgakuQA (`scripts/evaluate_main.py`): split the prediction on ",", sort, compare with the sorted
-gold list; no whitespace stripping ("a, c" is wrong). 116A71 is correct for everyone; 112B30 is
-correct for "a" or "d". Accuracy = correct / all questions (0-point items stay in the
-denominator); score = sum of points of correct items; total = sum of points.
-IgakuQA119 (`src/grading_logic.py`): strip, lowercase, drop "[", "]", ",", " ", sort characters;
-empty is wrong; 119E28 accepts "a" or "c".
+IgakuQA (``scripts/evaluate_main.py``): split the prediction on ",", sort, compare with the sorted gold
+list; no whitespace stripping ("a, c" is wrong). 116A71 is correct for everyone; 112B30 is correct for
+"a" or "d". Accuracy = correct / all questions (0-point items stay in the denominator); score = sum of
+points of correct items; total = sum of points. The English translations are scored the same way.
+IgakuQA119 (``src/grading_logic.py``): strip, lowercase, drop "[", "]", ",", " ", sort characters;
+empty is wrong; 119E28 accepts "a" or "c" (see ``igakuqa119.py``, which also grades answer files).
+DenQA (aistairc/medLLM_QA_benchmark ``scripts/evaluate_main.py``): NFKC the prediction, turn "、" and
+"，" into ",", split on ",", strip each part, sort, compare with ``sorted(answer)``; the script's
+116A71/112B30 special cases (copied from IgakuQA) are applied as it applies them; an "NA" gold is never
+matched by a letter answer. Other datasets: IgakuQA's strict format against the gold letters; items
+without a valid answer are never credited.
 The normalized variant (NFKC, spaces/brackets dropped, letters split) is NOT official.
 """
 
@@ -16,29 +21,31 @@ import re
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, Field
-from ragmed_eval.datasets import read_jsonl
+from ragmed_eval import igakuqa119
+from ragmed_eval.readers import read_jsonl
 from ragmed_eval.schema import SECTION_REQUIRED, Question
 
-from ragmed.errors import DatasetError
+from ragmed.errors import DataFormatError, InputError, NotFoundError
 
-#: Relative pass line of the 一般・臨床 section per exam year (share of its points). The exam sets it
-#: anew every year (roughly 0.70-0.77); 0.70 is a placeholder default: pass the year's published
-#: value with `thresholds=` / `--pass-threshold 2018=0.69`.
-DEFAULT_GENERAL_THRESHOLD = 0.70
-REQUIRED_THRESHOLD = 0.80
+#: The medical exam's fixed 必修 rule (80 % of its points) and 禁忌肢 limit, used where no year's
+#: published lines are on file.
+REQUIRED_SHARE = 0.80
 KINKI_LIMIT = 3
 
 
 # ---------------------------------------------------------------- per-item rules
 
 
-def official_igakuqa_correct(problem_id: str, prediction: str, answer_raw: Any) -> bool:
-    """IgakuQA's evaluate_main.py, line for line (answer_raw is the file's `answer` value)."""
-    pred = sorted(prediction.split(","))
+def _evaluate_main(problem_id: str, pred: list[str], answer_raw: Any) -> bool:
+    """The comparison both evaluate_main.py scripts share (DenQA's copied IgakuQA's special cases)."""
     if problem_id == "116A71":
         return True
     if problem_id == "112B30" and (pred == ["a"] or pred == ["d"]):
@@ -46,25 +53,29 @@ def official_igakuqa_correct(problem_id: str, prediction: str, answer_raw: Any) 
     return pred == sorted(answer_raw)
 
 
+def official_igakuqa_correct(problem_id: str, prediction: str, answer_raw: Any) -> bool:
+    """IgakuQA's evaluate_main.py, line for line (answer_raw is the file's ``answer`` value)."""
+    return _evaluate_main(problem_id, sorted(prediction.split(",")), answer_raw)
+
+
+def denqa_correct(problem_id: str, prediction: str, answer_raw: Any) -> bool:
+    """aistairc/medLLM_QA_benchmark's evaluate_main.py, line for line."""
+    p = unicodedata.normalize("NFKC", prediction).replace("、", ",").replace("，", ",")
+    return _evaluate_main(problem_id, sorted(part.strip() for part in p.split(",")), answer_raw)
+
+
+def official_igakuqa119_correct(problem_id: str, prediction: Any, answer_raw: Any) -> bool:
+    return igakuqa119.correct(problem_id, prediction, igakuqa119.as_pandas_reads(str(answer_raw)))
+
+
 def igakuqa119_normalize(s: Any) -> str:
-    t = str(s).strip().lower() if s is not None else ""
-    return "".join(sorted(t.replace("[", "").replace("]", "").replace(",", "").replace(" ", "")))
-
-
-def official_igakuqa119_correct(problem_id: str, prediction: str, answer_raw: Any) -> bool:
-    """IgakuQA119's grading_logic.grade_answers comparison."""
-    m = igakuqa119_normalize(prediction)
-    if not m:
-        return False
-    if problem_id == "119E28":
-        return m in ("a", "c")
-    return m == igakuqa119_normalize(answer_raw)
+    return igakuqa119.normalize_answer(s)
 
 
 def strict_correct(q: Question, prediction: str) -> bool:
-    """Other datasets: IgakuQA's strict format against the normalized gold."""
+    """Other datasets: IgakuQA's strict format against the gold letters."""
     if q.unanswerable:
-        return prediction == "NA"
+        return False
     pred = sorted(prediction.split(","))
     if q.alternatives and any(pred == alt for alt in q.alternatives):
         return True
@@ -90,7 +101,7 @@ def normalized_correct(q: Question, prediction: str) -> bool:
     if q.dataset == "igakuqa" and q.id == "116A71":
         return True
     if q.unanswerable:
-        return normalize_prediction(prediction) == ["na"]
+        return False
     pred = normalize_prediction(prediction, q.kind)
     if q.alternatives and any(pred == alt for alt in q.alternatives):
         return True
@@ -106,7 +117,19 @@ def is_correct(q: Question, prediction: str, *, normalized: bool = False) -> boo
         return official_igakuqa_correct(q.id, prediction, q.answer_raw)
     if q.dataset == "igakuqa119":
         return official_igakuqa119_correct(q.id, prediction, q.answer_raw)
+    if q.dataset == "denqa":
+        return denqa_correct(q.id, prediction, q.answer_raw)
     return strict_correct(q, prediction)
+
+
+def rule_name(dataset: str, normalized: bool = False) -> str:
+    if normalized:
+        return "normalized (UNOFFICIAL: NFKC, spaces and brackets dropped)"
+    return {
+        "igakuqa": "official IgakuQA (scripts/evaluate_main.py)",
+        "igakuqa119": "official IgakuQA119 (src/grading_logic.py)",
+        "denqa": "official DenQA (medLLM_QA_benchmark scripts/evaluate_main.py)",
+    }.get(dataset, "strict (IgakuQA format: sorted letters joined by ',')")
 
 
 def kinki_hits(q: Question, prediction: str) -> list[str]:
@@ -115,6 +138,17 @@ def kinki_hits(q: Question, prediction: str) -> list[str]:
         return []
     picked = set(normalize_prediction(prediction, q.kind))
     return sorted(picked & set(q.kinki))
+
+
+# ---------------------------------------------------------------- pass lines
+
+
+@cache
+def pass_lines() -> dict[str, dict[int, dict[str, Any]]]:
+    """The published pass lines (``eval/data/pass_lines.yaml``), with their sources."""
+    path = Path(str(resources.files("ragmed_eval"))) / "data" / "pass_lines.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return {exam: {int(k): v for k, v in years.items()} for exam, years in data.items()}
 
 
 # ---------------------------------------------------------------- aggregates
@@ -160,6 +194,25 @@ class ItemResult(BaseModel):
     has_image: bool = False
     kinki_hits: list[str] = Field(default_factory=list)
     missing: bool = False
+    exam: str | None = None
+    exam_number: int | None = None
+
+
+def _line_check(agg: Agg, line: dict[str, int] | None, share: float | None) -> dict[str, Any]:
+    """Apply a published line (``{line, total}``) or a share of the points to a section."""
+    rate = agg.score / agg.total if agg.total else 0.0
+    out: dict[str, Any] = {**agg.to_dict(), "rate": rate}
+    if not agg.total:
+        return {**out, "threshold": share, "passed": None, "applied": "no items"}
+    if share is not None and line is None:
+        return {**out, "threshold": share, "passed": rate >= share, "applied": f"share {share:.3f}"}
+    if line is None:
+        return {**out, "threshold": None, "passed": None, "applied": "no published line for this exam"}
+    threshold = line["line"] / line["total"]
+    out.update(line=line["line"], line_total=line["total"], threshold=threshold)
+    if agg.total == line["total"]:
+        return {**out, "passed": agg.score >= line["line"], "applied": "published points"}
+    return {**out, "passed": rate >= threshold, "applied": "share of the published line (totals differ)"}
 
 
 class ScoreReport(BaseModel):
@@ -170,6 +223,7 @@ class ScoreReport(BaseModel):
     items: list[ItemResult]
     missing: list[str] = Field(default_factory=list)
     thresholds: dict[str, float] = Field(default_factory=dict)
+    extra: dict[str, Any] = Field(default_factory=dict)
 
     def _group(self, key: str) -> dict[str, dict[str, Any]]:
         groups: dict[str, Agg] = defaultdict(Agg)
@@ -185,48 +239,72 @@ class ScoreReport(BaseModel):
         return a.to_dict()
 
     def pass_verdict(self) -> dict[str, Any]:
-        """The exam's rule per year: 必修 >= 80 % of its points, 一般・臨床 >= the year's line,
-        and at most 3 禁忌肢 picks. Only meaningful for a full exam (flagged `partial` otherwise)."""
+        """Per exam year: the exam's published lines (``pass_lines.yaml``) applied with its point rules.
+
+        Medical: 必修 (B+E) and 一般・臨床 (A, C, D, F) against the year's lines, at most ``kinki_max``
+        禁忌肢 picks. A user's ``--pass-threshold YEAR=0.70`` replaces the 一般・臨床 line by a share.
+        Dental: the lines are reported, the verdict is None (DenQA lacks the area/question-type map).
+        """
         out: dict[str, Any] = {}
-        years = sorted({it.year for it in self.items if it.year is not None})
-        for y in years:
-            rows = [it for it in self.items if it.year == y]
+        groups: dict[tuple[str, int], list[ItemResult]] = defaultdict(list)
+        for it in self.items:
+            if it.year is not None and it.exam is not None and it.exam_number is not None:
+                groups[(it.exam, it.exam_number)].append(it)
+        lines = pass_lines()
+        partial = self.subset not in ("all", "") or bool(self.missing)
+        for (exam, number), rows in sorted(groups.items(), key=lambda kv: (kv[1][0].year, kv[0])):
+            year = rows[0].year
+            published = lines.get(exam, {}).get(number)
+            source = (
+                {k: published[k] for k in ("announcement", "sources", "verified") if k in published}
+                if published
+                else None
+            )
+            if exam != "medical":
+                total = Agg()
+                for it in rows:
+                    total.add(it.correct, it.points)
+                out[str(year)] = {
+                    "exam": exam,
+                    "exam_number": number,
+                    "overall": total.to_dict(),
+                    "lines": {k: v for k, v in (published or {}).items() if isinstance(v, dict)},
+                    "passed": None,
+                    "partial": True,
+                    "reason": "the dental lines need each item's area (領域A/B, 必修) and question type (臨床実地 "
+                    "scores 3); the dataset does not record them",
+                    "source": source,
+                }
+                continue
             req, gen = Agg(), Agg()
             kinki = 0
             for it in rows:
                 (req if it.section == SECTION_REQUIRED else gen).add(it.correct, it.points)
                 kinki += len(it.kinki_hits)
-            thr = self.thresholds.get(str(y), self.thresholds.get("*", DEFAULT_GENERAL_THRESHOLD))
-            req_rate = req.score / req.total if req.total else 0.0
-            gen_rate = gen.score / gen.total if gen.total else 0.0
-            verdict = {
-                "required": {
-                    **req.to_dict(),
-                    "rate": req_rate,
-                    "threshold": REQUIRED_THRESHOLD,
-                    "passed": req_rate >= REQUIRED_THRESHOLD,
-                },
-                "general_clinical": {
-                    **gen.to_dict(),
-                    "rate": gen_rate,
-                    "threshold": thr,
-                    "passed": gen_rate >= thr,
-                },
-                "kinki": {"count": kinki, "limit": KINKI_LIMIT, "passed": kinki <= KINKI_LIMIT},
-                "partial": self.subset not in ("all", "") or bool(self.missing),
+            override = self.thresholds.get(str(year), self.thresholds.get("*"))
+            required = _line_check(
+                req, published["required"] if published else None, None if published else REQUIRED_SHARE
+            )
+            general = _line_check(
+                gen, None if override is not None else (published or {}).get("general_clinical"), override
+            )
+            limit = int(published.get("kinki_max", KINKI_LIMIT)) if published else KINKI_LIMIT
+            verdict: dict[str, Any] = {
+                "exam": exam,
+                "exam_number": number,
+                "required": required,
+                "general_clinical": general,
+                "kinki": {"count": kinki, "limit": limit, "passed": kinki <= limit},
+                "partial": partial,
+                "source": source,
             }
-            if not req.total or not gen.total:  # a block set without one section: no verdict possible
-                verdict["required"]["passed"] = None if not req.total else verdict["required"]["passed"]
-                verdict["general_clinical"]["passed"] = (
-                    None if not gen.total else verdict["general_clinical"]["passed"]
-                )
+            parts = [required["passed"], general["passed"], kinki <= limit]
+            if not req.total or not gen.total or None in parts:
                 verdict["passed"] = None
-                verdict["partial"] = True
+                verdict["partial"] = partial or not req.total or not gen.total
             else:
-                verdict["passed"] = all(
-                    verdict[k]["passed"] for k in ("required", "general_clinical", "kinki")
-                )
-            out[str(y)] = verdict
+                verdict["passed"] = all(parts)
+            out[str(year)] = verdict
         return out
 
     def to_dict(self, *, items: bool = False) -> dict[str, Any]:
@@ -242,6 +320,7 @@ class ScoreReport(BaseModel):
             "by_category": self._group("category"),
             "pass": self.pass_verdict(),
             "missing": self.missing,
+            **self.extra,
         }
         if items:
             d["items"] = [it.model_dump() for it in self.items]
@@ -256,9 +335,9 @@ def score(
     subset: str = "all",
     thresholds: dict[str, float] | None = None,
 ) -> ScoreReport:
-    """Score `predictions` (problem_id -> "a,c") against `questions`.
+    """Score ``predictions`` (problem_id -> "a,c") against ``questions``.
 
-    Questions without a prediction count as wrong and are listed in `missing` (IgakuQA's script
+    Questions without a prediction count as wrong and are listed in ``missing`` (IgakuQA's script
     would refuse the file; we score and say so).
     """
     qs = list(questions)
@@ -273,7 +352,7 @@ def score(
             ItemResult(
                 id=q.id,
                 prediction=pred,
-                gold=q.gold or [" or ".join(a[0] for a in q.alternatives)] if q.alternatives else q.gold,
+                gold=q.gold or ([" or ".join(a[0] for a in q.alternatives)] if q.alternatives else []),
                 correct=ok,
                 points=q.points,
                 year=q.year,
@@ -283,20 +362,14 @@ def score(
                 has_image=q.has_image,
                 kinki_hits=kinki_hits(q, pred) if pred is not None else [],
                 missing=pred is None,
+                exam=q.exam,
+                exam_number=q.exam_number,
             )
         )
     dataset = qs[0].dataset if qs else ""
-    if normalized:
-        scoring = "normalized (UNOFFICIAL: NFKC, spaces and brackets dropped)"
-    elif dataset == "igakuqa":
-        scoring = "official IgakuQA (scripts/evaluate_main.py)"
-    elif dataset == "igakuqa119":
-        scoring = "official IgakuQA119 (src/grading_logic.py)"
-    else:
-        scoring = "strict (IgakuQA format: sorted letters joined by ',')"
     return ScoreReport(
         dataset=dataset,
-        scoring=scoring,
+        scoring=rule_name(dataset, normalized),
         official=not normalized,
         subset=subset or "all",
         items=items,
@@ -308,39 +381,62 @@ def score(
 # ---------------------------------------------------------------- prediction files
 
 
+@dataclass
+class PredictionSet:
+    """Predictions read from disk, and (for IgakuQA119 answer files) the rows its grader keeps."""
+
+    predictions: dict[str, str]
+    files: list[str] = field(default_factory=list)
+    answer_files: igakuqa119.AnswerFiles | None = None
+
+
 def load_prediction_file(path: Path, out: dict[str, str] | None = None) -> dict[str, str]:
-    """Read one IgakuQA-format prediction file (`problem_id`, `prediction` per line)."""
+    """Read one IgakuQA-format prediction file (``problem_id``, ``prediction`` per line)."""
     out = {} if out is None else out
     for lineno, obj in read_jsonl(path):
         pid, pred = obj.get("problem_id"), obj.get("prediction")
         if pid is None or pred is None:
-            raise DatasetError(path, lineno, "each line needs 'problem_id' and 'prediction'")
+            raise DataFormatError(path, lineno, "each line needs 'problem_id' and 'prediction'")
         if not isinstance(pred, str):
-            raise DatasetError(path, lineno, f"'prediction' must be a string like \"a,c\", got {pred!r}")
+            raise DataFormatError(path, lineno, f"'prediction' must be a string like \"a,c\", got {pred!r}")
         if str(pid) in out:
-            raise DatasetError(path, lineno, f"duplicate prediction for {pid}")
+            raise DataFormatError(path, lineno, f"duplicate prediction for {pid}")
         out[str(pid)] = pred
     return out
 
 
-def load_predictions(path: str | Path, system: str | None = None) -> dict[str, str]:
-    """Load predictions from a file, or from IgakuQA's `baseline_results/{year}/NNN-X_{system}.jsonl`."""
+def load_prediction_set(path: str | Path, system: str | None = None) -> PredictionSet:
+    """Predictions from a jsonl file, IgakuQA's ``baseline_results/{year}/NNN-X_{system}.jsonl``, or
+    IgakuQA119's ``answers/<model>/119X_<model>.json`` (a file, the model's folder, or ``answers/``
+    with ``--system``)."""
     p = Path(path)
+    if not p.exists():
+        raise NotFoundError(f"predictions path {p} does not exist")
+    if (p.is_file() and igakuqa119.is_answer_file(p)) or (
+        p.is_dir() and any(igakuqa119.is_answer_file(f) for f in p.rglob("119?_*.json"))
+    ):
+        files = igakuqa119.find_answer_files(p, system)
+        if not files:
+            raise NotFoundError(f"no IgakuQA119 answer files 119X_{system or '*'}.json under {p}")
+        answers = igakuqa119.read_answer_files(files)
+        return PredictionSet(answers.predictions(), [str(f) for f in files], answers)
     if p.is_file():
-        return load_prediction_file(p)
-    if not p.is_dir():
-        raise FileNotFoundError(f"predictions path {p} does not exist")
+        return PredictionSet(load_prediction_file(p), [str(p)])
     if system is None:
-        raise ValueError("--system is needed to pick files NNN-X_{system}.jsonl in a predictions folder")
+        raise InputError("--system is needed to pick files NNN-X_{system}.jsonl in a predictions folder")
     files = sorted(
         f for f in p.rglob(f"*_{system}.jsonl") if re.fullmatch(rf"\d+-[A-Z]_{re.escape(system)}", f.stem)
     )
     if not files:
-        raise FileNotFoundError(f"no prediction files *_{system}.jsonl under {p}")
+        raise NotFoundError(f"no prediction files *_{system}.jsonl under {p}")
     preds: dict[str, str] = {}
     for f in files:
         load_prediction_file(f, preds)
-    return preds
+    return PredictionSet(preds, [str(f) for f in files])
+
+
+def load_predictions(path: str | Path, system: str | None = None) -> dict[str, str]:
+    return load_prediction_set(path, system).predictions
 
 
 def parse_thresholds(values: list[str] | None) -> dict[str, float]:
@@ -354,7 +450,7 @@ def parse_thresholds(values: list[str] | None) -> dict[str, float]:
             else:
                 out["*"] = float(year)
         except ValueError:
-            raise ValueError(f"bad --pass-threshold {v!r}; use YEAR=0.70") from None
+            raise InputError(f"bad --pass-threshold {v!r}; use YEAR=0.70") from None
     return out
 
 

@@ -19,7 +19,7 @@ from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import TextNode
 from pydantic import BaseModel
 
-from ragmed.errors import CorpusFormatError
+from ragmed.errors import CorpusFormatError, InputError
 from ragmed.tokenize import morphemes
 
 SUFFIXES = (".txt", ".md", ".jsonl", ".csv", ".pdf")
@@ -177,9 +177,9 @@ def load_documents(paths: Sequence[str | Path], opts: CorpusOptions | None = Non
 def make_splitter(opts: CorpusOptions) -> SentenceSplitter:
     """llama-index's splitter with Japanese sentence ends and a char or token budget."""
     if opts.chunk_unit not in ("chars", "tokens"):
-        raise ValueError(f"chunk_unit must be 'chars' or 'tokens', not {opts.chunk_unit!r}")
+        raise InputError(f"--chunk-unit must be 'chars' or 'tokens', not {opts.chunk_unit!r}")
     if opts.chunk_overlap >= opts.chunk_size:
-        raise ValueError("chunk_overlap must be smaller than chunk_size")
+        raise InputError("--chunk-overlap must be smaller than --chunk-size")
     return SentenceSplitter(
         chunk_size=opts.chunk_size,
         chunk_overlap=opts.chunk_overlap,

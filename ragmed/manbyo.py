@@ -18,7 +18,7 @@ import pandas as pd
 from llama_index.core.schema import TextNode
 from pydantic import BaseModel
 
-from ragmed.errors import ManbyoFormatError
+from ragmed.errors import DownloadError, ManbyoFormatError
 
 SOURCE_CREDIT = "万病辞書 MANBYO (NAIST Social Computing Lab), CC BY 4.0"
 OFFICIAL_URL = "https://sociocom.naist.jp/manbyou-dic/"
@@ -232,7 +232,7 @@ def fetch_manbyo(dest_dir: Path, url: str = OFFICIAL_ZIP_URL, timeout: float = 3
                     fh.write(chunk)
             tmp.replace(target)
     except (httpx.HTTPError, OSError) as exc:
-        raise RuntimeError(
+        raise DownloadError(
             f"could not download the Manbyo dictionary from {url} ({exc.__class__.__name__}: {exc}).\n"
             f"This machine seems to be offline. Download the release zip by hand from {OFFICIAL_URL} "
             f"(licence CC BY 4.0), then pass it directly: "

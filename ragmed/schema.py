@@ -190,23 +190,52 @@ class Citation(BaseModel):
     kind: str | None = None
     language: str | None = None
     text: str
+    #: The marker sits right after text the answer copied from a source: it may be that document's own
+    #: reference marker rather than a citation of this source.
+    in_quote: bool = False
 
     @classmethod
-    def from_chunk(cls, chunk: Chunk) -> Citation:
-        if chunk.n is None:
-            raise ValueError(f"chunk {chunk.node_id} was not packed into the prompt: it cannot be cited")
-        return cls(
-            n=chunk.n,
-            node_id=chunk.node_id,
-            source=chunk.source,
-            title=chunk.title,
-            standard_name=chunk.standard_name,
-            icd10=chunk.icd10,
-            score=chunk.score,
-            kind=chunk.kind,
-            language=chunk.language,
-            text=chunk.text,
-        )
+    def from_chunk(cls, chunk: Chunk, in_quote: bool = False) -> Citation:
+        return cls(**_packed_fields(cls, chunk), in_quote=in_quote)
+
+
+class Source(BaseModel):
+    """A chunk given to the model, numbered as in the prompt; ``cited`` once the answer cites it."""
+
+    n: int
+    node_id: str
+    text: str
+    source: str = ""
+    title: str = ""
+    standard_name: str | None = None
+    icd10: str | None = None
+    level: str | None = None
+    score: float | None = None
+    kind: str | None = None
+    language: str | None = None
+    truncated: bool = False
+    cited: bool = False
+
+    @classmethod
+    def from_chunk(cls, chunk: Chunk, cited: bool = False) -> Source:
+        return cls(**_packed_fields(cls, chunk), cited=cited)
+
+
+def _packed_fields(model: type[BaseModel], chunk: Chunk) -> dict[str, Any]:
+    """The fields ``model`` shares with a chunk that was packed into a prompt (and so has a number)."""
+    if chunk.n is None:
+        raise ValueError(f"chunk {chunk.node_id} was not packed into the prompt")
+    return chunk.model_dump(include=set(model.model_fields) & set(Chunk.model_fields))
+
+
+class Retrieved(BaseModel):
+    """Stream event sent once retrieval and packing are done, before the first token: what the model
+    is given (``sources``) and which diseases were linked, so a client can show them while it waits."""
+
+    sources: list[Source] = Field(default_factory=list)
+    linked: list[LinkedDisease] = Field(default_factory=list)
+    rag: bool = True
+    warnings: list[str] = Field(default_factory=list)
 
 
 class ContextInfo(BaseModel):
@@ -223,10 +252,15 @@ class ContextInfo(BaseModel):
 
 
 class Answer(BaseModel):
-    """Everything a caller may show or log about one free-text answer."""
+    """Everything a caller may show or log about one free-text answer.
+
+    ``sources`` is every chunk given to the model, numbered as in the prompt (``cited`` marks those the
+    answer cites); ``citations`` only the cited ones; ``chunks`` everything retrieved, packed or not.
+    """
 
     question: str
     text: str
+    sources: list[Source] = Field(default_factory=list)
     citations: list[Citation] = Field(default_factory=list)
     invalid_citations: list[int] = Field(default_factory=list)
     chunks: list[Chunk] = Field(default_factory=list)
@@ -251,6 +285,17 @@ class Choice(BaseModel):
     text: str
 
 
+class ExamExample(BaseModel):
+    """A solved exam item shown to the model before the question (few-shot prompting)."""
+
+    question: str
+    choices: list[str] = Field(default_factory=list)
+    #: The answer in prediction format: "a", "a,c" (sorted letters) or a number such as "26".
+    answer: str
+    kind: ExamKind = "single"
+    n_answers: int | None = None
+
+
 class ExamAnswer(BaseModel):
     """One exam answer. ``prediction`` is what scorers compare: "a,c" (sorted) or a numeric string."""
 
@@ -258,6 +303,8 @@ class ExamAnswer(BaseModel):
     prediction: str
     raw_text: str
     method: ExamMethod
+    #: The chunks given to the model, numbered as in the prompt (an exam answer cites nothing).
+    sources: list[Source] = Field(default_factory=list)
     citations: list[Citation] = Field(default_factory=list)
     chunks: list[Chunk] = Field(default_factory=list)
     usage: dict[str, int] = Field(default_factory=dict)
@@ -265,6 +312,7 @@ class ExamAnswer(BaseModel):
     prompt_hash: str = ""
     model: str = ""
     kind: ExamKind = "single"
+    shots: int = 0
     reasoning: str | None = None
     linked: list[LinkedDisease] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)

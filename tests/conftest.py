@@ -47,9 +47,10 @@ def vllm_server():
     Its environment and converted model are prepared by `ragmed llm prepare` (run by .ci/run) and
     cached; the first use here prepares them if needed.
     """
-    from ragmed.local_llm import server_for_tests
+    from ragmed.generate.local.server import SMALL_SERVER_ARGS, start_server
+    from ragmed.settings import get_settings
 
-    server = server_for_tests()
+    server = start_server(get_settings(), port=0, extra_args=SMALL_SERVER_ARGS)
     try:
         yield server
     finally:

@@ -22,8 +22,11 @@ import openai
 import pytest
 import uvicorn
 
-from ragmed.api import RagService, check_bind, create_app, split_conversation
+from ragmed.context import cited_numbers
+from ragmed.hosts import check_bind
 from ragmed.index import RagmedIndex
+from ragmed.server.app import create_app
+from ragmed.service import RagService, split_conversation
 from ragmed.settings import Settings
 
 KEY = "test-key-123"
@@ -94,7 +97,7 @@ def closed_url() -> str:
 @pytest.fixture(scope="module")
 def down_service(settings: Settings, demo_index: RagmedIndex) -> RagService:
     """The demo index with an upstream URL on which nothing listens."""
-    cfg = settings.with_overrides(llm_base_url=closed_url(), llm_max_retries=0, max_tokens=8)
+    cfg = settings.with_overrides(llm__base_url=closed_url(), llm__max_retries=0, generation__max_tokens=8)
     return RagService(demo_index, cfg)
 
 
@@ -106,7 +109,9 @@ def down_url(down_service: RagService) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def live_service(settings: Settings, demo_index: RagmedIndex, vllm_server) -> RagService:
-    cfg = settings.with_overrides(llm_base_url=vllm_server.base_url, llm_max_retries=1, max_tokens=8)
+    cfg = settings.with_overrides(
+        llm__base_url=vllm_server.base_url, llm__max_retries=1, llm__timeout=600, generation__max_tokens=8
+    )
     return RagService(demo_index, cfg)
 
 
@@ -120,12 +125,15 @@ def live_url(live_service: RagService) -> Iterator[str]:
 
 
 def test_refuses_open_bind_without_key() -> None:
-    with pytest.raises(ValueError, match="API key"):
-        check_bind("0.0.0.0", None)
-    check_bind("0.0.0.0", "secret")
-    check_bind("127.0.0.1", None)
-    check_bind("::1", None)
-    check_bind("localhost", None)
+    def bind(host: str, key: str | None) -> None:
+        check_bind(host, key, what="the API", need="an API key", fix="--api-key / RAGMED_API_KEY")
+
+    with pytest.raises(ValueError, match="without an API key"):
+        bind("0.0.0.0", None)
+    bind("0.0.0.0", "secret")
+    bind("127.0.0.1", None)
+    bind("::1", None)
+    bind("localhost", None)
 
 
 def test_conversation_query_uses_earlier_turns() -> None:
@@ -187,18 +195,18 @@ def test_malformed_requests_are_openai_shaped_400(down_url: str) -> None:
             extra_body={"ragmed": {"mode": "fuzzy"}},
         )
     # the server still serves after every bad request
-    assert httpx.get(f"{down_url}/openapi.json").status_code == 200
+    assert httpx.get(f"{down_url}/openapi.json", headers=headers).status_code == 200
 
 
 def test_oversized_body_and_too_many_messages_are_413(down_url: str, down_service: RagService) -> None:
-    limit = down_service.settings.api_max_body_bytes
+    limit = down_service.settings.serve.max_body_bytes
     huge = "あ" * (limit // 2)
     with pytest.raises(openai.APIStatusError) as info:
         client(down_url).chat.completions.create(
             model="ragmed/demo", messages=[{"role": "user", "content": huge}]
         )
     assert info.value.status_code == 413 and info.value.body["code"] == "request_too_large"
-    many = [{"role": "user", "content": "はい"}] * (down_service.settings.api_max_messages + 1)
+    many = [{"role": "user", "content": "はい"}] * (down_service.settings.serve.max_messages + 1)
     with pytest.raises(openai.APIStatusError) as info:
         client(down_url).chat.completions.create(model="ragmed/demo", messages=many)
     assert info.value.status_code == 413 and info.value.body["code"] == "too_many_messages"
@@ -229,9 +237,11 @@ def test_upstream_down_is_503_and_health_says_so(down_url: str) -> None:
             model="ragmed/demo", messages=[{"role": "user", "content": QUESTION}], stream=True
         )
     assert info.value.status_code == 503
-    health = httpx.get(f"{down_url}/health")
+    health = httpx.get(f"{down_url}/health", headers={"Authorization": f"Bearer {KEY}"})
     assert health.status_code == 503
     assert health.json()["upstream"]["reachable"] is False and health.json()["index"]["name"] == "demo"
+    # without the key: liveness only, no paths or upstream URL
+    assert httpx.get(f"{down_url}/health").json() == {"status": "ok"}
     # models still lists the RAG model; unknown endpoints are OpenAI-shaped 404s
     assert [m.id for m in client(down_url).models.list().data] == ["ragmed/demo"]
     missing = httpx.get(f"{down_url}/v1/nothing-here", headers={"Authorization": f"Bearer {KEY}"})
@@ -258,8 +268,10 @@ def test_embeddings_use_the_index_embedder(down_url: str, demo_index: RagmedInde
         client(down_url).embeddings.create(model="text-embedding-3-small", input="x")
 
 
-def test_openapi_document_lists_the_endpoints(down_url: str) -> None:
-    doc = httpx.get(f"{down_url}/openapi.json").json()
+def test_openapi_document_lists_the_endpoints_behind_the_key(down_url: str) -> None:
+    for path in ("/openapi.json", "/docs"):
+        assert httpx.get(f"{down_url}{path}").status_code == 401
+    doc = httpx.get(f"{down_url}/openapi.json", headers={"Authorization": f"Bearer {KEY}"}).json()
     assert {"/v1/chat/completions", "/v1/models", "/v1/embeddings", "/health"} <= set(doc["paths"])
 
 
@@ -271,7 +283,7 @@ def test_models_list_rag_and_upstream(live_url: str, vllm_server) -> None:
     ids = [m.id for m in client(live_url).models.list().data]
     assert ids == ["ragmed/demo", vllm_server.model]
     assert client(live_url).models.retrieve("ragmed/demo").id == "ragmed/demo"
-    health = httpx.get(f"{live_url}/health")
+    health = httpx.get(f"{live_url}/health", headers={"Authorization": f"Bearer {KEY}"})
     assert health.status_code == 200 and health.json()["upstream"]["reachable"] is True
 
 
@@ -291,6 +303,18 @@ def test_chat_returns_grounded_answer_with_citations(live_url: str) -> None:
     extra = reply.model_extra
     assert isinstance(extra["citations"], list)
     assert extra["ragmed"]["retrieved"] == 3 and extra["ragmed"]["rag"] is True
+    # every chunk given to the model comes back, numbered as in the prompt, cited or not
+    sources = extra["sources"]
+    assert (
+        [s["n"] for s in sources]
+        == list(range(1, len(sources) + 1))
+        == list(range(1, extra["ragmed"]["packed"] + 1))
+    )
+    assert all(
+        {"text", "source", "title", "standard_name", "icd10", "score", "language", "cited"} <= set(s)
+        for s in sources
+    )
+    assert {c["n"] for c in extra["citations"]} == {s["n"] for s in sources if s["cited"]}
     for c in extra["citations"]:  # 8 tokens may or may not cite; whatever is cited is a real source
         assert {"n", "source", "title", "icd10", "score", "text"} <= set(c)
         assert f"[{c['n']}]" in reply.choices[0].message.content.replace(" ", "")
@@ -299,8 +323,6 @@ def test_chat_returns_grounded_answer_with_citations(live_url: str) -> None:
 @pytest.mark.vllm
 def test_citations_resolve_to_sources(live_url: str) -> None:
     """Every [n] the model wrote is either a listed citation (with its source text) or reported invalid."""
-    from ragmed.rag import cited_numbers
-
     reply = client(live_url).chat.completions.create(
         model="ragmed/demo",
         messages=[
@@ -337,8 +359,12 @@ def test_stream_sends_deltas_then_citations(live_url: str) -> None:
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text
+    sources = chunks[0].model_extra["sources"]  # the first chunk: retrieval ended before generation
+    assert sources and [s["n"] for s in sources] == list(range(1, len(sources) + 1))
+    assert all("sources" not in (c.model_extra or {}) for c in chunks[1:])
     finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(finish) == 1 and isinstance(finish[0].model_extra["citations"], list)
+    assert {c["n"] for c in finish[0].model_extra["citations"]} <= {s["n"] for s in sources}
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 8
     # raw SSE ends with [DONE]
     with httpx.stream(
@@ -398,12 +424,12 @@ def test_unknown_model_is_404(live_url: str) -> None:
 @pytest.mark.vllm
 def test_upstream_timeout_is_504(settings: Settings, demo_index: RagmedIndex, vllm_server) -> None:
     cfg = settings.with_overrides(
-        llm_base_url=vllm_server.base_url,
-        llm_model=vllm_server.model,
-        llm_context_length=2048,
-        llm_timeout=0.001,
-        llm_max_retries=0,
-        max_tokens=8,
+        llm__base_url=vllm_server.base_url,
+        llm__model=vllm_server.model,
+        llm__context_length=2048,
+        llm__timeout=0.001,
+        llm__max_retries=0,
+        generation__max_tokens=8,
     )
     with serving(RagService(demo_index, cfg)) as url:
         with pytest.raises(openai.APIStatusError) as info:
@@ -416,7 +442,7 @@ def test_upstream_timeout_is_504(settings: Settings, demo_index: RagmedIndex, vl
                 model="ragmed/demo", messages=[{"role": "user", "content": QUESTION}], stream=True
             )
         assert info.value.status_code == 504
-        assert httpx.get(f"{url}/openapi.json").status_code == 200  # still serving
+        assert httpx.get(f"{url}/openapi.json").status_code == 200  # still serving (keyless: open)
 
 
 @pytest.mark.vllm
@@ -487,4 +513,5 @@ def test_load_64_concurrent_streams_no_failures_no_leaks(live_url: str, vllm_ser
 
 
 def test_index_path_in_health_is_real(down_url: str, demo_index: RagmedIndex) -> None:
-    assert Path(httpx.get(f"{down_url}/health").json()["index"]["path"]) == demo_index.path
+    health = httpx.get(f"{down_url}/health", headers={"Authorization": f"Bearer {KEY}"})
+    assert Path(health.json()["index"]["path"]) == demo_index.path

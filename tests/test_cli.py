@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,7 +124,56 @@ def test_errors_are_one_clear_line(cli, tmp_path: Path) -> None:
         "http://127.0.0.1:9/MANBYO.zip",
         ok=False,
     )
-    assert offline.returncode == 2 and "by hand" in offline.stderr
+    assert offline.returncode == 3 and "by hand" in offline.stderr  # an outside service failed
+
+
+def test_a_bug_keeps_its_traceback_and_is_not_a_user_error(cli, tmp_path: Path) -> None:
+    """A planted bug inside a command: exit 1 with the traceback, not an `error:` line with exit 2."""
+    script = (
+        "import sys\n"
+        "from ragmed.retrieve import hybrid\n"
+        "def broken(*a, **k):\n"
+        "    raise ZeroDivisionError('planted bug')\n"
+        "hybrid.Searcher.retrieve = broken\n"
+        "from ragmed.cli import app\n"
+        "sys.argv = ['ragmed', 'search', '--index', 'demo', 'x']\n"
+        "app()\n"
+    )
+    index_dir = str(Path(json.loads(cli("index", "info", "demo", "--json").stdout)["path"]).parent)
+    env = {**os.environ, "RAGMED_INDEX_DIR": index_dir}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 1
+    assert "ZeroDivisionError" in proc.stderr and "planted bug" in proc.stderr and "Traceback" in proc.stderr
+    assert "error:" not in proc.stderr
+
+
+def test_exit_codes_follow_one_mapping(cli, tmp_path: Path) -> None:
+    from ragmed.errors import (
+        IndexCorruptError,
+        IndexNotFoundError,
+        InputError,
+        UpstreamTimeout,
+        UpstreamUnavailable,
+        exit_code,
+    )
+
+    assert exit_code(InputError("x")) == exit_code(IndexNotFoundError("x")) == 2
+    assert exit_code(UpstreamUnavailable("x")) == exit_code(UpstreamTimeout("x")) == 3
+    assert exit_code(IndexCorruptError("x")) == 4
+    assert cli("normalize", "--index", "nope", "AMI", ok=False).returncode == 2
+    assert cli("schema", "nothing", ok=False).returncode == 2
+
+
+def test_json_outputs_publish_their_schema(cli) -> None:
+    ask = json.loads(cli("schema", "ask").stdout)
+    assert {"text", "sources", "citations", "chunks", "timings"} <= set(ask["properties"])
+    assert "answer" not in ask["properties"]  # the answer text is `text`
+    search = json.loads(cli("schema", "search").stdout)
+    assert search["type"] == "array" and {"rank", "score", "text", "source"} <= set(
+        search["items"]["properties"]
+    )
 
 
 @pytest.mark.vllm
@@ -138,7 +188,32 @@ def test_demo_runs_every_stage_and_exits_zero(tmp_path: Path, vllm_server) -> No
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    for step in ("1. build", "2. hybrid search", "3. disease normalization", "4. answer"):
+    for step in ("1. build", "2. hybrid search", "3. disease normalization", "4. exam mode", "5. free-text"):
         assert step in proc.stdout
     assert "急性心筋梗塞" in proc.stdout and "高血圧症" in proc.stdout
+    assert re.search(r"Answer:\s*[a-e]\s+\(method: constrained", proc.stdout)  # a valid constrained letter
+    assert "NOT clinically meaningful" in " ".join(proc.stderr.split())  # the small model's text is labelled
     assert "error" not in proc.stderr.lower()
+
+
+@pytest.mark.vllm
+def test_ask_reports_a_missing_index_like_search_does(cli, vllm_server) -> None:
+    done = cli("ask", "--index", "nope", "--llm-base-url", vllm_server.base_url, "質問", ok=False)
+    assert done.returncode == 2 and "Available in" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_ask_checks_the_llm_first_and_fails_fast(cli) -> None:
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    done = cli("ask", "--index", "demo", "--llm-base-url", f"http://127.0.0.1:{port}/v1", "質問", ok=False)
+    assert (
+        done.returncode == 3
+        and f"127.0.0.1:{port}" in done.stderr
+        and "ragmed llm serve-local" in done.stderr
+    )
+    assert time.monotonic() - started < 12  # before loading the index, without retries

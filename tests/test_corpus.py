@@ -96,9 +96,9 @@ def test_chunks_respect_size_overlap_and_positions(tmp_path: Path, unit: str) ->
 
 
 def test_bad_chunk_options() -> None:
-    with pytest.raises(ValueError, match="chunk_overlap"):
+    with pytest.raises(ValueError, match="chunk-overlap"):
         chunk_documents([], CorpusOptions(chunk_size=50, chunk_overlap=50))
-    with pytest.raises(ValueError, match="chunk_unit"):
+    with pytest.raises(ValueError, match="chunk-unit"):
         chunk_documents([], CorpusOptions(chunk_unit="pages"))
 
 

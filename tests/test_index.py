@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from llama_index.core.schema import NodeWithScore
 
-from ragmed.embeddings import LlamaIndexEmbedding, load_embedder
+from ragmed.adapters.llama_index import LlamaIndexEmbedding, RagmedRetriever
+from ragmed.embeddings import load_embedder
 from ragmed.index import (
     EmbeddingMismatchError,
     IndexNotFoundError,
@@ -72,11 +73,10 @@ def test_hybrid_scores_are_rrf_of_both_lists(demo_index: RagmedIndex) -> None:
 def test_disease_linking_expands_the_lexical_query(demo_index: RagmedIndex) -> None:
     # "HT" appears in no passage; the dictionary links it to 高血圧症, which the guideline uses.
     searcher = Searcher(demo_index)
-    from ragmed.retrieve import SearchTrace
-
-    trace = SearchTrace(query="", mode="")
-    expanded = searcher.search("HTの降圧目標", k=3, mode="bm25", kinds={"corpus"}, trace=trace)
-    assert "高血圧症" in trace.expansion and trace.linked[0]["mention"] == "HT"
+    retrieval = searcher.retrieve("HTの降圧目標", k=3, mode="bm25", kinds={"corpus"})
+    trace, expanded = retrieval.trace, retrieval.chunks
+    assert "高血圧症" in trace.expansion and trace.linked[0].mention == "HT"
+    assert retrieval.linked == trace.linked
     assert expanded and expanded[0].metadata["title"] == "高血圧の降圧目標"
     plain = searcher.search("HTの降圧目標", k=3, mode="bm25", kinds={"corpus"}, expand=False)
     assert not plain or plain[0].metadata["title"] != "高血圧の降圧目標" or plain[0].score < expanded[0].score
@@ -100,11 +100,12 @@ def test_bad_queries(demo_index: RagmedIndex) -> None:
 
 
 def test_llama_index_retriever_and_embedding(demo_index: RagmedIndex, embedder) -> None:
-    retriever = HybridRetriever(demo_index, k=2)
-    results = retriever.retrieve(PANCREATITIS)
+    ours = HybridRetriever(Searcher(demo_index), k=2)
+    retrieval = ours.retrieve(PANCREATITIS)
+    assert retrieval.trace.mode == "hybrid" and len(retrieval.chunks) == 2
+    results = RagmedRetriever(ours).retrieve(PANCREATITIS)
     assert len(results) == 2 and isinstance(results[0], NodeWithScore)
     assert results[0].node.metadata["source"].endswith("acute_pancreatitis.md")
-    assert retriever.last_trace is not None and retriever.last_trace.mode == "hybrid"
     li = LlamaIndexEmbedding(embedder)
     assert np.allclose(li.get_query_embedding("心不全"), embedder.embed_query("心不全"), atol=1e-6)
     assert np.allclose(li.get_text_embedding("心不全"), embedder.embed_passages(["心不全"])[0], atol=1e-6)
@@ -149,7 +150,7 @@ def test_sentence_transformers_backend_builds_and_searches(tmp_path: Path) -> No
         ),
         encoding="utf-8",
     )
-    settings = Settings(index_dir=tmp_path / "ix", embed_model=model_dir)
+    settings = Settings(index_dir=tmp_path / "ix").with_overrides(embed__model=model_dir)
     index = build_index("en", corpus=[docs], settings=settings, progress=False)
     assert index.manifest.embedding["query_prefix"] == "" and index.manifest.dimension == 384
     hits = Searcher(index).search("heart attack treatment", k=1, mode="dense")

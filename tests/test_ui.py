@@ -44,14 +44,23 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ui_url(settings: Settings, demo_index: RagmedIndex, vllm_server) -> Iterator[str]:
+def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def ui_url(settings: Settings, demo_index: RagmedIndex, vllm_server, runs_dir: Path) -> Iterator[str]:
     from ragmed_ui.app import launch
 
     cfg = settings.with_overrides(
-        llm_base_url=vllm_server.base_url, llm_max_retries=1, max_tokens=12, top_k=3
+        llm__base_url=vllm_server.base_url,
+        llm__max_retries=1,
+        generation__max_tokens=12,
+        retrieval__top_k=3,
+        ui__runs_dir=runs_dir,
     )
     port = free_port()
-    demo = launch(cfg, demo_index, host="127.0.0.1", port=port, block=False)
+    demo = launch(cfg, preloaded=demo_index, host="127.0.0.1", port=port, block=False)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -90,6 +99,11 @@ def test_chat_streams_answer_and_shows_sources(page, shots: Path) -> None:
     assert "score" in panel and "ICD-10" in panel and "ragmed/samples" in panel
     assert "I21" in panel  # the acute MI dictionary entry (ICD-10 I21.x) is among the sources
     assert page.locator("#ragmed-sources mark").count() > 0  # matched question terms highlighted
+    page.wait_for_function(  # the answer has ended: the panel no longer says it is coming
+        "!document.querySelector('#ragmed-sources').innerText.includes('Answering')",
+        timeout=300_000,
+        polling=500,
+    )
     bot = page.locator("#ragmed-chat .message.bot, #ragmed-chat [data-testid='bot']")
     assert bot.last.inner_text().strip()
     assert "急性心筋梗塞の初期治療は？" in page.locator("#ragmed-chat").inner_text()
@@ -113,9 +127,9 @@ def test_dictionary_tab_links_terms(page, shots: Path) -> None:
     print(f"\nUI screenshot: {path}")
 
 
-def test_evaluation_tab_shows_report(page, shots: Path, tmp_path: Path) -> None:
+def test_evaluation_tab_shows_report(page, shots: Path, runs_dir: Path) -> None:
     report_mod = pytest.importorskip("ragmed_eval.report")
-    run = tmp_path / "run"
+    run = runs_dir / "run"
     run.mkdir()
     report = {  # an invented two-mode run in the report.json schema
         "schema": report_mod.SCHEMA,
@@ -139,7 +153,7 @@ def test_evaluation_tab_shows_report(page, shots: Path, tmp_path: Path) -> None:
     report["plots"] = report_mod.make_plots(report, run / "plots")
     (run / report_mod.REPORT).write_text(json.dumps(report, ensure_ascii=False), encoding="utf-8")
     page.get_by_role("tab", name="Evaluation").click()
-    page.locator("#ragmed-run-dir textarea, #ragmed-run-dir input").first.fill(str(run))
+    page.locator("#ragmed-run-dir textarea, #ragmed-run-dir input").first.fill("run")
     page.locator("#ragmed-open-report").click()
     page.wait_for_function(
         "document.querySelector('#ragmed-eval-table').innerText.includes('0.75')",
@@ -153,3 +167,45 @@ def test_evaluation_tab_shows_report(page, shots: Path, tmp_path: Path) -> None:
     path = shots / "evaluation.png"
     page.screenshot(path=str(path), full_page=True)
     print(f"\nUI screenshot: {path}")
+
+
+def test_evaluation_tab_refuses_runs_outside_the_runs_folder(page, runs_dir: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    page.get_by_role("tab", name="Evaluation").click()
+    box = page.locator("#ragmed-run-dir textarea, #ragmed-run-dir input").first
+    for attempt in (str(outside), "../" * 12 + "etc"):
+        box.fill(attempt)
+        page.locator("#ragmed-open-report").click()
+        page.wait_for_function(
+            "document.querySelector('#ragmed-eval-summary').innerText.includes('runs folder')",
+            timeout=60_000,
+            polling=500,
+        )
+        assert "not inside the runs folder" in page.locator("#ragmed-eval-summary").inner_text()
+
+
+def test_report_plot_paths_cannot_leave_their_run(runs_dir: Path) -> None:
+    """A crafted report.json whose plot paths point at other files (a key file, pyproject.toml): none is
+    handed to the browser; a real plot inside the run still is."""
+    from ragmed_ui.app import eval_tables
+
+    report_mod = pytest.importorskip("ragmed_eval.report")
+    run = runs_dir / "crafted"
+    (run / "plots").mkdir(parents=True)
+    secret = runs_dir.parent / "api.key"
+    secret.write_text("sk-secret")
+    (run / "plots" / "ok.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 64)
+    report = {
+        "schema": report_mod.SCHEMA,
+        "run_dir": "/",
+        "dataset": "x",
+        "n_questions": 0,
+        "modes": {},
+        "comparisons": [],
+        "plots": {"accuracy_by_category": "../../api.key", "delta": str(Path(__file__).parents[1] / "pyproject.toml"),
+                  "ok": "plots/ok.png"},
+    }  # fmt: skip
+    (run / report_mod.REPORT).write_text(json.dumps(report), encoding="utf-8")
+    _, _, plots = eval_tables(runs_dir, "crafted")
+    assert [name for _, name in plots] == ["ok"]

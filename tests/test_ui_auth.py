@@ -27,7 +27,9 @@ def ui_url(settings: Settings, demo_index: RagmedIndex) -> Iterator[str]:
     from ragmed_ui.app import launch
 
     port = free_port()
-    demo = launch(settings.with_overrides(ui_auth=f"{USER}:{PASSWORD}"), demo_index, port=port, block=False)
+    demo = launch(
+        settings.with_overrides(ui__auth=f"{USER}:{PASSWORD}"), preloaded=demo_index, port=port, block=False
+    )
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -38,7 +40,7 @@ def test_open_bind_without_login_is_refused(settings: Settings, demo_index: Ragm
     from ragmed_ui.app import launch
 
     with pytest.raises(ValueError, match="without a login"):
-        launch(settings, demo_index, host="0.0.0.0", port=free_port(), block=False)
+        launch(settings, preloaded=demo_index, host="0.0.0.0", port=free_port(), block=False)
 
 
 @pytest.mark.parametrize("bad", ["nocolon", ":pw", "user:"])
@@ -46,7 +48,7 @@ def test_malformed_auth_is_named(settings: Settings, demo_index: RagmedIndex, ba
     from ragmed_ui.app import launch
 
     with pytest.raises(ValueError, match="user:password"):
-        launch(settings.with_overrides(ui_auth=bad), demo_index, port=free_port(), block=False)
+        launch(settings.with_overrides(ui__auth=bad), preloaded=demo_index, port=free_port(), block=False)
 
 
 def test_login_required_and_checked(ui_url: str) -> None:

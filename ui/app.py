@@ -1,7 +1,9 @@
 """Gradio chat UI for ragmed (``ragmed ui``): chat with sources, dictionary lookup, evaluation reports.
 
-Presentation only: answers come from :class:`ragmed.api.RagService` (the exact pipeline the HTTP API
-serves), disease linking from the index's searcher, reports from ``ragmed_eval.report.load_report``.
+Presentation only: answers and dictionary lookups come from :class:`ragmed.service.RagService` (the exact
+service the HTTP API serves), reports from ``ragmed_eval.report.load_report`` — only reports under the
+configured runs folder (``RAGMED_UI_RUNS_DIR``), with plots inside their run. The sources panel fills as
+soon as retrieval ends, before the first token, and marks cited sources when the answer ends.
 Fonts are local (Noto CJK from the OS) so Japanese renders offline; nothing is fetched from the web.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import html
 import re
+import sys
 import threading
 import unicodedata
 from collections.abc import AsyncIterator, Sequence
@@ -18,11 +21,12 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from ragmed.api import RagService
+from ragmed.errors import InputError, NotFoundError, RagmedError, ui_message
+from ragmed.generate.base import ChatBackend
+from ragmed.hosts import check_bind
 from ragmed.index import RagmedIndex, list_indexes
-from ragmed.llm import LLMError
-from ragmed.rag import Answer, RetrievedChunk
-from ragmed.retrieve import MODES
+from ragmed.schema import RETRIEVAL_MODES, Answer, LinkedDisease, Retrieved, Source
+from ragmed.service import RagService
 from ragmed.settings import Settings, get_settings
 from ragmed.tokenize import tokenize
 
@@ -30,7 +34,7 @@ DISCLAIMER = (
     "⚠️ **研究用ツールです。医療上の助言・診断には使用できません。** "
     "This is a research tool, not medical advice: answers may be wrong; always check the cited sources."
 )
-DICT_COLUMNS = ["mention", "standard_name", "icd10", "level", "score", "how"]
+DICT_COLUMNS = ["mention", "standard_name", "icd10", "level", "score", "how", "negated", "suspected"]
 EVAL_COLUMNS = ["mode", "correct", "n", "accuracy", "95% CI", "score", "total"]
 
 CSS = """
@@ -63,53 +67,75 @@ def highlight(text: str, terms: Sequence[str]) -> str:
     return "".join(out)
 
 
-def query_terms(question: str, answer: Answer | None = None) -> list[str]:
+def query_terms(question: str, linked: Sequence[LinkedDisease] = ()) -> list[str]:
     """Words of the question (content words) plus linked disease mentions and their standard names."""
     terms = [t for t in tokenize(question) if len(t) >= 2]
-    if answer is not None:
-        for d in answer.linked:
-            terms += [d.mention, d.standard_name]
+    for d in linked:
+        terms += [d.mention, d.standard_name]
     return [unicodedata.normalize("NFKC", t) for t in terms]
 
 
-def _source_card(rank: int, chunk: RetrievedChunk, cited: bool, terms: Sequence[str]) -> str:
-    score = "–" if chunk.score is None else f"{chunk.score:.4f}"
-    n = f"[{chunk.n}]" if chunk.n is not None else "(not in prompt)"
-    standard = chunk.standard_name or "–"
-    icd = chunk.icd10 or "–"
+def _source_card(source: Source, terms: Sequence[str]) -> str:
+    score = "–" if source.score is None else f"{source.score:.4f}"
+    standard = source.standard_name or "–"
+    icd = source.icd10 or "–"
     return (
-        f'<div class="ragmed-source{" cited" if cited else ""}" data-rank="{rank}">'
-        f'<div class="meta"><b>#{rank}</b> {html.escape(n)} · score {score} · '
-        f"<b>{html.escape(chunk.title or chunk.source)}</b> · source: <code>{html.escape(chunk.source)}</code>"
+        f'<div class="ragmed-source{" cited" if source.cited else ""}" data-rank="{source.n}">'
+        f'<div class="meta"><b>[{source.n}]</b> · score {score} · '
+        f"<b>{html.escape(source.title or source.source)}</b> · source: <code>{html.escape(source.source)}</code>"
         f" · 標準病名: <span class='standard'>{html.escape(standard)}</span>"
-        f" · ICD-10: <span class='icd10'>{html.escape(icd)}</span>{' · <b>cited</b>' if cited else ''}</div>"
-        f'<div class="chunk">{highlight(chunk.text, terms)}</div></div>'
+        f" · ICD-10: <span class='icd10'>{html.escape(icd)}</span>{' · <b>cited</b>' if source.cited else ''}</div>"
+        f'<div class="chunk">{highlight(source.text, terms)}</div></div>'
     )
 
 
-def sources_html(answer: Answer) -> str:
-    """The sources panel: linked diseases, then every retrieved chunk (cited ones highlighted)."""
-    if not answer.rag:
-        return "<p class='ragmed-empty'>RAG is off: the answer used no sources.</p>"
-    terms = query_terms(answer.question, answer)
-    cited = {c.node_id for c in answer.citations}
-    parts = []
-    if answer.linked:
-        items = ", ".join(
-            f"{html.escape(d.mention)} → <b>{html.escape(d.standard_name)}</b> ({html.escape(d.icd10)})"
-            for d in answer.linked
+def _linked_html(linked: Sequence[LinkedDisease]) -> str:
+    if not linked:
+        return ""
+    items = []
+    for d in linked:
+        flags = "".join(f" <i>({w})</i>" for w, on in (("否定", d.negated), ("疑い", d.suspected)) if on)
+        items.append(
+            f"{html.escape(d.mention)} → <b>{html.escape(d.standard_name)}</b> ({html.escape(d.icd10)}){flags}"
         )
-        parts.append(f"<div class='ragmed-linked'>Linked diseases: {items}</div>")
-    if not answer.chunks:
-        parts.append("<p class='ragmed-empty'>No sources were retrieved.</p>")
-    for rank, chunk in enumerate(answer.chunks, start=1):
-        parts.append(_source_card(rank, chunk, chunk.node_id in cited, terms))
-    if answer.warnings:
-        notes = "".join(f"<li>{html.escape(w)}</li>" for w in answer.warnings)
+    return f"<div class='ragmed-linked'>Linked diseases: {', '.join(items)}</div>"
+
+
+def sources_html(
+    question: str,
+    sources: Sequence[Source],
+    linked: Sequence[LinkedDisease] = (),
+    *,
+    rag: bool = True,
+    warnings: Sequence[str] = (),
+    answering: bool = False,
+) -> str:
+    """The sources panel: linked diseases, then every chunk given to the model (cited ones highlighted)."""
+    if not rag:
+        return "<p class='ragmed-empty'>RAG is off: the answer uses no sources.</p>"
+    terms = query_terms(question, linked)
+    parts = [_linked_html(linked)]
+    if answering:
         parts.append(
-            f"<details><summary>Warnings ({len(answer.warnings)})</summary><ul>{notes}</ul></details>"
+            "<p class='ragmed-status'>Answering… (cited sources are marked when the answer ends)</p>"
         )
+    if not sources:
+        parts.append("<p class='ragmed-empty'>No sources were retrieved.</p>")
+    parts += [_source_card(s, terms) for s in sources]
+    if warnings:
+        notes = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+        parts.append(f"<details><summary>Warnings ({len(warnings)})</summary><ul>{notes}</ul></details>")
     return "<div class='ragmed-sources-list'>" + "".join(parts) + "</div>"
+
+
+def retrieved_html(question: str, event: Retrieved) -> str:
+    return sources_html(question, event.sources, event.linked, rag=event.rag, answering=True)
+
+
+def answer_html(answer: Answer) -> str:
+    return sources_html(
+        answer.question, answer.sources, answer.linked, rag=answer.rag, warnings=answer.warnings
+    )
 
 
 def _text(content: Any) -> str:
@@ -129,17 +155,24 @@ def _text(content: Any) -> str:
 class Services:
     """One :class:`RagService` per index name, loaded on first use and shared by all sessions."""
 
-    def __init__(self, settings: Settings, preloaded: RagmedIndex | None = None, warm: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        preloaded: RagmedIndex | None = None,
+        warm: bool = False,
+        llm: ChatBackend | None = None,
+    ) -> None:
         self.settings = settings
         self.warm = warm  # a served UI warms each index's searcher (query encoder, normalizer) on load
+        self.llm = llm  # None: the configured server (RAGMED_LLM_BASE_URL)
         self._services: dict[str, RagService] = {}
         self._lock = threading.Lock()
         if preloaded is not None:
-            self._services[preloaded.name] = self._ready(RagService(preloaded, settings))
+            self._services[preloaded.name] = self._ready(RagService(preloaded, settings, llm))
 
     def _ready(self, service: RagService) -> RagService:
         if self.warm:
-            service.searcher.warm()
+            service.warm()
         return service
 
     def names(self) -> list[str]:
@@ -149,69 +182,34 @@ class Services:
     def get(self, name: str) -> RagService:
         with self._lock:
             if name not in self._services:
-                self._services[name] = self._ready(RagService.load(name, self.settings))
+                self._services[name] = self._ready(RagService.load(name, self.settings, self.llm))
             return self._services[name]
 
 
 def dictionary_rows(service: RagService, text: str, k: int = 3) -> pd.DataFrame:
-    """Disease mentions in ``text`` linked to Manbyo (normalizer), else the closest dictionary entries."""
-    rows: list[dict[str, Any]] = []
-    levels = {
-        r["metadata"].get("standard_name"): r["metadata"].get("level")
-        for r in service.index.records
-        if r["metadata"].get("kind") == "manbyo"
-    }
-    normalizer = service.index.normalizer
-    if normalizer is not None:
-        for m in normalizer.find_mentions(text, k=k):
-            for c in m.candidates:
-                if c.standard_name == "-1":
-                    continue
-                level = getattr(c, "level", None) or levels.get(c.standard_name)
-                rows.append(
-                    {
-                        "mention": m.text,
-                        "standard_name": c.standard_name,
-                        "icd10": c.icd10,
-                        "level": level or "",
-                        "score": round(float(c.score), 4) if c.score is not None else None,
-                        "how": "linked",
-                    }
-                )
-    if normalizer is not None and not rows and len(text.strip()) <= 40:  # a bare term: normalize it whole
-        for c in normalizer.normalize(text.strip(), k=k):
-            if c.standard_name != "-1":
-                rows.append(
-                    {
-                        "mention": text.strip(),
-                        "standard_name": c.standard_name,
-                        "icd10": c.icd10,
-                        "level": getattr(c, "level", None) or levels.get(c.standard_name) or "",
-                        "score": round(float(c.score), 4),
-                        "how": "normalized",
-                    }
-                )
-    if not rows:  # no normalizer, or nothing linked: dictionary entries by hybrid search
-        for hit in service.searcher.search(text, k=k * 3, kinds={"manbyo"}):
-            meta = hit.metadata
-            rows.append(
-                {
-                    "mention": meta.get("surface", ""),
-                    "standard_name": meta.get("standard_name", ""),
-                    "icd10": meta.get("icd10", ""),
-                    "level": meta.get("level") or "",
-                    "score": round(hit.score, 4),
-                    "how": "search",
-                }
-            )
+    """Disease mentions in ``text`` linked to Manbyo (with negation/suspicion), else the closest entries."""
+    rows = [r.model_dump() for r in service.dictionary(text, k=k)]
     return pd.DataFrame(rows, columns=DICT_COLUMNS)
 
 
-def eval_tables(run_dir: str) -> tuple[pd.DataFrame, str, list[tuple[str, str]]]:
-    """Accuracy table, a markdown summary and the plots of an eval run directory."""
+def resolve_run(runs_dir: Path, run_dir: str) -> Path:
+    """``run_dir`` as a folder inside ``runs_dir`` (a name or a path); anything outside is refused."""
+    root = runs_dir.resolve()
+    given = Path(run_dir.strip())
+    candidate = (given if given.is_absolute() else root / given).resolve()
+    if candidate != root and root not in candidate.parents:
+        raise InputError(f"{run_dir!r} is not inside the runs folder {root} (RAGMED_UI_RUNS_DIR)")
+    if not candidate.is_dir():
+        raise NotFoundError(f"no eval run {run_dir!r} in {root}")
+    return candidate
+
+
+def eval_tables(runs_dir: Path, run_dir: str) -> tuple[pd.DataFrame, str, list[tuple[str, str]]]:
+    """Accuracy table, a markdown summary and the plots of an eval run under ``runs_dir``."""
     from ragmed_eval.report import load_report
 
-    report = load_report(run_dir)
+    base = resolve_run(runs_dir, run_dir)
+    report = load_report(base)
     rows = []
     for mode, m in report.get("modes", {}).items():
         o = m.get("overall", {})
@@ -239,32 +237,48 @@ def eval_tables(run_dir: str) -> tuple[pd.DataFrame, str, list[tuple[str, str]]]
             + (f" (95% CI {lo:+.3f}…{hi:+.3f})" if lo is not None else "")
             + (f", McNemar p = {p:.3g}" if p is not None else "")
         )
-    base = Path(report.get("run_dir") or run_dir)
-    plots = [
-        (str(base / rel), name) for name, rel in (report.get("plots") or {}).items() if (base / rel).exists()
-    ]
+    plots = []
+    for name, rel in (report.get("plots") or {}).items():
+        path = (base / str(rel)).resolve()
+        if (
+            base in path.parents and path.suffix.lower() == ".png" and path.is_file()
+        ):  # a plot of this run only
+            plots.append((str(path), name))
     return pd.DataFrame(rows, columns=EVAL_COLUMNS), "\n\n".join(lines), plots
 
 
 def build_ui(
-    settings: Settings | None = None, index: str | RagmedIndex | None = None, warm: bool = False
+    settings: Settings | None = None,
+    index: str | None = None,
+    *,
+    preloaded: RagmedIndex | None = None,
+    warm: bool = False,
+    llm: ChatBackend | None = None,
 ) -> gr.Blocks:
-    """The Blocks app: Chat, Dictionary and Evaluation tabs over the given (default) index."""
+    """The Blocks app: Chat, Dictionary and Evaluation tabs over ``index`` (or an index already loaded);
+    ``llm`` replaces the configured upstream (e.g. the echo backend)."""
     settings = settings or get_settings()
-    preloaded = index if isinstance(index, RagmedIndex) else None
-    services = Services(settings, preloaded, warm=warm)
+    services = Services(settings, preloaded, warm=warm, llm=llm)
     names = services.names()
-    default = preloaded.name if preloaded else (index or (names[0] if names else None))
+    default = preloaded.name if preloaded is not None else (index or (names[0] if names else None))
     if default is None:
-        raise ValueError(
-            f"No index in {settings.index_dir}: build one with `ragmed index build` or pass --index."
+        raise NotFoundError(
+            f"No index in {Path(settings.index_dir).resolve()}: build one with `ragmed index build`, pass "
+            "--index, or set RAGMED_INDEX_DIR."
         )
     if default not in names:
         services.get(str(default))  # fail early with the index loader's message
         names = services.names()
+    runs_dir = Path(settings.ui.runs_dir)
 
     async def respond(
-        message: str, history: list[dict[str, Any]], rag: bool, k: float, mode: str, index_name: str
+        message: str,
+        history: list[dict[str, Any]],
+        rag: bool,
+        k: float,
+        mode: str,
+        max_tokens: float,
+        index_name: str,
     ) -> AsyncIterator[tuple[Any, Any, Any]]:
         if not message or not message.strip():
             yield history, "", gr.skip()
@@ -279,16 +293,19 @@ def build_ui(
         yield shown, "", "<p class='ragmed-empty'>Searching…</p>"
         try:
             service = services.get(index_name)
-            async for item in service.astream(conversation, k=int(k), mode=mode, rag=rag):
-                if isinstance(item, str):
+            params = service.sampling(max_tokens=int(max_tokens))
+            async for item in service.astream(conversation, k=int(k), mode=mode, rag=rag, params=params):
+                if isinstance(item, Retrieved):  # before the first token: show what the model is given
+                    yield shown, "", retrieved_html(message, item)
+                elif isinstance(item, str):
                     shown[-1]["content"] += item
                     yield shown, "", gr.skip()
                 else:
                     shown[-1]["content"] = item.text
-                    yield shown, "", sources_html(item)
-        except (LLMError, ValueError, FileNotFoundError) as exc:
-            shown[-1]["content"] = f"⚠️ {exc}"
-            yield shown, "", f"<p class='ragmed-error'>{html.escape(str(exc))}</p>"
+                    yield shown, "", answer_html(item)
+        except RagmedError as exc:
+            shown[-1]["content"] = f"⚠️ {ui_message(exc)}"
+            yield shown, "", f"<p class='ragmed-error'>{html.escape(ui_message(exc))}</p>"
 
     def lookup(text: str, index_name: str) -> pd.DataFrame:
         if not text or not text.strip():
@@ -297,9 +314,9 @@ def build_ui(
 
     def open_report(run_dir: str) -> tuple[pd.DataFrame, str, str | None, str | None]:
         try:
-            table, summary, plots = eval_tables(run_dir.strip())
-        except (FileNotFoundError, ValueError, KeyError) as exc:
-            return pd.DataFrame(columns=EVAL_COLUMNS), f"⚠️ {exc}", None, None
+            table, summary, plots = eval_tables(runs_dir, run_dir)
+        except RagmedError as exc:
+            return pd.DataFrame(columns=EVAL_COLUMNS), f"⚠️ {ui_message(exc)}", None, None
         by_name = {name: path for path, name in plots}
         return table, summary, by_name.get("accuracy_by_category"), by_name.get("delta")
 
@@ -310,10 +327,29 @@ def build_ui(
             index_box = gr.Dropdown(names, value=default, label="Index", elem_id="ragmed-index", scale=2)
             rag_box = gr.Checkbox(value=True, label="RAG (retrieve sources)", elem_id="ragmed-rag", scale=1)
             k_box = gr.Slider(
-                1, 20, value=settings.top_k, step=1, label="k (sources)", elem_id="ragmed-k", scale=2
+                1,
+                20,
+                value=settings.retrieval.top_k,
+                step=1,
+                label="k (sources)",
+                elem_id="ragmed-k",
+                scale=2,
             )
             mode_box = gr.Radio(
-                list(MODES), value=settings.mode, label="Retrieval mode", elem_id="ragmed-mode", scale=2
+                list(RETRIEVAL_MODES),
+                value=settings.retrieval.mode,
+                label="Retrieval mode",
+                elem_id="ragmed-mode",
+                scale=2,
+            )
+            max_tokens_box = gr.Slider(
+                1,
+                4096,
+                value=settings.generation.max_tokens,
+                step=16,
+                label="max tokens (answer length)",
+                elem_id="ragmed-max-tokens",
+                scale=2,
             )
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
@@ -335,7 +371,7 @@ def build_ui(
                             "<p class='ragmed-empty'>Ask a question to see its sources.</p>",
                             elem_id="ragmed-sources",
                         )
-                inputs = [question, chatbot, rag_box, k_box, mode_box, index_box]
+                inputs = [question, chatbot, rag_box, k_box, mode_box, max_tokens_box, index_box]
                 outputs = [chatbot, question, sources]
                 question.submit(respond, inputs, outputs)
                 send.click(respond, inputs, outputs)
@@ -354,7 +390,10 @@ def build_ui(
                 look.click(lookup, [term, index_box], table)
                 term.submit(lookup, [term, index_box], table)
             with gr.Tab("Evaluation", id="evaluation"):
-                run_dir = gr.Textbox(label="Eval run directory (holds report.json)", elem_id="ragmed-run-dir")
+                run_dir = gr.Textbox(
+                    label=f"Eval run (a folder under {runs_dir}, holding report.json)",
+                    elem_id="ragmed-run-dir",
+                )
                 load = gr.Button("Open report", variant="primary", elem_id="ragmed-open-report")
                 summary = gr.Markdown(elem_id="ragmed-eval-summary")
                 acc = gr.Dataframe(
@@ -382,42 +421,68 @@ def parse_auth(auth: str | None) -> tuple[str, str] | None:
         return None
     user, sep, password = auth.partition(":")
     if not sep or not user or not password:
-        raise ValueError("UI auth must look like 'user:password' (--auth or RAGMED_UI_AUTH)")
+        raise InputError("UI auth must look like 'user:password' (--auth or RAGMED_UI_AUTH)")
     return user, password
 
 
 def launch(
     settings: Settings | None = None,
-    index: str | RagmedIndex | None = None,
+    index: str | None = None,
     host: str = "127.0.0.1",
     port: int = 7860,
     block: bool = True,
+    *,
+    preloaded: RagmedIndex | None = None,
+    llm: ChatBackend | None = None,
 ) -> gr.Blocks:
     """``ragmed ui``: serve the UI; ``block=False`` returns at once (call ``.close()`` when done).
 
-    With ``settings.ui_auth`` the UI asks for that user and password first. Like the API, it refuses
-    to listen beyond this machine without one: anyone on the network could otherwise spend the LLM.
+    With ``ui.auth`` the UI asks for that user and password first. Like the API, it refuses to listen
+    beyond this machine without one: anyone on the network could otherwise spend the LLM.
     """
-    from ragmed.api import is_loopback
-
     settings = settings or get_settings()
-    auth = parse_auth(settings.ui_auth)
-    if auth is None and not is_loopback(host):
-        raise ValueError(
-            f"Refusing to serve the UI on {host!r} without a login: anyone on the network could use it. "
-            "Set --auth user:password / RAGMED_UI_AUTH, or bind to 127.0.0.1."
-        )
-    demo = build_ui(settings, index, warm=True)
+    auth = parse_auth(settings.ui.auth)
+    check_bind(
+        host, settings.ui.auth, what="the UI", need="a login", fix="--auth user:password / RAGMED_UI_AUTH"
+    )
+    demo = build_ui(settings, index, preloaded=preloaded, warm=True, llm=llm)
     demo.queue(default_concurrency_limit=16)
     demo.launch(
         server_name=host,
         server_port=port,
         auth=auth,
-        prevent_thread_lock=not block,
+        prevent_thread_lock=True,
         quiet=True,
         show_error=True,
         theme=theme(),
         css=CSS,
         ssr_mode=False,
     )
+    if block:
+        serve_until_interrupted(demo, host, port)
     return demo
+
+
+def serve_until_interrupted(demo: gr.Blocks, host: str, port: int) -> None:
+    """Print where the UI is, then wait until Ctrl-C or SIGTERM and close the server cleanly."""
+    import signal
+    import threading
+
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = f"http://{shown}:{port}/"
+    print(url, flush=True)  # stdout: scripts can capture the URL
+    print(f"ragmed UI at {url} — Ctrl-C stops.", file=sys.stderr, flush=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        print("stopping the UI…", file=sys.stderr, flush=True)
+        demo.close()

@@ -27,7 +27,10 @@ from ragmed.errors import PromptTemplateError
 PLACEHOLDERS: dict[str, tuple[set[str], set[str]]] = {
     "system": (set(), set()),
     "system_no_rag": (set(), set()),
-    "context_item": ({"n", "title", "source", "text", "icd10", "standard_name", "kind"}, {"n", "text"}),
+    "context_item": (
+        {"n", "title", "source", "text", "icd10", "standard_name", "kind", "language", "fence"},
+        {"n", "text"},
+    ),
     "diseases": ({"items"}, {"items"}),
     "user": ({"context", "diseases", "question"}, {"context", "question"}),
     "user_no_rag": ({"question"}, {"question"}),

@@ -1,0 +1,1 @@
+"""Adapters between ragmed's seams and other libraries' interfaces."""

@@ -1,0 +1,1 @@
+"""Serve stage: the OpenAI-compatible HTTP API (protocol, app, routes)."""

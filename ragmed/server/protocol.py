@@ -1,0 +1,221 @@
+"""The wire format of ragmed's OpenAI-compatible API, as pydantic models (requests, responses, stream
+chunks, errors). OpenAI's fields keep OpenAI's names and meaning; ragmed's additions are top-level keys
+(``sources``, ``citations``, ``ragmed``) that OpenAI clients expose as extra fields."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ragmed.schema import Citation, LinkedDisease, RetrievalMode, Source
+
+
+def _no_lone_surrogates(text: str, where: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{where} is not valid Unicode text (an unpaired surrogate at character {exc.start})"
+        ) from None
+    return text
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _valid_text(cls, value: str | None) -> str | None:
+        return None if value is None else _no_lone_surrogates(value, "text")
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _valid_content(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _no_lone_surrogates(value, "content")
+        return value
+
+    def text(self) -> str | None:
+        """The message text; None when it holds non-text parts (images…), which ragmed does not take."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        if any(p.type != "text" for p in self.content):
+            return None
+        return "".join(p.text or "" for p in self.content)
+
+
+class RagOptions(BaseModel):
+    """``extra_body={"ragmed": {...}}``: per-request retrieval options."""
+
+    model_config = ConfigDict(extra="forbid")
+    k: int | None = Field(None, ge=1, le=50)
+    mode: RetrievalMode | None = None
+    rag: bool = True
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    # Unknown OpenAI fields (user, logit_bias, …) are accepted and ignored, as vLLM does.
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1, le=1)
+    ragmed: RagOptions | None = None
+
+
+class EmbeddingOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input_type: Literal["passage", "query"] = "passage"
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    input: str | list[str] = Field(min_length=1)
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    ragmed: EmbeddingOptions | None = None
+
+
+# --------------------------------------------------------------------------- responses
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def of(cls, usage: dict[str, int]) -> Usage:
+        prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+        return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+class RagmedExtras(BaseModel):
+    """ragmed's own details of a RAG answer."""
+
+    linked: list[LinkedDisease] = Field(default_factory=list)
+    retrieved: int = 0
+    packed: int = 0
+    invalid_citations: list[int] = Field(default_factory=list)
+    rag: bool = True
+    upstream_model: str = ""
+    prompt_hash: str = ""
+    timings: dict[str, float] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    trace: dict[str, Any] = Field(default_factory=dict)
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: str = "stop"
+    logprobs: None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    sources: list[Source] = Field(default_factory=list)
+    citations: list[Citation] = Field(default_factory=list)
+    ragmed: RagmedExtras | None = None
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One SSE event. The first carries ``sources`` (retrieval ends before generation starts), the one
+    with ``finish_reason`` carries ``citations`` and ``ragmed``; ``usage`` rides on a last, choice-less
+    chunk when the client asked for it."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    sources: list[Source] | None = None
+    citations: list[Citation] | None = None
+    ragmed: RagmedExtras | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingItem]
+    model: str
+    usage: dict[str, int]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error shape, so clients raise their usual exceptions."""
+
+    error: ErrorDetail

@@ -1,0 +1,222 @@
+"""``POST /v1/chat/completions``: RAG answers (model ``ragmed/<index>``) or straight to the upstream.
+
+Streaming or not, multi-turn, OpenAI's sampling fields passed through. Non-streaming responses carry
+``sources`` (every chunk given to the model, numbered as in the prompt, ``cited`` marked) and
+``citations``; a stream carries ``sources`` in its first chunk — retrieval is over before the first
+token — and ``citations`` in the chunk that finishes it. Upstream failures before the first byte are
+503/504/400 responses; after it, an in-band error event, then ``[DONE]``. A client that goes away stops
+the work done for it (the upstream request included).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from ragmed.errors import InputError, RagmedError, TooLargeError, error_code, mapping
+from ragmed.schema import Answer, ChatResult, Message, Retrieved
+from ragmed.server.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    ChunkChoice,
+    Delta,
+    ErrorDetail,
+    ErrorResponse,
+    RagmedExtras,
+    RagOptions,
+    Usage,
+)
+from ragmed.server.routes.common import ClientGone, service_of, settings_of, unless_disconnected
+from ragmed.server.routes.models import resolve_model
+
+router = APIRouter(tags=["openai"])
+
+Event = Retrieved | str | Answer | ChatResult
+
+
+def extras(answer: Answer) -> RagmedExtras:
+    """ragmed's own details beside OpenAI's fields (clients ignore unknown top-level keys)."""
+    return RagmedExtras(
+        linked=answer.linked,
+        retrieved=len(answer.chunks),
+        packed=answer.context.packed,
+        invalid_citations=answer.invalid_citations,
+        rag=answer.rag,
+        upstream_model=answer.model,
+        prompt_hash=answer.prompt_hash,
+        timings=answer.timings,
+        warnings=answer.warnings,
+        trace=answer.trace,
+    )
+
+
+def _messages(req: ChatRequest) -> list[Message]:
+    out: list[Message] = []
+    for i, m in enumerate(req.messages):
+        text = m.text()
+        if text is None:
+            raise InputError(
+                "Only text content parts are supported.",
+                param=f"messages[{i}].content",
+                code="unsupported_content",
+            )
+        out.append({"role": m.role, "content": text})
+    return out
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(req: ChatRequest, request: Request) -> Response:
+    """Chat with RAG (model ``ragmed/<index>``) or straight to the upstream model."""
+    service, settings = service_of(request), settings_of(request)
+    if len(req.messages) > settings.serve.max_messages:
+        raise TooLargeError(
+            f"Too many messages: {len(req.messages)}, the limit is {settings.serve.max_messages} "
+            "(RAGMED_API_MAX_MESSAGES).",
+            param="messages",
+            code="too_many_messages",
+        )
+    use_rag_model = await resolve_model(service, req.model)
+    messages = _messages(req)
+    opts = req.ragmed or RagOptions()
+    try:
+        params = service.sampling(
+            temperature=req.temperature,
+            top_p=req.top_p,
+            max_tokens=req.max_completion_tokens or req.max_tokens,
+            seed=req.seed,
+            stop=[req.stop] if isinstance(req.stop, str) else req.stop,
+        )
+    except ValidationError as exc:
+        raise InputError(f"Invalid sampling parameters: {exc.errors()[0]['msg']}") from None
+    events: AsyncIterator[Event]
+    if use_rag_model:
+        events = service.astream(messages, k=opts.k, mode=opts.mode, rag=opts.rag, params=params)
+    else:
+        events = service.llm.astream(messages, params)
+    completion = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model}
+    try:
+        # Upstream failures surface here, before any byte is sent, so they keep their HTTP status: the
+        # sources (ready first) wait for the model's first token, then go out in the first chunk.
+        first = await unless_disconnected(request, anext(events))
+        head: list[Event] = [first]
+        if isinstance(first, Retrieved):
+            head.append(await unless_disconnected(request, anext(events)))
+    except ClientGone:
+        await events.aclose()
+        return Response(status_code=499)
+    except BaseException:
+        await events.aclose()
+        raise
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return StreamingResponse(
+            _sse(events, head, completion, include_usage),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+    try:
+        final = await unless_disconnected(request, _collect(events, head))
+    except ClientGone:
+        return Response(status_code=499)  # nginx's "client closed request": nobody reads it
+    body = ChatCompletion(
+        **completion,
+        choices=[
+            ChatChoice(
+                message=AssistantMessage(content=final.text), finish_reason=final.finish_reason or "stop"
+            )
+        ],
+        usage=Usage.of(final.usage),
+    )
+    if isinstance(final, Answer):
+        body.sources, body.citations, body.ragmed = final.sources, final.citations, extras(final)
+    return JSONResponse(dump(body))
+
+
+def dump(model: ChatCompletion | ChatCompletionChunk) -> dict[str, Any]:
+    """JSON of a response: ragmed's optional fields only when set, OpenAI's choices always whole
+    (``finish_reason: null`` and ``logprobs: null`` included, as OpenAI sends them)."""
+    data = {k: v for k, v in model.model_dump(mode="json").items() if v is not None}
+    data["choices"] = [c.model_dump(mode="json", exclude={"delta"}) | _delta(c) for c in model.choices]
+    return data
+
+
+def _delta(choice: ChatChoice | ChunkChoice) -> dict[str, Any]:
+    if isinstance(choice, ChunkChoice):
+        return {"delta": choice.delta.model_dump(exclude_none=True)}
+    return {}
+
+
+def sse_event(model: ChatCompletionChunk) -> bytes:
+    return f"data: {json.dumps(dump(model), ensure_ascii=False)}\n\n".encode()
+
+
+async def _collect(events: AsyncIterator[Event], head: list[Event]) -> Answer | ChatResult:
+    final: Answer | ChatResult | None = None
+    try:
+        for item in head:
+            if isinstance(item, Answer | ChatResult):
+                final = item
+        async for item in events:
+            if isinstance(item, Answer | ChatResult):
+                final = item
+    finally:
+        await events.aclose()
+    if final is None:
+        raise RagmedError("the answer ended without a result")
+    return final
+
+
+async def _sse(
+    events: AsyncIterator[Event], head: list[Event], completion: dict[str, Any], include_usage: bool
+) -> AsyncIterator[bytes]:
+    """OpenAI's chunk stream with ragmed's ``sources`` first and ``citations`` at the end."""
+
+    def chunk(choices: list[ChunkChoice], **extra: Any) -> bytes:
+        return sse_event(ChatCompletionChunk(**completion, choices=choices, **extra))
+
+    def delta(content: str | None = None, role: bool = False, finish: str | None = None) -> list[ChunkChoice]:
+        return [
+            ChunkChoice(
+                delta=Delta(role="assistant" if role else None, content=content), finish_reason=finish
+            )
+        ]
+
+    pending = list(head)
+    try:
+        item: Event | None = pending.pop(0)
+        if isinstance(item, Retrieved):
+            yield chunk(delta("", role=True), sources=item.sources)
+            item = pending.pop(0) if pending else await anext(events, None)
+        else:
+            yield chunk(delta("", role=True))
+        while item is not None:
+            if isinstance(item, str):
+                yield chunk(delta(item))
+            elif isinstance(item, Answer | ChatResult):
+                finishing: dict[str, Any] = {}
+                if isinstance(item, Answer):
+                    finishing = {"citations": item.citations, "ragmed": extras(item)}
+                yield chunk(
+                    [ChunkChoice(delta=Delta(), finish_reason=item.finish_reason or "stop")], **finishing
+                )
+                if include_usage:
+                    yield chunk([], usage=Usage.of(item.usage))
+            item = pending.pop(0) if pending else await anext(events, None)
+    except RagmedError as exc:  # mid-stream: the status is already sent, so report in-band
+        error = ErrorResponse(
+            error=ErrorDetail(message=str(exc), type=mapping(exc).type, code=error_code(exc))
+        )
+        yield f"data: {error.model_dump_json()}\n\n".encode()
+    finally:
+        await events.aclose()  # closes the upstream stream too when the client went away
+    yield b"data: [DONE]\n\n"
