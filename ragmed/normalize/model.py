@@ -63,6 +63,15 @@ REPEAT_COUNT = 50  # evidence given to "a piece written twice is written once"
 TRAIN_QUERIES = 20000  # leave-one-fold-out training queries sampled from the dictionary
 MIN_RANKER_QUERIES = 200  # fewer positives than this: a fixed scoring rule instead of a ranker
 MIN_MENTION = 2  # shortest dictionary key that counts as a mention in free text
+RANKER_PARAMS = {  # gradient-boosted trees; early stopping on a held-out tenth of the training queries
+    "max_iter": 300,
+    "learning_rate": 0.1,
+    "max_leaf_nodes": 31,
+    "min_samples_leaf": 40,
+    "early_stopping": True,
+    "validation_fraction": 0.1,
+    "n_iter_no_change": 15,
+}
 QUERY_CHUNK = 256  # terms scored together in normalize_many (bounds the terms × entries block)
 NONE_PENALTY = 2.0  # log-odds taken off "-1": it wins only when no real name is credible
 
@@ -361,6 +370,7 @@ class DiseaseNormalizer:
             return
         self._add_entries(entries)
         self._rebuild_matrices()
+        self._X = self._name_X = None  # only fold views (fit) need them
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path) -> None:
@@ -849,16 +859,7 @@ class DiseaseNormalizer:
             return
         from sklearn.ensemble import HistGradientBoostingClassifier  # fit time only: slow to import
 
-        gbm = HistGradientBoostingClassifier(
-            max_iter=300,
-            learning_rate=0.1,
-            max_leaf_nodes=31,
-            min_samples_leaf=40,
-            early_stopping=True,
-            validation_fraction=0.1,
-            n_iter_no_change=15,
-            random_state=seed,
-        )
+        gbm = HistGradientBoostingClassifier(**RANKER_PARAMS, random_state=seed)
         gbm.fit(np.vstack(rows), np.asarray(ys), sample_weight=np.concatenate(ws))
         self.ranker = Forest.from_sklearn(gbm)
 
@@ -1062,14 +1063,6 @@ class DiseaseNormalizer:
     def node_id(self, idx: int) -> str:
         """The index node of entry ``idx`` (as :attr:`ManbyoEntry.node_id`)."""
         return f"manbyo:{Path(self.sources[self.source_of[idx]]).name}:{self.rows[idx]}"
-
-    def entry(self, idx: int) -> ManbyoEntry:
-        return ManbyoEntry(
-            **{c: self.cols[c][idx] for c in ENTRY_COLUMNS},
-            standard_name=self.labels[int(self.entry_label[idx])],
-            source=self.sources[self.source_of[idx]],
-            row=self.rows[idx],
-        )
 
 
 def _repeats(key: str) -> list[tuple[int, int]]:
