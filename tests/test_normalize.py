@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -178,6 +180,29 @@ def test_old_pickle_normalizer_is_refused_without_running_it(tmp_path: Path) -> 
     message = str(info.value)
     assert "vectorizer.joblib" in message and "ragmed index build --name oldindex" in message
     assert not marker.exists()
+
+
+def test_cli_on_an_index_with_a_pickled_normalizer_says_rebuild(demo_index, tmp_path: Path) -> None:
+    """`ragmed normalize` on a real index whose normalizer is an old pickle: exit code 4, file named."""
+    copy = tmp_path / "indexes" / "old"
+    shutil.copytree(demo_index.path, copy)
+    shutil.rmtree(copy / "normalizer")
+    (copy / "normalizer").mkdir()
+    (copy / "normalizer" / "manifest.json").write_text(json.dumps({"format": 1}), encoding="utf-8")
+    marker = tmp_path / "pwned"
+    (copy / "normalizer" / "vectorizer.joblib").write_bytes(pickle.dumps(_Exploit(marker)))
+    env = {**os.environ, "RAGMED_INDEX_DIR": str(tmp_path / "indexes")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ragmed.cli", "normalize", "--index", "old", "AMI"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 4, proc.stderr
+    err = " ".join(proc.stderr.split())
+    assert "vectorizer.joblib" in err and "ragmed index build --name old" in err
+    assert "Traceback" not in proc.stderr and not marker.exists()
 
 
 def test_pickled_object_array_is_refused(model: DiseaseNormalizer, tmp_path: Path) -> None:
