@@ -179,8 +179,8 @@ class RagService:
                             level=c.level or "",
                             score=round(float(c.score), 4) if c.score is not None else None,
                             how="linked",
-                            negated=bool(getattr(m, "negated", False)),
-                            suspected=bool(getattr(m, "suspected", False)),
+                            negated=m.negated,
+                            suspected=m.suspected,
                         )
                     )
             if not rows and len(text.strip()) <= 40:  # a bare term: normalize it whole

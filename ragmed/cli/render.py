@@ -117,8 +117,8 @@ def mention_rows(index: Any, text: str, k: int) -> list[dict[str, Any]]:
             mention=m.text,
             start=m.start,
             end=m.end,
-            negated=bool(getattr(m, "negated", False)),
-            suspected=bool(getattr(m, "suspected", False)),
+            negated=m.negated,
+            suspected=m.suspected,
             candidates=[name_json(index, c) for c in m.candidates],
         )
         rows.append(row)

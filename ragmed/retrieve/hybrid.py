@@ -56,9 +56,9 @@ class DictionaryLinker:
                         standard_name=best[0].standard_name,
                         icd10=best[0].icd10,
                         score=best[0].score,
-                        level=getattr(best[0], "level", None) or None,
-                        negated=bool(getattr(m, "negated", False)),
-                        suspected=bool(getattr(m, "suspected", False)),
+                        level=best[0].level or None,
+                        negated=m.negated,
+                        suspected=m.suspected,
                     )
                 )
         return linked

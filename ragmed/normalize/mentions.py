@@ -1,0 +1,205 @@
+"""Negation and suspicion of disease mentions in Japanese clinical text.
+
+Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎疑い (suspected), 肺炎あり
+(present). A mention's status is read from the chain of status words that follows it in its clause:
+
+* **negated**: なし/無し, 認めず/認めない/認められない, みられない, 否定(的/された), 陰性, 除外, (-), ではない,
+  考えにくい, 可能性は低い, ありません, no ….
+* **suspected**: 疑い/疑う/疑われる, の可能性, 示唆, 考えられる, 懸念, ? (right after the finding: 肺炎?;
+  the ? that ends a question 「HTの降圧目標は?」 is no suspicion), r/o, s/o; and the double
+  negatives 否定できない/否定しきれない/否定し得ない, 除外できない, なしとは言えない — *cannot be ruled out*
+  is suspicion, not negation. A cue is matched longest-first, so 否定できない never reads as 否定.
+* **present** (closes the phrase, no flag): あり/有り/ある, 認める/認めた, 陽性, (+), 出現, 合併, 発症.
+
+The last status word of the chain decides, except that あり after 疑い keeps the suspicion
+(肺炎疑いあり is still a suspicion) and 疑いなし / 疑いは否定的 negate (the suspicion was dropped).
+
+**Lists.** A status word applies to every mention of the coordinated list it closes: in 「DM、HTなし」
+*both* DM and HT are negated. Japanese clinical notes list findings and close the list with one status
+word (既往歴：DM、HT、脂質異常症なし reads "none of them"), and reading it as negating only HT would put
+diseases the patient does not have into the query. Mentions are one list when only separators stand
+between them (、 ， , ・ / と や および 及び または か 並びに); anything else between them (を認め、 …で)
+ends the list, and a status word right after a mention closes that mention's phrase, so
+「DMあり、HTなし」 negates only HT. Status words apply within one clause (。 . ! ? newline ; が、 しかし
+end it) and only up to a short gap of other words after the last mention (肺炎の既往なし, 肺炎像は認めず).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NEG, SUSP, AFFIRM, SEP = "negated", "suspected", "present", "separator"
+
+# Written as they look after NFKC + lower case (full-width brackets/letters are already ASCII here).
+CUES: dict[str, str] = {}
+for _words, _kind in (
+    (
+        "なし 無し ない 無い なかった 認めず 認めない 認めなかった 認められない 認められず 認められなかった "
+        "みられない 見られない みられず 見られず みとめず 否定 否定的 否定された 否定される 否定できる "
+        "陰性 除外 除外された ではない でない ではなく でなく ありません 考えにくい 可能性は低い 可能性低い "
+        "(-) (ー) 消失",
+        NEG,
+    ),
+    (
+        "疑い 疑う 疑われる 疑われた 疑った 疑 可能性 示唆 示唆される 考えられる 懸念 おそれ 恐れ ? "
+        "r/o s/o 疑診 否定できない 否定できず 否定出来ない 否定しきれない 否定し得ない 否定しえない "
+        "否定はできない 否定は出来ない 除外できない 除外できず 除外出来ない "
+        "なしとは言えない なしとはいえない ないとは言えない ないとはいえない とは言い切れない とはいいきれない",
+        SUSP,
+    ),
+    (
+        "あり 有り ある 認める 認めた 認め 認められる 認められた 陽性 (+) 出現 合併 発症 を呈 伴う",
+        AFFIRM,
+    ),
+    ("あるいは ないし", SEP),  # read whole, so that ある/ない inside them is no status word
+):
+    for _word in _words.split():
+        CUES[_word] = _kind
+MAX_CUE = max(map(len, CUES))
+PREFIX_CUES = {"r/o": SUSP, "s/o": SUSP, "疑)": SUSP, "no": NEG}  # cues written before the finding
+LIST_SEPARATORS = (
+    "、",
+    ",",
+    "・",
+    "/",
+    "と",
+    "や",
+    "および",
+    "及び",
+    "または",
+    "又は",
+    "か",
+    "並びに",
+    "&",
+    "あるいは",
+    "ないし",
+)
+BOUNDARIES = ("。", ".", "!", "\n", ";", "が、", "しかし", "ただし", "一方")
+MAX_GAP = 10  # other characters allowed between a finding (or a status word) and its next status word
+ADJACENT_ONLY = {"?"}  # 肺炎? is a suspicion; in 「HTの降圧目標は?」 the ? ends a question
+
+
+@dataclass
+class Cue:
+    start: int
+    end: int
+    kind: str
+    text: str
+
+
+def scan_cues(text: str, blocked: list[tuple[int, int]]) -> list[Cue]:
+    """Status words in ``text`` (normalized), longest match first, outside the ``blocked`` spans."""
+    inside = bytearray(len(text))
+    for a, b in blocked:
+        inside[a:b] = b"\x01" * (b - a)
+    cues = []
+    i = 0
+    while i < len(text):
+        if inside[i]:
+            i += 1
+            continue
+        for j in range(min(len(text), i + MAX_CUE), i, -1):
+            word = text[i:j]
+            kind = CUES.get(word)
+            if kind is None or any(inside[i:j]):
+                continue
+            if word.isascii() and word.isalpha() and not _word_edges(text, i, j):
+                continue  # "no" inside "nodule", "r/o" is fine (not alpha)
+            cues.append(Cue(i, j, kind, word))
+            i = j - 1
+            break
+        i += 1
+    return cues
+
+
+def _word_edges(text: str, i: int, j: int) -> bool:
+    before = text[i - 1] if i > 0 else " "
+    after = text[j] if j < len(text) else " "
+    return not (before.isascii() and before.isalpha()) and not (after.isascii() and after.isalpha())
+
+
+def _is_separator(gap: str) -> bool:
+    gap = gap.strip()
+    return gap == "" or gap in LIST_SEPARATORS
+
+
+def _boundary_in(gap: str) -> bool:
+    return any(b in gap for b in BOUNDARIES)
+
+
+def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) -> list[str | None]:
+    """The status (NEG, SUSP, AFFIRM or None) of each mention span (sorted, in normalized ``text``).
+
+    ``trailing`` maps a mention's index to a status word that ends the mention itself (the dictionary
+    surface 喘息疑い carries its own 疑い).
+    """
+    cues = scan_cues(text, spans)
+    events: list[tuple[int, int, str, object]] = [(a, b, "m", i) for i, (a, b) in enumerate(spans)]
+    events += [(c.start, c.end, "c", c) for c in cues if c.kind != SEP]
+    events.sort(key=lambda e: (e[0], e[2] == "c"))
+    result: list[str | None] = [None] * len(spans)
+    group: list[int] = []  # the coordinated mentions awaiting (or taking) status words
+    status: str | None = None  # the status the chain of words has given the group so far
+    closed = False  # a status word has been read for the group: a new mention starts a new group
+    last_end = 0
+
+    def settle() -> None:
+        for i in group:
+            result[i] = status
+
+    for start, end, what, item in events:
+        gap = text[last_end:start]
+        if what == "m":
+            i = int(item)  # type: ignore[arg-type]
+            if group and (closed or not _is_separator(gap)):
+                settle()
+                group, status, closed = [], None, False
+            if not group:
+                status = _prefix_status(text, start)
+            group.append(i)
+            last_end = end
+            if i in trailing:
+                status, closed = _combine(status, trailing[i]), True
+            continue
+        cue = item
+        assert isinstance(cue, Cue)
+        too_far = len(gap.strip()) > (0 if cue.text in ADJACENT_ONLY else MAX_GAP)
+        if not group or _boundary_in(gap) or too_far:
+            if group:
+                settle()
+            group, status, closed = [], None, False
+            last_end = end
+            continue
+        status, closed = _combine(status, cue), True
+        last_end = end
+    settle()
+    return result
+
+
+def _combine(status: str | None, cue: Cue) -> str:
+    if cue.kind == AFFIRM and status == SUSP:
+        return SUSP  # 肺炎疑いあり: still a suspicion
+    if cue.kind == NEG and status == NEG and cue.text in ("ではない", "でない"):
+        return SUSP  # 陰性ではない / 否定的ではない: no longer ruled out
+    return cue.kind
+
+
+def _prefix_status(text: str, start: int) -> str | None:
+    """A status written before the finding: "r/o 肺炎", "s/o DVT", "no DM"."""
+    before = text[max(0, start - 6) : start].rstrip(" :：")
+    for word, kind in PREFIX_CUES.items():
+        if before.endswith(word):
+            pos = len(before) - len(word)
+            if word.isalpha() and pos > 0 and before[pos - 1].isascii() and before[pos - 1].isalpha():
+                continue
+            return kind
+    return None
+
+
+def trailing_cue(key: str) -> Cue | None:
+    """A status word at the end of a matched dictionary surface (喘息疑い → 疑い)."""
+    for j in range(min(len(key), MAX_CUE), 0, -1):
+        kind = CUES.get(key[-j:])
+        if kind in (NEG, SUSP) and j < len(key):
+            return Cue(len(key) - j, len(key), kind, key[-j:])
+    return None

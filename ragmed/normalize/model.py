@@ -1,0 +1,1092 @@
+"""Disease-name normalization: surface form → ranked Manbyo standard names (+ ICD-10).
+
+Unseen clinical wording is mostly *qualifiers + a name* (左肘部管症候群 → 肘部管症候群), an abbreviation
+or transliteration (ＣＭＶ網膜症, 高Ｃａ血症), several names run together (発熱咳嗽 → 咳，発熱, a composite
+cell), or a near-synonym. Similarity search alone ranks the near-synonyms of the wording, not the name
+the dictionary assigns, so ragmed generates candidates from many sources and a learned ranker orders
+them:
+
+1. char 1–3-gram TF-IDF neighbours among the ~72k surface forms, among the standard names, and among
+   *label profiles* (all surfaces of one standard name summed: which n-grams a name is written with);
+2. dictionary surfaces and names found inside the query (with learned statistics of the affixes the
+   dictionary drops around a name: 左…, …術後, …軽度);
+3. learned rewrite rules (:mod:`ragmed.normalize.rules`, from aligning every surface with its name)
+   applied once or twice to the query: ``cmv`` → ``サイトメガロウイルス``, ``疼痛`` → ``痛``, ``左`` → ∅;
+4. composite cells (``咳，発熱``) whose parts were found in the query, kept as the unit the dictionary
+   assigns, in the order it writes them.
+
+The ranker (gradient-boosted trees) is trained on the dictionary itself, leave-one-fold-out: a sampled
+variant row is queried against the dictionary minus its fold — neighbours, rules, affix and label
+counts alike — which is the situation of unseen wording, with no count that betrays the gold.
+
+``-1`` (Manbyo's "no single standard name") is a label like any other, but a different kind of answer:
+it is ranked first only when no real name is credible (its log-odds carry a fixed penalty, chosen on
+the grouped held-out split of bench/normalize.py), and it takes no reserved slot in a top-k list.
+Golds that occur nowhere in the dictionary (~4 % of unseen wording) cannot be returned: every answer
+is a cell the dictionary holds; the nearest known names are returned instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from ragmed.errors import IndexCorruptError, InputError, NotFoundError
+from ragmed.manbyo import NO_CODE, ManbyoEntry
+from ragmed.normalize import mentions as M
+from ragmed.normalize import rules as R
+from ragmed.normalize.forest import FIELDS as FOREST_FIELDS
+from ragmed.normalize.forest import Forest
+from ragmed.normalize.lookup import Lookup
+from ragmed.normalize.results import Mention, NormalizedName
+from ragmed.normalize.store import Reader, Writer
+from ragmed.normalize.text import is_latin, normalize_key, normalize_with_offsets, split_names
+from ragmed.normalize.tfidf import CharTfidf
+
+NEIGHBOURS = 40  # TF-IDF nearest surface forms whose labels become candidates
+NAME_NEIGHBOURS = 15  # TF-IDF nearest standard names
+PROFILE_NEIGHBOURS = 25  # TF-IDF nearest label profiles
+COMPOSITES_PER_PART = 4  # most frequent composite cells tried for a name found in the query
+TRAIN_NEGATIVES = 15  # hardest wrong candidates kept per training query …
+EASY_SAMPLE = 0.25  # … and this share of the others, weighted up (bounds the ranker's fit time)
+MAX_SUBSTRING = 40  # longest query substring looked up in the dictionary
+MIN_RULE_COUNT = 2  # a rewrite rule seen once is an accident of one row
+RULES_PER_LHS = 3  # most frequent replacements tried for one piece of the query
+SINGLE_REWRITES = 24  # rewrites of the query tried (one rule each) …
+PAIR_REWRITES = 8  # … and pairs of the best this many
+REPEAT_COUNT = 50  # evidence given to "a piece written twice is written once"
+TRAIN_QUERIES = 20000  # leave-one-fold-out training queries sampled from the dictionary
+MIN_RANKER_QUERIES = 200  # fewer positives than this: a fixed scoring rule instead of a ranker
+MIN_MENTION = 2  # shortest dictionary key that counts as a mention in free text
+RANKER_PARAMS = {  # gradient-boosted trees; early stopping on a held-out tenth of the training queries
+    "max_iter": 300,
+    "learning_rate": 0.1,
+    "max_leaf_nodes": 31,
+    "min_samples_leaf": 40,
+    "early_stopping": True,
+    "validation_fraction": 0.1,
+    "n_iter_no_change": 15,
+}
+QUERY_CHUNK = 256  # terms scored together in normalize_many (bounds the terms × entries block)
+NONE_PENALTY = 2.0  # log-odds taken off "-1": it wins only when no real name is credible
+
+
+FEATURES = [
+    "is_none",
+    "n_parts",
+    "log_prior",
+    "query_len",
+    "q_latin",
+    "nn_max",
+    "nn_sum",
+    "nn_votes",
+    "nn_votes10",
+    "nn_rank_inv",
+    "nn_gap",
+    "name_cos",
+    "name_rank_inv",
+    "name_gap",
+    "exact_name",
+    "prof_cos",
+    "prof_rank_inv",
+    "prof_gap",
+    "sub_surface",
+    "sub_surface_pre",
+    "sub_surface_suf",
+    "sub_name",
+    "sub_name_pre",
+    "sub_name_suf",
+    "sub_name_pre_cover",
+    "sub_name_suf_cover",
+    "rw_exact_name",
+    "rw_exact_surface",
+    "rw_exact_count",
+    "rw_sub",
+    "rw_sub_count",
+    "rw_steps",
+    "swap_exact",
+    "comp_matched",
+    "comp_frac",
+    "comp_cover",
+    "comp_in_order",
+    "query_in_name",
+    "char_recall",
+    "char_precision",
+    "bigram_dice",
+    "common_prefix",
+    "common_suffix",
+    "edit_sim",
+    "nn_edit",
+    "nn_explained",
+    "nn_len_ratio",
+    "q_top_sim",
+    "q_best_sub_name",
+    "q_exact_name_any",
+    "q_top_prof",
+    "q_best_rw",
+    "q_n_cands",
+]
+# Per-query relative versions (value minus the best among this query's candidates): a pointwise
+# classifier cannot compare candidates of one query otherwise, and top-k is a within-query ranking.
+RELATIVE = [
+    "nn_max",
+    "nn_sum",
+    "nn_votes",
+    "name_cos",
+    "prof_cos",
+    "sub_name",
+    "sub_surface",
+    "rw_exact_name",
+    "rw_sub",
+    "comp_cover",
+    "char_recall",
+    "bigram_dice",
+    "common_prefix",
+    "common_suffix",
+    "edit_sim",
+    "nn_edit",
+    "nn_explained",
+    "log_prior",
+]
+FEATURES += [f"rel_{name}" for name in RELATIVE]
+F = {name: i for i, name in enumerate(FEATURES)}
+REL_SRC = np.asarray([F[name] for name in RELATIVE])
+REL_DST = np.asarray([F[f"rel_{name}"] for name in RELATIVE])
+ENTRY_COLUMNS = ("surface", "reading", "icd10", "level", "freq")
+
+
+@dataclass
+class _View:
+    """The dictionary as one query sees it: everything, or (training) all but one fold.
+
+    Leaving a whole random fold out — from neighbours, substring hits, rules, label, affix and profile
+    counts alike — makes training queries look like unseen wording, with no count that betrays the
+    gold (leaving out only the row itself made every count one lower for the gold).
+    """
+
+    label_counts: np.ndarray
+    prefix: Counter[str]
+    suffix: Counter[str]
+    rule_counts: np.ndarray
+    prof_XT: sp.csr_matrix  # n-grams × labels, l2-normalized label profiles
+    hidden: np.ndarray | None = None  # bool per entry: hidden from this query
+    drops: dict[str, int] = field(default_factory=dict)  # pieces the dictionary deletes, with counts
+
+
+@dataclass
+class _Query:
+    key: str
+    sims: np.ndarray  # TF-IDF cosine to every entry
+    name_sims: np.ndarray  # … to every label's name
+    prof_sims: np.ndarray  # … to every label's profile
+    view: _View
+    cands: dict[int, np.ndarray] = field(default_factory=dict)
+    nearest: dict[int, int] = field(default_factory=dict)  # label → its most similar visible entry
+
+
+@dataclass
+class _Rewrite:
+    text: str
+    spans: list[tuple[int, int]]  # for each char of text: its span in the query key
+    count: int  # evidence: the least frequent rule applied
+    steps: int
+
+
+class DiseaseNormalizer:
+    """Fit on Manbyo entries, then map surface forms or free text to ranked standard names."""
+
+    def __init__(self) -> None:
+        # entries, column-wise (the 72k-row dictionary loads without building 72k objects)
+        self.cols: dict[str, list[str]] = {c: [] for c in ENTRY_COLUMNS}
+        self.rows: list[int] = []
+        self.source_of: list[int] = []
+        self.sources: list[str] = []
+        self.keys: list[str] = []
+        self.entry_label = np.zeros(0, dtype=np.int32)
+        # labels (distinct 標準病名 cells)
+        self.labels: list[str] = []
+        self.label_id: dict[str, int] = {}
+        self.label_parts: list[list[str]] = []  # normalized keys of the cell's names
+        # lookups
+        self.surface_index = Lookup()  # surface key → entries
+        self.name_index = Lookup()  # name (part or whole cell) key → labels
+        self.name_pairs: list[tuple[str, int]] = []  # what name_index was built from (stored)
+        self.part_composites: dict[str, list[int]] = defaultdict(list)  # part key → composite labels
+        # learned statistics
+        self.prefix_counts: Counter[str] = Counter()
+        self.suffix_counts: Counter[str] = Counter()
+        self.rule_lhs: list[str] = []
+        self.rule_rhs: list[str] = []
+        self.rule_id: dict[tuple[str, str], int] = {}
+        self.rule_counts = np.zeros(0, dtype=np.int64)
+        self.rules_by_lhs: dict[str, list[int]] = {}
+        self.entry_rules: list[list[int]] = []  # fit time only: rules each entry contributed
+        self.entry_affix: list[tuple[str, str] | None] = []  # fit time only
+        # matrices
+        self.tfidf: CharTfidf | None = None
+        self.XT: sp.csr_matrix | None = None  # n-grams × entries
+        self.name_XT: sp.csr_matrix | None = None  # n-grams × labels
+        self.prof_XT: sp.csr_matrix | None = None  # n-grams × labels
+        self.ranker: Forest | None = None
+        self.none_penalty = NONE_PENALTY
+        self._view: _View | None = None
+        self._label_order: tuple[np.ndarray, np.ndarray] | None = None
+        self._heads: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def fit(
+        cls, entries: list[ManbyoEntry], train_queries: int = TRAIN_QUERIES, seed: int = 0
+    ) -> DiseaseNormalizer:
+        """Index ``entries``, learn rewrite rules from them and train the ranker on them."""
+        if not entries:
+            raise InputError("DiseaseNormalizer.fit: no dictionary entries to learn from")
+        self = cls()
+        self._add_entries(entries)
+        self.tfidf = CharTfidf.fit(self.keys + [normalize_key(n) for n in self.labels if n != NO_CODE])
+        self._rebuild_matrices()
+        self._train_ranker(train_queries, seed)
+        return self
+
+    def _label_of(self, cell: str) -> int:
+        lab = self.label_id.get(cell)
+        if lab is None:
+            lab = len(self.labels)
+            self.label_id[cell] = lab
+            self.labels.append(cell)
+            parts = [normalize_key(n) for n in split_names(cell)]
+            self.label_parts.append(parts)
+            self._index_names(lab, parts)
+        return lab
+
+    def _index_names(self, lab: int, parts: list[str]) -> None:
+        """A label is found by each of its names and by the whole cell (its names joined by ",")."""
+        if not parts:
+            return
+        for name in {*parts, ",".join(parts)}:
+            self.name_index.append(name, lab)
+            self.name_pairs.append((name, lab))
+        if len(parts) > 1:
+            for part in set(parts):
+                self.part_composites[part].append(lab)
+
+    def _add_entries(self, entries: list[ManbyoEntry]) -> None:
+        labels = list(self.entry_label)
+        tally = self.rule_counts.tolist()
+        self.part_composites = defaultdict(list, self.part_composites)  # loaded: a plain dict
+        if len(self.rule_id) != len(self.rule_lhs):  # a loaded normalizer: the rule lookup is rebuilt
+            self.rule_id = {
+                (lhs, rhs): i for i, (lhs, rhs) in enumerate(zip(self.rule_lhs, self.rule_rhs, strict=True))
+            }
+        source_id = {s: i for i, s in enumerate(self.sources)}
+        for entry in entries:
+            idx = len(self.keys)
+            for col in ENTRY_COLUMNS:
+                self.cols[col].append(getattr(entry, col))
+            self.rows.append(entry.row)
+            if entry.source not in source_id:
+                source_id[entry.source] = len(self.sources)
+                self.sources.append(entry.source)
+            self.source_of.append(source_id[entry.source])
+            key = normalize_key(entry.surface)
+            self.keys.append(key)
+            self.surface_index.append(key, idx)
+            lab = self._label_of(entry.standard_name)
+            labels.append(lab)
+            self._learn_from(idx, lab, tally)
+        self.entry_label = np.asarray(labels, dtype=np.int32)
+        self.rule_counts = np.asarray(tally, dtype=np.int64)
+        self.rules_by_lhs = {}  # rebuilt on demand
+        self._label_order = None
+        self._view = None
+        self._heads = None
+
+    def _learn_from(self, idx: int, lab: int, tally: list[int]) -> None:
+        """Affix and rewrite-rule counts of one entry (kept per entry so a fold can be taken out)."""
+        parts = self.label_parts[lab]
+        key = self.keys[idx]
+        found = R.affix(key, parts)
+        self.entry_affix.append(found)
+        if found is not None:
+            self.prefix_counts[found[0]] += 1
+            self.suffix_counts[found[1]] += 1
+        ids: list[int] = []
+        if len(parts) == 1 and key not in parts:  # composite cells would teach "drop the other name"
+            for lhs, rhs in R.edits(key, parts[0]):
+                rid = self.rule_id.get((lhs, rhs))
+                if rid is None:
+                    rid = len(self.rule_lhs)
+                    self.rule_id[(lhs, rhs)] = rid
+                    self.rule_lhs.append(lhs)
+                    self.rule_rhs.append(rhs)
+                    tally.append(0)
+                tally[rid] += 1
+                ids.append(rid)
+        self.entry_rules.append(ids)
+
+    def _rule_table(self) -> dict[str, list[int]]:
+        if not self.rules_by_lhs and len(self.rule_lhs):
+            table: dict[str, list[int]] = defaultdict(list)
+            order = np.argsort(-self.rule_counts, kind="stable")
+            for rid in order[self.rule_counts[order] >= MIN_RULE_COUNT]:
+                rid = int(rid)
+                if len(table[self.rule_lhs[rid]]) < 2 * RULES_PER_LHS:  # spare ones for fold views
+                    table[self.rule_lhs[rid]].append(rid)
+            self.rules_by_lhs = dict(table)
+        return self.rules_by_lhs
+
+    def _label_matrix(self, visible: np.ndarray | None = None) -> sp.csr_matrix:
+        n = len(self.keys)
+        data = np.ones(n, dtype=np.float32) if visible is None else visible.astype(np.float32)
+        return sp.csr_matrix((data, (self.entry_label, np.arange(n))), shape=(len(self.labels), n))
+
+    def _profiles(self, X: sp.csr_matrix, name_X: sp.csr_matrix, visible: np.ndarray | None) -> sp.csr_matrix:
+        """n-grams × labels: every visible surface of a label and its name, summed and l2-normalized."""
+        P = (self._label_matrix(visible) @ X + name_X).tocsr()
+        norms = np.sqrt(np.asarray(P.multiply(P).sum(axis=1)).ravel())
+        norms[norms == 0] = 1.0
+        return (sp.diags((1.0 / norms).astype(np.float32)) @ P).T.tocsr()
+
+    def _rebuild_matrices(self) -> None:
+        assert self.tfidf is not None
+        X = self.tfidf.transform(self.keys)
+        name_X = self.tfidf.transform(["" if n == NO_CODE else normalize_key(n) for n in self.labels])
+        self._X, self._name_X = X, name_X  # kept for fold views during fit
+        self.XT = X.T.tocsr()
+        self.name_XT = name_X.T.tocsr()
+        self.prof_XT = self._profiles(X, name_X, None)
+
+    def add(self, entries: list[ManbyoEntry]) -> None:
+        """Add entries without retraining the ranker (the n-gram vocabulary stays as fitted)."""
+        if not entries:
+            return
+        self._add_entries(entries)
+        self._rebuild_matrices()
+        self._X = self._name_X = None  # only fold views (fit) need them
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: Path) -> None:
+        """Write ``directory/normalizer/``: JSON and .npy only (nothing that runs code when read)."""
+        assert self.tfidf is not None and self.XT is not None
+        assert self.name_XT is not None and self.prof_XT is not None
+        out = Writer(Path(directory) / "normalizer")
+        out.json(
+            "entries",
+            {
+                "sources": self.sources,
+                "labels": self.labels,
+                "label_parts": self.label_parts,
+                "keys": self.keys,
+                "rows": self.rows,
+                "source_of": self.source_of,
+                **self.cols,
+            },
+        )
+        out.array("entry_label", self.entry_label)
+        out.json(
+            "learned",
+            {
+                "rule_lhs": self.rule_lhs,
+                "rule_rhs": self.rule_rhs,
+                "prefix": dict(self.prefix_counts),
+                "suffix": dict(self.suffix_counts),
+            },
+        )
+        out.array("rule_counts", self.rule_counts)
+        out.array("vocabulary", self.tfidf.vocabulary)
+        # the lookups as lists and small objects: loading them is dict(zip(...)) and JSON parsing in C,
+        # where rebuilding them key by key in Python took most of the load time
+        out.json(
+            "lookups",
+            {
+                "surface_many": self.surface_index.many,
+                "name_keys": [name for name, _ in self.name_pairs],
+                "name_labels": [lab for _, lab in self.name_pairs],
+                "name_many": self.name_index.many,
+                "part_composites": self.part_composites,
+            },
+        )
+        out.array("idf", self.tfidf.idf)
+        out.csr("XT", self.XT)
+        out.csr("name_XT", self.name_XT)
+        out.csr("prof_XT", self.prof_XT)
+        if self.ranker is not None:
+            for name, arr in self.ranker.arrays().items():
+                out.array(f"ranker.{name}", arr)
+        out.manifest(
+            {
+                "entries": len(self.keys),
+                "labels": len(self.labels),
+                "features": FEATURES,
+                "ranker": self.ranker is not None,
+                "none_penalty": self.none_penalty,
+            }
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> DiseaseNormalizer:
+        """Read ``directory/normalizer/`` (arrays memory-mapped; no pickle is ever read)."""
+        src = Path(directory) / "normalizer"
+        if not src.is_dir():
+            raise NotFoundError(f"{src}: no saved disease normalizer here (build the index with --manbyo)")
+        store = Reader(src)
+        manifest = store.manifest
+        if manifest.get("features") != FEATURES:
+            raise IndexCorruptError(
+                f"{src / 'manifest.json'}: saved by a ragmed with other ranker features; "
+                "rebuild the index (ragmed index build …)"
+            )
+        self = cls()
+        data = store.json("entries")
+        try:
+            self.sources, self.labels, self.keys = data["sources"], data["labels"], data["keys"]
+            label_parts = data["label_parts"]
+            self.rows, self.source_of = data["rows"], data["source_of"]
+            self.cols = {c: data[c] for c in ENTRY_COLUMNS}
+        except KeyError as exc:
+            raise IndexCorruptError(f"{src / 'entries.json'}: no field {exc}; rebuild the index") from exc
+        self.entry_label = np.asarray(store.array("entry_label", mmap=False))
+        n = len(self.keys)
+        if not (
+            len(self.entry_label) == n == manifest.get("entries")
+            and all(len(v) == n for v in self.cols.values())
+        ):
+            raise IndexCorruptError(
+                f"{src / 'entries.json'}: entry counts disagree with the manifest; rebuild the index"
+            )
+        learned = store.json("learned")
+        self.rule_lhs, self.rule_rhs = learned["rule_lhs"], learned["rule_rhs"]
+        self.rule_counts = np.asarray(store.array("rule_counts", mmap=False))
+        self.prefix_counts, self.suffix_counts = Counter(learned["prefix"]), Counter(learned["suffix"])
+        try:
+            self.tfidf = CharTfidf(store.array("vocabulary"), store.array("idf", mmap=False))
+        except ValueError as exc:
+            raise IndexCorruptError(f"{src / 'vocabulary.npy'}: {exc}; rebuild the index") from exc
+        self.XT, self.name_XT, self.prof_XT = store.csr("XT"), store.csr("name_XT"), store.csr("prof_XT")
+        if self.XT.shape != (self.tfidf.size, n) or self.prof_XT.shape[1] != len(self.labels):
+            raise IndexCorruptError(f"{src}: matrix shapes disagree with the entries; rebuild the index")
+        if manifest.get("ranker"):
+            self.ranker = Forest(
+                **{name: store.array(f"ranker.{name}", mmap=False) for name in FOREST_FIELDS}
+            )
+        self.none_penalty = float(manifest.get("none_penalty", NONE_PENALTY))
+        if len(label_parts) != len(self.labels):
+            raise IndexCorruptError(f"{src / 'entries.json'}: label counts disagree; rebuild the index")
+        self.label_parts = label_parts
+        self.label_id = {cell: lab for lab, cell in enumerate(self.labels)}
+        lookups = store.json("lookups")
+        try:
+            self.surface_index = Lookup.from_pairs(self.keys, range(n), lookups["surface_many"])
+            self.name_pairs = list(zip(lookups["name_keys"], lookups["name_labels"], strict=True))
+            self.name_index = Lookup.from_pairs(
+                lookups["name_keys"], lookups["name_labels"], lookups["name_many"]
+            )
+            self.part_composites = lookups["part_composites"]
+        except (KeyError, ValueError) as exc:
+            raise IndexCorruptError(f"{src / 'lookups.json'}: {exc!r}; rebuild the index") from exc
+        return self
+
+    # ------------------------------------------------------------------ views
+    def _full_view(self) -> _View:
+        if self._view is None or len(self._view.label_counts) != len(self.labels):
+            assert self.prof_XT is not None
+            counts = np.bincount(self.entry_label, minlength=len(self.labels))
+            self._view = _View(counts, self.prefix_counts, self.suffix_counts, self.rule_counts, self.prof_XT)
+            self._view.drops = self._drops(self.rule_counts)
+        return self._view
+
+    def _drops(self, rule_counts: np.ndarray) -> dict[str, int]:
+        return {
+            self.rule_lhs[rid]: int(rule_counts[rid])
+            for rid in np.flatnonzero(rule_counts >= MIN_RULE_COUNT)
+            if not self.rule_rhs[rid]
+        }
+
+    def _fold_view(self, hidden: np.ndarray) -> _View:
+        counts = np.bincount(self.entry_label[~hidden], minlength=len(self.labels))
+        prefix, suffix = Counter(self.prefix_counts), Counter(self.suffix_counts)
+        rule_counts = self.rule_counts.copy()
+        for e in np.flatnonzero(hidden):
+            found = self.entry_affix[e]
+            if found is not None:
+                prefix[found[0]] -= 1
+                suffix[found[1]] -= 1
+            for rid in self.entry_rules[e]:
+                rule_counts[rid] -= 1
+        prof = self._profiles(self._X, self._name_X, ~hidden)
+        return _View(counts, +prefix, +suffix, rule_counts, prof, hidden, self._drops(rule_counts))
+
+    def _sims(self, keys: list[str], view: _View) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """TF-IDF cosine of each key to every entry surface, label name and label profile."""
+        assert self.tfidf is not None and self.XT is not None and self.name_XT is not None
+        Q = self.tfidf.transform(keys)
+        return (Q @ self.XT).toarray(), (Q @ self.name_XT).toarray(), (Q @ view.prof_XT).toarray()
+
+    def _label_entries(self, lab: int) -> np.ndarray:
+        if self._label_order is None:
+            order = np.argsort(self.entry_label, kind="stable")
+            bounds = np.searchsorted(self.entry_label[order], np.arange(len(self.labels) + 1))
+            self._label_order = (order, bounds)
+        order, bounds = self._label_order
+        return order[bounds[lab] : bounds[lab + 1]]
+
+    # ------------------------------------------------------------------ candidates & features
+    def _rewrites(self, key: str, view: _View) -> list[_Rewrite]:
+        """The query rewritten by the learned rules: the best single rewrites, then pairs of them."""
+        table = self._rule_table()
+        found = []
+        for a in range(len(key)):
+            for b in range(a + 1, min(len(key), a + R.MAX_LHS) + 1):
+                rids = table.get(key[a:b])
+                if not rids:
+                    continue
+                used = 0
+                for rid in rids:
+                    count = int(view.rule_counts[rid])
+                    if count >= MIN_RULE_COUNT:
+                        found.append((count, a, b, self.rule_rhs[rid]))
+                        used += 1
+                        if used == RULES_PER_LHS:
+                            break
+        found.sort(key=lambda x: -x[0])
+        found = found[:SINGLE_REWRITES]
+        out = []
+        for a, b in _repeats(key):  # a name written twice (胃癌胃癌, 肺炎・肺炎) is that name once
+            spans = [(i, i + 1) for i in range(a)] + [(i, i + 1) for i in range(b, len(key))]
+            out.append(_Rewrite(key[:a] + key[b:], spans, REPEAT_COUNT, 1))
+        for count, a, b, rhs in found:
+            spans = [(i, i + 1) for i in range(a)] + [(a, b)] * len(rhs)
+            spans += [(i, i + 1) for i in range(b, len(key))]
+            out.append(_Rewrite(key[:a] + rhs + key[b:], spans, count, 1))
+        best = found[:PAIR_REWRITES]
+        for i, (c1, a1, b1, rhs1) in enumerate(best):
+            for c2, a2, b2, rhs2 in best[i + 1 :]:
+                if b1 <= a2:
+                    first, second = (a1, b1, rhs1), (a2, b2, rhs2)
+                elif b2 <= a1:
+                    first, second = (a2, b2, rhs2), (a1, b1, rhs1)
+                else:
+                    continue
+                (fa, fb, fr), (sa, sb, sr) = first, second
+                text = key[:fa] + fr + key[fb:sa] + sr + key[sb:]
+                spans = [(j, j + 1) for j in range(fa)] + [(fa, fb)] * len(fr)
+                spans += [(j, j + 1) for j in range(fb, sa)] + [(sa, sb)] * len(sr)
+                spans += [(j, j + 1) for j in range(sb, len(key))]
+                out.append(_Rewrite(text, spans, min(c1, c2), 2))
+        return [r for r in out if r.text and r.text != key]
+
+    def _candidates(self, q: _Query) -> None:
+        """Fill ``q.cands`` (label → feature vector) from every candidate source."""
+        key, view = q.key, q.view
+        sims = q.sims.copy()
+        hidden = view.hidden
+        if hidden is not None:
+            sims[hidden] = -1.0
+        nq = max(len(key), 1)
+        counts = view.label_counts
+
+        def feat(lab: int) -> np.ndarray | None:
+            v = q.cands.get(lab)
+            if v is None:
+                if counts[lab] <= 0:
+                    return None
+                v = np.zeros(len(FEATURES), dtype=np.float32)
+                q.cands[lab] = v
+            return v
+
+        def visible(e: int) -> bool:
+            return hidden is None or not hidden[e]
+
+        # 1. TF-IDF neighbours among surface forms, names and label profiles
+        k = min(NEIGHBOURS, len(sims))
+        top = np.argpartition(-sims, k - 1)[:k]
+        top = top[np.argsort(-sims[top])]
+        top_sim = float(sims[top[0]]) if k else 0.0
+        for rank, e in enumerate(top):
+            s = float(sims[e])
+            if s <= 0:
+                break
+            v = feat(int(self.entry_label[e]))
+            if v is None:
+                continue
+            if v[F["nn_max"]] == 0:
+                v[F["nn_max"]] = s
+                v[F["nn_rank_inv"]] = 1.0 / (1 + rank)
+                q.nearest[int(self.entry_label[e])] = int(e)
+            v[F["nn_sum"]] += s
+            v[F["nn_votes"]] += 1
+            if rank < 10:
+                v[F["nn_votes10"]] += 1
+        tops = {}
+        for name, arr, n_top, feature in (
+            ("name", q.name_sims, NAME_NEIGHBOURS, "name_rank_inv"),
+            ("prof", q.prof_sims, PROFILE_NEIGHBOURS, "prof_rank_inv"),
+        ):
+            kk = min(n_top, len(arr))
+            best = np.argpartition(-arr, kk - 1)[:kk]
+            best = best[np.argsort(-arr[best])]
+            tops[name] = float(arr[best[0]]) if kk else 0.0
+            for rank, lab in enumerate(best):
+                if arr[lab] > 0:
+                    v = feat(int(lab))
+                    if v is not None:
+                        v[F[feature]] = 1.0 / (1 + rank)
+        # 2. dictionary keys (surface forms, names) that are substrings of the query
+        matched_parts: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        subs = set()
+        for a in range(len(key)):
+            for b in range(a + 1, min(len(key), a + MAX_SUBSTRING) + 1):
+                sub = key[a:b]
+                subs.add(sub)
+                pre, suf = key[:a], key[b:]
+                ratio = (b - a) / nq
+                for e in self.surface_index.get(sub, ()):
+                    if (a == 0 and b == len(key)) or not visible(e):
+                        continue
+                    v = feat(int(self.entry_label[e]))
+                    if v is not None and ratio > v[F["sub_surface"]]:
+                        v[F["sub_surface"]] = ratio
+                        v[F["sub_surface_pre"]] = math.log1p(view.prefix.get(pre, 0))
+                        v[F["sub_surface_suf"]] = math.log1p(view.suffix.get(suf, 0))
+                labs = self.name_index.get(sub)
+                if not labs:
+                    continue
+                matched_parts[sub].append((a, b))
+                for lab in labs:
+                    v = feat(lab)
+                    if v is None:
+                        continue
+                    if a == 0 and b == len(key):
+                        v[F["exact_name"]] = 1.0
+                    if ratio > v[F["sub_name"]]:
+                        v[F["sub_name"]] = ratio
+                        v[F["sub_name_pre"]] = math.log1p(view.prefix.get(pre, 0))
+                        v[F["sub_name_suf"]] = math.log1p(view.suffix.get(suf, 0))
+                        v[F["sub_name_pre_cover"]] = R.affix_cover(pre, view.prefix)
+                        v[F["sub_name_suf_cover"]] = R.affix_cover(suf, view.suffix)
+        # 3. the query rewritten by learned rules: names and surfaces it then is, or contains
+        for rw in self._rewrites(key, view):
+            text, weight = rw.text, math.log1p(rw.count)
+            for lab in self.name_index.get(text, ()):
+                v = feat(lab)
+                if v is not None and (1.0 / rw.steps, weight) > (
+                    v[F["rw_exact_name"]],
+                    v[F["rw_exact_count"]],
+                ):
+                    v[F["rw_exact_name"]] = 1.0 / rw.steps
+                    v[F["rw_exact_count"]] = weight
+                    v[F["rw_steps"]] = rw.steps
+            for e in self.surface_index.get(text, ()):
+                if visible(e):
+                    v = feat(int(self.entry_label[e]))
+                    if v is not None:
+                        v[F["rw_exact_surface"]] = max(v[F["rw_exact_surface"]], 1.0 / rw.steps)
+                        v[F["rw_exact_count"]] = max(v[F["rw_exact_count"]], weight)
+            n = len(text)
+            for a in range(n):
+                for b in range(a + 2, min(n, a + MAX_SUBSTRING) + 1):
+                    sub = text[a:b]
+                    if sub in subs or (a == 0 and b == n):
+                        continue
+                    labs = self.name_index.get(sub)
+                    if not labs:
+                        continue
+                    span = (rw.spans[a][0], rw.spans[b - 1][1])
+                    matched_parts[sub].append(span)
+                    ratio = (span[1] - span[0]) / nq
+                    for lab in labs:
+                        v = feat(lab)
+                        if v is not None and ratio > v[F["rw_sub"]]:
+                            v[F["rw_sub"]] = ratio
+                            v[F["rw_sub_count"]] = weight
+        # 3b. word order: the query's two halves swapped (膵炎急性 → 急性膵炎, 骨折大腿骨頚部)
+        for cut in range(MIN_MENTION, len(key) - MIN_MENTION + 1):
+            for lab in self.name_index.get(key[cut:] + key[:cut], ()):
+                v = feat(lab)
+                if v is not None:
+                    v[F["swap_exact"]] = 1.0
+        # 4. composite cells whose names were found in the query
+        comp_hits: dict[int, set[str]] = defaultdict(set)
+        frequent: set[int] = set()
+        for part in matched_parts:
+            labs = self.part_composites.get(part, ())
+            for lab in labs:
+                comp_hits[lab].add(part)
+            if labs:
+                visible_labs = [lab for lab in labs if counts[lab] > 0]
+                visible_labs.sort(key=lambda lab: -counts[lab])
+                frequent.update(visible_labs[:COMPOSITES_PER_PART])
+        for lab, hit in comp_hits.items():
+            parts = self.label_parts[lab]
+            if len(hit) < 2 and lab not in q.cands and lab not in frequent:
+                continue
+            v = feat(lab)
+            if v is None:
+                continue
+            covered = set()
+            first = []
+            for part in parts:
+                spans = matched_parts.get(part)
+                if spans:
+                    for a, b in spans:
+                        covered.update(range(a, b))
+                    first.append(min(a for a, _ in spans))
+            v[F["comp_matched"]] = len(hit)
+            v[F["comp_frac"]] = len(hit) / len(set(parts))
+            v[F["comp_cover"]] = len(covered) / nq
+            v[F["comp_in_order"]] = float(len(first) > 1 and first == sorted(first))
+        # 5. "no standard name" is always a candidate
+        none_lab = self.label_id.get(NO_CODE)
+        if none_lab is not None:
+            feat(none_lab)
+        self._candidate_features(q, top_sim, tops)
+
+    def _candidate_features(self, q: _Query, top_sim: float, tops: dict[str, float]) -> None:
+        key, view = q.key, q.view
+        qchars = set(key)
+        qbigrams = {key[i : i + 2] for i in range(len(key) - 1)}
+        latin = float(any(is_latin(ch) and ch.isalpha() for ch in key))
+        for lab, v in q.cands.items():
+            parts = self.label_parts[lab]
+            v[F["is_none"]] = float(not parts)
+            v[F["n_parts"]] = len(parts)
+            v[F["log_prior"]] = math.log1p(view.label_counts[lab])
+            v[F["query_len"]] = len(key)
+            v[F["q_latin"]] = latin
+            v[F["nn_gap"]] = top_sim - v[F["nn_max"]] if v[F["nn_max"]] > 0 else 1.0
+            v[F["name_cos"]] = float(q.name_sims[lab])
+            v[F["name_gap"]] = tops["name"] - v[F["name_cos"]]
+            v[F["prof_cos"]] = float(q.prof_sims[lab])
+            v[F["prof_gap"]] = tops["prof"] - v[F["prof_cos"]]
+            near = q.nearest.get(lab)
+            if near is not None:
+                other = self.keys[near]
+                v[F["nn_edit"]] = 1.0 - R.levenshtein(key, other) / max(len(key), len(other), 1)
+                v[F["nn_explained"]] = R.explained(key, other, view.drops, view.prefix, view.suffix)
+                v[F["nn_len_ratio"]] = len(other) / max(len(key), 1)
+            if not parts:
+                continue
+            v[F["query_in_name"]] = max((len(key) / len(p) for p in parts if key and key in p), default=0.0)
+            nchars = set("".join(parts))
+            inter = len(qchars & nchars)
+            v[F["char_recall"]] = inter / len(nchars) if nchars else 0.0
+            v[F["char_precision"]] = inter / len(qchars) if qchars else 0.0
+            dice = prefix = suffix = edit = 0.0
+            for p in parts:
+                pb = {p[i : i + 2] for i in range(len(p) - 1)}
+                if pb or qbigrams:
+                    dice = max(dice, 2 * len(pb & qbigrams) / (len(pb) + len(qbigrams)))
+                prefix = max(prefix, _common_prefix(key, p) / len(p))
+                suffix = max(suffix, _common_prefix(key[::-1], p[::-1]) / len(p))
+                if len(p) <= 40 and len(key) <= 40:
+                    edit = max(edit, 1.0 - R.levenshtein(key, p) / max(len(key), len(p)))
+            v[F["bigram_dice"]] = dice
+            v[F["common_prefix"]] = prefix
+            v[F["common_suffix"]] = suffix
+            v[F["edit_sim"]] = edit
+        if not q.cands:
+            return
+        block = np.vstack(list(q.cands.values()))
+        q_level = {
+            "q_top_sim": top_sim,
+            "q_best_sub_name": float(block[:, F["sub_name"]].max()),
+            "q_exact_name_any": float(block[:, F["exact_name"]].max()),
+            "q_top_prof": tops["prof"],
+            "q_best_rw": float(max(block[:, F["rw_exact_name"]].max(), block[:, F["rw_sub"]].max())),
+            "q_n_cands": float(len(q.cands)),
+        }
+        best = block[:, REL_SRC].max(axis=0)
+        for v in q.cands.values():
+            for name, value in q_level.items():
+                v[F[name]] = value
+            v[REL_DST] = v[REL_SRC] - best
+
+    # ------------------------------------------------------------------ training
+    def _train_ranker(self, n_queries: int, seed: int, n_folds: int = 10) -> None:
+        """Leave-one-fold-out: queries from fold f see the dictionary without fold f."""
+        rng = np.random.default_rng(seed)
+        n = len(self.keys)
+        fold = rng.integers(0, n_folds, size=n)
+        labels = np.asarray(self.labels, dtype=object)[self.entry_label]
+        surfaces = np.asarray(self.cols["surface"], dtype=object)
+        pool = rng.permutation(np.flatnonzero(surfaces != labels))  # the wording to normalize is variants
+        if len(pool) < MIN_RANKER_QUERIES:
+            pool = rng.permutation(n)
+        chosen = pool[: min(n_queries, len(pool))]
+        rows, ys, ws = [], [], []
+        none_lab = self.label_id.get(NO_CODE)
+        for f in range(n_folds):
+            mine = chosen[fold[chosen] == f]
+            if not len(mine):
+                continue
+            view = self._fold_view(fold == f)
+            mine = mine[view.label_counts[self.entry_label[mine]] > 0]  # gold still reachable
+            for start in range(0, len(mine), QUERY_CHUNK):
+                batch = mine[start : start + QUERY_CHUNK]
+                sims, name_sims, prof_sims = self._sims([self.keys[i] for i in batch], view)
+                for j, i in enumerate(batch):
+                    q = _Query(self.keys[i], sims[j], name_sims[j], prof_sims[j], view)
+                    self._candidates(q)
+                    gold = int(self.entry_label[i])
+                    if gold not in q.cands:
+                        continue
+                    labs = list(q.cands)
+                    block = np.vstack([q.cands[lab] for lab in labs])
+                    # every hard negative, "-1" and the gold; easy negatives sampled (and up-weighted)
+                    order = np.argsort(-self._fallback_scores(block))
+                    weight = np.zeros(len(labs))
+                    weight[order[:TRAIN_NEGATIVES]] = 1.0
+                    rest = order[TRAIN_NEGATIVES:]
+                    weight[rest[rng.random(len(rest)) < EASY_SAMPLE]] = 1.0 / EASY_SAMPLE
+                    weight[labs.index(gold)] = 1.0
+                    if none_lab in q.cands:
+                        weight[labs.index(none_lab)] = 1.0
+                    keep = np.flatnonzero(weight)
+                    rows.append(block[keep])
+                    ys.extend(int(labs[j] == gold) for j in keep)
+                    ws.append(weight[keep])
+        self._X = self._name_X = None  # fit-time only
+        if sum(ys) < MIN_RANKER_QUERIES:
+            self.ranker = None  # too few entries to learn from: a fixed scoring rule instead
+            return
+        from sklearn.ensemble import HistGradientBoostingClassifier  # fit time only: slow to import
+
+        gbm = HistGradientBoostingClassifier(**RANKER_PARAMS, random_state=seed)
+        gbm.fit(np.vstack(rows), np.asarray(ys), sample_weight=np.concatenate(ws))
+        self.ranker = Forest.from_sklearn(gbm)
+
+    @staticmethod
+    def _fallback_scores(X: np.ndarray) -> np.ndarray:
+        """A fixed rule (log-odds-like): neighbours, then names inside the query, then the prior."""
+        return (
+            4 * X[:, F["nn_max"]]
+            + 2 * X[:, F["sub_name"]]
+            + 2 * X[:, F["rw_exact_name"]]
+            + 1.2 * X[:, F["exact_name"]]
+            + 0.8 * X[:, F["name_cos"]]
+            + 1.0 * X[:, F["prof_cos"]]
+            + 0.04 * X[:, F["log_prior"]]
+            - 2.0
+        )
+
+    def _raw_scores(self, X: np.ndarray) -> np.ndarray:
+        raw = self.ranker.raw(X) if self.ranker is not None else self._fallback_scores(X)
+        return raw - self.none_penalty * X[:, F["is_none"]]
+
+    # ------------------------------------------------------------------ querying
+    def normalize(self, term: str, k: int = 5) -> list[NormalizedName]:
+        """Ranked distinct standard names for one surface form."""
+        return self.normalize_many([term], k=k)[0]
+
+    def normalize_many(self, terms: list[str], k: int = 5) -> list[list[NormalizedName]]:
+        """Batched :meth:`normalize`: one sparse product and one ranker call per chunk of terms."""
+        if not self.keys:
+            raise IndexCorruptError("the disease normalizer holds no dictionary entries; rebuild the index")
+        if len(terms) > QUERY_CHUNK:
+            return [
+                r
+                for i in range(0, len(terms), QUERY_CHUNK)
+                for r in self.normalize_many(terms[i : i + QUERY_CHUNK], k)
+            ]
+        keys = [normalize_key(t) for t in terms]
+        view = self._full_view()
+        live = [key for key in keys if key]
+        sims, name_sims, prof_sims = self._sims(live, view) if live else (None, None, None)
+        queries, row = [], 0
+        for key in keys:
+            if not key:
+                queries.append(None)
+                continue
+            q = _Query(key, sims[row], name_sims[row], prof_sims[row], view)  # type: ignore[index]
+            row += 1
+            self._candidates(q)
+            queries.append(q)
+        blocks = [np.vstack(list(q.cands.values())) for q in queries if q is not None and q.cands]
+        scores = self._raw_scores(np.vstack(blocks)) if blocks else np.zeros(0)
+        results, pos = [], 0
+        for q in queries:
+            if q is None or not q.cands:
+                results.append([])
+                continue
+            labs = list(q.cands)
+            s = scores[pos : pos + len(labs)]
+            pos += len(labs)
+            exact = {int(self.entry_label[e]) for e in self.surface_index.get(q.key, ())}
+            # an exact dictionary hit is what the dictionary says: it goes first, with score 1.0
+            order = sorted(range(len(labs)), key=lambda i: (labs[i] not in exact, -s[i]))
+            ranked = [(lab, 1.0) for lab in exact if lab not in q.cands]
+            ranked += [(labs[i], 1.0 if labs[i] in exact else _sigmoid(s[i])) for i in order]
+            results.append(
+                [
+                    self._result(lab, score, q, rank, lab in exact)
+                    for rank, (lab, score) in enumerate(ranked[:k], 1)
+                ]
+            )
+        return results
+
+    def _result(self, lab: int, score: float, q: _Query, rank: int, exact: bool) -> NormalizedName:
+        idx = self._label_entries(lab)
+        if exact:
+            best = next(e for e in self.surface_index.get(q.key) if self.entry_label[e] == lab)
+        else:
+            best = int(idx[int(np.argmax(q.sims[idx]))])
+            names = set(self.label_parts[lab]) | {",".join(self.label_parts[lab])}
+            if q.sims[best] <= 0 or q.key in names:
+                same = [e for e in idx if self.keys[e] in names]  # the row whose surface is the name
+                best = int(same[0]) if same else best
+        cell = self.labels[lab]
+        return NormalizedName(
+            rank=rank,
+            standard_name=cell,
+            standard_names=split_names(cell),
+            icd10=self.cols["icd10"][best],
+            level=self.cols["level"][best],
+            surface=self.cols["surface"][best],
+            score=round(float(score), 6),
+            node_id=self.node_id(best),
+        )
+
+    # ------------------------------------------------------------------ free text
+    def _disease_key(self, key: str) -> bool:
+        """A standard name, or a surface the dictionary links to one (出現, a surface whose only label
+        is "-1", is an ordinary word, not a disease mention)."""
+        if key in self.name_index:
+            return True
+        none_lab = self.label_id.get(NO_CODE)
+        return any(int(self.entry_label[e]) != none_lab for e in self.surface_index.get(key, ()))
+
+    def _mention_heads(self) -> dict[str, int]:
+        """First characters of every key → the longest key that starts with them (built on first use)."""
+        if self._heads is None:
+            heads: dict[str, int] = {}
+            none_lab = self.label_id.get(NO_CODE)
+            for key, idx in self.surface_index.one.items():
+                if len(key) >= MIN_MENTION and (
+                    int(self.entry_label[idx]) != none_lab
+                    or key in self.surface_index.many
+                    or key in self.name_index
+                ):
+                    heads[key[:MIN_MENTION]] = max(heads.get(key[:MIN_MENTION], 0), len(key))
+            for key in self.name_index:
+                if len(key) >= MIN_MENTION:
+                    heads[key[:MIN_MENTION]] = max(heads.get(key[:MIN_MENTION], 0), len(key))
+            self._heads = heads
+        return self._heads
+
+    def find_mentions(self, text: str, k: int = 3) -> list[Mention]:
+        """Disease mentions in free text: longest dictionary matches (surface forms and standard names)
+        with their ranked names and their negation/suspicion (:mod:`ragmed.normalize.mentions`)."""
+        norm, spans = normalize_with_offsets(text)
+        found: list[tuple[int, int]] = []
+        trailing: dict[int, M.Cue] = {}
+        heads = self._mention_heads()
+        i, n = 0, len(norm)
+        while i < n:
+            match = None
+            longest = heads.get(norm[i : i + MIN_MENTION], 0)  # no key starts here: skip at once
+            for j in range(min(n, i + longest), i + MIN_MENTION - 1, -1):
+                sub = norm[i:j]
+                if not self._disease_key(sub):
+                    continue
+                if is_latin(sub[0]) and i > 0 and is_latin(norm[i - 1]):
+                    continue  # "HT" inside "HTML" is no mention
+                if is_latin(sub[-1]) and j < n and is_latin(norm[j]):
+                    continue
+                match = j
+                break
+            if match is None:
+                i += 1
+                continue
+            key = norm[i:match]
+            if key not in self.name_index:
+                cue = M.trailing_cue(key)  # the surface 喘息疑い: the mention is 喘息, 疑い its status
+                if cue is not None:
+                    if cue.start >= MIN_MENTION and self._disease_key(key[: cue.start]):
+                        match = i + cue.start
+                    else:
+                        trailing[len(found)] = M.Cue(i + cue.start, match, cue.kind, cue.text)
+            found.append((i, match))
+            i = match
+        if not found:
+            return []
+        status = M.statuses(norm, found, trailing)
+        cands = self._mention_candidates(text, norm, spans, found, k)
+        none_lab = self.label_id.get(NO_CODE)
+        mentions = []
+        for (a, b), cand, st in zip(found, cands, status, strict=True):
+            start, end = spans[a][0], spans[b - 1][1]
+            hits = [e for e in self.surface_index.get(norm[a:b], ()) if int(self.entry_label[e]) != none_lab]
+            surface = self.cols["surface"][hits[0]] if hits else (cand[0].surface if cand else norm[a:b])
+            mentions.append(
+                Mention(
+                    start=start,
+                    end=end,
+                    text=text[start:end],
+                    surface=surface,
+                    candidates=cand,
+                    negated=st == M.NEG,
+                    suspected=st == M.SUSP,
+                )
+            )
+        return mentions
+
+    def _mention_candidates(
+        self, text: str, norm: str, spans: list[tuple[int, int]], found: list[tuple[int, int]], k: int
+    ) -> list[list[NormalizedName]]:
+        """Ranked names per mention. A mention is a dictionary key, so with ``k=1`` (query linking) and a
+        surface of a single label, that label is the answer normalize() gives: no ranking needed."""
+        out: list[list[NormalizedName] | None] = [None] * len(found)
+        slow = []
+        for i, (a, b) in enumerate(found):
+            entries = self.surface_index.get(norm[a:b])
+            labs = {int(self.entry_label[e]) for e in entries}
+            if k == 1 and len(labs) == 1 and normalize_key(text[spans[a][0] : spans[b - 1][1]]) == norm[a:b]:
+                q = _Query(norm[a:b], np.zeros(0), np.zeros(0), np.zeros(0), self._full_view())
+                out[i] = [self._result(labs.pop(), 1.0, q, 1, True)]
+            else:
+                slow.append(i)
+        ranked = self.normalize_many(
+            [text[spans[found[i][0]][0] : spans[found[i][1] - 1][1]] for i in slow], k=k
+        )
+        for i, names in zip(slow, ranked, strict=True):
+            out[i] = names
+        return [names or [] for names in out]
+
+    def node_id(self, idx: int) -> str:
+        """The index node of entry ``idx`` (as :attr:`ManbyoEntry.node_id`)."""
+        return f"manbyo:{Path(self.sources[self.source_of[idx]]).name}:{self.rows[idx]}"
+
+
+def _repeats(key: str) -> list[tuple[int, int]]:
+    """Spans to delete so that a piece written twice in a row (optionally with a separator) stays once."""
+    out = []
+    n = len(key)
+    for length in range(2, n // 2 + 1):
+        for i in range(0, n - 2 * length + 1):
+            piece = key[i : i + length]
+            for gap in ("", "・", ",", "、", "/"):
+                j = i + length + len(gap)
+                if key[i + length : j] == gap and key[j : j + length] == piece:
+                    out.append((i + length, j + length))
+    return out[:4]
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x > -30 else 0.0
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

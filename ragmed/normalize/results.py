@@ -1,0 +1,32 @@
+"""What the normalizer returns (pydantic, so the CLI, API and UI serialize them as they are)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+
+class NormalizedName(BaseModel):
+    """One ranked standard name for a query."""
+
+    rank: int
+    standard_name: str  # the 標準病名 cell as in the file ("嘔気，嘔吐症" stays one unit; "-1" = none)
+    standard_names: list[str]  # the cell split on "，" ([] for "-1")
+    icd10: str  # ICD-10 cell of the supporting entry, "-1" when none
+    level: str
+    surface: str  # the dictionary surface form that best supports this name
+    score: float
+    node_id: str  # ManbyoEntry.node_id of that supporting entry
+
+
+class Mention(BaseModel):
+    """A disease mention found in free text; offsets index the ORIGINAL text."""
+
+    start: int
+    end: int
+    text: str
+    surface: str
+    candidates: list[NormalizedName]
+    #: The text says the disease is absent (…なし, 認めず, 否定, 陰性, 除外, …(-)).
+    negated: bool = False
+    #: The text says the disease is suspected (…疑い, …の可能性, 否定できない, r/o …).
+    suspected: bool = False

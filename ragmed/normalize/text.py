@@ -1,0 +1,53 @@
+"""Matching keys for disease names: the one place that decides when two spellings are the same."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from ragmed.manbyo import NO_CODE, nfkc
+
+# Standard names are written with the JIS-level spellings of the MEDIS disease-name master, while
+# clinical wording uses the full kanji (胆嚢 vs 胆のう: ~900 surfaces vs ~1,000 names in Manbyo).
+# Katakana small vowels and ヴ are spelt either way in clinical text (ウィルス/ウイルス, ヴィタミン), and
+# dashes come in several code points; folding them on both sides makes those slips identical.
+ORTHOGRAPHY = {"嚢": "のう", "頸": "頚", "膣": "腟", "蔓": "つる"}
+ORTHOGRAPHY.update({"ァ": "ア", "ィ": "イ", "ゥ": "ウ", "ェ": "エ", "ォ": "オ", "ヴ": "ブ"})
+ORTHOGRAPHY.update({"−": "-", "‐": "-", "–": "-", "—": "-", "―": "-"})
+
+
+def normalize_key(text: str) -> str:
+    """Matching key: NFKC (full-width ＤＭ → DM), lower case, no whitespace, name-master spellings."""
+    return "".join(ORTHOGRAPHY.get(ch, ch) for ch in "".join(nfkc(text).lower().split()))
+
+
+def split_names(cell: str) -> list[str]:
+    """The names of a 標準病名 cell (``"嘔気，嘔吐症"`` → two names; ``"-1"`` → none)."""
+    return [] if cell == NO_CODE else [n for n in cell.split("，") if n]
+
+
+def is_latin(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
+
+
+def normalize_with_offsets(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """:func:`normalize_key`-style folding of running ``text`` that remembers, for each output char,
+    its span in the original (so mention offsets index what the user wrote).
+
+    A base char and the combining marks after it (incl. half-width ﾞ/ﾟ) are normalized together so
+    that ｶﾞ → ガ maps back to both original chars. Whitespace becomes one space (no mention spans it).
+    """
+    out: list[str] = []
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while i < len(text):
+        j = i + 1
+        while j < len(text) and (unicodedata.combining(text[j]) or text[j] in "\uff9e\uff9f"):
+            j += 1
+        piece = unicodedata.normalize("NFKC", text[i:j]).lower()
+        if piece.isspace():
+            piece = " "
+        for ch in "".join(ORTHOGRAPHY.get(c, c) for c in piece):
+            out.append(ch)
+            spans.append((i, j))
+        i = j
+    return "".join(out), spans
