@@ -335,6 +335,36 @@ def test_incremental_add_embeds_only_new_sources(tmp_path: Path, embedder) -> No
     assert index.verify() == []
 
 
+def test_build_and_add_report_seconds_per_stage(tmp_path: Path, embedder) -> None:
+    """bench/scale.py reads these: every stage a build goes through is timed, and nothing else."""
+    settings = Settings(index_dir=tmp_path)
+    (tmp_path / "a.txt").write_text("心房細動では抗凝固療法を検討する。", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("気胸では胸腔ドレナージを行う。", encoding="utf-8")
+    built: dict[str, float] = {}
+    build_index(
+        "timed",
+        manbyo=[FIXTURES / "manbyo" / "manbyo_small.csv"],
+        corpus=[tmp_path / "a.txt"],
+        settings=settings,
+        embedder=embedder,
+        progress=False,
+        timings=built,
+    )
+    stages = {"hash_sources", "read", "embed", "tokenize", "write", "node_store", "dense", "bm25"}
+    assert stages | {"normalizer", "manifest", "swap"} == set(built)
+    assert all(v > 0 for v in built.values())
+    added: dict[str, float] = {}
+    _, stats = add_to_index(
+        "timed",
+        corpus=[tmp_path / "b.txt"],
+        settings=settings,
+        embedder=embedder,
+        progress=False,
+        timings=added,
+    )
+    assert stats["added_nodes"] == 1 and stages | {"copy", "swap"} <= set(added)
+
+
 def test_bad_source_leaves_the_index_untouched(
     demo_index: RagmedIndex, settings: Settings, tmp_path: Path
 ) -> None:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,26 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+class StageTimer:
+    """Seconds spent per build stage, summed over batches (``bench/scale.py`` reports them; a build
+    without one records nothing)."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+
+    def __call__(self, stage: str) -> AbstractContextManager[None]:
+        return self._measure(stage)
+
+    @contextlib.contextmanager
+    def _measure(self, stage: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.timings is not None:
+                self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t
+
+
 def _stage(desc: str, fn: Callable[[], Any], progress: bool) -> Any:
     """Run one long step under a spinner with elapsed time (on stderr, so --json output stays clean)."""
     if not progress:
@@ -234,6 +256,7 @@ def _ingest(
     settings: Settings,
     progress: bool,
     resume_from: dict[str, Any] | None = None,
+    timer: StageTimer | None = None,
 ) -> dict[str, int]:
     """Stream every source through embedding and tokenizing into ``work``; returns nodes per source."""
     from tqdm.auto import tqdm
@@ -244,12 +267,18 @@ def _ingest(
     records: list[dict[str, Any]] = []
     origins: list[str] = []
 
+    timed = timer or StageTimer(None)
+
     def flush() -> None:
-        vectors = embedder.embed_passages(
-            [embed_text(r) for r in records], batch_size=settings.embed.batch_size
-        )
-        work.write(records, origins, vectors, tokenizer([lexical_text(r) for r in records]))
-        work.checkpoint(per_source)
+        with timed("embed"):
+            vectors = embedder.embed_passages(
+                [embed_text(r) for r in records], batch_size=settings.embed.batch_size
+            )
+        with timed("tokenize"):
+            tokens = tokenizer([lexical_text(r) for r in records])
+        with timed("write"):
+            work.write(records, origins, vectors, tokens)
+            work.checkpoint(per_source)
         bar.update(len(records))
         records.clear()
         origins.clear()
@@ -257,7 +286,7 @@ def _ingest(
     seen = 0
     for src in sources:
         n = 0
-        for record in iter_source(src, opts, levels):
+        for record in _timed_iter(iter_source(src, opts, levels), timed, "read"):
             n += 1
             seen += 1
             if seen <= skip:
@@ -272,6 +301,16 @@ def _ingest(
         flush()
     bar.close()
     return per_source
+
+
+def _timed_iter(items: Iterator[dict[str, Any]], timed: StageTimer, stage: str) -> Iterator[dict[str, Any]]:
+    """``items``, with the time spent producing them (reading and chunking sources) added to ``stage``."""
+    while True:
+        with timed(stage):
+            item = next(items, None)
+        if item is None:
+            return
+        yield item
 
 
 def _finish_dense(
@@ -390,17 +429,22 @@ def _finish(
     kept: np.ndarray | None = None,
     new_manbyo: int = 0,
     refit: bool = False,
+    timer: StageTimer | None = None,
 ) -> Manifest:
     """Build the components from the work files and write the manifest."""
+    timed = timer or StageTimer(None)
     root = work.root
-    kinds = dict(work.nodes.conn.execute("SELECT kind, count(*) FROM nodes GROUP BY kind").fetchall())
-    count = work.nodes.finish()
+    with timed("node_store"):
+        kinds = dict(work.nodes.conn.execute("SELECT kind, count(*) FROM nodes GROUP BY kind").fetchall())
+        count = work.nodes.finish()
     if count == 0:
         raise InputError("the sources hold no text to index: nothing was written")
-    dense_comp, _ = _finish_dense(work, faiss_type, faiss_params, progress, base, kept)
-    lex_params = _stage(
-        "computing BM25", lambda: lexical_mod.build(work.tokens, root, progress=False), progress
-    )
+    with timed("dense"):
+        dense_comp, _ = _finish_dense(work, faiss_type, faiss_params, progress, base, kept)
+    with timed("bm25"):
+        lex_params = _stage(
+            "computing BM25", lambda: lexical_mod.build(work.tokens, root, progress=False), progress
+        )
     lex_params["analyzer"] = "ja"
     lexical = Component(
         kind="bm25s",
@@ -408,7 +452,8 @@ def _finish(
         count=count,
         params=lex_params,
     )
-    normalizer = _fit_normalizer(root, count, base, new_manbyo, refit, progress)
+    with timed("normalizer"):
+        normalizer = _fit_normalizer(root, count, base, new_manbyo, refit, progress)
     components = {
         "nodes": Component(kind="sqlite", files=files_under(root, nodes_mod.FILE), count=count),
         "dense": dense_comp,
@@ -427,7 +472,8 @@ def _finish(
     }
     manifest.updated = _now()
     manifest.ragmed_version = __version__
-    (root / "manifest.json").write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+    with timed("manifest"):
+        (root / "manifest.json").write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
     return manifest
 
 
@@ -473,13 +519,17 @@ def build_index(
     faiss_params: dict[str, Any] | None = None,
     progress: bool = True,
     resume: bool = False,
+    timings: dict[str, float] | None = None,
 ) -> RagmedIndex:
     """Build (or rebuild) an index from Manbyo files and corpus paths, replacing it atomically.
 
     ``name_or_path``: a name (validated; under ``settings.index_dir``) or an explicit ``Path``. A build
     never replaces anything but an index. ``resume`` continues a killed build of the same inputs.
+    ``embedder``: any :class:`Embedder` (default: the configured model). ``timings``, when given, receives
+    the seconds spent per stage (hash_sources, read, embed, tokenize, write, dense, bm25, …).
     """
     settings = settings or get_settings()
+    timed = StageTimer(timings)
     corpus_opts = corpus_opts or CorpusOptions()
     path = target_path(name_or_path, settings)
     if not manbyo and not corpus:
@@ -492,7 +542,8 @@ def build_index(
         recover(path)
         clean_stale(path)
         check_target(path, settings)
-        sources = plan_sources(manbyo, corpus, progress)
+        with timed("hash_sources"):
+            sources = plan_sources(manbyo, corpus, progress)
         embedder = embedder or load_embedder(
             settings.embed.model,
             settings.embed.device,
@@ -524,7 +575,7 @@ def build_index(
                 work.nodes.commit()
                 ckpt = None
             per_source = _ingest(
-                work, sources, corpus_opts, levels_up, embedder, tokenizer, settings, progress, ckpt
+                work, sources, corpus_opts, levels_up, embedder, tokenizer, settings, progress, ckpt, timed
             )
         except BaseException:
             work.close()
@@ -555,12 +606,13 @@ def build_index(
             sources=infos,
         )
         try:
-            _finish(work, manifest, faiss_type, params, progress)
+            _finish(work, manifest, faiss_type, params, progress, timer=timed)
         except BaseException:
             with contextlib.suppress(Exception):
                 work.close()
             raise
-        swap_in(root, path)
+        with timed("swap"):
+            swap_in(root, path)
     return RagmedIndex.load(path, settings, embedder)
 
 
@@ -572,13 +624,15 @@ def add_to_index(
     settings: Settings | None = None,
     embedder: Embedder | None = None,
     progress: bool = True,
+    timings: dict[str, float] | None = None,
 ) -> tuple[RagmedIndex, dict[str, int]]:
     """Add new sources without re-embedding what is already there.
 
     Sources already indexed with the same sha256 are skipped; a source whose content changed has its
-    old nodes replaced. Returns the reloaded index and what changed.
+    old nodes replaced. Returns the reloaded index and what changed. ``timings`` as in :func:`build_index`.
     """
     settings = settings or get_settings()
+    timed = StageTimer(timings)
     index = RagmedIndex.load(name_or_path, settings, embedder)
     path = index.path
     with write_lock(path):
@@ -587,7 +641,8 @@ def add_to_index(
         man = index.manifest.model_copy(deep=True)
         opts = CorpusOptions(**man.chunking) if man.chunking else CorpusOptions()
         known = {s.path: s.sha256 for s in man.sources}
-        sources = plan_sources(manbyo, corpus, progress)
+        with timed("hash_sources"):
+            sources = plan_sources(manbyo, corpus, progress)
         changed = {s.path for s in sources if s.path in known and known[s.path] != s.sha256 and s.sha256}
         new = [s for s in sources if s.path not in known or s.path in changed]
         if not new:
@@ -596,12 +651,13 @@ def add_to_index(
         if root.exists():
             shutil.rmtree(root)
         root.mkdir()
-        _stage(
-            "copying the node store",
-            lambda: shutil.copyfile(path / nodes_mod.FILE, root / nodes_mod.FILE),
-            progress,
-        )
-        shutil.copytree(path / lexical_mod.TOKENS, root / lexical_mod.TOKENS)
+        with timed("copy"):
+            _stage(
+                "copying the node store",
+                lambda: shutil.copyfile(path / nodes_mod.FILE, root / nodes_mod.FILE),
+                progress,
+            )
+            shutil.copytree(path / lexical_mod.TOKENS, root / lexical_mod.TOKENS)
         base_dense = man.components["dense"].params
         work = Work(
             root, man.dimension, _vector_dtype(base_dense["type"], base_dense), vectors_name="vectors.new"
@@ -628,6 +684,7 @@ def add_to_index(
                 settings,
                 progress,
                 {"nodes": work.base, "per_source": {}},
+                timed,
             )
             new_manbyo = (
                 int(work.nodes.conn.execute("SELECT count(*) FROM nodes WHERE kind='manbyo'").fetchone()[0])
@@ -664,12 +721,14 @@ def add_to_index(
                 kept=kept,
                 new_manbyo=new_manbyo,
                 refit=removed_manbyo,
+                timer=timed,
             )
         except BaseException:
             with contextlib.suppress(Exception):
                 work.close()
             shutil.rmtree(root, ignore_errors=True)
             raise
-        swap_in(root, path)
+        with timed("swap"):
+            swap_in(root, path)
     stats = {"added_nodes": added, "removed_nodes": removed, "sources": len(new)}
     return RagmedIndex.load(path, settings, embedder), stats
