@@ -37,3 +37,42 @@ def test_gpu_benchmark_runs_end_to_end_in_smoke_mode() -> None:
         report["embedding"][m]["texts_per_s"] > 0
         for m in ("ruri-v3-310m-shape", "multilingual-e5-large-shape")
     )
+
+
+def test_scale_benchmark_builds_queries_and_adds_at_a_toy_size(tmp_path: Path) -> None:
+    """bench/scale.py end to end at 2000 passages: a real index and the flat in-RAM baseline side by side."""
+    report = run(
+        "bench/scale.py",
+        "--sizes",
+        "2000",
+        "--queries",
+        "20",
+        "--add",
+        "200",
+        "--embed-sample",
+        "0",
+        "--baseline-size",
+        "2000",
+        "--out",
+        str(tmp_path),
+        timeout=120,
+    )
+    (size,) = report["sizes"]
+    assert size["passages"] == 2000 and size["build"]["nodes"] == 2000 and size["faiss"]["type"] == "flat"
+    assert {"read", "embed", "tokenize", "write", "dense", "bm25"} <= set(size["build"]["stages_s"])
+    assert (
+        set(size["disk_bytes"]) == {"nodes", "dense", "lexical", "total"}
+        and size["disk_bytes"]["total"] > 1e6
+    )
+    search = size["search"]
+    for mode in ("dense", "bm25", "hybrid"):
+        assert 0 < search[mode]["p50_ms"] <= search[mode]["p99_ms"] < 1000
+    assert search["dense_recall_at_10"] >= 0.95, "flat FP16 search is exact up to rounding"
+    assert search["hybrid_nonempty"] == 1.0, "the Japanese queries match the generated passages lexically"
+    assert 50 < search["rss_mb"] < search["peak_rss_mb"] + 1 < 2000
+    assert size["add"]["added_nodes"] == 200 and size["add"]["add_s"] > 0
+    flat = size["flat_in_ram_baseline"]
+    assert flat["build"]["nodes"] == 2000 and flat["add"]["added_nodes"] == 200
+    assert flat["search"]["dense_recall_at_10"] >= 0.95 and flat["search"]["hybrid"]["p50_ms"] > 0
+    assert report["projection"] is None, "one size: nothing to fit"
+    assert not any(tmp_path.iterdir()), "without --keep the work folder is emptied"
