@@ -30,6 +30,7 @@ from ragmed import __version__
 from ragmed.embeddings import Embedder, load_embedder
 from ragmed.errors import CorpusFormatError, InputError, ManbyoFormatError
 from ragmed.index import dense as dense_mod
+from ragmed.index import glossary as glossary_mod
 from ragmed.index import lexical as lexical_mod
 from ragmed.index import nodes as nodes_mod
 from ragmed.index.loaded import RagmedIndex
@@ -248,7 +249,10 @@ def _ingest(
         vectors = embedder.embed_passages(
             [embed_text(r) for r in records], batch_size=settings.embed.batch_size
         )
-        work.write(records, origins, vectors, tokenizer([lexical_text(r) for r in records]))
+        tokens = tokenizer(
+            [lexical_text(r) for r in records], [r["metadata"].get("language", "ja") for r in records]
+        )
+        work.write(records, origins, vectors, tokens)
         work.checkpoint(per_source)
         bar.update(len(records))
         records.clear()
@@ -380,6 +384,21 @@ def _fit_normalizer(
     return Component(kind="normalizer", files=files_under(root, "normalizer"), count=len(entries))
 
 
+def _build_glossary(root: Path, count: int, progress: bool) -> Component | None:
+    """English terms for the dictionary's standard names (cross-lingual expansion)."""
+    store = nodes_mod.NodeStore(root / nodes_mod.FILE, count)
+    try:
+        entries = [ManbyoEntry.from_metadata(r["metadata"]) for r in store.iter_records(kind="manbyo")]
+    finally:
+        store.close()
+    if not entries:
+        return None
+    params = _stage(
+        "English ICD-10 titles for the dictionary", lambda: glossary_mod.build(entries, root), progress
+    )
+    return Component(kind="glossary", files=files_under(root, glossary_mod.FILE), params=params)
+
+
 def _finish(
     work: Work,
     manifest: Manifest,
@@ -390,10 +409,17 @@ def _finish(
     kept: np.ndarray | None = None,
     new_manbyo: int = 0,
     refit: bool = False,
+    analyzers: lexical_mod.Analyzers | None = None,
 ) -> Manifest:
     """Build the components from the work files and write the manifest."""
     root = work.root
+    analyzers = analyzers or lexical_mod.Analyzers.default()
     kinds = dict(work.nodes.conn.execute("SELECT kind, count(*) FROM nodes GROUP BY kind").fetchall())
+    languages = dict(
+        work.nodes.conn.execute(
+            "SELECT coalesce(json_extract(meta, '$.language'), 'ja'), count(*) FROM nodes GROUP BY 1"
+        ).fetchall()
+    )
     count = work.nodes.finish()
     if count == 0:
         raise InputError("the sources hold no text to index: nothing was written")
@@ -401,7 +427,8 @@ def _finish(
     lex_params = _stage(
         "computing BM25", lambda: lexical_mod.build(work.tokens, root, progress=False), progress
     )
-    lex_params["analyzer"] = "ja"
+    lex_params["analyzers"] = analyzers.params()
+    lex_params["languages"] = {lang: int(n) for lang, n in sorted(languages.items())}
     lexical = Component(
         kind="bm25s",
         files=files_under(root, lexical_mod.DIR) + files_under(root, lexical_mod.TOKENS),
@@ -416,10 +443,13 @@ def _finish(
     }
     if normalizer is not None:
         components["normalizer"] = normalizer
+    glossary = _build_glossary(root, count, progress)
+    if glossary is not None:
+        components["glossary"] = glossary
     manifest.format = FORMAT
     manifest.components = components
     manifest.faiss = {k: v for k, v in dense_comp.params.items() if k != "built_on"}
-    manifest.bm25 = {"tokenizer": lexical_mod.get_analyzer("ja").description, "analyzer": "ja"}
+    manifest.bm25 = {"analyzers": analyzers.describe(), "languages": lex_params["languages"]}
     manifest.counts = {
         "nodes": count,
         "manbyo": int(kinds.get("manbyo", 0)),
@@ -452,7 +482,7 @@ def _plan(
         "chunking": opts.model_dump(),
         "levels": levels,
         "faiss": {"type": faiss_type, **params},
-        "analyzer": "ja",
+        "analyzers": lexical_mod.Analyzers.default().params(),
     }
 
 
@@ -509,7 +539,7 @@ def build_index(
         elif root.exists():
             shutil.rmtree(root)
         work = Work(root, embedder.dim, _vector_dtype(faiss_type, params))
-        tokenizer = lexical_mod.Tokenizer(lexical_mod.get_analyzer("ja"))
+        tokenizer = lexical_mod.Tokenizer(lexical_mod.Analyzers.default())
         try:
             if resume:
                 stored = work.nodes.get_info("plan")
@@ -606,7 +636,12 @@ def add_to_index(
         work = Work(
             root, man.dimension, _vector_dtype(base_dense["type"], base_dense), vectors_name="vectors.new"
         )
-        tokenizer = lexical_mod.Tokenizer(lexical_mod.get_analyzer("ja"))
+        # the index's own analyzers (as saved), plus today's for a language it has none for yet
+        saved = lexical_mod.Analyzers.from_params(man.components["lexical"].params)
+        analyzers = lexical_mod.Analyzers(
+            {**lexical_mod.Analyzers.default().by_language, **saved.by_language}
+        )
+        tokenizer = lexical_mod.Tokenizer(analyzers)
         kept: np.ndarray | None = None
         try:
             before = work.nodes.count
@@ -664,6 +699,7 @@ def add_to_index(
                 kept=kept,
                 new_manbyo=new_manbyo,
                 refit=removed_manbyo,
+                analyzers=analyzers,
             )
         except BaseException:
             with contextlib.suppress(Exception):
