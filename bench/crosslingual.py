@@ -105,7 +105,7 @@ def main() -> None:
         )
         build_s = time.perf_counter() - t
         gold_id = {code: f"icd10_titles.jsonl#{code}:0" for code in titles}
-        plain, dense_x = Searcher(index), Searcher(index, dense_expand=True)
+        plain, dense_x = Searcher(index, dense_expand=False), Searcher(index, dense_expand=True)
         plain.warm()
 
         def evaluate(searcher: Searcher, mode: str, expand: bool, form: str) -> dict[str, float]:

@@ -193,6 +193,10 @@ def test_japanese_queries_reach_english_passages_through_the_dictionary(xl_index
     assert bm25_without <= 0.05  # no shared token between a Japanese name and an English title
     assert bm25_with >= 0.8
     assert hybrid_with >= hybrid_without + 0.3
+    # the English terms also go into the dense query (RAGMED_DENSE_ENGLISH_TERMS, on by default)
+    dense_terms = _rank1(searcher, pairs, "dense", True)
+    dense_plain = _rank1(Searcher(xl_index, dense_expand=False), pairs, "dense", True)
+    assert dense_terms >= dense_plain + 0.3
     # the passage keeps its language in what is cited
     top = searcher.retrieve(f"{name}の治療は？", 1, "bm25", kinds={"corpus"}).chunks[0]
     assert top.language == "en" and top.metadata["pmid"]

@@ -20,6 +20,7 @@ import numpy as np
 from ragmed.errors import InputError
 from ragmed.index import RagmedIndex
 from ragmed.schema import RETRIEVAL_MODES, Chunk, LinkedDisease, Retrieval, RetrievalMode, SearchTrace
+from ragmed.settings import RetrievalSettings
 from ragmed.tokenize import normalize_text
 from ragmed.tokenize import warm as warm_tokenizer
 
@@ -82,7 +83,7 @@ class Searcher:
         nprobe: int | None = None,
         ef_search: int | None = None,
         rescore: int | None = None,
-        dense_expand: bool = False,
+        dense_expand: bool = True,
     ) -> None:
         self.index = index
         self.dense_expand = dense_expand
@@ -91,6 +92,20 @@ class Searcher:
         self.nprobe, self.ef_search, self.rescore = nprobe, ef_search, rescore
         self._reranker_name = reranker
         self._reranker: Any = None
+
+    @classmethod
+    def configured(cls, index: RagmedIndex, r: RetrievalSettings, **overrides: Any) -> Searcher:
+        """A searcher with the retrieval settings (``overrides`` win where not None)."""
+        kwargs: dict[str, Any] = {
+            "rrf_k": r.rrf_k,
+            "reranker": r.reranker,
+            "nprobe": r.nprobe,
+            "ef_search": r.ef_search,
+            "rescore": r.rescore,
+            "dense_expand": r.dense_english_terms,
+        }
+        kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(index, **kwargs)
 
     def warm(self) -> None:
         """Load what the first query would otherwise wait for (query encoder, disease normalizer,
