@@ -152,6 +152,21 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _source_infos(sources: list[InputSource], per_source: dict[str, int], now: str) -> list[SourceInfo]:
+    """The manifest's record of the sources a build or add read, with the nodes each gave."""
+    return [
+        SourceInfo(
+            path=s.path,
+            kind=s.kind,  # type: ignore[arg-type]
+            sha256=s.sha256,
+            nodes=per_source.get(s.path, 0),
+            added=now,
+            name=s.name,
+        )
+        for s in sources
+    ]
+
+
 def _stage(desc: str, fn: Callable[[], Any], progress: bool) -> Any:
     """Run one long step under a spinner with elapsed time (on stderr, so --json output stays clean)."""
     if not progress:
@@ -562,17 +577,7 @@ def build_index(
         finally:
             tokenizer.close()
         now = _now()
-        infos = [
-            SourceInfo(
-                path=s.path,
-                kind=s.kind,
-                sha256=s.sha256,
-                nodes=per_source.get(s.path, 0),
-                added=now,
-                name=s.name,
-            )  # type: ignore[arg-type]
-            for s in sources
-        ]
+        infos = _source_infos(sources, per_source, now)
         manifest = Manifest(
             name=path.name,
             created=now,
@@ -676,17 +681,7 @@ def add_to_index(
         tokenizer.close()
         added = work.nodes.count - work.base
         now = _now()
-        man.sources = [s for s in man.sources if s.path not in changed] + [
-            SourceInfo(
-                path=s.path,
-                kind=s.kind,
-                sha256=s.sha256,
-                nodes=per_source.get(s.path, 0),
-                added=now,
-                name=s.name,
-            )  # type: ignore[arg-type]
-            for s in new
-        ]
+        man.sources = [s for s in man.sources if s.path not in changed] + _source_infos(new, per_source, now)
         removed_manbyo = any(s.kind == "manbyo" and s.path in changed for s in index.manifest.sources)
         try:
             _finish(
