@@ -391,12 +391,14 @@ def _flat_write(
     import bm25s
 
     from ragmed.index.build import lexical_text
-    from ragmed.index.lexical import Tokenizer, get_analyzer
+    from ragmed.index.lexical import Analyzers, Tokenizer
 
     t = time.perf_counter()
-    tokenizer = Tokenizer(get_analyzer("ja"))
+    tokenizer = Tokenizer(Analyzers.default())
     try:
-        tokens = tokenizer([lexical_text(r) for r in records])
+        tokens = tokenizer(
+            [lexical_text(r) for r in records], [r["metadata"].get("language", "ja") for r in records]
+        )
     finally:
         tokenizer.close()
     timings["tokenize"] = time.perf_counter() - t
@@ -452,9 +454,9 @@ def child_flat_build(d: Path) -> dict[str, Any]:
 
 
 def child_flat_query(d: Path) -> dict[str, Any]:
+    from ragmed.index.lexical import Analyzers
     from ragmed.retrieve import rrf
     from ragmed.threads import single_threaded
-    from ragmed.tokenize import tokenize
 
     queries = json.loads((d / "queries.json").read_text(encoding="utf-8"))
     qvecs = np.load(d / "qvecs.npy")
@@ -462,6 +464,7 @@ def child_flat_query(d: Path) -> dict[str, Any]:
     records, _, dense, bm25 = _flat_load(d / "flat")
     open_ms = (time.perf_counter() - t) * 1000
     depth = max(50, 4 * K)
+    analyzers = Analyzers.default()  # a query goes through every language's analyzer, as ragmed's does
 
     def dense_hits(qv: np.ndarray) -> list[int]:
         with single_threaded():  # as format 1 searched: one query, one thread
@@ -469,7 +472,7 @@ def child_flat_query(d: Path) -> dict[str, Any]:
         return [int(i) for i in ids[0] if i >= 0]
 
     def bm25_hits(text: str) -> list[int]:
-        scores = bm25.get_scores(tokenize(text))
+        scores = bm25.get_scores(analyzers.query_tokens(text))
         top = np.argpartition(-scores, depth - 1)[:depth]
         top = top[np.lexsort((top, -scores[top]))]
         return [int(i) for i in top if scores[i] > 0]

@@ -586,7 +586,7 @@ def _run(cfg: RunConfig, out: Path, progress: bool, llm: Any) -> dict[str, Any]:
         from ragmed.retrieve.hybrid import Searcher
 
         r = settings.retrieval
-        searcher = Searcher(index, rrf_k=r.rrf_k, reranker=r.reranker)
+        searcher = Searcher.configured(index, r)
         searcher.warm()  # so the first question's timings measure retrieval, not model loading
         cfg.query_encoder = index.embedder.active_query_encoder
     if llm is None and cfg.engine != "vllm":

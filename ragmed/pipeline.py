@@ -243,7 +243,7 @@ class RagPipeline:
         settings = settings or get_settings()
         loaded = RagmedIndex.load(index, settings=settings)
         r = settings.retrieval
-        searcher = Searcher(loaded, rrf_k=r.rrf_k, reranker=r.reranker)
+        searcher = Searcher.configured(loaded, r)
         retriever = HybridRetriever(searcher, k=r.top_k, mode=r.mode)
         return cls(llm or LLMClient.from_settings(settings), retriever, settings=settings, **kwargs)
 

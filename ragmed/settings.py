@@ -62,7 +62,7 @@ class EmbedSettings(BaseSettings):
 
 
 class RetrievalSettings(BaseSettings):
-    """Search (``RAGMED_TOP_K``, ``RAGMED_MODE``, ``RAGMED_RRF_K``, ``RAGMED_RERANKER``)."""
+    """Search (``RAGMED_TOP_K``, ``RAGMED_MODE``, ``RAGMED_RRF_K``, ``RAGMED_RERANKER``, …)."""
 
     model_config = _config("RAGMED_")
 
@@ -78,6 +78,11 @@ class RetrievalSettings(BaseSettings):
     )
     rescore: int | None = Field(
         None, ge=0, description="Approximate dense search re-scores rescore x k candidates exactly (0 = off)"
+    )
+    dense_english_terms: bool = Field(
+        True,
+        description="In an index with English chunks, the linked diseases' English terms are also added "
+        "to the dense query (RAGMED_DENSE_ENGLISH_TERMS; bench/crosslingual.py)",
     )
 
 

@@ -102,3 +102,30 @@ def tokenize_many(texts: Iterable[str]) -> list[list[str]]:
 def morphemes(text: str) -> list[str]:
     """Every morpheme, punctuation included: the unit for token-budgeted chunking."""
     return [w.surface for w in _words(text)]
+
+
+# --------------------------------------------------------------------------- language and English words
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]")
+_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
+#: A text is Japanese when at least this share of its letters are kana or kanji. One kanji carries
+#: about as much as a short English word, so a Japanese text full of English terms (CT, MRI, HbA1c)
+#: stays Japanese, and an English abstract quoting one Japanese name stays English.
+JA_MIN_SHARE = 0.15
+_EN_WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)*")
+
+
+def detect_language(text: str) -> str:
+    """``"ja"`` or ``"en"``, from the share of kana/kanji among the letters (the two languages ragmed
+    indexes; a text with no letters at all counts as Japanese, the dictionary's language)."""
+    cjk = len(_CJK.findall(text))
+    latin = len(_LATIN.findall(text))
+    if cjk + latin == 0:
+        return "ja"
+    return "ja" if cjk / (cjk + latin) >= JA_MIN_SHARE else "en"
+
+
+def english_words(text: str) -> list[str]:
+    """Latin-script words of ``text`` (NFKC, lower-case, possessive 's dropped); other scripts are
+    skipped, so a Japanese query yields just its English terms."""
+    return [w.split("'")[0].split("’")[0] for w in _EN_WORD.findall(normalize_text(text))]

@@ -113,8 +113,12 @@ def test_bad_chunk_options() -> None:
         chunk_documents([], CorpusOptions(chunk_unit="pages"))
 
 
-def test_hf_dataset_offline_error() -> None:
-    with pytest.raises(CorpusFormatError, match="hf:"):
+def test_hf_dataset_offline_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline (or an unknown name) → DownloadError, exit code 3; without `datasets` → SetupError."""
+    from ragmed.errors import DownloadError, SetupError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read when `datasets` is first imported: no retries
+    with pytest.raises((DownloadError, SetupError), match="hf:example/ApolloCorpus-ja-nonexistent"):
         load_documents(["hf:example/ApolloCorpus-ja-nonexistent"])
 
 

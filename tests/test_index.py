@@ -54,7 +54,7 @@ def test_manifest_lists_components_with_sizes_and_checksums(demo_index: RagmedIn
         manbyo_src.path == str((SAMPLES / "manbyo_sample.csv").resolve())
         and manbyo_src.name == "manbyo_sample.csv"
     )
-    assert set(man.components) == {"nodes", "dense", "lexical", "normalizer"}
+    assert set(man.components) == {"nodes", "dense", "lexical", "normalizer", "glossary"}
     listed = {f.path for c in man.components.values() for f in c.files}
     assert {"nodes.sqlite", "dense.faiss", "bm25/data.csc.index.npy", "tokens/ids.i32"} <= listed
     for comp in man.components.values():

@@ -191,6 +191,13 @@ def test_cli_on_an_index_with_a_pickled_normalizer_says_rebuild(demo_index, tmp_
     (copy / "normalizer" / "manifest.json").write_text(json.dumps({"format": 1}), encoding="utf-8")
     marker = tmp_path / "pwned"
     (copy / "normalizer" / "vectorizer.joblib").write_bytes(pickle.dumps(_Exploit(marker)))
+    # the index manifest lists the normalizer's files as that older ragmed wrote them (sizes match), so
+    # it is the normalizer's own reader that must refuse the pickle
+    from ragmed.index.store import files_under, read_manifest
+
+    manifest = read_manifest(copy)
+    manifest.components["normalizer"].files = files_under(copy, "normalizer")
+    (copy / "manifest.json").write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
     env = {**os.environ, "RAGMED_INDEX_DIR": str(tmp_path / "indexes")}
     proc = subprocess.run(
         [sys.executable, "-m", "ragmed.cli", "normalize", "--index", "old", "AMI"],

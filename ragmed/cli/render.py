@@ -161,6 +161,11 @@ def show_info(info: dict[str, Any], as_json: bool) -> None:
         "embedding", f"{emb['name']} (query {emb['query_prefix']!r}, passage {emb['passage_prefix']!r})"
     )
     table.add_row("faiss", json.dumps(info["faiss"]))
+    bm25 = info.get("bm25") or {}
+    if bm25.get("languages"):
+        table.add_row("bm25 chunks by language", json.dumps(bm25["languages"]))
+    for lang, desc in (bm25.get("analyzers") or {}).items():
+        table.add_row(f"bm25 analyzer ({lang})", desc)
     table.add_row("counts", json.dumps(info["counts"]))
     for s in info["sources"]:
         table.add_row(f"source ({s['kind']})", f"{s['path']}  {s['nodes']} nodes  sha256 {s['sha256'][:12]}")

@@ -62,15 +62,9 @@ def search(
     from ragmed.retrieve.hybrid import Searcher
 
     settings = settings_of(ctx)
-    r = settings.retrieval
     idx = RagmedIndex.load(index, settings)
-    searcher = Searcher(
-        idx,
-        rrf_k=r.rrf_k,
-        reranker=rerank or r.reranker,
-        nprobe=nprobe or r.nprobe,
-        ef_search=ef_search or r.ef_search,
-        rescore=r.rescore,
+    searcher = Searcher.configured(
+        idx, settings.retrieval, reranker=rerank, nprobe=nprobe, ef_search=ef_search
     )
 
     def run(q: str) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ from ragmed import __version__
 from ragmed.embeddings import Embedder, load_embedder
 from ragmed.errors import CorpusFormatError, InputError, ManbyoFormatError
 from ragmed.index import dense as dense_mod
+from ragmed.index import glossary as glossary_mod
 from ragmed.index import lexical as lexical_mod
 from ragmed.index import nodes as nodes_mod
 from ragmed.index.loaded import RagmedIndex
@@ -173,6 +174,21 @@ class StageTimer:
                 self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t
 
 
+def _source_infos(sources: list[InputSource], per_source: dict[str, int], now: str) -> list[SourceInfo]:
+    """The manifest's record of the sources a build or add read, with the nodes each gave."""
+    return [
+        SourceInfo(
+            path=s.path,
+            kind=s.kind,  # type: ignore[arg-type]
+            sha256=s.sha256,
+            nodes=per_source.get(s.path, 0),
+            added=now,
+            name=s.name,
+        )
+        for s in sources
+    ]
+
+
 def _stage(desc: str, fn: Callable[[], Any], progress: bool) -> Any:
     """Run one long step under a spinner with elapsed time (on stderr, so --json output stays clean)."""
     if not progress:
@@ -275,7 +291,9 @@ def _ingest(
                 [embed_text(r) for r in records], batch_size=settings.embed.batch_size
             )
         with timed("tokenize"):
-            tokens = tokenizer([lexical_text(r) for r in records])
+            tokens = tokenizer(
+                [lexical_text(r) for r in records], [r["metadata"].get("language", "ja") for r in records]
+            )
         with timed("write"):
             work.write(records, origins, vectors, tokens)
             work.checkpoint(per_source)
@@ -419,6 +437,21 @@ def _fit_normalizer(
     return Component(kind="normalizer", files=files_under(root, "normalizer"), count=len(entries))
 
 
+def _build_glossary(root: Path, count: int, progress: bool) -> Component | None:
+    """English terms for the dictionary's standard names (cross-lingual expansion)."""
+    store = nodes_mod.NodeStore(root / nodes_mod.FILE, count)
+    try:
+        entries = [ManbyoEntry.from_metadata(r["metadata"]) for r in store.iter_records(kind="manbyo")]
+    finally:
+        store.close()
+    if not entries:
+        return None
+    params = _stage(
+        "English ICD-10 titles for the dictionary", lambda: glossary_mod.build(entries, root), progress
+    )
+    return Component(kind="glossary", files=files_under(root, glossary_mod.FILE), params=params)
+
+
 def _finish(
     work: Work,
     manifest: Manifest,
@@ -429,13 +462,20 @@ def _finish(
     kept: np.ndarray | None = None,
     new_manbyo: int = 0,
     refit: bool = False,
+    analyzers: lexical_mod.Analyzers | None = None,
     timer: StageTimer | None = None,
 ) -> Manifest:
     """Build the components from the work files and write the manifest."""
     timed = timer or StageTimer(None)
     root = work.root
+    analyzers = analyzers or lexical_mod.Analyzers.default()
     with timed("node_store"):
         kinds = dict(work.nodes.conn.execute("SELECT kind, count(*) FROM nodes GROUP BY kind").fetchall())
+        languages = dict(
+            work.nodes.conn.execute(
+                "SELECT coalesce(json_extract(meta, '$.language'), 'ja'), count(*) FROM nodes GROUP BY 1"
+            ).fetchall()
+        )
         count = work.nodes.finish()
     if count == 0:
         raise InputError("the sources hold no text to index: nothing was written")
@@ -445,7 +485,8 @@ def _finish(
         lex_params = _stage(
             "computing BM25", lambda: lexical_mod.build(work.tokens, root, progress=False), progress
         )
-    lex_params["analyzer"] = "ja"
+    lex_params["analyzers"] = analyzers.params()
+    lex_params["languages"] = {lang: int(n) for lang, n in sorted(languages.items())}
     lexical = Component(
         kind="bm25s",
         files=files_under(root, lexical_mod.DIR) + files_under(root, lexical_mod.TOKENS),
@@ -461,10 +502,13 @@ def _finish(
     }
     if normalizer is not None:
         components["normalizer"] = normalizer
+    glossary = _build_glossary(root, count, progress)
+    if glossary is not None:
+        components["glossary"] = glossary
     manifest.format = FORMAT
     manifest.components = components
     manifest.faiss = {k: v for k, v in dense_comp.params.items() if k != "built_on"}
-    manifest.bm25 = {"tokenizer": lexical_mod.get_analyzer("ja").description, "analyzer": "ja"}
+    manifest.bm25 = {"analyzers": analyzers.describe(), "languages": lex_params["languages"]}
     manifest.counts = {
         "nodes": count,
         "manbyo": int(kinds.get("manbyo", 0)),
@@ -498,7 +542,7 @@ def _plan(
         "chunking": opts.model_dump(),
         "levels": levels,
         "faiss": {"type": faiss_type, **params},
-        "analyzer": "ja",
+        "analyzers": lexical_mod.Analyzers.default().params(),
     }
 
 
@@ -560,7 +604,7 @@ def build_index(
         elif root.exists():
             shutil.rmtree(root)
         work = Work(root, embedder.dim, _vector_dtype(faiss_type, params))
-        tokenizer = lexical_mod.Tokenizer(lexical_mod.get_analyzer("ja"))
+        tokenizer = lexical_mod.Tokenizer(lexical_mod.Analyzers.default())
         try:
             if resume:
                 stored = work.nodes.get_info("plan")
@@ -583,17 +627,7 @@ def build_index(
         finally:
             tokenizer.close()
         now = _now()
-        infos = [
-            SourceInfo(
-                path=s.path,
-                kind=s.kind,
-                sha256=s.sha256,
-                nodes=per_source.get(s.path, 0),
-                added=now,
-                name=s.name,
-            )  # type: ignore[arg-type]
-            for s in sources
-        ]
+        infos = _source_infos(sources, per_source, now)
         manifest = Manifest(
             name=path.name,
             created=now,
@@ -662,7 +696,12 @@ def add_to_index(
         work = Work(
             root, man.dimension, _vector_dtype(base_dense["type"], base_dense), vectors_name="vectors.new"
         )
-        tokenizer = lexical_mod.Tokenizer(lexical_mod.get_analyzer("ja"))
+        # the index's own analyzers (as saved), plus today's for a language it has none for yet
+        saved = lexical_mod.Analyzers.from_params(man.components["lexical"].params)
+        analyzers = lexical_mod.Analyzers(
+            {**lexical_mod.Analyzers.default().by_language, **saved.by_language}
+        )
+        tokenizer = lexical_mod.Tokenizer(analyzers)
         kept: np.ndarray | None = None
         try:
             before = work.nodes.count
@@ -698,17 +737,7 @@ def add_to_index(
         tokenizer.close()
         added = work.nodes.count - work.base
         now = _now()
-        man.sources = [s for s in man.sources if s.path not in changed] + [
-            SourceInfo(
-                path=s.path,
-                kind=s.kind,
-                sha256=s.sha256,
-                nodes=per_source.get(s.path, 0),
-                added=now,
-                name=s.name,
-            )  # type: ignore[arg-type]
-            for s in new
-        ]
+        man.sources = [s for s in man.sources if s.path not in changed] + _source_infos(new, per_source, now)
         removed_manbyo = any(s.kind == "manbyo" and s.path in changed for s in index.manifest.sources)
         try:
             _finish(
@@ -721,6 +750,7 @@ def add_to_index(
                 kept=kept,
                 new_manbyo=new_manbyo,
                 refit=removed_manbyo,
+                analyzers=analyzers,
                 timer=timed,
             )
         except BaseException:

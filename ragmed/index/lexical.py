@@ -7,8 +7,13 @@ saves it (``bm25/``); a search reads only the matrix columns of its query tokens
 arrays (the arithmetic of bm25s's ``get_scores``, checked against bm25s in the tests), so neither the
 corpus nor the matrix is loaded into RAM and scipy is not imported by one-shot commands.
 
-Analyzers are named: ``ja`` (fugashi + unidic-lite, NFKC, lower-case) today; another language's
-analyzer is one more entry in :data:`ANALYZERS`. Big builds tokenize in worker processes.
+Each chunk is analysed in its own language (``metadata["language"]``, decided per chunk at ingest):
+``ja`` is fugashi + unidic-lite (NFKC, lower-case, content words); ``en`` is Lucene's English analyzer as
+pyserini uses it for MedRAG's corpora (lower-case, possessives dropped, Lucene's 33 stop words, Porter
+stemming through PyStemmer). Both write into one vocabulary, and a query is analysed by every analyzer
+the index holds documents for (its tokens united), so one query reaches Japanese and English chunks.
+The analyzers' settings (the stop-word list included) are saved in the component's parameters: a query
+is always analysed the way the index was built. Big builds tokenize in worker processes.
 """
 
 from __future__ import annotations
@@ -16,14 +21,15 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from ragmed.errors import IndexCorruptError, InputError
-from ragmed.tokenize import tokenize
+from ragmed.tokenize import english_words, tokenize
 
 DIR = "bm25"
 TOKENS = "tokens"
@@ -40,6 +46,8 @@ class Analyzer(Protocol):
 
     def tokenize(self, text: str) -> list[str]: ...
 
+    def config(self) -> dict[str, Any]: ...
+
 
 class JapaneseAnalyzer:
     name = "ja"
@@ -48,15 +56,89 @@ class JapaneseAnalyzer:
     def tokenize(self, text: str) -> list[str]:
         return tokenize(text)
 
+    def config(self) -> dict[str, Any]:
+        return {}
 
-ANALYZERS: dict[str, Analyzer] = {"ja": JapaneseAnalyzer()}
+
+class EnglishAnalyzer:
+    """Lucene's EnglishAnalyzer (pyserini's default, which MedRAG's BM25 uses): lower-case, possessive
+    's dropped, stop words removed, Porter stems. Non-Latin text yields no tokens."""
+
+    name = "en"
+    description = "Latin words, NFKC, lower, Lucene stop words, Porter stemmer (PyStemmer)"
+
+    def __init__(self, stopwords: Iterable[str] | None = None, stemmer: str = "porter") -> None:
+        if stopwords is None:
+            from bm25s.stopwords import STOPWORDS_EN  # Lucene's list; read at build time only
+
+            stopwords = STOPWORDS_EN
+        self.stopwords = frozenset(stopwords)
+        self.stemmer = stemmer
+        self._local = threading.local()
+
+    def _stem(self, words: list[str]) -> list[str]:
+        stem = getattr(self._local, "stemmer", None)
+        if stem is None:  # PyStemmer objects are not thread-safe: one per thread
+            import Stemmer
+
+            stem = self._local.stemmer = Stemmer.Stemmer(self.stemmer)
+        return list(stem.stemWords(words))
+
+    def tokenize(self, text: str) -> list[str]:
+        return self._stem([w for w in english_words(text) if w not in self.stopwords])
+
+    def config(self) -> dict[str, Any]:
+        return {"stopwords": sorted(self.stopwords), "stemmer": self.stemmer}
 
 
-def get_analyzer(name: str) -> Analyzer:
-    try:
-        return ANALYZERS[name]
-    except KeyError:
-        raise InputError(f"unknown analyzer {name!r}: one of {', '.join(ANALYZERS)}") from None
+LANGUAGES = ("ja", "en")
+
+
+def make_analyzer(name: str, config: dict[str, Any] | None = None) -> Analyzer:
+    """The analyzer called ``name``, with the settings an index saved (``config``) or today's."""
+    if name == "ja":
+        return JapaneseAnalyzer()
+    if name == "en":
+        return EnglishAnalyzer(**(config or {}))
+    raise InputError(f"unknown analyzer {name!r}: one of {', '.join(LANGUAGES)}")
+
+
+class Analyzers:
+    """The analyzers of one index, by language: documents are tokenized by their own language's, a
+    query by all of them."""
+
+    def __init__(self, analyzers: dict[str, Analyzer]) -> None:
+        self.by_language = analyzers
+
+    @classmethod
+    def default(cls) -> Analyzers:
+        return cls({lang: make_analyzer(lang) for lang in LANGUAGES})
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Analyzers:
+        """From a lexical component's parameters; an index from before per-language analysis holds
+        ``{"analyzer": "ja"}`` only."""
+        saved = params.get("analyzers")
+        if saved is None:
+            return cls({"ja": make_analyzer(str(params.get("analyzer", "ja")))})
+        return cls({lang: make_analyzer(lang, cfg) for lang, cfg in saved.items()})
+
+    def params(self) -> dict[str, Any]:
+        return {lang: a.config() for lang, a in self.by_language.items()}
+
+    def describe(self) -> dict[str, str]:
+        return {lang: a.description for lang, a in self.by_language.items()}
+
+    def for_language(self, language: str | None) -> Analyzer:
+        return self.by_language.get(language or "ja") or self.by_language["ja"]
+
+    def query_tokens(self, text: str, languages: Iterable[str] | None = None) -> list[str]:
+        """The tokens of ``text`` under each analyzer (of ``languages``, default all), united in order."""
+        out: dict[str, None] = {}
+        for lang, analyzer in self.by_language.items():
+            if languages is None or lang in languages:
+                out.update(dict.fromkeys(analyzer.tokenize(text)))
+        return list(out)
 
 
 # --------------------------------------------------------------------------- tokenizing
@@ -64,36 +146,51 @@ def get_analyzer(name: str) -> Analyzer:
 
 def _worker_init() -> None:
     """A forked worker builds its own MeCab tagger (the parent's is not shared across processes)."""
-    import threading
-
     import ragmed.tokenize
 
     ragmed.tokenize._local = threading.local()
 
 
-def _tokenize_chunk(args: tuple[str, list[str]]) -> list[list[str]]:
-    name, texts = args
-    analyzer = get_analyzer(name)
+_WORKER_ANALYZERS: dict[str, Analyzer] = {}
+
+
+def _tokenize_chunk(args: tuple[str, str, list[str]]) -> list[list[str]]:
+    name, config, texts = args
+    analyzer = _WORKER_ANALYZERS.get(name + config)
+    if analyzer is None:
+        analyzer = _WORKER_ANALYZERS[name + config] = make_analyzer(name, json.loads(config))
     return [analyzer.tokenize(t) for t in texts]
 
 
 class Tokenizer:
-    """Tokenizes batches, in worker processes for big ones; close() stops the workers."""
+    """Tokenizes batches, each text by its language's analyzer, in worker processes for big batches;
+    close() stops the workers."""
 
-    def __init__(self, analyzer: Analyzer, workers: int | None = None) -> None:
-        self.analyzer = analyzer
+    def __init__(self, analyzers: Analyzers, workers: int | None = None) -> None:
+        self.analyzers = analyzers
         self.workers = workers if workers is not None else (os.cpu_count() or 1)
         self._pool: Any = None
 
-    def __call__(self, texts: Sequence[str]) -> list[list[str]]:
+    def __call__(self, texts: Sequence[str], languages: Sequence[str] | None = None) -> list[list[str]]:
+        langs = list(languages) if languages is not None else ["ja"] * len(texts)
+        out: list[list[str]] = [[] for _ in texts]
+        for lang in dict.fromkeys(langs):
+            where = [i for i, x in enumerate(langs) if x == lang]
+            analyzer = self.analyzers.for_language(lang)
+            for i, tokens in zip(where, self._run(analyzer, [texts[i] for i in where]), strict=True):
+                out[i] = tokens
+        return out
+
+    def _run(self, analyzer: Analyzer, texts: list[str]) -> list[list[str]]:
         if self.workers <= 1 or sum(map(len, texts)) < PARALLEL_MIN_CHARS:
-            return [self.analyzer.tokenize(t) for t in texts]
+            return [analyzer.tokenize(t) for t in texts]
         if self._pool is None:
             # fork: no re-import of the caller's __main__ (spawn would run an unguarded script again);
             # each worker builds its own tagger
             self._pool = multiprocessing.get_context("fork").Pool(self.workers, initializer=_worker_init)
         size = max(1, len(texts) // (self.workers * 4))
-        parts = [(self.analyzer.name, list(texts[i : i + size])) for i in range(0, len(texts), size)]
+        config = json.dumps(analyzer.config())
+        parts = [(analyzer.name, config, texts[i : i + size]) for i in range(0, len(texts), size)]
         out: list[list[str]] = []
         for part in self._pool.map(_tokenize_chunk, parts):
             out += part
@@ -235,9 +332,11 @@ def build(store: TokenStore, out: Path, progress: bool = False) -> dict[str, Any
 class Lexical:
     """BM25 scores from bm25s's saved arrays, memory-mapped; the vocabulary is read on first use."""
 
-    def __init__(self, root: Path, count: int, analyzer: str) -> None:
+    def __init__(self, root: Path, count: int, params: dict[str, Any]) -> None:
         self.root, self.count = root / DIR, count
-        self.analyzer = get_analyzer(analyzer)
+        self.analyzers = Analyzers.from_params(params)
+        #: documents per language (an index from before per-language analysis: all Japanese)
+        self.languages: dict[str, int] = dict(params.get("languages") or {"ja": count})
         try:
             params = json.loads((self.root / "params.index.json").read_text(encoding="utf-8"))
             self.data = np.load(self.root / "data.csc.index.npy", mmap_mode="r")
@@ -270,6 +369,11 @@ class Lexical:
                 )
             self._vocab = vocab
         return self._vocab
+
+    def query_tokens(self, text: str) -> list[str]:
+        """``text`` analysed by the analyzer of every language the index holds documents in."""
+        held = [lang for lang, n in self.languages.items() if n]
+        return self.analyzers.query_tokens(text, held or None)
 
     def scores(self, tokens: Sequence[str]) -> np.ndarray:
         """BM25 score of every document for the query ``tokens`` (bm25s's ``get_scores``)."""

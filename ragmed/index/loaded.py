@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from llama_index.core.schema import TextNode
 
     from ragmed.index.dense import DenseIndex
+    from ragmed.index.glossary import Glossary
     from ragmed.index.lexical import Lexical
 
 
@@ -84,6 +85,8 @@ class RagmedIndex:
         self._lexical: Lexical | None = None
         self._normalizer: Any = None
         self._normalizer_loaded = False
+        self._glossary: Glossary | None = None
+        self._glossary_loaded = False
         self._nodes: list[TextNode] | None = None
         self._lock = threading.RLock()
         self.load_ms = 0.0  # time spent opening components so far (reported apart from query work)
@@ -172,9 +175,7 @@ class RagmedIndex:
                     from ragmed.index.lexical import Lexical
 
                     comp = self._component("lexical")
-                    self._lexical = self._timed(
-                        lambda: Lexical(self.path, int(comp.count or 0), comp.params.get("analyzer", "ja"))
-                    )
+                    self._lexical = self._timed(lambda: Lexical(self.path, int(comp.count or 0), comp.params))
         return self._lexical
 
     @property
@@ -207,6 +208,20 @@ class RagmedIndex:
                         self._normalizer = self._timed(lambda: DiseaseNormalizer.load(self.path))
                     self._normalizer_loaded = True
         return self._normalizer
+
+    @property
+    def glossary(self) -> Glossary | None:
+        """English terms for the dictionary's standard names, or None (no dictionary, or an index
+        built before ragmed wrote one)."""
+        if not self._glossary_loaded:
+            with self._lock:
+                if not self._glossary_loaded:
+                    if "glossary" in self.manifest.components:
+                        from ragmed.index.glossary import Glossary
+
+                        self._glossary = self._timed(lambda: Glossary(self.path))
+                    self._glossary_loaded = True
+        return self._glossary
 
     # ----------------------------------------------------------------- access
     @property

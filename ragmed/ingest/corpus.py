@@ -6,6 +6,13 @@ size: .jsonl/.csv row by row (a row over :data:`MAX_RECORD_CHARS` is an error na
 large .txt/.md in blocks of :data:`TEXT_BLOCK_CHARS` cut at sentence ends (a 200 MB file with no line
 break is chunked in bounded memory).
 
+MedRAG's corpus files (textbooks, StatPearls, PubMed, Wikipedia: .jsonl rows ``id, title, content,
+contents``) are recognised by their fields: each row is a snippet MedRAG already cut, kept whole as one
+chunk with MedRAG's id (longer than :data:`PRECHUNKED_MAX_CHARS`, it is split like any text).
+
+Every chunk records its language (``metadata["language"]``: ``ja`` or ``en``, decided per chunk), so
+BM25 analyses it with that language's analyzer.
+
 Chunking is Japanese-aware: sentences end at 。！？!? and newlines (the default English splitter
 would never split Japanese text), chunks are capped in characters or in fugashi tokens, with
 overlap, and every chunk keeps its source, title and character span. ``source`` is the file's path
@@ -26,8 +33,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import BaseModel
 
-from ragmed.errors import CorpusFormatError, InputError
-from ragmed.tokenize import morphemes
+from ragmed.errors import CorpusFormatError, DownloadError, InputError, SetupError
+from ragmed.tokenize import detect_language, morphemes
 
 if TYPE_CHECKING:
     from llama_index.core import Document
@@ -41,6 +48,10 @@ _SENTENCE = re.compile(r"[^。！？!?\n]*(?:[。！？!?]+|\n+|$)")
 MAX_RECORD_CHARS = 16 << 20
 #: .txt/.md files are read in blocks of this many characters, each cut at its last sentence end.
 TEXT_BLOCK_CHARS = 1 << 20
+#: A snippet a corpus delivers already cut (MedRAG's rows) stays one chunk up to this many characters.
+PRECHUNKED_MAX_CHARS = 4000
+#: The fields that make a .jsonl row one of MedRAG's snippets.
+MEDRAG_FIELDS = ("id", "title", "content", "contents")
 
 
 class CorpusOptions(BaseModel):
@@ -188,6 +199,11 @@ def iter_file(path: Path, opts: CorpusOptions, root: Path | None = None) -> Iter
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise CorpusFormatError(f"{path}: line {line_no}: invalid JSON ({exc.msg})") from None
+                if isinstance(row, dict) and opts.text_field not in row and "content" in row:
+                    doc = _medrag_doc(row, path, line_no, source)
+                    if doc is not None:
+                        yield doc
+                    continue
                 if not isinstance(row, dict) or not isinstance(row.get(opts.text_field), str):
                     raise CorpusFormatError(f"{path}: line {line_no}: no string field {opts.text_field!r}")
                 doc_id = f"{source}#{row.get(opts.id_field, line_no)}"
@@ -202,6 +218,40 @@ def iter_file(path: Path, opts: CorpusOptions, root: Path | None = None) -> Iter
         yield from _iter_pdf(path, source)
         return
     raise CorpusFormatError(f"{path}: unsupported file type (use {', '.join(SUFFIXES)})")
+
+
+def _medrag_doc(row: dict[str, Any], path: Path, line_no: int, source: str) -> Doc | None:
+    """One of MedRAG's snippets (``id, title, content, contents``; PubMed rows also carry ``PMID``).
+
+    ``content`` is the passage and ``contents`` is ``title. content`` (what MedRAG's BM25 reads): the
+    passage is ``content`` (the title is kept apart and reaches BM25 through the title field); a row
+    whose ``content`` is empty falls back to ``contents`` (title-only PubMed records); a row with no text
+    at all is skipped. MedRAG's ``id`` stays the snippet's id, so citations can be traced back.
+    """
+    for key in ("id", "content"):
+        if key not in row:
+            raise CorpusFormatError(
+                f"{path}: line {line_no}: a MedRAG row needs {', '.join(MEDRAG_FIELDS)}; no {key!r}"
+            )
+    content, contents = row.get("content"), row.get("contents")
+    for key, value in (("content", content), ("contents", contents), ("title", row.get("title"))):
+        if value is not None and not isinstance(value, str):
+            raise CorpusFormatError(f"{path}: line {line_no}: field {key!r} is not a string")
+    title = str(row.get("title") or "")
+    text = content if content and content.strip() else (contents or "")
+    if text is contents and title and text.startswith(title):
+        # `contents` is "title. content": with no content it holds nothing but the title
+        rest = text[len(title) :].lstrip(". ")
+        text = text if rest.strip() else ""
+    if not text.strip():
+        return None
+    snippet = str(row["id"])
+    doc_id = f"{source}#{snippet}"
+    title = title or _title_from_text(text, snippet)
+    extra: dict[str, Any] = {"line": line_no, "snippet_id": snippet}
+    if row.get("PMID") is not None:
+        extra["pmid"] = str(row["PMID"])
+    return Doc(doc_id, text, _meta(source, title, doc_id, **extra), extra={"prechunked": True})
 
 
 def _iter_csv(path: Path, opts: CorpusOptions, source: str) -> Iterator[Doc]:
@@ -264,19 +314,26 @@ def iter_hf_dataset(
     try:
         import datasets
     except ImportError as exc:
-        raise CorpusFormatError(
-            f"hf:{name}: the `datasets` package is needed for Hugging Face corpora: pip install datasets"
+        raise SetupError(
+            f"hf:{name}: the `datasets` package is needed for Hugging Face corpora: "
+            "pip install 'ragmed[hf]' (or pip install datasets)"
         ) from exc
     try:
         ds = datasets.load_dataset(name, split=split, streaming=True)
-    except Exception as exc:  # the hub raises many types when offline
-        raise CorpusFormatError(
-            f"hf:{name}: could not load from the Hugging Face hub ({exc.__class__.__name__}). This machine "
-            "may be offline: download the dataset elsewhere, export it as .jsonl, and pass the file."
+    except OSError as exc:  # offline: ConnectionError; unknown name: DatasetNotFoundError
+        raise DownloadError(
+            f"hf:{name}: could not load it from the Hugging Face hub ({exc.__class__.__name__}: {exc}). "
+            "On a machine without internet, download the dataset elsewhere (or clone its repository), "
+            "and pass its .jsonl/.csv files or folder with --corpus."
         ) from exc
     for i, row in enumerate(ds):
         if limit is not None and i >= limit:
             break
+        if opts.text_field not in row and "content" in row:  # MedRAG/textbooks, MedRAG/pubmed …
+            doc = _medrag_doc(row, Path(f"hf:{name}"), i, f"hf:{name}")
+            if doc is not None:
+                yield doc
+            continue
         text = row.get(opts.text_field)
         if not isinstance(text, str):
             raise CorpusFormatError(f"hf:{name}: row {i}: no string field {opts.text_field!r}")
@@ -371,6 +428,12 @@ def iter_chunks(docs: Iterable[Doc], opts: CorpusOptions | None = None) -> Itera
     for doc in docs:
         if doc.id != doc_id or doc.offset == 0:
             doc_id, n = doc.id, 0
+        if doc.extra.get("prechunked") and len(doc.text) <= PRECHUNKED_MAX_CHARS:
+            meta = dict(doc.metadata)
+            meta.update(chunk=n, start_char=0, end_char=len(doc.text), language=detect_language(doc.text))
+            yield {"id": f"{doc.id}:{n}", "text": doc.text, "metadata": meta}
+            n += 1
+            continue
         cursor = 0
         for piece in splitter.split_text(doc.text):
             start = doc.text.find(piece, cursor)
@@ -380,7 +443,7 @@ def iter_chunks(docs: Iterable[Doc], opts: CorpusOptions | None = None) -> Itera
                 cursor = start + 1
                 start, end = doc.offset + start, doc.offset + start + len(piece)
             meta = dict(doc.metadata)
-            meta.update(chunk=n, start_char=start, end_char=end)
+            meta.update(chunk=n, start_char=start, end_char=end, language=detect_language(piece))
             yield {"id": f"{doc.id}:{n}", "text": piece, "metadata": meta}
             n += 1
 

@@ -20,7 +20,8 @@ import numpy as np
 from ragmed.errors import InputError
 from ragmed.index import RagmedIndex
 from ragmed.schema import RETRIEVAL_MODES, Chunk, LinkedDisease, Retrieval, RetrievalMode, SearchTrace
-from ragmed.tokenize import normalize_text, tokenize
+from ragmed.settings import RetrievalSettings
+from ragmed.tokenize import normalize_text
 from ragmed.tokenize import warm as warm_tokenizer
 
 
@@ -82,13 +83,29 @@ class Searcher:
         nprobe: int | None = None,
         ef_search: int | None = None,
         rescore: int | None = None,
+        dense_expand: bool = True,
     ) -> None:
         self.index = index
+        self.dense_expand = dense_expand
         self.rrf_k = rrf_k
         self.depth = depth
         self.nprobe, self.ef_search, self.rescore = nprobe, ef_search, rescore
         self._reranker_name = reranker
         self._reranker: Any = None
+
+    @classmethod
+    def configured(cls, index: RagmedIndex, r: RetrievalSettings, **overrides: Any) -> Searcher:
+        """A searcher with the retrieval settings (``overrides`` win where not None)."""
+        kwargs: dict[str, Any] = {
+            "rrf_k": r.rrf_k,
+            "reranker": r.reranker,
+            "nprobe": r.nprobe,
+            "ef_search": r.ef_search,
+            "rescore": r.rescore,
+            "dense_expand": r.dense_english_terms,
+        }
+        kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(index, **kwargs)
 
     def warm(self) -> None:
         """Load what the first query would otherwise wait for (query encoder, disease normalizer,
@@ -150,12 +167,32 @@ class Searcher:
             _ = self.index.lexical
             if expand:
                 _ = self.index.normalizer
+                _ = self.index.glossary
         if mode in ("hybrid", "dense"):
             _ = self.index.dense
             if embed:
                 _ = self.index.embedder
         _ = self.index.store
         return (time.perf_counter() - t) * 1000
+
+    def _has_english(self) -> bool:
+        """Whether English expansion can reach anything: English chunks and a glossary in the index."""
+        components = self.index.manifest.components
+        lexical = components.get("lexical")
+        languages = (lexical.params.get("languages") or {}) if lexical is not None else {}
+        return bool(languages.get("en")) and "glossary" in components
+
+    def english_terms(self, linked: list[LinkedDisease]) -> list[str]:
+        """English terms for the linked, not negated diseases: WHO ICD-10 titles and the dictionary's
+        Latin-letter abbreviations (the cross-lingual expansion; see :mod:`ragmed.index.glossary`)."""
+        glossary = self.index.glossary
+        if glossary is None:
+            return []
+        terms: dict[str, None] = {}
+        for d in linked:
+            if not d.negated:
+                terms.update(dict.fromkeys(glossary.english(d.standard_name, d.icd10)))
+        return list(terms)
 
     @property
     def linker(self) -> DictionaryLinker:
@@ -193,34 +230,45 @@ class Searcher:
         dense_hits: list[tuple[int, float]] = []
         bm25_hits: list[tuple[int, float]] = []
         expansion: list[str] = []
+        expansion_en: list[str] = []
         linked: list[LinkedDisease] = []
+        english = expand and self._has_english()
+        if expand and (mode != "dense" or (english and self.dense_expand)):
+            # Only names the query does not already say: repeating a term would just up-weight the
+            # short dictionary rows that contain it. ICD codes stay in the trace: passages rarely
+            # contain them, so they would favour dictionary rows too. A negated mention ("HTなし")
+            # is linked (the trace shows it) but expands nothing.
+            t = time.perf_counter()
+            linked = self.linker.link(query)
+            folded = normalize_text(query)
+            expansion = list(
+                dict.fromkeys(
+                    d.standard_name
+                    for d in linked
+                    if not d.negated and normalize_text(d.standard_name) not in folded
+                )
+            )
+            if english:
+                expansion_en = self.english_terms(linked)
+            timings["link_ms"] = (time.perf_counter() - t) * 1000
         if mode in ("hybrid", "bm25"):
             t = time.perf_counter()
-            tokens = tokenize(query)
-            if expand:
-                # Only names the query does not already say: repeating a term would just up-weight the
-                # short dictionary rows that contain it. ICD codes stay in the trace: passages rarely
-                # contain them, so they would favour dictionary rows too. A negated mention ("HTなし")
-                # is linked (the trace shows it) but expands nothing.
-                linked = self.linker.link(query)
-                folded = normalize_text(query)
-                expansion = list(
-                    dict.fromkeys(
-                        d.standard_name
-                        for d in linked
-                        if not d.negated and normalize_text(d.standard_name) not in folded
-                    )
-                )
-                seen = set(tokens)
-                tokens += [tok for tok in tokenize(" ".join(expansion)) if tok not in seen]
-            timings["link_ms"] = (time.perf_counter() - t) * 1000
-            t = time.perf_counter()
+            lexical = self.index.lexical
+            tokens = lexical.query_tokens(query)
+            seen = set(tokens)
+            extra = lexical.analyzers.query_tokens(" ".join(expansion), ["ja"]) if expansion else []
+            if expansion_en:
+                extra += lexical.analyzers.query_tokens(" ; ".join(expansion_en), ["en"])
+            tokens += [tok for tok in dict.fromkeys(extra) if tok not in seen]
             bm25_hits = self.bm25(tokens, depth, exclude, allowed)
             timings["bm25_ms"] = (time.perf_counter() - t) * 1000
         if mode in ("hybrid", "dense"):
             t = time.perf_counter()
             if query_vector is None:
-                query_vector = self.index.embedder.embed_query(query)
+                text = query
+                if expansion_en and self.dense_expand:
+                    text = f"{query}\n{'; '.join(expansion_en)}"
+                query_vector = self.index.embedder.embed_query(text)
             timings["embed_ms"] = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
             dense_hits = self.dense(query_vector, depth, exclude, allowed)
@@ -256,6 +304,7 @@ class Searcher:
             mode=str(mode),
             retriever=type(self).__name__,
             expansion=expansion,
+            expansion_en=expansion_en,
             linked=linked,
             query_encoder=self.index.embedder.active_query_encoder if mode != "bm25" else None,
             timings_ms={key: round(v, 3) for key, v in timings.items()},
