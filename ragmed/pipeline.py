@@ -155,6 +155,7 @@ class Prepared(BaseModel):
         return Retrieved(
             sources=self.sources(),
             linked=self.linked,
+            expansion_en=list(self.trace.get("expansion_en") or []),
             rag=self.packed is not None,
             warnings=list(self.warnings),
         )

@@ -236,6 +236,8 @@ class Retrieved(BaseModel):
 
     sources: list[Source] = Field(default_factory=list)
     linked: list[LinkedDisease] = Field(default_factory=list)
+    #: English terms the linked diseases added to the search (cross-lingual expansion)
+    expansion_en: list[str] = Field(default_factory=list)
     rag: bool = True
     warnings: list[str] = Field(default_factory=list)
 

@@ -8,6 +8,7 @@ their codes, written in MedRAG's jsonl layout (``id, title, content, contents``,
 from __future__ import annotations
 
 import csv
+import html
 import json
 import os
 import random
@@ -244,3 +245,29 @@ def test_hugging_face_datasets_by_name_fail_clearly_offline(tmp_path: Path) -> N
     assert proc.returncode == 3, proc.stderr
     assert "Hugging Face hub" in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
     assert not (tmp_path / "ix" / "hf").exists()
+
+
+def test_the_answer_path_shows_the_english_terms_and_keeps_passage_languages(
+    xl_index: RagmedIndex, pairs
+) -> None:
+    """Through the real pipeline (echo backend): the first stream event carries the English terms, the
+    UI's sources panel lists and highlights them, and English sources keep ``language == "en"``."""
+    from ragmed.generate.echo import EchoBackend
+    from ragmed.pipeline import RagPipeline
+    from ragmed.retrieve.hybrid import HybridRetriever
+    from ragmed.schema import Answer, Retrieved
+    from ui.app import answer_html, retrieved_html
+
+    name, _, title = pairs[0]
+    retriever = HybridRetriever(Searcher(xl_index), k=5, kinds={"corpus"})
+    pipe = RagPipeline(EchoBackend(context_length=4096), retriever, settings=Settings())
+    items = list(pipe.stream(f"{name}の治療は？"))
+    first, final = items[0], items[-1]
+    assert isinstance(first, Retrieved) and isinstance(final, Answer)
+    assert clean_title(title) in first.expansion_en
+    assert any(s.language == "en" for s in first.sources)
+    panel = retrieved_html(final.question, first)
+    assert "English search terms" in panel and clean_title(title) in panel
+    # the English term is highlighted in the English passage
+    assert f"<mark>{html.escape(clean_title(title))}</mark>" in panel
+    assert "English search terms" in answer_html(final)

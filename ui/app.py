@@ -67,11 +67,15 @@ def highlight(text: str, terms: Sequence[str]) -> str:
     return "".join(out)
 
 
-def query_terms(question: str, linked: Sequence[LinkedDisease] = ()) -> list[str]:
-    """Words of the question (content words) plus linked disease mentions and their standard names."""
+def query_terms(
+    question: str, linked: Sequence[LinkedDisease] = (), english: Sequence[str] = ()
+) -> list[str]:
+    """Words of the question (content words) plus linked disease mentions, their standard names and
+    the English terms they added (highlighted in English passages)."""
     terms = [t for t in tokenize(question) if len(t) >= 2]
     for d in linked:
         terms += [d.mention, d.standard_name]
+    terms += list(english)
     return [unicodedata.normalize("NFKC", t) for t in terms]
 
 
@@ -89,7 +93,7 @@ def _source_card(source: Source, terms: Sequence[str]) -> str:
     )
 
 
-def _linked_html(linked: Sequence[LinkedDisease]) -> str:
+def _linked_html(linked: Sequence[LinkedDisease], english: Sequence[str] = ()) -> str:
     if not linked:
         return ""
     items = []
@@ -98,7 +102,11 @@ def _linked_html(linked: Sequence[LinkedDisease]) -> str:
         items.append(
             f"{html.escape(d.mention)} → <b>{html.escape(d.standard_name)}</b> ({html.escape(d.icd10)}){flags}"
         )
-    return f"<div class='ragmed-linked'>Linked diseases: {', '.join(items)}</div>"
+    out = f"<div class='ragmed-linked'>Linked diseases: {', '.join(items)}</div>"
+    if english:
+        terms = ", ".join(html.escape(t) for t in english)
+        out += f"<div class='ragmed-linked-en'>English search terms: {terms}</div>"
+    return out
 
 
 def sources_html(
@@ -109,12 +117,14 @@ def sources_html(
     rag: bool = True,
     warnings: Sequence[str] = (),
     answering: bool = False,
+    english: Sequence[str] = (),
 ) -> str:
-    """The sources panel: linked diseases, then every chunk given to the model (cited ones highlighted)."""
+    """The sources panel: linked diseases (and the English terms they added), then every chunk given to
+    the model (cited ones highlighted)."""
     if not rag:
         return "<p class='ragmed-empty'>RAG is off: the answer uses no sources.</p>"
-    terms = query_terms(question, linked)
-    parts = [_linked_html(linked)]
+    terms = query_terms(question, linked, english)
+    parts = [_linked_html(linked, english)]
     if answering:
         parts.append(
             "<p class='ragmed-status'>Answering… (cited sources are marked when the answer ends)</p>"
@@ -129,12 +139,19 @@ def sources_html(
 
 
 def retrieved_html(question: str, event: Retrieved) -> str:
-    return sources_html(question, event.sources, event.linked, rag=event.rag, answering=True)
+    return sources_html(
+        question, event.sources, event.linked, rag=event.rag, answering=True, english=event.expansion_en
+    )
 
 
 def answer_html(answer: Answer) -> str:
     return sources_html(
-        answer.question, answer.sources, answer.linked, rag=answer.rag, warnings=answer.warnings
+        answer.question,
+        answer.sources,
+        answer.linked,
+        rag=answer.rag,
+        warnings=answer.warnings,
+        english=answer.trace.get("expansion_en") or [],
     )
 
 
