@@ -405,15 +405,24 @@ def _finish_dense(
     return comp, total
 
 
-def _fit_normalizer(
-    root: Path, count: int, base: RagmedIndex | None, new_entries: int, refit: bool, progress: bool
-) -> Component | None:
-    """The disease normalizer, fitted on the dictionary rows of the node store (or extended)."""
+def _dictionary_entries(root: Path, count: int) -> list[ManbyoEntry]:
+    """The dictionary rows of the node store being built (what the normalizer and glossary learn from)."""
     store = nodes_mod.NodeStore(root / nodes_mod.FILE, count)
     try:
-        entries = [ManbyoEntry.from_metadata(r["metadata"]) for r in store.iter_records(kind="manbyo")]
+        return [ManbyoEntry.from_metadata(r["metadata"]) for r in store.iter_records(kind="manbyo")]
     finally:
         store.close()
+
+
+def _fit_normalizer(
+    entries: list[ManbyoEntry],
+    root: Path,
+    base: RagmedIndex | None,
+    new_entries: int,
+    refit: bool,
+    progress: bool,
+) -> Component | None:
+    """The disease normalizer, fitted on the dictionary rows of the node store (or extended)."""
     if not entries:
         return None
     from ragmed.normalize import DiseaseNormalizer
@@ -437,13 +446,8 @@ def _fit_normalizer(
     return Component(kind="normalizer", files=files_under(root, "normalizer"), count=len(entries))
 
 
-def _build_glossary(root: Path, count: int, progress: bool) -> Component | None:
+def _build_glossary(entries: list[ManbyoEntry], root: Path, progress: bool) -> Component | None:
     """English terms for the dictionary's standard names (cross-lingual expansion)."""
-    store = nodes_mod.NodeStore(root / nodes_mod.FILE, count)
-    try:
-        entries = [ManbyoEntry.from_metadata(r["metadata"]) for r in store.iter_records(kind="manbyo")]
-    finally:
-        store.close()
     if not entries:
         return None
     params = _stage(
@@ -494,7 +498,8 @@ def _finish(
         params=lex_params,
     )
     with timed("normalizer"):
-        normalizer = _fit_normalizer(root, count, base, new_manbyo, refit, progress)
+        entries = _dictionary_entries(root, count)
+    normalizer = _fit_normalizer(entries, root, base, new_manbyo, refit, progress)
     components = {
         "nodes": Component(kind="sqlite", files=files_under(root, nodes_mod.FILE), count=count),
         "dense": dense_comp,
@@ -502,7 +507,7 @@ def _finish(
     }
     if normalizer is not None:
         components["normalizer"] = normalizer
-    glossary = _build_glossary(root, count, progress)
+    glossary = _build_glossary(entries, root, progress)
     if glossary is not None:
         components["glossary"] = glossary
     manifest.format = FORMAT
