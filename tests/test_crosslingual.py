@@ -271,3 +271,28 @@ def test_the_answer_path_shows_the_english_terms_and_keeps_passage_languages(
     # the English term is highlighted in the English passage
     assert f"<mark>{html.escape(clean_title(title))}</mark>" in panel
     assert "English search terms" in answer_html(final)
+
+
+def test_adding_english_passages_to_a_japanese_index(tmp_path: Path, embedder) -> None:
+    """`index add` of MedRAG rows to an index built with Japanese text only: the new chunks get the
+    English analyzer, the language counts follow, and cross-lingual expansion starts working."""
+    from ragmed.index import add_to_index
+    from tests.conftest import SAMPLES
+
+    settings = Settings(index_dir=tmp_path / "ix")
+    build_index(
+        "ja", manbyo=[SAMPLES / "manbyo_sample.csv"], settings=settings, embedder=embedder, progress=False
+    )
+    before = RagmedIndex.load("ja", settings, embedder)
+    assert before.manifest.components["lexical"].params["languages"] == {"ja": len(before)}
+    en = tmp_path / "en.jsonl"
+    en.write_text(
+        _medrag_row("h_0", "Medicine", "Acute myocardial infarction: reperfusion within 12 hours of onset.")
+        + "\n",
+        encoding="utf-8",
+    )
+    index, stats = add_to_index("ja", corpus=[en], settings=settings, embedder=embedder, progress=False)
+    assert stats["added_nodes"] == 1
+    assert index.manifest.components["lexical"].params["languages"] == {"en": 1, "ja": len(before)}
+    r = Searcher(index).retrieve("AMIの再灌流療法", 1, "bm25", kinds={"corpus"})
+    assert r.trace.expansion_en and r.chunks and r.chunks[0].language == "en"
