@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+import ragmed.index.dense as dense_mod
+import ragmed.index.glossary as glossary_mod
+import ragmed.index.lexical as lexical_mod
+import ragmed.index.nodes as nodes_mod
 from ragmed import __version__
 from ragmed.embeddings import Embedder, load_embedder
 from ragmed.errors import CorpusFormatError, InputError, ManbyoFormatError
-from ragmed.index import dense as dense_mod
-from ragmed.index import glossary as glossary_mod
-from ragmed.index import lexical as lexical_mod
-from ragmed.index import nodes as nodes_mod
 from ragmed.index.loaded import RagmedIndex
 from ragmed.index.store import (
     FORMAT,
@@ -462,17 +462,16 @@ def _finish(
     faiss_type: str,
     faiss_params: dict[str, Any],
     progress: bool,
+    analyzers: lexical_mod.Analyzers,
     base: RagmedIndex | None = None,
     kept: np.ndarray | None = None,
     new_manbyo: int = 0,
     refit: bool = False,
-    analyzers: lexical_mod.Analyzers | None = None,
     timer: StageTimer | None = None,
 ) -> Manifest:
     """Build the components from the work files and write the manifest."""
     timed = timer or StageTimer(None)
     root = work.root
-    analyzers = analyzers or lexical_mod.Analyzers.default()
     with timed("node_store"):
         kinds = dict(work.nodes.conn.execute("SELECT kind, count(*) FROM nodes GROUP BY kind").fetchall())
         languages = dict(
@@ -645,7 +644,7 @@ def build_index(
             sources=infos,
         )
         try:
-            _finish(work, manifest, faiss_type, params, progress, timer=timed)
+            _finish(work, manifest, faiss_type, params, progress, tokenizer.analyzers, timer=timed)
         except BaseException:
             with contextlib.suppress(Exception):
                 work.close()

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+import ragmed.index.nodes as nodes_mod
 from ragmed.embeddings import Embedder, load_embedder
 from ragmed.errors import EmbeddingMismatchError, IndexCorruptError, InputError
-from ragmed.index import nodes as nodes_mod
 from ragmed.index.store import (
     FORMAT,
     MANIFEST,

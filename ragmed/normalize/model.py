@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+import ragmed.normalize.mentions as M
+import ragmed.normalize.rules as R
 from ragmed.errors import IndexCorruptError, InputError, NotFoundError
 from ragmed.manbyo import NO_CODE, ManbyoEntry
-from ragmed.normalize import mentions as M
-from ragmed.normalize import rules as R
 from ragmed.normalize.forest import FIELDS as FOREST_FIELDS
 from ragmed.normalize.forest import Forest
 from ragmed.normalize.lookup import Lookup
