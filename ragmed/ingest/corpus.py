@@ -237,12 +237,13 @@ def _medrag_doc(row: dict[str, Any], path: Path, line_no: int, source: str) -> D
     for key, value in (("content", content), ("contents", contents), ("title", row.get("title"))):
         if value is not None and not isinstance(value, str):
             raise CorpusFormatError(f"{path}: line {line_no}: field {key!r} is not a string")
-    title = str(row.get("title") or "")
-    text = content if content and content.strip() else (contents or "")
-    if text is contents and title and text.startswith(title):
-        # `contents` is "title. content": with no content it holds nothing but the title
-        rest = text[len(title) :].lstrip(". ")
-        text = text if rest.strip() else ""
+    title = row.get("title") or ""
+    if content and content.strip():
+        text = content
+    else:  # `contents` is "title. content": with no content it may hold nothing but the title
+        text = contents or ""
+        if title and text.startswith(title) and not text[len(title) :].lstrip(". ").strip():
+            text = ""
     if not text.strip():
         return None
     snippet = str(row["id"])
