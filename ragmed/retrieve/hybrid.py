@@ -159,15 +159,16 @@ class Searcher:
         top = top[np.lexsort((top, -scores[top]))]  # by score, ties by position: deterministic
         return [(int(d), float(scores[d])) for d in top if scores[d] > 0]
 
-    def _load(self, mode: str, expand: bool, embed: bool) -> float:
+    def _load(self, mode: str, link: bool, embed: bool) -> float:
         """Open what this query needs (a no-op once loaded); returns the milliseconds it took."""
         t = time.perf_counter()
+        if link:
+            warm_tokenizer()
+            _ = self.index.normalizer
+            _ = self.index.glossary
         if mode in ("hybrid", "bm25"):
             warm_tokenizer()
             _ = self.index.lexical
-            if expand:
-                _ = self.index.normalizer
-                _ = self.index.glossary
         if mode in ("hybrid", "dense"):
             _ = self.index.dense
             if embed:
@@ -223,7 +224,10 @@ class Searcher:
             raise InputError(f"unknown retrieval mode {mode!r}: use one of {', '.join(RETRIEVAL_MODES)}")
         if not query.strip():
             raise InputError("the query is empty")
-        timings: dict[str, float] = {"load_ms": self._load(mode, expand, query_vector is None)}
+        english = expand and self._has_english()
+        # linking feeds the lexical query, and the dense one only with English terms
+        link = expand and (mode != "dense" or (english and self.dense_expand))
+        timings: dict[str, float] = {"load_ms": self._load(mode, link, query_vector is None)}
         exclude = set(self.index.positions(exclude_ids).values()) if exclude_ids else set()
         allowed = self.index.kind_mask(kinds) if kinds is not None else None
         depth = max(self.depth, 4 * k)
@@ -232,8 +236,7 @@ class Searcher:
         expansion: list[str] = []
         expansion_en: list[str] = []
         linked: list[LinkedDisease] = []
-        english = expand and self._has_english()
-        if expand and (mode != "dense" or (english and self.dense_expand)):
+        if link:
             # Only names the query does not already say: repeating a term would just up-weight the
             # short dictionary rows that contain it. ICD codes stay in the trace: passages rarely
             # contain them, so they would favour dictionary rows too. A negated mention ("HTなし")
