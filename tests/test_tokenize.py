@@ -52,3 +52,26 @@ def test_ordinary_text_is_tokenized_as_mecab_does() -> None:
     tagger = fugashi.Tagger()
     assert morphemes(text) == [w.surface for w in tagger(text)]
     assert tokenize(text)[:3] == ["ami", "既往", "あり"]
+
+
+def test_tokenize_reads_the_same_words_as_fugashis_nodes() -> None:
+    """tokenize() reads MeCab's text output for speed: it must keep exactly the content words that
+    fugashi's parsed nodes give (part of speech not a particle, auxiliary, symbol or space)."""
+    from ragmed.tokenize import normalize_text
+
+    from .conftest import SAMPLES
+
+    tagger = fugashi.Tagger()
+    drop = {"助詞", "助動詞", "補助記号", "空白"}
+    texts = [p.read_text(encoding="utf-8") for p in sorted((SAMPLES / "corpus").iterdir()) if p.is_file()]
+    texts += [
+        "急性心筋梗塞（AMI）の疑い。ＨｂＡ１ｃ ７．５％、BNP 120 pg/mL、EOS と書いた行\n次の行\r\n",
+        "qwertyuiop xyz 😀絵文字 ﾊﾝｶｸｶﾅ a\u3000b\tc",
+        "",
+        "。、",
+    ]
+    assert len(texts) > 5
+    for text in texts:
+        folded = normalize_text(text)
+        expected = [w.surface for w in tagger(folded) if w.feature.pos1 not in drop and w.surface.strip()]
+        assert tokenize(text) == expected, text[:40]
