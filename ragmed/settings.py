@@ -41,6 +41,13 @@ class EmbedSettings(BaseSettings):
         description="Nodes an index build embeds and commits at a time (RAGMED_EMBED_BUILD_BATCH): "
         "what memory holds at once and what a killed build loses at most",
     )
+    lexical_commit: int = Field(
+        200_000,
+        ge=1,
+        validation_alias=AliasChoices("RAGMED_LEXICAL_COMMIT", "lexical_commit"),
+        description="Documents an index build adds to the BM25 index between its commits (each commit "
+        "makes segments; a resumed build re-tokenizes at most this many from the node store)",
+    )
     device: str | None = Field(
         None,
         validation_alias=AliasChoices("RAGMED_EMBED_DEVICE", "RAGMED_DEVICE", "device"),

@@ -56,12 +56,17 @@ def test_manifest_lists_components_with_sizes_and_checksums(demo_index: RagmedIn
     )
     assert set(man.components) == {"nodes", "dense", "lexical", "normalizer", "glossary"}
     listed = {f.path for c in man.components.values() for f in c.files}
-    assert {"nodes.sqlite", "dense.faiss", "bm25/data.csc.index.npy", "tokens/ids.i32"} <= listed
+    assert {"nodes.sqlite", "dense.faiss", "lexical/meta.json"} <= listed
+    assert man.components["lexical"].kind == "tantivy" and any(p.endswith(".term") for p in listed)
     for comp in man.components.values():
         for f in comp.files:
             path = demo_index.path / f.path
             assert path.stat().st_size == f.bytes and sha256_file(path) == f.sha256, f.path
-    on_disk = {p.relative_to(demo_index.path).as_posix() for p in demo_index.path.rglob("*") if p.is_file()}
+    on_disk = {
+        p.relative_to(demo_index.path).as_posix()
+        for p in demo_index.path.rglob("*")
+        if p.is_file() and not p.name.startswith(".tantivy-")  # tantivy's lock files, made when opened
+    }
     assert on_disk == listed | {"manifest.json"}, "every file is a listed component file"
     assert np.allclose(np.linalg.norm(demo_index.vectors, axis=1), 1.0, atol=2e-3)
     assert not list(demo_index.path.parent.glob(".demo.*")), "no temp folders left behind"
@@ -108,12 +113,24 @@ def test_modes_find_the_right_passage(demo_index: RagmedIndex, mode: str) -> Non
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
 
 
-def test_disk_paths_match_the_in_memory_libraries(demo_index: RagmedIndex, embedder) -> None:
-    """Memory-mapped FAISS and BM25 give what the libraries give in RAM: exact inner products over
-    the same vectors, and bm25s's own scores."""
-    import bm25s
+def _lucene_length(n: int) -> int:
+    """A document length as Lucene (and tantivy) store it: one byte, exact below 24, then 4 significant
+    bits (Lucene's ``SmallFloat.intToByte4`` / ``byte4ToInt``)."""
+    free = 24
+    if n < free:
+        return n
+    i = n - free
+    shift = i.bit_length() - 4
+    return n if shift < 0 else free + (((i >> shift) & 0x07 | 0x08) << shift)
 
-    from ragmed.tokenize import tokenize
+
+def test_disk_paths_match_the_in_memory_libraries(demo_index: RagmedIndex, embedder) -> None:
+    """Memory-mapped FAISS and the on-disk BM25 give what is computed in RAM: exact inner products over
+    the same vectors, and BM25 as written out below over the same tokens (Lucene's formula with the
+    (k1 + 1) factor, k1 1.2, b 0.75, lengths stored in one byte)."""
+    from collections import Counter
+
+    from ragmed.index import lexical_text
 
     searcher = Searcher(demo_index)
     q = embedder.embed_query(PANCREATITIS)
@@ -121,12 +138,52 @@ def test_disk_paths_match_the_in_memory_libraries(demo_index: RagmedIndex, embed
     dense = searcher.dense(q, 10)
     assert [p for p, _ in dense] == list(np.argsort(-exact, kind="stable")[:10])
     assert np.allclose([s for _, s in dense], np.sort(exact)[::-1][:10], atol=1e-3)
-    in_ram = bm25s.BM25.load(str(demo_index.path / "bm25"), mmap=False)
-    for query in (PANCREATITIS, "AMI 心筋梗塞", "敗血症の初期輸液", "zzzz"):
-        tokens = tokenize(query)
-        ids = [in_ram.vocab_dict[t] for t in tokens if t in in_ram.vocab_dict]
-        expected = in_ram.get_scores(ids) if ids else np.zeros(len(demo_index))
-        assert np.allclose(demo_index.lexical.scores(tokens), expected, atol=1e-6), query
+
+    lexical = demo_index.lexical
+    docs = [
+        lexical.analyzers.for_language(r["metadata"].get("language")).tokenize(lexical_text(r))
+        for r in demo_index.records
+    ]
+    tfs = [Counter(d) for d in docs]
+    avgdl = np.mean([len(d) for d in docs])
+    norm = np.array([1.2 * (0.25 + 0.75 * _lucene_length(len(d)) / avgdl) for d in docs])
+    assert _lucene_length(110) == 104 and _lucene_length(23) == 23
+
+    def bm25(tokens: list[str]) -> np.ndarray:
+        scores = np.zeros(len(docs))
+        for t in set(tokens):
+            tf = np.array([c[t] for c in tfs], dtype=float)
+            df = int((tf > 0).sum())
+            if df:
+                idf = np.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+                scores += 2.2 * idf * tf / (tf + norm)
+        return scores
+
+    for query in (PANCREATITIS, "AMI 心筋梗塞", "敗血症の初期輸液", "急性 の 治療", "zzzz"):
+        tokens = lexical.query_tokens(query)
+        expected = bm25(tokens)
+        hits = lexical.search(tokens, 10)
+        assert len(hits) == min(10, int((expected > 0).sum())), query
+        assert [s for _, s in hits] == pytest.approx(np.sort(expected)[::-1][: len(hits)], rel=1e-4), query
+        for pos, score in hits:
+            assert score == pytest.approx(expected[pos], rel=1e-4), (query, pos)
+
+
+def test_bm25_filters_by_kind_and_excludes_positions(demo_index: RagmedIndex) -> None:
+    """A kind filter and excluded positions give the unfiltered ranking with those documents left out
+    (tantivy filters inside the query; pruning must not drop a document that belongs)."""
+    lexical = demo_index.lexical
+    tokens = lexical.query_tokens("急性 膵炎 心筋梗塞 の 治療")
+    full = lexical.search(tokens, len(demo_index))
+    assert len(full) > 12
+    manbyo = demo_index.kind_mask({"manbyo"})
+    only = lexical.search(tokens, 8, kinds={"manbyo"})
+    assert only == [h for h in full if manbyo[h[0]]][:8]
+    assert lexical.search(tokens, 8, kinds={"corpus"}) == [h for h in full if not manbyo[h[0]]][:8]
+    assert lexical.search(tokens, 8, kinds=set()) == []
+    drop = {full[0][0], full[2][0]}
+    assert lexical.search(tokens, 8, exclude=drop) == [h for h in full if h[0] not in drop][:8]
+    assert lexical.search(tokens, 5) == full[:5], "the top of a pruned search is the top of the full one"
 
 
 def test_hybrid_scores_are_rrf_of_both_lists(demo_index: RagmedIndex) -> None:

@@ -167,6 +167,13 @@ def _verify_names(path: Path, fragment: str) -> None:
     assert problems and any(fragment in p for p in problems), problems
 
 
+def _one(root: Path, pattern: str) -> Path:
+    """The file ``pattern`` names (tantivy's segment files are named by segment id: the first one)."""
+    found = sorted(root.glob(pattern))
+    assert found, pattern
+    return found[0]
+
+
 def _forge_sizes(path: Path) -> None:
     """Record the files' current sizes in the manifest (an edit that kept every size, as the cheap
     check on load sees it): what is left to catch the change is the per-row checks and verify."""
@@ -265,10 +272,10 @@ def test_nan_vectors_are_an_error(copy: Path) -> None:
 
 @pytest.mark.parametrize(
     "victim",
-    ["nodes.sqlite", "dense.faiss", "bm25/data.csc.index.npy", "bm25/vocab.index.json", "tokens/ids.i32"],
+    ["nodes.sqlite", "dense.faiss", "lexical/meta.json", "lexical/*.term", "lexical/*.idx"],
 )
 def test_truncated_files_are_an_error_naming_them(copy: Path, victim: str) -> None:
-    path = copy / victim
+    path = _one(copy, victim)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(IndexCorruptError, match=f"{path.name}: .* bytes, the manifest records"):
@@ -287,12 +294,15 @@ def test_truncated_files_are_an_error_naming_them(copy: Path, victim: str) -> No
     [
         ("nodes.sqlite", "bm25"),
         ("dense.faiss", "dense"),
-        ("bm25/vocab.index.json", "bm25"),
-        ("bm25/indptr.csc.index.npy", "bm25"),
+        ("lexical/meta.json", "bm25"),
+        ("lexical/*.term", "bm25"),
+        ("lexical/*.idx", "bm25"),
+        ("lexical/*.fast", "bm25"),
+        ("lexical/.managed.json", "bm25"),
     ],
 )
 def test_garbage_of_the_same_size_is_an_error_naming_the_file(copy: Path, victim: str, mode: str) -> None:
-    path = copy / victim
+    path = _one(copy, victim)
     size = path.stat().st_size
     path.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8)))
     with pytest.raises(IndexCorruptError, match=rf"{path.name}|{path.parent.name}"):
@@ -339,5 +349,7 @@ def test_an_old_format_index_says_how_to_rebuild(tmp_path: Path) -> None:
 def test_sample_index_sizes(demo_index: RagmedIndex) -> None:
     """The fixtures above damage real files: make sure they are the files the manifest lists."""
     listed = {f.path for c in demo_index.manifest.components.values() for f in c.files}
-    assert {"nodes.sqlite", "dense.faiss", "bm25/vocab.index.json", "bm25/indptr.csc.index.npy"} <= listed
+    assert {"nodes.sqlite", "dense.faiss", "lexical/meta.json", "lexical/.managed.json"} <= listed
+    for pattern in ("*.term", "*.idx", "*.fast"):
+        assert _one(demo_index.path, f"lexical/{pattern}").relative_to(demo_index.path).as_posix() in listed
     assert SAMPLES.is_dir()

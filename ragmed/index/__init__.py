@@ -7,13 +7,13 @@ An index lives in ``<index_dir>/<name>/``::
                     and per component: its files with size and sha256, its count and parameters
     nodes.sqlite    node id, kind, text, metadata by position (row i ↔ vector i ↔ BM25 document i)
     dense.faiss     the FAISS index, memory-mapped (vectors.f16 beside it for the approximate types)
-    bm25/           bm25s score matrix (memory-mapped); tokens/ the documents' token ids
+    lexical/        BM25 postings: tantivy segments (memory-mapped), scored at query time
     normalizer/     the Manbyo disease normalizer (when the index holds dictionary entries)
 
 :mod:`~ragmed.index.store` (manifest, names, atomic swap, checks), :mod:`~ragmed.index.nodes`,
 :mod:`~ragmed.index.dense`, :mod:`~ragmed.index.lexical` (one component each), and
 :mod:`~ragmed.index.build` (streamed, resumable builds and ``index add``). Opening an index reads its
-manifest only (:class:`RagmedIndex`); FAISS, bm25s and llama-index are imported when first needed.
+manifest only (:class:`RagmedIndex`); FAISS, tantivy and llama-index are imported when first needed.
 """
 
 from __future__ import annotations

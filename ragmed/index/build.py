@@ -10,8 +10,10 @@ batch is in, the components are built from the files on disk (FAISS, BM25, the n
 records each file's size and sha256, and the folder replaces the index with two renames.
 
 ``index add`` costs what the new sources cost: only they are read, embedded and tokenized; the node
-store and token files are copied and appended to, new vectors are added to the trained FAISS index, and
-BM25 is recomputed from the stored token ids. A source whose content changed has its old nodes removed.
+store is copied and appended to, new vectors are added to the trained FAISS index, and the new documents
+become new segments of the lexical index (its old segments are hard-linked, never rewritten). A source
+whose content changed has its old nodes removed, and then the dense and lexical indexes are rebuilt
+from what is kept.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from ragmed.index.store import (
     SourceInfo,
     check_target,
     clean_stale,
+    file_entry,
     files_under,
     index_dir,
     recover,
@@ -208,32 +211,50 @@ def _stage(desc: str, fn: Callable[[], Any], progress: bool) -> Any:
 
 
 class Work:
-    """The files of a build in progress: node store, vectors, token ids; checkpointed together."""
+    """The files of a build in progress: node store, vectors, lexical index; checkpointed together."""
 
     def __init__(
-        self, root: Path, dim: int, vector_dtype: str, vectors_name: str = dense_mod.VECTORS
+        self,
+        root: Path,
+        dim: int,
+        vector_dtype: str,
+        vectors_name: str = dense_mod.VECTORS,
+        lexical_base: Path | None = None,
+        lexical_commit: int = 200_000,
     ) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.nodes = nodes_mod.NodeWriter(root / nodes_mod.FILE)
         self.vectors = dense_mod.VectorFile(root / vectors_name, dim, vector_dtype)
-        self.tokens = lexical_mod.TokenStore(root)
+        self.lexical = lexical_mod.LexicalWriter(root, lexical_base, lexical_commit)
         self.base = 0  # nodes already in the store before this run's vectors (index add)
 
-    def restore(self) -> dict[str, Any]:
-        """Cut the files back to the last checkpoint; returns it."""
-        ckpt = self.nodes.get_info("checkpoint") or {
-            "nodes": 0,
-            "tokens": self.tokens.state(),
-            "per_source": {},
-        }
+    def restore(self, tokenizer: lexical_mod.Tokenizer) -> dict[str, Any]:
+        """Cut the files back to the last checkpoint; returns it. The lexical index commits less often
+        than the checkpoints: what its last commit lacks is read back from the node store."""
+        ckpt = self.nodes.get_info("checkpoint") or {"nodes": 0, "per_source": {}}
         if self.nodes.count != ckpt["nodes"]:
             raise InputError(
                 f"{self.root}: the interrupted build's files disagree; run the build without --resume"
             )
         self.vectors.truncate(ckpt["nodes"] - self.base)
-        self.tokens.restore(ckpt["tokens"])
+        self.lexical.truncate(ckpt["nodes"])  # committed past the checkpoint: cut
+        have = self.lexical.committed()
+        if have < ckpt["nodes"]:  # commits are in order: positions 0..have-1 are in
+            self.refeed(tokenizer, have, ckpt["nodes"])
         return ckpt
+
+    def refeed(self, tokenizer: lexical_mod.Tokenizer, start: int, stop: int, progress: bool = False) -> None:
+        """Tokenize the stored nodes at positions ``start..stop-1`` into the lexical index again."""
+        from tqdm.auto import tqdm
+
+        with tqdm(
+            total=stop - start, desc="tokenizing stored nodes", unit="node", disable=not progress
+        ) as bar:
+            for first, records in self.nodes.iter_batches(start, stop, 8192):
+                self.lexical.add(first, [_kind(r) for r in records], _tokens(tokenizer, records))
+                bar.update(len(records))
+        self.lexical.commit(force=True)
 
     def write(
         self, records: list[dict[str, Any]], origins: list[str], vectors: np.ndarray, tokens: list[list[str]]
@@ -247,19 +268,29 @@ class Work:
             )
         stored = np.ascontiguousarray(vectors, dtype=self.vectors.dtype)
         self.vectors.append(stored)
-        self.tokens.add(tokens)
+        self.lexical.add(self.nodes.count, [_kind(r) for r in records], tokens)
         self.nodes.append(records, origins, stored)
 
     def checkpoint(self, per_source: dict[str, int]) -> None:
         self.vectors.sync()
-        self.tokens.sync()
-        self.nodes.set_info(
-            "checkpoint", {"nodes": self.nodes.count, "tokens": self.tokens.state(), "per_source": per_source}
-        )
+        self.lexical.commit()
+        self.nodes.set_info("checkpoint", {"nodes": self.nodes.count, "per_source": per_source})
         self.nodes.commit()
 
     def close(self) -> None:
+        self.lexical.close()
         self.nodes.close()
+
+
+def _kind(record: dict[str, Any]) -> str:
+    return str(record["metadata"].get("kind", "corpus"))
+
+
+def _tokens(tokenizer: lexical_mod.Tokenizer, records: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """Each record's BM25 tokens, by its language's analyzer."""
+    return tokenizer(
+        [lexical_text(r) for r in records], [r["metadata"].get("language", "ja") for r in records]
+    )
 
 
 def _ingest(
@@ -291,9 +322,7 @@ def _ingest(
                 [embed_text(r) for r in records], batch_size=settings.embed.batch_size
             )
         with timed("tokenize"):
-            tokens = tokenizer(
-                [lexical_text(r) for r in records], [r["metadata"].get("language", "ja") for r in records]
-            )
+            tokens = _tokens(tokenizer, records)
         with timed("write"):
             work.write(records, origins, vectors, tokens)
             work.checkpoint(per_source)
@@ -485,14 +514,17 @@ def _finish(
     with timed("dense"):
         dense_comp, _ = _finish_dense(work, faiss_type, faiss_params, progress, base, kept)
     with timed("bm25"):
-        lex_params = _stage(
-            "computing BM25", lambda: lexical_mod.build(work.tokens, root, progress=False), progress
+        lex_params = _stage("writing the BM25 index", work.lexical.finish, progress)
+    if lex_params["docs"] != count:
+        raise InputError(
+            f"{root}: the lexical index holds {lex_params['docs']} documents for {count} nodes; "
+            "run the build again without --resume"
         )
     lex_params["analyzers"] = analyzers.params()
     lex_params["languages"] = {lang: int(n) for lang, n in sorted(languages.items())}
     lexical = Component(
-        kind="bm25s",
-        files=files_under(root, lexical_mod.DIR) + files_under(root, lexical_mod.TOKENS),
+        kind="tantivy",
+        files=[file_entry(root, rel) for rel in lexical_mod.index_files(root)],
         count=count,
         params=lex_params,
     )
@@ -607,7 +639,12 @@ def build_index(
                 )
         elif root.exists():
             shutil.rmtree(root)
-        work = Work(root, embedder.dim, _vector_dtype(faiss_type, params))
+        work = Work(
+            root,
+            embedder.dim,
+            _vector_dtype(faiss_type, params),
+            lexical_commit=settings.embed.lexical_commit,
+        )
         tokenizer = lexical_mod.Tokenizer(lexical_mod.Analyzers.default())
         try:
             if resume:
@@ -617,7 +654,7 @@ def build_index(
                         f"the interrupted build of {path.name!r} had other inputs or settings (a source changed, or "
                         "different options): run the build without --resume to start over"
                     )
-                ckpt = work.restore()
+                ckpt = work.restore(tokenizer)
             else:
                 work.nodes.set_info("plan", plan)
                 work.nodes.commit()
@@ -695,10 +732,17 @@ def add_to_index(
                 lambda: shutil.copyfile(path / nodes_mod.FILE, root / nodes_mod.FILE),
                 progress,
             )
-            shutil.copytree(path / lexical_mod.TOKENS, root / lexical_mod.TOKENS)
         base_dense = man.components["dense"].params
+        # the lexical index grows by new segments, unless nodes are removed (positions renumbered) or it
+        # is a bm25s matrix from before the tantivy engine: then it is rebuilt from the node store
+        relex = bool(changed) or man.components["lexical"].kind != "tantivy"
         work = Work(
-            root, man.dimension, _vector_dtype(base_dense["type"], base_dense), vectors_name="vectors.new"
+            root,
+            man.dimension,
+            _vector_dtype(base_dense["type"], base_dense),
+            vectors_name="vectors.new",
+            lexical_base=None if relex else path,
+            lexical_commit=settings.embed.lexical_commit,
         )
         # the index's own analyzers (as saved), plus today's for a language it has none for yet
         saved = lexical_mod.Analyzers.from_params(man.components["lexical"].params)
@@ -711,8 +755,10 @@ def add_to_index(
             before = work.nodes.count
             if changed:
                 kept = work.nodes.drop_origins(changed)
-                work.tokens.keep(kept)
             work.base = work.nodes.count
+            if relex:
+                with timed("tokenize"):
+                    work.refeed(tokenizer, 0, work.base, progress)
             removed = before - work.nodes.count
             new_manbyo_before = int(
                 work.nodes.conn.execute("SELECT count(*) FROM nodes WHERE kind='manbyo'").fetchone()[0]

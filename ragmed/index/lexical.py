@@ -1,16 +1,25 @@
-"""The lexical component: BM25 (bm25s) over analyzer tokens, memory-mapped.
+"""The lexical component: BM25 over analyzer tokens, in tantivy's on-disk segments.
 
-A build keeps every document's token ids (``tokens/``: ids and lengths as raw int32 files plus the
-vocabulary, one token a line), so BM25 is recomputed after ``index add`` without tokenizing the old
-documents again, and a killed build resumes where its tokens end. bm25s computes the score matrix and
-saves it (``bm25/``); a search reads only the matrix columns of its query tokens from the memory-mapped
-arrays (the arithmetic of bm25s's ``get_scores``, checked against bm25s in the tests), so neither the
-corpus nor the matrix is loaded into RAM and scipy is not imported by one-shot commands.
+Documents are tokenized here (by their language's analyzer) and written to a tantivy index as
+space-separated terms with their position and kind. tantivy keeps term frequencies and document lengths
+and computes BM25 (Lucene's formula, k1 1.2, b 0.75) at query time from corpus-wide statistics, so:
+
+* a build streams: the writer holds a bounded buffer and writes segments as it fills, whatever the
+  corpus size; it commits with the build's checkpoints, and a resumed build re-feeds what the last
+  commit lacks from the node store;
+* ``index add`` costs what the new documents cost: the old segments are hard-linked into the new index
+  (tantivy never rewrites a segment file) and the new documents become new segments;
+* a search reads memory-mapped postings and answers the top ``n`` with block-max WAND, skipping blocks
+  of postings that cannot make the top — the common words of a query no longer cost a scan of every
+  document holding them.
+
+Indexes built before this engine hold bm25s's score matrix (``bm25/``); they are still searched
+(:class:`Bm25sLexical`) and ``index add`` rebuilds their lexical index as tantivy from the node store.
 
 Each chunk is analysed in its own language (``metadata["language"]``, decided per chunk at ingest):
 ``ja`` is fugashi + unidic-lite (NFKC, lower-case, content words); ``en`` is Lucene's English analyzer as
 pyserini uses it for MedRAG's corpora (lower-case, possessives dropped, Lucene's 33 stop words, Porter
-stemming through PyStemmer). Both write into one vocabulary, and a query is analysed by every analyzer
+stemming through PyStemmer). Both write into one field, and a query is analysed by every analyzer
 the index holds documents for (its tokens united), so one query reaches Japanese and English chunks.
 The analyzers' settings (the stop-word list included) are saved in the component's parameters: a query
 is always analysed the way the index was built. Big builds tokenize in worker processes.
@@ -18,11 +27,15 @@ is always analysed the way the index was built. Big builds tokenize in worker pr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
+import re
+import shutil
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,8 +44,6 @@ import numpy as np
 from ragmed.errors import IndexCorruptError, InputError
 from ragmed.tokenize import english_words, tokenize
 
-DIR = "bm25"
-TOKENS = "tokens"
 #: Batches of at least this many characters are tokenized in worker processes (when the host has
 #: several cores): short dictionary rows tokenize faster in-process than they travel to a worker.
 PARALLEL_MIN_CHARS = 200_000
@@ -203,162 +214,299 @@ class Tokenizer:
             self._pool = None
 
 
-# --------------------------------------------------------------------------- token store (build side)
+# --------------------------------------------------------------------------- the index on disk (tantivy)
+
+#: The folder of the lexical index (tantivy's segments) inside an index.
+DIR = "lexical"
+POS, KIND, TEXT = "pos", "kind", "text"
+#: tantivy's BM25: Lucene's formula and defaults (idf ln(1 + (N - n + 0.5) / (n + 0.5)), document
+#: lengths stored as one byte each, as Lucene does).
+K1, B = 1.2, 0.75
+#: What the writer buffers before it writes a segment (its memory, whatever the corpus size).
+WRITER_HEAP = 256 * 1024 * 1024
+#: Folders of an index from before the tantivy engine (bm25s score matrix and token ids).
+LEGACY_DIRS = ("bm25", "tokens")
+
+_OTHER_SPACE = re.compile(r"[^\S ]")
 
 
-class TokenStore:
-    """Documents' token ids, appended batch by batch: ``ids.i32``, ``lens.i32`` and ``vocab.txt``."""
+def term(token: str) -> str:
+    """A token as an index term: whitespace inside it joined by ``_`` (the index splits on spaces)."""
+    return "_".join(token.split())
 
-    def __init__(self, root: Path) -> None:
-        self.root = root / TOKENS
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.ids_path, self.lens_path, self.vocab_path = (
-            self.root / n for n in ("ids.i32", "lens.i32", "vocab.txt")
+
+def doc_text(tokens: Sequence[str]) -> str:
+    """The tokens as the space-separated text tantivy's whitespace tokenizer splits back into them."""
+    text = " ".join(tokens)
+    if "" in tokens or text.count(" ") != len(tokens) - 1 or _OTHER_SPACE.search(text):
+        text = " ".join(t for t in map(term, tokens) if t)
+    return text
+
+
+def _schema() -> Any:
+    import tantivy
+
+    sb = tantivy.SchemaBuilder()
+    sb.add_unsigned_field(POS, indexed=True, fast=True)
+    sb.add_text_field(KIND, tokenizer_name="raw", index_option="basic")
+    sb.add_text_field(TEXT, tokenizer_name="whitespace", index_option="freq")
+    return sb.build()
+
+
+def index_files(root: Path) -> list[str]:
+    """The files of the lexical index under ``root`` (relative), without tantivy's lock files."""
+    folder = root / DIR
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".tantivy-")
+    )
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """``dst`` holding ``src``'s files: segments hard-linked (tantivy never rewrites a segment file, so the
+    old index keeps its own), the small JSON files tantivy rewrites copied."""
+    dst.mkdir(parents=True)
+    for p in src.iterdir():
+        if not p.is_file() or p.name.startswith(".tantivy-"):
+            continue
+        if p.suffix == ".json":
+            shutil.copy2(p, dst / p.name)
+        else:
+            try:
+                os.link(p, dst / p.name)
+            except OSError:  # another file system, or links not allowed: copy
+                shutil.copy2(p, dst / p.name)
+
+
+class LexicalWriter:
+    """Writes an index's BM25 postings with tantivy: documents appended by position, committed with the
+    build's checkpoints. Memory is the writer's buffer, whatever the corpus size; the scores are computed
+    at query time from term frequencies, so adding documents never recomputes the old ones."""
+
+    def __init__(self, root: Path, base: Path | None = None, commit_every: int = 200_000) -> None:
+        """A writer in ``root``; with ``base`` (an index folder), starting from that index's postings.
+        A checkpoint commits once ``commit_every`` documents are new (settings.embed.lexical_commit)."""
+        import tantivy
+
+        self.path = root / DIR
+        if base is not None and not self.path.exists():
+            _link_tree(base / DIR, self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.schema = _schema()
+        try:
+            self.index = tantivy.Index(self.schema, path=str(self.path), reuse=True)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{self.path}: cannot open the lexical index ({exc})") from None
+        self._writer: Any = None
+        self.uncommitted = 0
+        self.commit_every = commit_every
+
+    @property
+    def writer(self) -> Any:
+        if self._writer is None:
+            self._writer = self.index.writer(WRITER_HEAP, max(1, min(4, os.cpu_count() or 1)))
+        return self._writer
+
+    def committed(self) -> int:
+        """Documents in the last commit."""
+        self.index.reload()
+        return int(self.index.searcher().num_docs)
+
+    def add(self, start: int, kinds: Sequence[str], tokens: Sequence[Sequence[str]]) -> None:
+        """Documents at positions ``start, start+1, …`` (not yet committed)."""
+        import tantivy
+
+        writer = self.writer
+        for i, (kind, toks) in enumerate(zip(kinds, tokens, strict=True)):
+            doc = tantivy.Document()
+            doc.add_unsigned(POS, start + i)
+            doc.add_text(KIND, kind)
+            doc.add_text(TEXT, doc_text(toks))
+            writer.add_document(doc)
+        self.uncommitted += len(tokens)
+
+    def commit(self, force: bool = False) -> None:
+        """Commit when enough is new (or ``force``): what a checkpoint calls."""
+        if self.uncommitted and (force or self.uncommitted >= self.commit_every):
+            self.writer.commit()
+            self.uncommitted = 0
+
+    def truncate(self, count: int) -> None:
+        """Delete the documents at positions ≥ ``count`` (a killed build committed past its checkpoint)."""
+        import tantivy
+
+        query = tantivy.Query.range_query(
+            self.schema, POS, tantivy.FieldType.Unsigned, lower_bound=count, use_inverted_index=True
         )
-        for p in (self.ids_path, self.lens_path, self.vocab_path):
-            p.touch(exist_ok=True)
-        self.vocab: dict[str, int] = {}
-        with self.vocab_path.open(encoding="utf-8") as fh:
-            for line in fh:
-                self.vocab[line.rstrip("\n")] = len(self.vocab)
+        self.index.reload()
+        if self.index.searcher().search(query, 1, count=True).count:
+            self.writer.delete_documents_by_query(query)
+            self.writer.commit()
 
-    def state(self) -> dict[str, int]:
-        return {
-            "docs": self.lens_path.stat().st_size // 4,
-            "ids": self.ids_path.stat().st_size // 4,
-            "vocab": len(self.vocab),
-            "vocab_bytes": self.vocab_path.stat().st_size,
-        }
+    def finish(self) -> dict[str, Any]:
+        """Commit, wait for segment merges, and describe the index (the component's parameters)."""
+        self.commit(force=True)
+        if self._writer is not None:
+            self._writer.wait_merging_threads()
+            self._writer = None
+        for lock in self.path.glob(".tantivy-*.lock"):
+            lock.unlink(missing_ok=True)
+        self.index.reload()
+        searcher = self.index.searcher()
+        return {"engine": "tantivy", "k1": K1, "b": B, "docs": int(searcher.num_docs),
+                "segments": int(searcher.num_segments)}  # fmt: skip
 
-    def restore(self, state: dict[str, int]) -> None:
-        """Cut the files back to a checkpoint (a killed build may have written past it)."""
-        for path, size in ((self.ids_path, state["ids"] * 4), (self.lens_path, state["docs"] * 4)):
-            with path.open("r+b") as fh:
-                fh.truncate(size)
-        with self.vocab_path.open("r+b") as fh:
-            fh.truncate(state["vocab_bytes"])
-        self.vocab = dict(list(self.vocab.items())[: state["vocab"]])
-
-    def add(self, docs: Sequence[Sequence[str]]) -> None:
-        new: list[str] = []
-        ids: list[int] = []
-        for tokens in docs:
-            for tok in tokens:
-                tid = self.vocab.get(tok)
-                if tid is None:
-                    tid = self.vocab[tok] = len(self.vocab)
-                    new.append(tok)
-                ids.append(tid)
-        with self.ids_path.open("ab") as fh:
-            fh.write(np.asarray(ids, dtype=np.int32).tobytes())
-        with self.lens_path.open("ab") as fh:
-            fh.write(np.asarray([len(d) for d in docs], dtype=np.int32).tobytes())
-        if new:
-            with self.vocab_path.open("a", encoding="utf-8") as fh:
-                fh.write("".join(t.replace("\n", " ") + "\n" for t in new))
-
-    def sync(self) -> None:
-        for p in (self.ids_path, self.lens_path, self.vocab_path):
-            with p.open("rb") as fh:
-                os.fsync(fh.fileno())
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        ids = (
-            np.fromfile(self.ids_path, dtype=np.int32)
-            if self.ids_path.stat().st_size
-            else np.zeros(0, np.int32)
-        )
-        lens = (
-            np.fromfile(self.lens_path, dtype=np.int32)
-            if self.lens_path.stat().st_size
-            else np.zeros(0, np.int32)
-        )
-        return ids, lens
-
-    def keep(self, positions: np.ndarray) -> None:
-        """Keep only the documents at ``positions`` (a replaced source's documents dropped)."""
-        ids, lens = self.arrays()
-        starts = np.concatenate([[0], np.cumsum(lens, dtype=np.int64)])
-        parts = [ids[starts[p] : starts[p + 1]] for p in positions]
-        (np.concatenate(parts) if parts else np.zeros(0, np.int32)).astype(np.int32).tofile(self.ids_path)
-        lens[positions].astype(np.int32).tofile(self.lens_path)
-
-
-class _Docs(Sequence[list[int]]):
-    """Each document's token ids, produced on demand from the flat arrays (bm25s iterates 3 times)."""
-
-    def __init__(self, ids: np.ndarray, lens: np.ndarray) -> None:
-        self.ids, self.lens = ids, lens
-        self.starts = np.concatenate([[0], np.cumsum(lens, dtype=np.int64)])
-
-    def __len__(self) -> int:
-        return len(self.lens)
-
-    def __getitem__(self, i: int) -> list[int]:  # type: ignore[override]
-        return self.ids[self.starts[i] : self.starts[i + 1]].tolist()
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for i in range(len(self.lens)):
-            yield self.ids[self.starts[i] : self.starts[i + 1]].tolist()
-
-
-def build(store: TokenStore, out: Path, progress: bool = False) -> dict[str, Any]:
-    """Compute BM25 over the stored tokens with bm25s and save it in ``out/bm25``."""
-    import bm25s
-
-    ids, lens = store.arrays()
-    vocab = dict(store.vocab)
-    if "" not in vocab:  # bm25s scores documents without tokens through an empty token
-        vocab[""] = len(vocab)
-    bm25 = bm25s.BM25()
-    docs = _Docs(ids, lens)
-    if len(docs):
-        bm25.index(
-            bm25s.tokenization.Tokenized(ids=docs, vocab=vocab),
-            show_progress=progress,
-            create_empty_token=False,
-        )
-    else:
-        bm25.scores = {"data": np.zeros(0, np.float32), "indices": np.zeros(0, np.int32),
-                       "indptr": np.zeros(len(vocab) + 1, np.int64), "num_docs": 0}  # fmt: skip
-        bm25.vocab_dict = vocab
-    bm25.save(str(out / DIR), show_progress=False)
-    return {"k1": bm25.k1, "b": bm25.b, "method": bm25.method, "vocab": len(vocab), "tokens": int(len(ids))}
+    def close(self) -> None:
+        """Drop uncommitted documents (an aborted build)."""
+        if self._writer is not None:
+            with contextlib.suppress(ValueError):
+                self._writer.rollback()
+            self._writer = None
 
 
 # --------------------------------------------------------------------------- the loaded component
 
 
-class Lexical:
-    """BM25 scores from bm25s's saved arrays, memory-mapped; the vocabulary is read on first use."""
+class Lexical(ABC):
+    """The BM25 component of a loaded index: its analyzers, and the top documents for query tokens."""
 
     def __init__(self, root: Path, count: int, params: dict[str, Any]) -> None:
-        self.root, self.count = root / DIR, count
+        self.index_root, self.count = root, count
         self.analyzers = Analyzers.from_params(params)
         #: documents per language (an index from before per-language analysis: all Japanese)
         self.languages: dict[str, int] = dict(params.get("languages") or {"ja": count})
+
+    def corrupt(self, what: str) -> IndexCorruptError:
+        return IndexCorruptError(
+            f"{self.index_root / DIR}: {what}. Run `ragmed index verify {self.index_root.resolve()}` and "
+            "rebuild the index."
+        )
+
+    def query_tokens(self, text: str) -> list[str]:
+        """``text`` analysed by the analyzer of every language the index holds documents in."""
+        held = [lang for lang, n in self.languages.items() if n]
+        return self.analyzers.query_tokens(text, held or None)
+
+    @abstractmethod
+    def search(
+        self,
+        tokens: Sequence[str],
+        n: int,
+        kinds: Iterable[str] | None = None,
+        exclude: Iterable[int] = (),
+    ) -> list[tuple[int, float]]:
+        """The top ``n`` (position, BM25 score) for ``tokens``, best first (ties by position), of nodes
+        whose kind is in ``kinds`` (all when None), none at an ``exclude`` position."""
+
+    @abstractmethod
+    def deep_check(self) -> list[str]:
+        """Full checks for ``ragmed index verify``."""
+
+
+class TantivyLexical(Lexical):
+    """BM25 over tantivy's memory-mapped segments. A query is a disjunction of its terms, which tantivy
+    answers with block-max WAND: whole blocks of postings that cannot reach the top ``n`` are skipped, so
+    common words do not cost a scan of every document that holds them."""
+
+    def __init__(self, root: Path, count: int, params: dict[str, Any]) -> None:
+        import tantivy
+
+        super().__init__(root, count, params)
+        self.path = root / DIR
         try:
-            params = json.loads((self.root / "params.index.json").read_text(encoding="utf-8"))
-            self.data = np.load(self.root / "data.csc.index.npy", mmap_mode="r")
-            self.indices = np.load(self.root / "indices.csc.index.npy", mmap_mode="r")
-            self.indptr = np.load(self.root / "indptr.csc.index.npy", mmap_mode="r")
+            self.index = tantivy.Index.open(str(self.path))
+            self.searcher = self.index.searcher()
+        except (OSError, ValueError) as exc:
+            raise self.corrupt(f"unreadable lexical index ({exc})") from None
+        self.schema = self.index.schema
+        if int(self.searcher.num_docs) != count:
+            raise self.corrupt(f"{self.searcher.num_docs} documents, the manifest records {count}")
+
+    def search(
+        self,
+        tokens: Sequence[str],
+        n: int,
+        kinds: Iterable[str] | None = None,
+        exclude: Iterable[int] = (),
+    ) -> list[tuple[int, float]]:
+        import tantivy
+
+        terms = [t for t in dict.fromkeys(map(term, tokens)) if t]
+        kinds = None if kinds is None else sorted(set(kinds))
+        if not terms or n <= 0 or kinds == []:
+            return []
+        q, should, must = tantivy.Query, tantivy.Occur.Should, tantivy.Occur.Must
+        query = q.boolean_query([(should, q.term_query(self.schema, TEXT, t)) for t in terms])
+        if kinds is not None:
+            kind = q.boolean_query([(should, q.term_query(self.schema, KIND, k)) for k in kinds])
+            query = q.boolean_query([(must, query), (must, q.const_score_query(kind, 0.0))])
+        skip = set(exclude)
+        try:
+            # count=False: counting every match would turn off the pruning
+            hits = self.searcher.search(query, n + len(skip), count=False).hits
+            positions = self.searcher.fast_field_values(POS, [addr for _, addr in hits])
+        except ValueError as exc:
+            raise self.corrupt(f"search failed ({exc})") from None
+        out = sorted(
+            ((int(p), float(s)) for (s, _), p in zip(hits, positions, strict=True) if p not in skip),
+            key=lambda ps: (-ps[1], ps[0]),
+        )
+        return out[:n]
+
+    def deep_check(self) -> list[str]:
+        import tantivy
+
+        problems = []
+        inside = tantivy.Query.range_query(
+            self.schema, POS, tantivy.FieldType.Unsigned, 0, max(self.count - 1, 0), use_inverted_index=True
+        )
+        found = self.searcher.search(inside, 1, count=True).count if self.count else 0
+        if found != self.count or int(self.searcher.num_docs) != self.count:
+            problems.append(
+                f"{self.path}: {self.searcher.num_docs} documents, {found} of them at positions "
+                f"0..{self.count - 1}; the manifest records {self.count}"
+            )
+        return problems
+
+
+class Bm25sLexical(Lexical):
+    """An index built before the tantivy engine: bm25s's score matrix, memory-mapped (read-only; ``index
+    add`` rebuilds it as tantivy)."""
+
+    def __init__(
+        self,
+        root: Path,
+        count: int,
+        params: dict[str, Any],
+        kind_mask: Callable[[Iterable[str]], np.ndarray],
+    ) -> None:
+        super().__init__(root, count, params)
+        self.path = root / LEGACY_DIRS[0]
+        self.kind_mask = kind_mask
+        try:
+            saved = json.loads((self.path / "params.index.json").read_text(encoding="utf-8"))
+            self.data = np.load(self.path / "data.csc.index.npy", mmap_mode="r")
+            self.indices = np.load(self.path / "indices.csc.index.npy", mmap_mode="r")
+            self.indptr = np.load(self.path / "indptr.csc.index.npy", mmap_mode="r")
         except (OSError, ValueError) as exc:
             raise self.corrupt(f"unreadable BM25 arrays ({exc})") from None
-        if params.get("method", "lucene") not in ("lucene", "robertson", "atire"):
-            raise self.corrupt(f"BM25 variant {params.get('method')!r} is not one ragmed writes")
-        if int(params.get("num_docs", -1)) != count or len(self.data) != len(self.indices):
-            raise self.corrupt(f"BM25 over {params.get('num_docs')} documents, the manifest records {count}")
+        if saved.get("method", "lucene") not in ("lucene", "robertson", "atire"):
+            raise self.corrupt(f"BM25 variant {saved.get('method')!r} is not one ragmed writes")
+        if int(saved.get("num_docs", -1)) != count or len(self.data) != len(self.indices):
+            raise self.corrupt(f"BM25 over {saved.get('num_docs')} documents, the manifest records {count}")
         self._vocab: dict[str, int] | None = None
 
     def corrupt(self, what: str) -> IndexCorruptError:
         return IndexCorruptError(
-            f"{self.root}: {what}. Run `ragmed index verify {self.root.parent.resolve()}` and rebuild the index."
+            f"{self.index_root / LEGACY_DIRS[0]}: {what}. Run `ragmed index verify "
+            f"{self.index_root.resolve()}` and rebuild the index."
         )
 
     @property
     def vocab(self) -> dict[str, int]:
         if self._vocab is None:
-            path = self.root / "vocab.index.json"
+            path = self.path / "vocab.index.json"
             try:
                 vocab = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
@@ -370,16 +518,11 @@ class Lexical:
             self._vocab = vocab
         return self._vocab
 
-    def query_tokens(self, text: str) -> list[str]:
-        """``text`` analysed by the analyzer of every language the index holds documents in."""
-        held = [lang for lang, n in self.languages.items() if n]
-        return self.analyzers.query_tokens(text, held or None)
-
     def scores(self, tokens: Sequence[str]) -> np.ndarray:
-        """BM25 score of every document for the query ``tokens`` (bm25s's ``get_scores``)."""
+        """BM25 score of every document (bm25s's ``get_scores`` over the memory-mapped columns)."""
         scores = np.zeros(self.count, dtype=np.float32)
         vocab = self.vocab
-        for tok in tokens:
+        for tok in dict.fromkeys(tokens):
             tid = vocab.get(tok)
             if tid is None:
                 continue
@@ -392,12 +535,47 @@ class Lexical:
             scores[cols] += self.data[start:end]
         return scores
 
+    def search(
+        self,
+        tokens: Sequence[str],
+        n: int,
+        kinds: Iterable[str] | None = None,
+        exclude: Iterable[int] = (),
+    ) -> list[tuple[int, float]]:
+        if not tokens or n <= 0 or not self.count:
+            return []
+        scores = self.scores(tokens)
+        if kinds is not None:
+            scores[~self.kind_mask(kinds)] = 0.0
+        skip = list(exclude)
+        if skip:
+            scores[skip] = 0.0
+        n = min(n, len(scores))
+        top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+        top = top[np.lexsort((top, -scores[top]))]
+        return [(int(d), float(scores[d])) for d in top if scores[d] > 0]
+
     def deep_check(self) -> list[str]:
         problems = []
         if len(self.vocab) + 1 != len(self.indptr):
-            problems.append(f"{self.root}: vocabulary and matrix columns differ")
+            problems.append(f"{self.path}: vocabulary and matrix columns differ")
         if len(self.indices) and int(np.max(self.indices)) >= self.count:
-            problems.append(f"{self.root}: document numbers past {self.count}")
+            problems.append(f"{self.path}: document numbers past {self.count}")
         if not np.isfinite(np.asarray(self.data)).all():
-            problems.append(f"{self.root}: scores that are not finite")
+            problems.append(f"{self.path}: scores that are not finite")
         return problems
+
+
+def open_lexical(
+    root: Path,
+    kind: str,
+    count: int,
+    params: dict[str, Any],
+    kind_mask: Callable[[Iterable[str]], np.ndarray],
+) -> Lexical:
+    """The lexical component of the index in ``root``, by the engine its manifest names."""
+    if kind == "tantivy":
+        return TantivyLexical(root, count, params)
+    if kind == "bm25s":
+        return Bm25sLexical(root, count, params, kind_mask)
+    raise IndexCorruptError(f"{root}: lexical component of kind {kind!r}, which this version does not read")

@@ -168,14 +168,18 @@ class RagmedIndex:
 
     @property
     def lexical(self) -> Lexical:
-        """The BM25 component (memory-mapped)."""
+        """The BM25 component (tantivy's memory-mapped segments)."""
         if self._lexical is None:
             with self._lock:
                 if self._lexical is None:
-                    from ragmed.index.lexical import Lexical
+                    from ragmed.index.lexical import open_lexical
 
                     comp = self._component("lexical")
-                    self._lexical = self._timed(lambda: Lexical(self.path, int(comp.count or 0), comp.params))
+                    self._lexical = self._timed(
+                        lambda: open_lexical(
+                            self.path, comp.kind, int(comp.count or 0), comp.params, self.kind_mask
+                        )
+                    )
         return self._lexical
 
     @property

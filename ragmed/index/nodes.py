@@ -130,6 +130,18 @@ class NodeWriter:
         self.conn.execute("BEGIN")
         self.count = int(self.conn.execute("SELECT count(*) FROM nodes").fetchone()[0])
 
+    def iter_batches(
+        self, start: int, stop: int, size: int = 8192
+    ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """The records at positions ``start..stop-1``, ``size`` at a time, each batch with its first
+        position (what a resumed or rebuilt lexical index reads back)."""
+        for first in range(start, stop, size):
+            rows = self.conn.execute(
+                "SELECT id, text, meta FROM nodes WHERE pos >= ? AND pos < ? ORDER BY pos",
+                (first, min(stop, first + size)),
+            ).fetchall()
+            yield first, [record(row) for row in rows]
+
     def drop_origins(self, origins: set[str]) -> np.ndarray:
         """Delete the nodes of ``origins`` and renumber the rest 0..n-1 in order; returns the old
         positions kept (to keep the same rows of the vectors and tokens)."""

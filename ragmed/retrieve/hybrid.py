@@ -143,21 +143,12 @@ class Searcher:
         tokens: list[str],
         n: int,
         exclude: set[int] | None = None,
-        allowed: np.ndarray | None = None,
+        kinds: set[str] | None = None,
     ) -> list[tuple[int, float]]:
-        """Top-``n`` BM25 documents. Scoring every document from the memory-mapped matrix columns of the
-        query tokens and partitioning is ~15x faster than bm25s' ``retrieve`` for one query at 72k
-        documents (0.13 vs 1.8 ms)."""
+        """Top-``n`` BM25 documents of ``kinds`` (all when None), none of ``exclude``."""
         if not tokens or not len(self.index):
             return []
-        scores = self.index.lexical.scores(tokens)
-        mask = self._allowed(len(scores), exclude, allowed)
-        if mask is not None:
-            scores[~mask] = 0.0
-        n = min(n, len(scores))
-        top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
-        top = top[np.lexsort((top, -scores[top]))]  # by score, ties by position: deterministic
-        return [(int(d), float(scores[d])) for d in top if scores[d] > 0]
+        return self.index.lexical.search(tokens, n, kinds=kinds, exclude=exclude or ())
 
     def _load(self, mode: str, link: bool, embed: bool) -> float:
         """Open what this query needs (a no-op once loaded); returns the milliseconds it took."""
@@ -229,7 +220,6 @@ class Searcher:
         link = expand and (mode != "dense" or (english and self.dense_expand))
         timings: dict[str, float] = {"load_ms": self._load(mode, link, query_vector is None)}
         exclude = set(self.index.positions(exclude_ids).values()) if exclude_ids else set()
-        allowed = self.index.kind_mask(kinds) if kinds is not None else None
         depth = max(self.depth, 4 * k)
         dense_hits: list[tuple[int, float]] = []
         bm25_hits: list[tuple[int, float]] = []
@@ -263,7 +253,7 @@ class Searcher:
             if expansion_en:
                 extra += lexical.analyzers.query_tokens(" ; ".join(expansion_en), ["en"])
             tokens += [tok for tok in dict.fromkeys(extra) if tok not in seen]
-            bm25_hits = self.bm25(tokens, depth, exclude, allowed)
+            bm25_hits = self.bm25(tokens, depth, exclude, kinds)
             timings["bm25_ms"] = (time.perf_counter() - t) * 1000
         if mode in ("hybrid", "dense"):
             t = time.perf_counter()
@@ -274,6 +264,7 @@ class Searcher:
                 query_vector = self.index.embedder.embed_query(text)
             timings["embed_ms"] = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
+            allowed = self.index.kind_mask(kinds) if kinds is not None else None
             dense_hits = self.dense(query_vector, depth, exclude, allowed)
             timings["dense_ms"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
