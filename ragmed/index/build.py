@@ -19,6 +19,7 @@ from what is kept.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +42,7 @@ from ragmed.index.loaded import RagmedIndex
 from ragmed.index.store import (
     FORMAT,
     Component,
+    FileEntry,
     Manifest,
     SourceInfo,
     check_target,
@@ -434,6 +436,20 @@ def _finish_dense(
     return comp, total
 
 
+def _unchanged_entries(root: Path, base: RagmedIndex | None, component: str) -> dict[str, FileEntry]:
+    """The base index's entries for ``component``'s files that ``root`` holds as the very same file (a
+    hard link: same inode), so their sha256 need not be computed again."""
+    if base is None or component not in base.manifest.components:
+        return {}
+    out = {}
+    for f in base.manifest.components[component].files:
+        old, new = base.path / f.path, root / f.path
+        with contextlib.suppress(OSError):
+            if new.exists() and os.path.samefile(old, new) and new.stat().st_size == f.bytes:
+                out[f.path] = f
+    return out
+
+
 def _dictionary_entries(root: Path, count: int) -> list[ManbyoEntry]:
     """The dictionary rows of the node store being built (what the normalizer and glossary learn from)."""
     store = nodes_mod.NodeStore(root / nodes_mod.FILE, count)
@@ -522,9 +538,11 @@ def _finish(
         )
     lex_params["analyzers"] = analyzers.params()
     lex_params["languages"] = {lang: int(n) for lang, n in sorted(languages.items())}
+    # segments hard-linked from the index being extended keep their checksums: not read again
+    same = _unchanged_entries(root, base, "lexical")
     lexical = Component(
         kind="tantivy",
-        files=[file_entry(root, rel) for rel in lexical_mod.index_files(root)],
+        files=[same.get(rel) or file_entry(root, rel) for rel in lexical_mod.index_files(root)],
         count=count,
         params=lex_params,
     )
