@@ -551,7 +551,12 @@ def spawn(step: str, d: Path, *extra: str) -> dict[str, Any]:
     if proc.returncode != 0:
         raise SystemExit(f"bench/scale.py step {step} failed:\n{proc.stderr[-4000:]}")
     out = json.loads(proc.stdout)
-    print(f"[scale] {d.name}: {step} done in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    # the step's figures go to stderr as they come: a long run that dies later still has them
+    print(
+        f"[scale] {d.name}: {step} done in {time.perf_counter() - t:.0f} s: {json.dumps(out, ensure_ascii=False)}",
+        file=sys.stderr,
+        flush=True,
+    )
     return out
 
 
@@ -685,12 +690,25 @@ def main() -> None:
     parser.add_argument("--manbyo", type=Path, default=MANBYO)
     parser.add_argument("--out", type=Path, help="work folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the corpora and indexes in --out")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        help="print one report from the reports of separate runs (their sizes, and the projection refitted)",
+    )
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         extra = (args.faiss,) if args.child == "build" else ()
         print(json.dumps(CHILDREN[args.child](args.dir, *extra), ensure_ascii=False))
+        return
+    if args.merge:
+        reports = [json.loads(p.read_text(encoding="utf-8")) for p in args.merge]
+        merged = {**reports[0], "merged_from": [str(p) for p in args.merge]}
+        merged["sizes"] = sorted((s for r in reports for s in r["sizes"]), key=lambda s: s["passages"])
+        merged["projection"] = projection(merged["sizes"], (10_000_000, 54_000_000))
+        print(json.dumps(merged, ensure_ascii=False, indent=2))
         return
     if not args.manbyo.is_file():
         sys.exit(
