@@ -222,7 +222,8 @@ class Work:
         vector_dtype: str,
         vectors_name: str = dense_mod.VECTORS,
         lexical_base: Path | None = None,
-        lexical_commit: int = 200_000,
+        *,
+        lexical_commit: int,
     ) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -254,7 +255,9 @@ class Work:
             total=stop - start, desc="tokenizing stored nodes", unit="node", disable=not progress
         ) as bar:
             for first, records in self.nodes.iter_batches(start, stop, 8192):
-                self.lexical.add(first, [_kind(r) for r in records], _tokens(tokenizer, records))
+                self.lexical.add(
+                    first, [nodes_mod.node_kind(r) for r in records], _tokens(tokenizer, records)
+                )
                 bar.update(len(records))
         self.lexical.commit(force=True)
 
@@ -270,7 +273,7 @@ class Work:
             )
         stored = np.ascontiguousarray(vectors, dtype=self.vectors.dtype)
         self.vectors.append(stored)
-        self.lexical.add(self.nodes.count, [_kind(r) for r in records], tokens)
+        self.lexical.add(self.nodes.count, [nodes_mod.node_kind(r) for r in records], tokens)
         self.nodes.append(records, origins, stored)
 
     def checkpoint(self, per_source: dict[str, int]) -> None:
@@ -282,10 +285,6 @@ class Work:
     def close(self) -> None:
         self.lexical.close()
         self.nodes.close()
-
-
-def _kind(record: dict[str, Any]) -> str:
-    return str(record["metadata"].get("kind", "corpus"))
 
 
 def _tokens(tokenizer: lexical_mod.Tokenizer, records: Sequence[dict[str, Any]]) -> list[list[str]]:

@@ -224,8 +224,8 @@ POS, KIND, TEXT = "pos", "kind", "text"
 K1, B = 1.2, 0.75
 #: What the writer buffers before it writes a segment (its memory, whatever the corpus size).
 WRITER_HEAP = 256 * 1024 * 1024
-#: Folders of an index from before the tantivy engine (bm25s score matrix and token ids).
-LEGACY_DIRS = ("bm25", "tokens")
+#: The folder of an index from before the tantivy engine (bm25s's score matrix; ``tokens/`` beside it).
+LEGACY_DIR = "bm25"
 
 _OTHER_SPACE = re.compile(r"[^\S ]")
 
@@ -371,15 +371,15 @@ class LexicalWriter:
 class Lexical(ABC):
     """The BM25 component of a loaded index: its analyzers, and the top documents for query tokens."""
 
-    def __init__(self, root: Path, count: int, params: dict[str, Any]) -> None:
-        self.index_root, self.count = root, count
+    def __init__(self, root: Path, count: int, params: dict[str, Any], folder: str) -> None:
+        self.index_root, self.path, self.count = root, root / folder, count
         self.analyzers = Analyzers.from_params(params)
         #: documents per language (an index from before per-language analysis: all Japanese)
         self.languages: dict[str, int] = dict(params.get("languages") or {"ja": count})
 
     def corrupt(self, what: str) -> IndexCorruptError:
         return IndexCorruptError(
-            f"{self.index_root / DIR}: {what}. Run `ragmed index verify {self.index_root.resolve()}` and "
+            f"{self.path}: {what}. Run `ragmed index verify {self.index_root.resolve()}` and "
             "rebuild the index."
         )
 
@@ -412,8 +412,7 @@ class TantivyLexical(Lexical):
     def __init__(self, root: Path, count: int, params: dict[str, Any]) -> None:
         import tantivy
 
-        super().__init__(root, count, params)
-        self.path = root / DIR
+        super().__init__(root, count, params, DIR)
         try:
             self.index = tantivy.Index.open(str(self.path))
             self.searcher = self.index.searcher()
@@ -481,8 +480,7 @@ class Bm25sLexical(Lexical):
         params: dict[str, Any],
         kind_mask: Callable[[Iterable[str]], np.ndarray],
     ) -> None:
-        super().__init__(root, count, params)
-        self.path = root / LEGACY_DIRS[0]
+        super().__init__(root, count, params, LEGACY_DIR)
         self.kind_mask = kind_mask
         try:
             saved = json.loads((self.path / "params.index.json").read_text(encoding="utf-8"))
@@ -496,12 +494,6 @@ class Bm25sLexical(Lexical):
         if int(saved.get("num_docs", -1)) != count or len(self.data) != len(self.indices):
             raise self.corrupt(f"BM25 over {saved.get('num_docs')} documents, the manifest records {count}")
         self._vocab: dict[str, int] | None = None
-
-    def corrupt(self, what: str) -> IndexCorruptError:
-        return IndexCorruptError(
-            f"{self.index_root / LEGACY_DIRS[0]}: {what}. Run `ragmed index verify "
-            f"{self.index_root.resolve()}` and rebuild the index."
-        )
 
     @property
     def vocab(self) -> dict[str, int]:

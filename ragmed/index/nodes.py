@@ -62,6 +62,11 @@ def record(row: Sequence[Any]) -> dict[str, Any]:
     return {"id": row[0], "text": row[1], "metadata": json.loads(row[2])}
 
 
+def node_kind(record: dict[str, Any]) -> str:
+    """A record's kind ("manbyo" or "corpus", the default), as the store files it."""
+    return str(record["metadata"].get("kind", "corpus"))
+
+
 class NodeWriter:
     """Appends nodes to a store being built; positions are given in order, from the current count."""
 
@@ -87,7 +92,7 @@ class NodeWriter:
                 (
                     self.count + len(rows),
                     r["id"],
-                    str(meta.get("kind", "corpus")),
+                    node_kind(r),
                     origin,
                     r["text"],
                     meta_json,
@@ -144,7 +149,7 @@ class NodeWriter:
 
     def drop_origins(self, origins: set[str]) -> np.ndarray:
         """Delete the nodes of ``origins`` and renumber the rest 0..n-1 in order; returns the old
-        positions kept (to keep the same rows of the vectors and tokens)."""
+        positions kept (to keep the same rows of the vectors)."""
         if not origins:
             return np.arange(self.count, dtype=np.int64)
         marks = ",".join("?" * len(origins))
