@@ -361,17 +361,24 @@ def child_add(d: Path) -> dict[str, Any]:
     from ragmed.index import add_to_index
     from ragmed.settings import Settings
 
+    # a hard-linked clone takes the add (an add never writes into an existing file), so the built index
+    # stays as it was for a later --reuse run
+    clone = d / "index-add"
+    shutil.rmtree(clone, ignore_errors=True)
+    shutil.copytree(d / "index", clone, copy_function=os.link)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     _, stats = add_to_index(
-        d / "index",
+        clone,
         corpus=[d / "add"],
         settings=Settings(index_dir=d),
         embedder=ClusteredEmbedder(),
         progress=False,
         timings=timings,
     )
-    return {"add_s": round(time.perf_counter() - t, 1), "stages_s": rounded(timings), **stats, **memory_mb()}
+    out = {"add_s": round(time.perf_counter() - t, 1), "stages_s": rounded(timings), **stats, **memory_mb()}
+    shutil.rmtree(clone)
+    return out
 
 
 # --------------------------------------------------------------------------- children: the flat in-RAM design
@@ -566,25 +573,35 @@ def bench_size(
     from ragmed.index.store import read_manifest
 
     d = root / f"n{n}"
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True)
-    t = time.perf_counter()
-    corpus_bytes = write_corpus(d / "corpus", 0, n, vocab, args.seed)
-    write_corpus(d / "add", n, n + args.add, vocab, args.seed)
-    for f in (d / "add").iterdir():  # the added passages keep their own file names
-        f.rename(f.with_name("added-" + f.name))
-    queries = make_queries(n, args.queries, vocab, args.seed)
-    (d / "queries.json").write_text(json.dumps(queries, ensure_ascii=False), encoding="utf-8")
-    gen_s = time.perf_counter() - t
-    build = spawn("build", d, "--faiss", args.faiss)
+    built = d / "built.json"
+    if args.reuse and built.is_file():
+        # a build kept by an earlier --keep run: measure (again) without generating and building again
+        print(f"[scale] {d.name}: reusing the build in {d}", file=sys.stderr, flush=True)
+        gen = json.loads(built.read_text(encoding="utf-8"))
+    else:
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        t = time.perf_counter()
+        corpus_bytes = write_corpus(d / "corpus", 0, n, vocab, args.seed)
+        write_corpus(d / "add", n, n + args.add, vocab, args.seed)
+        for f in (d / "add").iterdir():  # the added passages keep their own file names
+            f.rename(f.with_name("added-" + f.name))
+        queries = make_queries(n, args.queries, vocab, args.seed)
+        (d / "queries.json").write_text(json.dumps(queries, ensure_ascii=False), encoding="utf-8")
+        gen = {"corpus_mb": round(corpus_bytes / 1e6, 1), "generate_s": round(time.perf_counter() - t, 1)}
+        gen["build"] = spawn("build", d, "--faiss", args.faiss)
+        built.write_text(json.dumps(gen, ensure_ascii=False), encoding="utf-8")
+    build = dict(gen["build"])
     man = read_manifest(d / "index")
     disk = {name: sum(f.bytes for f in c.files) for name, c in man.components.items()}
+    if args.build_only:
+        return {"passages": n, **{k: v for k, v in gen.items() if k != "build"}, "build": build}
     query = spawn("query", d)
     add = spawn("add", d) if args.add else None
     out: dict[str, Any] = {
         "passages": n,
-        "corpus_mb": round(corpus_bytes / 1e6, 1),
-        "generate_s": round(gen_s, 1),
+        "corpus_mb": gen["corpus_mb"],
+        "generate_s": gen["generate_s"],
         "faiss": build.pop("faiss"),
         "build": build,
         "disk_bytes": {**disk, "total": sum(disk.values())},
@@ -690,6 +707,14 @@ def main() -> None:
     parser.add_argument("--manbyo", type=Path, default=MANBYO)
     parser.add_argument("--out", type=Path, help="work folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the corpora and indexes in --out")
+    parser.add_argument(
+        "--build-only", action="store_true", help="generate and build, then stop (with --keep: --reuse later)"
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="measure the builds an earlier --keep run left in --out instead of building again",
+    )
     parser.add_argument(
         "--merge",
         type=Path,
