@@ -62,7 +62,9 @@ class EnglishTitles:
                 self.by_word[w].append(t)
 
     @classmethod
-    def build(cls, label_codes: Iterable[tuple[int, list[str], int]], titles: dict[str, str]) -> EnglishTitles:
+    def build(
+        cls, label_codes: Iterable[tuple[int, list[str], int]], titles: dict[str, str]
+    ) -> EnglishTitles:
         """From (label, its ICD-10 codes, its row count) and code → English title."""
         filed: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for lab, codes, count in label_codes:

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+import ragmed.normalize.english as english_mod
 import ragmed.normalize.mentions as M
 import ragmed.normalize.rules as R
 from ragmed.errors import IndexCorruptError, InputError, NotFoundError
@@ -52,7 +53,7 @@ NEIGHBOURS = 40  # TF-IDF nearest surface forms whose labels become candidates
 NAME_NEIGHBOURS = 15  # TF-IDF nearest standard names
 PROFILE_NEIGHBOURS = 25  # TF-IDF nearest label profiles
 COMPOSITES_PER_PART = 4  # most frequent composite cells tried for a name found in the query
-NEW_COMPOSITES = 3  # composite cells the dictionary does not hold, assembled from two names in the query
+NEW_COMPOSITES = 4  # composite cells the dictionary does not hold, assembled from two names in the query
 TRAIN_NEGATIVES = 15  # hardest wrong candidates kept per training query …
 EASY_SAMPLE = 0.25  # … and this share of the others, weighted up (bounds the ranker's fit time)
 MAX_SUBSTRING = 40  # longest query substring looked up in the dictionary
@@ -117,6 +118,9 @@ FEATURES = [
     "comp_in_order",
     "comp_new",
     "comp_part_prior",
+    "comp_position",
+    "en_acronym",
+    "en_phrase",
     "query_in_name",
     "char_recall",
     "char_precision",
@@ -238,6 +242,7 @@ class DiseaseNormalizer:
         self.name_XT: sp.csr_matrix | None = None  # n-grams × labels
         self.prof_XT: sp.csr_matrix | None = None  # n-grams × labels
         self.ranker: Forest | None = None
+        self.english: english_mod.EnglishTitles | None = None
         self.none_penalty = NONE_PENALTY
         self._view: _View | None = None
         self._label_order: tuple[np.ndarray, np.ndarray] | None = None
@@ -258,8 +263,27 @@ class DiseaseNormalizer:
         self._add_entries(entries)
         self.tfidf = CharTfidf.fit(self.keys + [normalize_key(n) for n in self.labels if n != NO_CODE])
         self._rebuild_matrices()
+        self.english = self._english_titles()
         self._train_ranker(train_queries, seed)
         return self
+
+    def _english_titles(self) -> english_mod.EnglishTitles:
+        """The WHO ICD-10 English titles of the codes each standard name is filed under (fit time only:
+        the ICD-10 package parses its XML on import)."""
+        from ragmed.index.glossary import english_titles, icd10_codes
+
+        codes: dict[int, list[str]] = defaultdict(list)
+        none_lab = self.label_id.get(NO_CODE)
+        for lab, cell in zip(self.entry_label.tolist(), self.cols["icd10"], strict=True):
+            if lab != none_lab:
+                for code in icd10_codes(cell):
+                    if code not in codes[lab]:
+                        codes[lab].append(code)
+        titles = english_titles({c for cs in codes.values() for c in cs})
+        counts = np.bincount(self.entry_label, minlength=len(self.labels))
+        return english_mod.EnglishTitles.build(
+            ((lab, cs, int(counts[lab])) for lab, cs in codes.items()), titles
+        )
 
     def _label_of(self, cell: str) -> int:
         lab = self.label_id.get(cell)
@@ -426,12 +450,15 @@ class DiseaseNormalizer:
         if self.ranker is not None:
             for name, arr in self.ranker.arrays().items():
                 out.array(f"ranker.{name}", arr)
+        if self.english is not None:
+            out.json("english", {"titles": self.english.titles, "labels": self.english.labels})
         out.manifest(
             {
                 "entries": len(self.keys),
                 "labels": len(self.labels),
                 "features": FEATURES,
                 "ranker": self.ranker is not None,
+                "english": self.english is not None,
                 "none_penalty": self.none_penalty,
             }
         )
@@ -482,6 +509,12 @@ class DiseaseNormalizer:
             self.ranker = Forest(
                 **{name: store.array(f"ranker.{name}", mmap=False) for name in FOREST_FIELDS}
             )
+        if manifest.get("english"):
+            data = store.json("english")
+            try:
+                self.english = english_mod.EnglishTitles(data["titles"], data["labels"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise IndexCorruptError(f"{src / 'english.json'}: {exc!r}; rebuild the index") from exc
         self.none_penalty = float(manifest.get("none_penalty", NONE_PENALTY))
         if len(label_parts) != len(self.labels):
             raise IndexCorruptError(f"{src / 'entries.json'}: label counts disagree; rebuild the index")
@@ -677,6 +710,13 @@ class DiseaseNormalizer:
                         v[F["sub_name_suf"]] = math.log1p(view.suffix.get(suf, 0))
                         v[F["sub_name_pre_cover"]] = R.affix_cover(pre, view.prefix)
                         v[F["sub_name_suf_cover"]] = R.affix_cover(suf, view.suffix)
+        # 2b. Latin letters: acronyms and English phrases of the ICD-10 titles (ＣＯＰＤ → J44.9 → names)
+        if self.english is not None and any(is_latin(ch) and ch.isalpha() for ch in key):
+            for lab, (acronym, phrase) in self.english.match(key).items():
+                v = feat(lab)
+                if v is not None:
+                    v[F["en_acronym"]] = acronym
+                    v[F["en_phrase"]] = phrase
         # 3. the query rewritten by learned rules: names and surfaces it then is, or contains
         for rw in self._rewrites(key, view):
             text, weight = rw.text, math.log1p(rw.count)
@@ -780,17 +820,19 @@ class DiseaseNormalizer:
         return total / weight if weight else None
 
     def _new_composites(self, q: _Query, matched_parts: dict[str, list[tuple[int, int]]]) -> None:
-        """Composite cells the dictionary does not hold (~4 % of unseen wording has such a gold): the two
-        names of single-name labels found apart in the query that cover most of it (胆管炎発熱 → 胆管炎，
-        発熱), in the order the dictionary's other composites put them (else the order of the query)."""
+        """Composite cells the dictionary does not hold (~4 % of unseen wording has such a gold): two names
+        of single-name labels found apart in the query, the pairs that cover most of it (胆管炎発熱 →
+        胆管炎，発熱). The dictionary writes a composite's names in an order of its own (膵尾部癌腹膜播種 →
+        腹膜播種，膵尾部癌), so both orders are candidates, with the order its other composites suggest."""
         counts = q.view.label_counts
         found = []
         for part, spans in matched_parts.items():
-            if len(part) < MIN_MENTION:
-                continue
             lab = self._single_label(part, counts)
             if lab is not None:
-                found += [(a, b, lab) for a, b in set(spans)]
+                # a one-character name counts where a rewrite produced it (咳嗽 → 咳), not inside a word
+                found += [
+                    (a, b, lab) for a, b in set(spans) if b - a >= MIN_MENTION or len(part) >= MIN_MENTION
+                ]
         pairs = sorted(
             (
                 (b1 - a1 + b2 - a2, -a1, l1, l2)
@@ -803,26 +845,28 @@ class DiseaseNormalizer:
         seen: set[frozenset[int]] = set()
         nq = max(len(q.key), 1)
         for cover, _, l1, l2 in pairs:
-            if len(q.new) == NEW_COMPOSITES:
+            if len(q.new) >= NEW_COMPOSITES:
                 break
             if frozenset((l1, l2)) in seen:
                 continue
             seen.add(frozenset((l1, l2)))
-            p1, p2 = self._position(l1, counts), self._position(l2, counts)
-            first, second = (l2, l1) if p1 is not None and p2 is not None and p2 < p1 else (l1, l2)
             held = [self.label_id.get(f"{self.labels[a]}，{self.labels[b]}") for a, b in ((l1, l2), (l2, l1))]
             if any(lab is not None and counts[lab] > 0 for lab in held):
                 continue  # the dictionary holds this composite: step 4 ranks it
-            cid = len(self.labels) + len(q.new)
-            q.new[cid] = (first, second)
-            v = np.zeros(len(FEATURES), dtype=np.float32)
-            q.cands[cid] = v
-            v[F["comp_new"]] = 1.0
-            v[F["comp_matched"]] = 2
-            v[F["comp_frac"]] = 1.0
-            v[F["comp_cover"]] = cover / nq
-            v[F["comp_in_order"]] = float(first == l1)
-            v[F["comp_part_prior"]] = math.log1p(min(counts[l1], counts[l2]))
+            p1, p2 = self._position(l1, counts), self._position(l2, counts)
+            agree = 0.0 if p1 is None or p2 is None else p2 - p1  # > 0: its composites write l1 first
+            for first, second, sign in ((l1, l2, 1.0), (l2, l1, -1.0)):
+                cid = len(self.labels) + len(q.new)
+                q.new[cid] = (first, second)
+                v = np.zeros(len(FEATURES), dtype=np.float32)
+                q.cands[cid] = v
+                v[F["comp_new"]] = 1.0
+                v[F["comp_matched"]] = 2
+                v[F["comp_frac"]] = 1.0
+                v[F["comp_cover"]] = cover / nq
+                v[F["comp_in_order"]] = float(sign > 0)
+                v[F["comp_position"]] = sign * agree
+                v[F["comp_part_prior"]] = math.log1p(min(counts[l1], counts[l2]))
 
     def cell(self, lab: int, q: _Query | None = None) -> str:
         """The 標準病名 cell of candidate ``lab`` (a label, or a composite the query assembled)."""
