@@ -273,9 +273,8 @@ class DiseaseNormalizer:
         from ragmed.index.glossary import english_titles, icd10_codes
 
         codes: dict[int, list[str]] = defaultdict(list)
-        none_lab = self.label_id.get(NO_CODE)
         for lab, cell in zip(self.entry_label.tolist(), self.cols["icd10"], strict=True):
-            if lab != none_lab:
+            if len(self.label_parts[lab]) == 1:  # a title names one disease (not "-1", not a composite)
                 for code in icd10_codes(cell):
                     if code not in codes[lab]:
                         codes[lab].append(code)
@@ -686,15 +685,23 @@ class DiseaseNormalizer:
                 subs.add(sub)
                 pre, suf = key[:a], key[b:]
                 ratio = (b - a) / nq
+                surface_labs = set()
                 for e in self.surface_index.get(sub, ()):
                     if (a == 0 and b == len(key)) or not visible(e):
                         continue
+                    surface_labs.add(int(self.entry_label[e]))
                     v = feat(int(self.entry_label[e]))
                     if v is not None and ratio > v[F["sub_surface"]]:
                         v[F["sub_surface"]] = ratio
                         v[F["sub_surface_pre"]] = math.log1p(view.prefix.get(pre, 0))
                         v[F["sub_surface_suf"]] = math.log1p(view.suffix.get(suf, 0))
                 labs = self.name_index.get(sub)
+                if not labs and len(surface_labs) == 1 and b - a >= MIN_MENTION:
+                    # a surface of exactly one single-name label stands for that name in composites
+                    # (発熱咳嗽: 咳嗽 is written for 咳 → 咳，発熱)
+                    parts = self.label_parts[surface_labs.pop()]
+                    if len(parts) == 1:
+                        matched_parts[parts[0]].append((a, b))
                 if not labs:
                     continue
                 matched_parts[sub].append((a, b))
