@@ -13,7 +13,12 @@ them:
 3. learned rewrite rules (:mod:`ragmed.normalize.rules`, from aligning every surface with its name)
    applied once or twice to the query: ``cmv`` → ``サイトメガロウイルス``, ``疼痛`` → ``痛``, ``左`` → ∅;
 4. composite cells (``咳，発熱``) whose parts were found in the query, kept as the unit the dictionary
-   assigns, in the order it writes them.
+   assigns, in the order it writes them; and composite cells the dictionary does *not* hold, assembled
+   from two names found apart in the query (or surfaces of exactly one name: 咳嗽 → 咳), in both orders,
+   with the order the dictionary's other composites suggest as a feature;
+5. Latin-letter wording matched against the WHO ICD-10 English titles of the dictionary's codes
+   (:mod:`ragmed.normalize.english`: ``ＣＯＰＤ`` → J44.9 "Chronic obstructive pulmonary disease" → the
+   names filed under J44.9; ``Ｔｏｘｉｃ　ｓｈｏｃｋ　ｓｙｎｄｒｏｍｅ`` → A48.3).
 
 The ranker (gradient-boosted trees) is trained on the dictionary itself, leave-one-fold-out: a sampled
 variant row is queried against the dictionary minus its fold — neighbours, rules, affix and label
@@ -22,8 +27,9 @@ counts alike — which is the situation of unseen wording, with no count that be
 ``-1`` (Manbyo's "no single standard name") is a label like any other, but a different kind of answer:
 it is ranked first only when no real name is credible (its log-odds carry a fixed penalty, chosen on
 the grouped held-out split of bench/normalize.py), and it takes no reserved slot in a top-k list.
-Golds that occur nowhere in the dictionary (~4 % of unseen wording) cannot be returned: every answer
-is a cell the dictionary holds; the nearest known names are returned instead.
+Golds that occur nowhere in the dictionary (~4 % of unseen wording) are mostly two known names joined
+into a composite cell the dictionary lacks; only those can be returned (assembled, step 4) — any other
+answer is a cell the dictionary holds.
 """
 
 from __future__ import annotations
