@@ -11,9 +11,10 @@ import pytest
 
 from ragmed.errors import IndexCorruptError
 from ragmed.index.glossary import english_titles
-from ragmed.manbyo import ManbyoEntry
 from ragmed.normalize import DiseaseNormalizer
 from ragmed.normalize.english import EnglishTitles, fold, latin_runs
+
+from .test_normalize import make_entries
 
 # (surface, icd10, standard name): no Latin-letter surface anywhere, so an acronym can only be found
 # through the English title of the code
@@ -36,13 +37,6 @@ ROWS = [
     ("腎盂腎炎", "N12", "腎盂腎炎"),
     ("経過良好", "-1", "-1"),
 ]
-
-
-def make_entries(rows: list[tuple[str, str, str]]) -> list[ManbyoEntry]:
-    return [
-        ManbyoEntry(surface=s, icd10=c, standard_name=n, level="S", source="fixture.csv", row=2 + i)
-        for i, (s, c, n) in enumerate(rows)
-    ]
 
 
 @pytest.fixture(scope="module")
