@@ -23,7 +23,9 @@ returns known names can get it), ``composite`` (gold cell joins names with "，"
 letters in the query), ``modifier`` (a gold name inside the query plus qualifiers: laterality/site/time/
 degree), ``run_together`` (a name written twice or two names run together), ``word_order`` (the gold's
 characters all in the query but not as a substring), ``katakana_slip`` (katakana-only query close to a
-katakana gold), ``other``. ``minus1_first`` is the share of named golds that got "-1" ranked first.
+katakana gold), ``other``. ``minus1_first`` is the share of named golds that got "-1" ranked first;
+``minus1_penalty_tradeoff`` scores the same queries with the "-1" log-odds penalty at 0, 1, the fitted
+value (2) and 3 — named golds, "-1" golds and all — since that one constant trades the two kinds.
 
 Usage: python bench/normalize.py [--csv PATH] [--splits grouped,random,full] [--seed 1] [--dump FILE]
 """
@@ -203,8 +205,11 @@ def run_split(
             t = time.perf_counter()
             loaded.normalize(term, k=5)
             lat.append((time.perf_counter() - t) * 1000)
-        penalty, loaded.none_penalty = loaded.none_penalty, 0.0  # what the "-1" penalty trades
-        unpenalized = [[c.standard_name for c in r] for r in loaded.normalize_many(queries, k=5)]
+        penalty = loaded.none_penalty  # what the "-1" penalty trades: the same queries under others
+        others = {}
+        for p in sorted({0.0, 1.0, 3.0} - {penalty}):
+            loaded.none_penalty = p
+            others[p] = [[c.standard_name for c in r] for r in loaded.normalize_many(queries, k=5)]
     ranked = {q: [c.standard_name for c in r] for q, r in zip(queries, results, strict=True)}
     gold = [e.standard_name for e in test]
     named = [i for i, g in enumerate(gold) if g != "-1"]
@@ -213,8 +218,9 @@ def run_split(
         f"penalty_{p}": {
             "named_gold": score([r[i] for i in named], [gold[i] for i in named]),
             "minus1_gold": score([r[i] for i in minus1], [gold[i] for i in minus1]),
+            "all": score(r, gold),
         }
-        for p, r in ((penalty, [ranked[q] for q in queries]), (0.0, unpenalized))
+        for p, r in sorted({penalty: [ranked[q] for q in queries], **others}.items())
     }
     res: dict[str, object] = {"split": name}
     res |= evaluate(train, test, lambda qs: [ranked[q] for q in qs])

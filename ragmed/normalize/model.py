@@ -13,7 +13,12 @@ them:
 3. learned rewrite rules (:mod:`ragmed.normalize.rules`, from aligning every surface with its name)
    applied once or twice to the query: ``cmv`` → ``サイトメガロウイルス``, ``疼痛`` → ``痛``, ``左`` → ∅;
 4. composite cells (``咳，発熱``) whose parts were found in the query, kept as the unit the dictionary
-   assigns, in the order it writes them.
+   assigns, in the order it writes them; and composite cells the dictionary does *not* hold, assembled
+   from two names found apart in the query (or surfaces of exactly one name: 咳嗽 → 咳), in both orders,
+   with the order the dictionary's other composites suggest as a feature;
+5. Latin-letter wording matched against the WHO ICD-10 English titles of the dictionary's codes
+   (:mod:`ragmed.normalize.english`: ``ＣＯＰＤ`` → J44.9 "Chronic obstructive pulmonary disease" → the
+   names filed under J44.9; ``Ｔｏｘｉｃ　ｓｈｏｃｋ　ｓｙｎｄｒｏｍｅ`` → A48.3).
 
 The ranker (gradient-boosted trees) is trained on the dictionary itself, leave-one-fold-out: a sampled
 variant row is queried against the dictionary minus its fold — neighbours, rules, affix and label
@@ -22,8 +27,9 @@ counts alike — which is the situation of unseen wording, with no count that be
 ``-1`` (Manbyo's "no single standard name") is a label like any other, but a different kind of answer:
 it is ranked first only when no real name is credible (its log-odds carry a fixed penalty, chosen on
 the grouped held-out split of bench/normalize.py), and it takes no reserved slot in a top-k list.
-Golds that occur nowhere in the dictionary (~4 % of unseen wording) cannot be returned: every answer
-is a cell the dictionary holds; the nearest known names are returned instead.
+Golds that occur nowhere in the dictionary (~4 % of unseen wording) are mostly two known names joined
+into a composite cell the dictionary lacks; only those can be returned (assembled, step 4) — any other
+answer is a cell the dictionary holds.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+import ragmed.normalize.english as english_mod
 import ragmed.normalize.mentions as M
 import ragmed.normalize.rules as R
 from ragmed.errors import IndexCorruptError, InputError, NotFoundError
@@ -52,6 +59,7 @@ NEIGHBOURS = 40  # TF-IDF nearest surface forms whose labels become candidates
 NAME_NEIGHBOURS = 15  # TF-IDF nearest standard names
 PROFILE_NEIGHBOURS = 25  # TF-IDF nearest label profiles
 COMPOSITES_PER_PART = 4  # most frequent composite cells tried for a name found in the query
+NEW_COMPOSITES = 4  # composite cells the dictionary does not hold, assembled from two names in the query
 TRAIN_NEGATIVES = 15  # hardest wrong candidates kept per training query …
 EASY_SAMPLE = 0.25  # … and this share of the others, weighted up (bounds the ranker's fit time)
 MAX_SUBSTRING = 40  # longest query substring looked up in the dictionary
@@ -114,6 +122,11 @@ FEATURES = [
     "comp_frac",
     "comp_cover",
     "comp_in_order",
+    "comp_new",
+    "comp_part_prior",
+    "comp_position",
+    "en_acronym",
+    "en_phrase",
     "query_in_name",
     "char_recall",
     "char_precision",
@@ -187,6 +200,8 @@ class _Query:
     view: _View
     cands: dict[int, np.ndarray] = field(default_factory=dict)
     nearest: dict[int, int] = field(default_factory=dict)  # label → its most similar visible entry
+    # composite cells the dictionary does not hold (candidate ids from len(labels) on): id → part labels
+    new: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -233,6 +248,7 @@ class DiseaseNormalizer:
         self.name_XT: sp.csr_matrix | None = None  # n-grams × labels
         self.prof_XT: sp.csr_matrix | None = None  # n-grams × labels
         self.ranker: Forest | None = None
+        self.english: english_mod.EnglishTitles | None = None
         self.none_penalty = NONE_PENALTY
         self._view: _View | None = None
         self._label_order: tuple[np.ndarray, np.ndarray] | None = None
@@ -253,8 +269,26 @@ class DiseaseNormalizer:
         self._add_entries(entries)
         self.tfidf = CharTfidf.fit(self.keys + [normalize_key(n) for n in self.labels if n != NO_CODE])
         self._rebuild_matrices()
+        self.english = self._english_titles()
         self._train_ranker(train_queries, seed)
         return self
+
+    def _english_titles(self) -> english_mod.EnglishTitles:
+        """The WHO ICD-10 English titles of the codes each standard name is filed under (fit time only:
+        the ICD-10 package parses its XML on import)."""
+        from ragmed.index.glossary import english_titles, icd10_codes
+
+        codes: dict[int, list[str]] = defaultdict(list)
+        for lab, cell in zip(self.entry_label.tolist(), self.cols["icd10"], strict=True):
+            if len(self.label_parts[lab]) == 1:  # a title names one disease (not "-1", not a composite)
+                for code in icd10_codes(cell):
+                    if code not in codes[lab]:
+                        codes[lab].append(code)
+        titles = english_titles({c for cs in codes.values() for c in cs})
+        counts = np.bincount(self.entry_label, minlength=len(self.labels))
+        return english_mod.EnglishTitles.build(
+            ((lab, cs, int(counts[lab])) for lab, cs in codes.items()), titles
+        )
 
     def _label_of(self, cell: str) -> int:
         lab = self.label_id.get(cell)
@@ -421,12 +455,15 @@ class DiseaseNormalizer:
         if self.ranker is not None:
             for name, arr in self.ranker.arrays().items():
                 out.array(f"ranker.{name}", arr)
+        if self.english is not None:
+            out.json("english", {"titles": self.english.titles, "labels": self.english.labels})
         out.manifest(
             {
                 "entries": len(self.keys),
                 "labels": len(self.labels),
                 "features": FEATURES,
                 "ranker": self.ranker is not None,
+                "english": self.english is not None,
                 "none_penalty": self.none_penalty,
             }
         )
@@ -477,6 +514,12 @@ class DiseaseNormalizer:
             self.ranker = Forest(
                 **{name: store.array(f"ranker.{name}", mmap=False) for name in FOREST_FIELDS}
             )
+        if manifest.get("english"):
+            data = store.json("english")
+            try:
+                self.english = english_mod.EnglishTitles(data["titles"], data["labels"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise IndexCorruptError(f"{src / 'english.json'}: {exc!r}; rebuild the index") from exc
         self.none_penalty = float(manifest.get("none_penalty", NONE_PENALTY))
         if len(label_parts) != len(self.labels):
             raise IndexCorruptError(f"{src / 'entries.json'}: label counts disagree; rebuild the index")
@@ -648,15 +691,23 @@ class DiseaseNormalizer:
                 subs.add(sub)
                 pre, suf = key[:a], key[b:]
                 ratio = (b - a) / nq
+                surface_labs = set()
                 for e in self.surface_index.get(sub, ()):
                     if (a == 0 and b == len(key)) or not visible(e):
                         continue
+                    surface_labs.add(int(self.entry_label[e]))
                     v = feat(int(self.entry_label[e]))
                     if v is not None and ratio > v[F["sub_surface"]]:
                         v[F["sub_surface"]] = ratio
                         v[F["sub_surface_pre"]] = math.log1p(view.prefix.get(pre, 0))
                         v[F["sub_surface_suf"]] = math.log1p(view.suffix.get(suf, 0))
                 labs = self.name_index.get(sub)
+                if not labs and len(surface_labs) == 1 and b - a >= MIN_MENTION:
+                    # a surface of exactly one single-name label stands for that name in composites
+                    # (発熱咳嗽: 咳嗽 is written for 咳 → 咳，発熱)
+                    parts = self.label_parts[surface_labs.pop()]
+                    if len(parts) == 1:
+                        matched_parts[parts[0]].append((a, b))
                 if not labs:
                     continue
                 matched_parts[sub].append((a, b))
@@ -672,6 +723,13 @@ class DiseaseNormalizer:
                         v[F["sub_name_suf"]] = math.log1p(view.suffix.get(suf, 0))
                         v[F["sub_name_pre_cover"]] = R.affix_cover(pre, view.prefix)
                         v[F["sub_name_suf_cover"]] = R.affix_cover(suf, view.suffix)
+        # 2b. Latin letters: acronyms and English phrases of the ICD-10 titles (ＣＯＰＤ → J44.9 → names)
+        if self.english is not None and any(is_latin(ch) and ch.isalpha() for ch in key):
+            for lab, (acronym, phrase) in self.english.match(key).items():
+                v = feat(lab)
+                if v is not None:
+                    v[F["en_acronym"]] = acronym
+                    v[F["en_phrase"]] = phrase
         # 3. the query rewritten by learned rules: names and surfaces it then is, or contains
         for rw in self._rewrites(key, view):
             text, weight = rw.text, math.log1p(rw.count)
@@ -743,11 +801,92 @@ class DiseaseNormalizer:
             v[F["comp_frac"]] = len(hit) / len(set(parts))
             v[F["comp_cover"]] = len(covered) / nq
             v[F["comp_in_order"]] = float(len(first) > 1 and first == sorted(first))
+        # 4b. composite cells the dictionary does not hold: two of its names found apart in the query
+        self._new_composites(q, matched_parts)
         # 5. "no standard name" is always a candidate
         none_lab = self.label_id.get(NO_CODE)
         if none_lab is not None:
             feat(none_lab)
         self._candidate_features(q, top_sim, tops)
+
+    def _single_label(self, name: str, counts: np.ndarray) -> int | None:
+        """The visible label whose cell is exactly the one name ``name`` (the most frequent such)."""
+        labs = [
+            lab
+            for lab in self.name_index.get(name, ())
+            if self.label_parts[lab] == [name] and counts[lab] > 0
+        ]
+        return max(labs, key=lambda lab: counts[lab]) if labs else None
+
+    def _position(self, lab: int, counts: np.ndarray) -> float | None:
+        """Where the name of single-name label ``lab`` stands in the composite cells that hold it (0 = first,
+        1 = last; weighted by their visible rows): the dictionary writes a composite's names in an order of
+        its own, which is not the order of the wording (膵尾部癌腹膜播種 → 腹膜播種，膵尾部癌)."""
+        name = self.label_parts[lab][0]
+        total = weight = 0.0
+        for comp in self.part_composites.get(name, ()):
+            n = float(counts[comp])
+            parts = self.label_parts[comp]
+            if n > 0 and len(parts) > 1:
+                total += n * parts.index(name) / (len(parts) - 1)
+                weight += n
+        return total / weight if weight else None
+
+    def _new_composites(self, q: _Query, matched_parts: dict[str, list[tuple[int, int]]]) -> None:
+        """Composite cells the dictionary does not hold (~4 % of unseen wording has such a gold): two names
+        of single-name labels found apart in the query, the pairs that cover most of it (胆管炎発熱 →
+        胆管炎，発熱). The dictionary writes a composite's names in an order of its own (膵尾部癌腹膜播種 →
+        腹膜播種，膵尾部癌), so both orders are candidates, with the order its other composites suggest."""
+        counts = q.view.label_counts
+        found = []
+        for part, spans in matched_parts.items():
+            lab = self._single_label(part, counts)
+            if lab is not None:
+                # a one-character name counts where a rewrite produced it (咳嗽 → 咳), not inside a word
+                found += [
+                    (a, b, lab) for a, b in set(spans) if b - a >= MIN_MENTION or len(part) >= MIN_MENTION
+                ]
+        pairs = sorted(
+            (
+                (b1 - a1 + b2 - a2, -a1, l1, l2)
+                for a1, b1, l1 in found
+                for a2, b2, l2 in found
+                if b1 <= a2 and l1 != l2
+            ),
+            reverse=True,
+        )
+        seen: set[frozenset[int]] = set()
+        nq = max(len(q.key), 1)
+        for cover, _, l1, l2 in pairs:
+            if len(q.new) >= NEW_COMPOSITES:
+                break
+            if frozenset((l1, l2)) in seen:
+                continue
+            seen.add(frozenset((l1, l2)))
+            held = [self.label_id.get(f"{self.labels[a]}，{self.labels[b]}") for a, b in ((l1, l2), (l2, l1))]
+            if any(lab is not None and counts[lab] > 0 for lab in held):
+                continue  # the dictionary holds this composite: step 4 ranks it
+            p1, p2 = self._position(l1, counts), self._position(l2, counts)
+            agree = 0.0 if p1 is None or p2 is None else p2 - p1  # > 0: its composites write l1 first
+            for first, second, sign in ((l1, l2, 1.0), (l2, l1, -1.0)):
+                cid = len(self.labels) + len(q.new)
+                q.new[cid] = (first, second)
+                v = np.zeros(len(FEATURES), dtype=np.float32)
+                q.cands[cid] = v
+                v[F["comp_new"]] = 1.0
+                v[F["comp_matched"]] = 2
+                v[F["comp_frac"]] = 1.0
+                v[F["comp_cover"]] = cover / nq
+                v[F["comp_in_order"]] = float(sign > 0)
+                v[F["comp_position"]] = sign * agree
+                v[F["comp_part_prior"]] = math.log1p(min(counts[l1], counts[l2]))
+
+    def cell(self, lab: int, q: _Query | None = None) -> str:
+        """The 標準病名 cell of candidate ``lab`` (a label, or a composite the query assembled)."""
+        if lab < len(self.labels):
+            return self.labels[lab]
+        assert q is not None
+        return "，".join(self.labels[part] for part in q.new[lab])
 
     def _candidate_features(self, q: _Query, top_sim: float, tops: dict[str, float]) -> None:
         key, view = q.key, q.view
@@ -755,16 +894,17 @@ class DiseaseNormalizer:
         qbigrams = {key[i : i + 2] for i in range(len(key) - 1)}
         latin = float(any(is_latin(ch) and ch.isalpha() for ch in key))
         for lab, v in q.cands.items():
-            parts = self.label_parts[lab]
+            new = q.new.get(lab)
+            parts = self.label_parts[lab] if new is None else [self.label_parts[part][0] for part in new]
             v[F["is_none"]] = float(not parts)
             v[F["n_parts"]] = len(parts)
-            v[F["log_prior"]] = math.log1p(view.label_counts[lab])
+            v[F["log_prior"]] = math.log1p(view.label_counts[lab]) if new is None else 0.0
             v[F["query_len"]] = len(key)
             v[F["q_latin"]] = latin
             v[F["nn_gap"]] = top_sim - v[F["nn_max"]] if v[F["nn_max"]] > 0 else 1.0
-            v[F["name_cos"]] = float(q.name_sims[lab])
+            v[F["name_cos"]] = float(q.name_sims[lab]) if new is None else 0.0
             v[F["name_gap"]] = tops["name"] - v[F["name_cos"]]
-            v[F["prof_cos"]] = float(q.prof_sims[lab])
+            v[F["prof_cos"]] = float(q.prof_sims[lab]) if new is None else 0.0
             v[F["prof_gap"]] = tops["prof"] - v[F["prof_cos"]]
             near = q.nearest.get(lab)
             if near is not None:
@@ -828,7 +968,9 @@ class DiseaseNormalizer:
             if not len(mine):
                 continue
             view = self._fold_view(fold == f)
-            mine = mine[view.label_counts[self.entry_label[mine]] > 0]  # gold still reachable
+            gold_of = self.entry_label[mine]
+            two_names = np.asarray([len(self.label_parts[lab]) == 2 for lab in gold_of], dtype=bool)
+            mine = mine[(view.label_counts[gold_of] > 0) | two_names]  # gold reachable (or assembled)
             for start in range(0, len(mine), QUERY_CHUNK):
                 batch = mine[start : start + QUERY_CHUNK]
                 sims, name_sims, prof_sims = self._sims([self.keys[i] for i in batch], view)
@@ -836,6 +978,8 @@ class DiseaseNormalizer:
                     q = _Query(self.keys[i], sims[j], name_sims[j], prof_sims[j], view)
                     self._candidates(q)
                     gold = int(self.entry_label[i])
+                    if view.label_counts[gold] <= 0:  # a hidden composite: reachable only if assembled
+                        gold = next((c for c in q.new if self.cell(c, q) == self.labels[gold]), -1)
                     if gold not in q.cands:
                         continue
                     labs = list(q.cands)
@@ -849,6 +993,8 @@ class DiseaseNormalizer:
                     weight[labs.index(gold)] = 1.0
                     if none_lab in q.cands:
                         weight[labs.index(none_lab)] = 1.0
+                    for c in q.new:  # few per query, all kept: the ranker must learn when they win
+                        weight[labs.index(c)] = max(weight[labs.index(c)], 1.0)
                     keep = np.flatnonzero(weight)
                     rows.append(block[keep])
                     ys.extend(int(labs[j] == gold) for j in keep)
@@ -932,24 +1078,34 @@ class DiseaseNormalizer:
             )
         return results
 
-    def _result(self, lab: int, score: float, q: _Query, rank: int, exact: bool) -> NormalizedName:
-        idx = self._label_entries(lab)
+    def _support(self, lab: int, q: _Query, exact: bool) -> int:
+        """The entry of label ``lab`` that best supports it for this query (its row, ICD-10, node)."""
         if exact:
-            best = next(e for e in self.surface_index.get(q.key) if self.entry_label[e] == lab)
-        else:
-            best = int(idx[int(np.argmax(q.sims[idx]))])
-            names = set(self.label_parts[lab]) | {",".join(self.label_parts[lab])}
-            if q.sims[best] <= 0 or q.key in names:
-                same = [e for e in idx if self.keys[e] in names]  # the row whose surface is the name
-                best = int(same[0]) if same else best
-        cell = self.labels[lab]
+            return next(e for e in self.surface_index.get(q.key) if self.entry_label[e] == lab)
+        idx = self._label_entries(lab)
+        best = int(idx[int(np.argmax(q.sims[idx]))])
+        names = set(self.label_parts[lab]) | {",".join(self.label_parts[lab])}
+        if q.sims[best] <= 0 or q.key in names:
+            same = [e for e in idx if self.keys[e] in names]  # the row whose surface is the name
+            best = int(same[0]) if same else best
+        return best
+
+    def _result(self, lab: int, score: float, q: _Query, rank: int, exact: bool) -> NormalizedName:
+        # a composite the query assembled is supported by one entry per name: their ICD-10 codes joined
+        # with "," (as the dictionary writes a composite's codes), their surfaces with "，"; the node is
+        # the first name's
+        support = [self._support(part, q, False) for part in q.new[lab]] if lab in q.new else []
+        best = support[0] if support else self._support(lab, q, exact)
+        cell = self.cell(lab, q)
         return NormalizedName(
             rank=rank,
             standard_name=cell,
             standard_names=split_names(cell),
-            icd10=self.cols["icd10"][best],
+            icd10=",".join(self.cols["icd10"][e] for e in support) if support else self.cols["icd10"][best],
             level=self.cols["level"][best],
-            surface=self.cols["surface"][best],
+            surface="，".join(self.cols["surface"][e] for e in support)
+            if support
+            else self.cols["surface"][best],
             score=round(float(score), 6),
             node_id=self.node_id(best),
         )

