@@ -9,11 +9,12 @@ skips the nodes already written and carries on; a build without ``--resume`` sta
 batch is in, the components are built from the files on disk (FAISS, BM25, the normalizer), the manifest
 records each file's size and sha256, and the folder replaces the index with two renames.
 
-``index add`` costs what the new sources cost: only they are read, embedded and tokenized; the node
-store is copied and appended to, new vectors are added to the trained FAISS index, and the new documents
-become new segments of the lexical index (its old segments are hard-linked, never rewritten). A source
-whose content changed has its old nodes removed, and then the dense and lexical indexes are rebuilt
-from what is kept.
+``index add`` costs what the new sources cost: only they are read, embedded and tokenized; their
+nodes, their FP16 vectors and their BM25 documents go to new files (a node-store segment, a vector
+file, lexical segments) beside the old ones, which are hard-linked, never copied or rewritten; the new
+vectors are added to the trained FAISS index. A source whose content changed has its old nodes removed:
+then the node store is rewritten as one file and the dense and lexical indexes are rebuilt from what is
+kept.
 """
 
 from __future__ import annotations
@@ -224,10 +225,20 @@ class Work:
         lexical_base: Path | None = None,
         *,
         lexical_commit: int,
+        nodes_before: Sequence[Path] = (),
     ) -> None:
+        """``nodes_before``: node-store segments (in ``root``) that the new nodes follow, in a segment of
+        their own (``index add``); none: one store from position 0, or an existing ``nodes.sqlite``."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self.nodes = nodes_mod.NodeWriter(root / nodes_mod.FILE)
+        self.node_segments = list(nodes_before)
+        if nodes_before:
+            before = nodes_mod.NodeStore(nodes_before)
+            start = before.count
+            last = max(nodes_mod.segment_number(p.name) or 0 for p in nodes_before)
+            self.nodes = nodes_mod.NodeWriter(root / nodes_mod.segment_name(last + 1), start, before)
+        else:
+            self.nodes = nodes_mod.NodeWriter(root / nodes_mod.FILE)
         self.vectors = dense_mod.VectorFile(root / vectors_name, dim, vector_dtype)
         self.lexical = lexical_mod.LexicalWriter(root, lexical_base, lexical_commit)
         self.base = 0  # nodes already in the store before this run's vectors (index add)
@@ -282,9 +293,16 @@ class Work:
         self.nodes.set_info("checkpoint", {"nodes": self.nodes.count, "per_source": per_source})
         self.nodes.commit()
 
+    @property
+    def node_paths(self) -> list[Path]:
+        """Every node-store segment of the index being written, in position order."""
+        return [*self.node_segments, self.nodes.path]
+
     def close(self) -> None:
         self.lexical.close()
         self.nodes.close()
+        if self.nodes.before is not None:
+            self.nodes.before.close()
 
 
 def _tokens(tokenizer: lexical_mod.Tokenizer, records: Sequence[dict[str, Any]]) -> list[list[str]]:
@@ -381,17 +399,16 @@ def _finish_dense(
             lambda: dense_mod.add(base.path / dense_mod.FILE, new_rows, root),
             progress,
         )
-        if dense_mod.keeps_vectors(kind):
-            old = base.path / dense_mod.VECTORS
-            tmp = root / "vectors.all"
-            with tmp.open("wb") as out, old.open("rb") as src:
-                shutil.copyfileobj(src, out, 1 << 24)
-                out.write(np.ascontiguousarray(new_rows, dtype=np.float16).tobytes())
-            del new_rows
-            work.vectors.path.unlink()
-            tmp.rename(root / dense_mod.VECTORS)
+        del new_rows
+        vector_files: list[str] = []
+        if dense_mod.keeps_vectors(kind):  # the old files linked, the new vectors a file of their own
+            vector_files = dense_mod.vector_files(f.path for f in base.manifest.components["dense"].files)
+            for name in vector_files:
+                os.link(base.path / name, root / name)
+            nxt = dense_mod.vector_segment_name(max(map(dense_mod.vector_segment_number, vector_files)) + 1)
+            work.vectors.path.rename(root / nxt)
+            vector_files = dense_mod.merge_vector_files(root, [*vector_files, nxt])
         else:
-            del new_rows
             work.vectors.path.unlink()
     else:
         if base is not None and kept is not None:  # a source replaced: all kept old vectors + new ones
@@ -428,11 +445,19 @@ def _finish_dense(
             work.vectors.path.unlink()
         elif work.vectors.path.name != dense_mod.VECTORS:
             work.vectors.path.rename(root / dense_mod.VECTORS)
-    files = [dense_mod.FILE] + ([dense_mod.VECTORS] if dense_mod.keeps_vectors(kind) else [])
-    comp = Component(
-        kind="faiss", files=[f for name in files for f in files_under(root, name)], count=total, params=p
-    )
+        vector_files = [dense_mod.VECTORS] if dense_mod.keeps_vectors(kind) else []
+    linked = _unchanged_entries(root, base, "dense")
+    files = [file_entry(root, dense_mod.FILE)] + [linked.get(f) or file_entry(root, f) for f in vector_files]
+    comp = Component(kind="faiss", files=files, count=total, params=p)
     return comp, total
+
+
+def _copy_nodes(segments: list[Path], out: Path) -> None:
+    """The node store as one file at ``out``: a copy, or the segments merged."""
+    if len(segments) == 1:
+        shutil.copyfile(segments[0], out)
+    else:
+        nodes_mod.merge(segments, out)
 
 
 def _unchanged_entries(root: Path, base: RagmedIndex | None, component: str) -> dict[str, FileEntry]:
@@ -449,9 +474,39 @@ def _unchanged_entries(root: Path, base: RagmedIndex | None, component: str) -> 
     return out
 
 
-def _dictionary_entries(root: Path, count: int) -> list[ManbyoEntry]:
+def _manifest_stats(manifest: Manifest) -> dict[str, dict[str, int]]:
+    """Nodes per kind and per language as an index's manifest records them."""
+    kinds = {k: int(manifest.counts.get(k, 0)) for k in ("manbyo", "corpus")}
+    languages = manifest.components["lexical"].params.get("languages") or manifest.bm25.get("languages", {})
+    return {"kinds": {k: n for k, n in kinds.items() if n}, "languages": dict(languages)}
+
+
+def _sum_stats(*parts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {"kinds": {}, "languages": {}}
+    for part in parts:
+        for key, counts in part.items():
+            for name, n in counts.items():
+                out[key][name] = out[key].get(name, 0) + int(n)
+    return out
+
+
+def _merge_node_segments(root: Path, names: list[str]) -> list[str]:
+    """Keep at most :data:`nodes.MAX_SEGMENTS` node-store segments: the newest are merged into one (the
+    first, largest, is never rewritten). Returns the segments now in use."""
+    if len(names) <= nodes_mod.MAX_SEGMENTS:
+        return names
+    keep, tail = names[: nodes_mod.MAX_SEGMENTS - 1], names[nodes_mod.MAX_SEGMENTS - 1 :]
+    start = nodes_mod.NodeStore([root / n for n in keep]).count
+    out = nodes_mod.segment_name(max(nodes_mod.segment_number(n) or 0 for n in names) + 1)
+    nodes_mod.merge([root / n for n in tail], root / out, start)
+    for name in tail:
+        (root / name).unlink()
+    return [*keep, out]
+
+
+def _dictionary_entries(paths: list[Path], count: int) -> list[ManbyoEntry]:
     """The dictionary rows of the node store being built (what the normalizer and glossary learn from)."""
-    store = nodes_mod.NodeStore(root / nodes_mod.FILE, count)
+    store = nodes_mod.NodeStore(paths, count)
     try:
         return [ManbyoEntry.from_metadata(r["metadata"]) for r in store.iter_records(kind="manbyo")]
     finally:
@@ -517,13 +572,12 @@ def _finish(
     timed = timer or StageTimer(None)
     root = work.root
     with timed("node_store"):
-        kinds = dict(work.nodes.conn.execute("SELECT kind, count(*) FROM nodes GROUP BY kind").fetchall())
-        languages = dict(
-            work.nodes.conn.execute(
-                "SELECT coalesce(json_extract(meta, '$.language'), 'ja'), count(*) FROM nodes GROUP BY 1"
-            ).fetchall()
-        )
-        count = work.nodes.finish()
+        stats = work.nodes.finish()
+        count = work.nodes.count
+        if work.node_segments and base is not None:  # a segment after the base index's: add its counts
+            stats = _sum_stats(_manifest_stats(base.manifest), stats)
+        node_files = _merge_node_segments(root, [p.name for p in work.node_paths])
+        kinds, languages = stats["kinds"], stats["languages"]
     if count == 0:
         raise InputError("the sources hold no text to index: nothing was written")
     with timed("dense"):
@@ -546,10 +600,13 @@ def _finish(
         params=lex_params,
     )
     with timed("normalizer"):
-        entries = _dictionary_entries(root, count)
+        entries = _dictionary_entries([root / f for f in node_files], count)
     normalizer = _fit_normalizer(entries, root, base, new_manbyo, refit, progress)
+    linked = _unchanged_entries(root, base, "nodes")
     components = {
-        "nodes": Component(kind="sqlite", files=files_under(root, nodes_mod.FILE), count=count),
+        "nodes": Component(
+            kind="sqlite", files=[linked.get(f) or file_entry(root, f) for f in node_files], count=count
+        ),
         "dense": dense_comp,
         "lexical": lexical,
     }
@@ -743,16 +800,21 @@ def add_to_index(
         if root.exists():
             shutil.rmtree(root)
         root.mkdir()
-        with timed("copy"):
-            _stage(
-                "copying the node store",
-                lambda: shutil.copyfile(path / nodes_mod.FILE, root / nodes_mod.FILE),
-                progress,
-            )
         base_dense = man.components["dense"].params
         # the lexical index grows by new segments, unless nodes are removed (positions renumbered) or it
         # is a bm25s matrix from before the tantivy engine: then it is rebuilt from the node store
         relex = bool(changed) or man.components["lexical"].kind != "tantivy"
+        segments = nodes_mod.segment_files(f.path for f in man.components["nodes"].files)
+        with timed("copy"):
+            if relex:  # one store, renumbered or read back whole: copied (merged) to be appended to
+                _stage(
+                    "copying the node store",
+                    lambda: _copy_nodes([path / f for f in segments], root / nodes_mod.FILE),
+                    progress,
+                )
+            else:  # the old segments are linked; the new nodes get a segment of their own
+                for name in segments:
+                    os.link(path / name, root / name)
         work = Work(
             root,
             man.dimension,
@@ -760,6 +822,7 @@ def add_to_index(
             vectors_name="vectors.new",
             lexical_base=None if relex else path,
             lexical_commit=settings.embed.lexical_commit,
+            nodes_before=() if relex else [root / name for name in segments],
         )
         # the index's own analyzers (as saved), plus today's for a language it has none for yet
         saved = lexical_mod.Analyzers.from_params(man.components["lexical"].params)

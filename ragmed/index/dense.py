@@ -11,14 +11,17 @@ Types (``--faiss``):
 The index file is read with FAISS's memory-mapping flags, so loading costs a header read and the OS
 pages in what a search touches. The approximate types keep the vectors as FP16 beside the index
 (``vectors.f16``, memory-mapped) and re-score their top candidates exactly from it (``rescore``), so
-their ranking within the candidates is the flat ranking. On a host whose faiss build sees GPUs, the IVF
+their ranking within the candidates is the flat ranking. ``index add`` writes its vectors to a new file
+(``vectors-1.f16``, …) beside the hard-linked old ones; they are read as one array. On a host whose faiss build sees GPUs, the IVF
 types train and add on the GPU, and flat/IVF indexes are searched there.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,93 @@ TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq")
 #: Largest index ``auto`` keeps flat: 1M × 384 FP16 codes are 0.77 GB and a scan takes ~25 ms.
 AUTO_FLAT_MAX = 1_000_000
 _ADD_BATCH = 65_536
+#: Vector files an index keeps before ``index add`` merges the newest.
+MAX_SEGMENTS = 8
+_SEGMENT = re.compile(r"^vectors(?:-(\d+))?\.f16$")
+
+
+def vector_segment_name(number: int) -> str:
+    return VECTORS if number == 0 else f"vectors-{number}.f16"
+
+
+def vector_segment_number(name: str) -> int:
+    m = _SEGMENT.match(name)
+    if m is None:
+        raise ValueError(f"{name!r} is not a vector file")
+    return int(m.group(1) or 0)
+
+
+def vector_files(names: Iterable[str]) -> list[str]:
+    """The FP16 vector files among ``names`` (paths relative to the index), in position order."""
+    return sorted((n for n in names if "/" not in n and _SEGMENT.match(n)), key=vector_segment_number)
+
+
+def merge_vector_files(root: Path, names: list[str]) -> list[str]:
+    """Keep at most :data:`MAX_SEGMENTS` vector files: the newest are concatenated into one (their rows
+    are few next to the first file's, which is never rewritten). Returns the files now in use."""
+    if len(names) <= MAX_SEGMENTS:
+        return names
+    keep, tail = names[: MAX_SEGMENTS - 1], names[MAX_SEGMENTS - 1 :]
+    out = vector_segment_name(max(map(vector_segment_number, names)) + 1)
+    with (root / out).open("wb") as fh:
+        for name in tail:
+            with (root / name).open("rb") as src:
+                while chunk := src.read(1 << 24):
+                    fh.write(chunk)
+    for name in tail:
+        (root / name).unlink()
+    return [*keep, out]
+
+
+class StackedRows:
+    """Several memory-mapped [n_i, dim] arrays read as one [sum n_i, dim] array: integer, slice and
+    integer-array indexing, iteration, and ``np.asarray`` (which concatenates: small indexes only)."""
+
+    def __init__(self, parts: Sequence[np.ndarray]) -> None:
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        self.shape = (int(self.offsets[-1]), int(self.parts[0].shape[1]))
+        self.dtype = self.parts[0].dtype
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for part in self.parts:
+            yield from part
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.concatenate([np.asarray(p) for p in self.parts])
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step == 1:
+                pieces = []
+                for part, lo in zip(self.parts, self.offsets[:-1], strict=True):
+                    a, b = max(start, lo), min(stop, lo + len(part))
+                    if a < b:
+                        pieces.append(np.asarray(part[a - lo : b - lo]))
+                return np.concatenate(pieces) if pieces else np.zeros((0, self.shape[1]), self.dtype)
+            key = np.arange(start, stop, step)
+        if isinstance(key, int | np.integer):
+            i = int(key) + (len(self) if key < 0 else 0)
+            if not 0 <= i < len(self):
+                raise IndexError(key)
+            seg = int(np.searchsorted(self.offsets, i, side="right")) - 1
+            return np.asarray(self.parts[seg][i - self.offsets[seg]])
+        idx = np.asarray(key, dtype=np.int64)
+        idx = np.where(idx < 0, idx + len(self), idx)
+        if ((idx < 0) | (idx >= len(self))).any():
+            raise IndexError("row index out of range")
+        seg = np.searchsorted(self.offsets, idx, side="right") - 1
+        out = np.empty((len(idx), self.shape[1]), dtype=self.dtype)
+        for s in np.unique(seg):
+            hit = seg == s
+            out[hit] = self.parts[s][idx[hit] - self.offsets[s]]
+        return out
 
 
 def resolve_type(requested: str, n: int) -> str:
@@ -133,7 +223,6 @@ class VectorFile:
             fh.flush()
 
     def sync(self) -> None:
-        import os
 
         with self.path.open("rb") as fh:
             os.fsync(fh.fileno())
@@ -222,8 +311,17 @@ def _prefetch(path: Path) -> None:
 class DenseIndex:
     """A loaded dense component: the memory-mapped FAISS index, and the FP16 vectors when kept."""
 
-    def __init__(self, root: Path, kind: str, params: dict[str, Any], count: int, dim: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        kind: str,
+        params: dict[str, Any],
+        count: int,
+        dim: int,
+        files: Sequence[str] = (VECTORS,),
+    ) -> None:
         self.root, self.kind, self.params, self.count, self.dim = root, kind, params, count, dim
+        self.files = vector_files(files) or [VECTORS]
         path = root / FILE
         if kind == "flat":
             _prefetch(path)
@@ -251,12 +349,22 @@ class DenseIndex:
         self._vectors: np.ndarray | None = None
         self._lock = threading.Lock()
         self._sampled = False
+        self._rows: list[int] = []
         if keeps_vectors(kind):
-            vpath = root / VECTORS
-            expected = count * dim * 2
-            if not vpath.is_file() or vpath.stat().st_size != expected:
+            row = dim * 2
+            for name in self.files:
+                vpath = root / name
+                size = vpath.stat().st_size if vpath.is_file() else -1
+                if size < 0 or size % row:
+                    raise IndexCorruptError(
+                        f"{vpath}: missing or not whole FP16 vectors of dimension {dim}. Rebuild the index."
+                    )
+                self._rows.append(size // row)
+            if sum(self._rows) != count:
+                where = root / self.files[0] if len(self.files) == 1 else f"{root} ({', '.join(self.files)})"
                 raise IndexCorruptError(
-                    f"{vpath}: missing or not {count} FP16 vectors of dimension {dim}. Rebuild the index."
+                    f"{where}: holds {sum(self._rows)} FP16 vectors of dimension {dim}, not {count}. "
+                    "Rebuild the index."
                 )
 
     @property
@@ -265,13 +373,15 @@ class DenseIndex:
         if self._vectors is None:
             with self._lock:
                 if keeps_vectors(self.kind):
-                    self._vectors = (
-                        np.memmap(
-                            self.root / VECTORS, dtype=np.float16, mode="r", shape=(self.count, self.dim)
-                        )
-                        if self.count
-                        else np.zeros((0, self.dim), dtype=np.float16)
-                    )
+                    parts = [
+                        np.memmap(self.root / name, dtype=np.float16, mode="r", shape=(rows, self.dim))
+                        for name, rows in zip(self.files, self._rows, strict=True)
+                        if rows
+                    ]
+                    if not parts:
+                        self._vectors = np.zeros((0, self.dim), dtype=np.float16)
+                    else:
+                        self._vectors = parts[0] if len(parts) == 1 else StackedRows(parts)  # type: ignore[assignment]
                 elif self.count:
                     self._vectors = self.index.reconstruct_n(0, self.count)
                 else:

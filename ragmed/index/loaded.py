@@ -141,9 +141,8 @@ class RagmedIndex:
             with self._lock:
                 if self._store is None:
                     comp = self._component("nodes")
-                    self._store = self._timed(
-                        lambda: nodes_mod.NodeStore(self.path / nodes_mod.FILE, int(comp.count or 0))
-                    )
+                    paths = [self.path / f for f in nodes_mod.segment_files(f.path for f in comp.files)]
+                    self._store = self._timed(lambda: nodes_mod.NodeStore(paths, int(comp.count or 0)))
         return self._store
 
     @property
@@ -162,6 +161,7 @@ class RagmedIndex:
                             comp.params,
                             int(comp.count or 0),
                             self.manifest.dimension,
+                            [f.path for f in comp.files],
                         )
                     )
         return self._dense

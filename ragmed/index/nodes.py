@@ -11,11 +11,17 @@ Every row carries two CRC-32s: of its own id, text and metadata (``crc``), and o
 for its position (``vcrc``). A search checks the rows of the hits it returns, so a row edited, deleted
 or moved, or a vector changed, is an error naming the file instead of a wrong passage with another
 passage's score; ``ragmed index verify`` checks the whole file.
+
+The store may be several files, *segments* (``nodes.sqlite``, ``nodes-1.sqlite``, …), each holding a
+contiguous run of positions: ``index add`` writes its nodes to a new segment and hard-links the old
+ones, so adding costs what the new nodes cost. Past :data:`MAX_SEGMENTS` the newest are merged.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
+import re
 import sqlite3
 import threading
 import zlib
@@ -28,6 +34,9 @@ import numpy as np
 from ragmed.errors import IndexCorruptError, InputError
 
 FILE = "nodes.sqlite"
+#: Segments an index keeps before ``index add`` merges the newest (each is one more lookup per query).
+MAX_SEGMENTS = 8
+_SEGMENT = re.compile(r"^nodes(?:-(\d+))?\.sqlite$")
 TABLE = """
 CREATE TABLE {name} (
     pos INTEGER PRIMARY KEY,   -- row of the dense vectors / document of BM25
@@ -50,6 +59,25 @@ _MMAP_BYTES = 1 << 30
 COLUMNS = "pos, id, text, meta, crc, vcrc"
 
 
+def segment_name(number: int) -> str:
+    """The file of segment ``number`` (0 is the first, ``nodes.sqlite``)."""
+    return FILE if number == 0 else f"nodes-{number}.sqlite"
+
+
+def segment_number(name: str) -> int | None:
+    """The segment number of a file name, or None when it is not a node-store file."""
+    m = _SEGMENT.match(name)
+    return None if m is None else int(m.group(1) or 0)
+
+
+def segment_files(names: Iterable[str]) -> list[str]:
+    """The node-store files among ``names`` (paths relative to the index), in position order."""
+    return sorted(
+        (n for n in names if "/" not in n and segment_number(n) is not None),
+        key=lambda n: segment_number(n) or 0,
+    )
+
+
 def row_crc(node_id: str, text: str, meta: str) -> int:
     return zlib.crc32(f"{node_id}\x00{text}\x00{meta}".encode())
 
@@ -68,18 +96,23 @@ def node_kind(record: dict[str, Any]) -> str:
 
 
 class NodeWriter:
-    """Appends nodes to a store being built; positions are given in order, from the current count."""
+    """Appends nodes to a store (segment) being built; positions are given in order, from the current
+    count. A segment after the first starts at ``start`` (the nodes before it); ``before`` is the store
+    of those nodes, whose ids new nodes must not repeat."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, start: int = 0, before: NodeStore | None = None) -> None:
         self.path = path
+        self.start = start
+        self.before = before
         fresh = not path.exists()
         self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=DELETE")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         if fresh:
             self.conn.executescript(SCHEMA)
+            self.set_info("start", start)
         self.conn.execute("BEGIN")
-        self.count = int(self.conn.execute("SELECT count(*) FROM nodes").fetchone()[0])
+        self.count = start + int(self.conn.execute("SELECT count(*) FROM nodes").fetchone()[0])
 
     def append(self, records: Sequence[dict[str, Any]], origins: Sequence[str], vectors: np.ndarray) -> int:
         """Add records, each from its source, with the vectors stored for them (as stored: same dtype);
@@ -100,10 +133,13 @@ class NodeWriter:
                     vector_crc(vec),
                 )
             )
+        ids = [row[1] for row in rows]
+        earlier = self.before.positions(ids) if self.before is not None and ids else {}
+        if earlier:
+            raise _duplicate(next(iter(earlier)))
         try:
             self.conn.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         except sqlite3.IntegrityError:
-            ids = [row[1] for row in rows]
             dup = next((i for i in ids if ids.count(i) > 1), None)
             if dup is None:
                 placeholders = ",".join("?" * len(ids))
@@ -111,12 +147,21 @@ class NodeWriter:
                     f"SELECT id, origin FROM nodes WHERE id IN ({placeholders}) LIMIT 1", ids
                 ).fetchone()
                 dup = found[0] if found else ids[0]
-            raise InputError(
-                f"two nodes share the id {dup!r}: the same file given twice, or two files "
-                "with the same name in different folders — pass their common folder instead"
-            ) from None
+            raise _duplicate(dup) from None
         self.count += len(rows)
         return len(rows)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Nodes per kind and per language in this segment (kept in its info table by :meth:`finish`, so
+        an index made of segments sums them without a scan)."""
+        return {
+            "kinds": dict(self.conn.execute("SELECT kind, count(*) FROM nodes GROUP BY kind").fetchall()),
+            "languages": dict(
+                self.conn.execute(
+                    "SELECT coalesce(json_extract(meta, '$.language'), 'ja'), count(*) FROM nodes GROUP BY 1"
+                ).fetchall()
+            ),
+        }
 
     def set_info(self, key: str, value: Any) -> None:
         self.conn.execute("INSERT OR REPLACE INTO info VALUES (?, ?)", (key, json.dumps(value)))
@@ -133,7 +178,7 @@ class NodeWriter:
     def rollback(self) -> None:
         self.conn.execute("ROLLBACK")
         self.conn.execute("BEGIN")
-        self.count = int(self.conn.execute("SELECT count(*) FROM nodes").fetchone()[0])
+        self.count = self.start + int(self.conn.execute("SELECT count(*) FROM nodes").fetchone()[0])
 
     def iter_batches(
         self, start: int, stop: int, size: int = 8192
@@ -175,13 +220,16 @@ class NodeWriter:
         self.count = len(kept)
         return kept
 
-    def finish(self) -> int:
-        """Commit, compact and close; returns the node count."""
-        self.set_info("count", self.count)
+    def finish(self) -> dict[str, dict[str, int]]:
+        """Commit, compact and close; returns the segment's :meth:`stats`."""
+        stats = self.stats()
+        self.set_info("count", self.count - self.start)
+        self.set_info("start", self.start)
+        self.set_info("stats", stats)
         self.conn.execute("COMMIT")
         self.conn.execute("PRAGMA optimize")
         self.conn.close()
-        return self.count
+        return stats
 
     def close(self) -> None:
         try:
@@ -191,21 +239,39 @@ class NodeWriter:
         self.conn.close()
 
 
-class NodeStore:
-    """A read-only node store; one SQLite connection per thread (connections are cheap to open)."""
+def _duplicate(node_id: str) -> InputError:
+    return InputError(
+        f"two nodes share the id {node_id!r}: the same file given twice, or two files "
+        "with the same name in different folders — pass their common folder instead"
+    )
 
-    def __init__(self, path: Path, count: int) -> None:
+
+def merge(sources: Sequence[Path], out: Path, start: int = 0) -> None:
+    """Write the segments ``sources`` (consecutive, in order) as one segment ``out`` starting at ``start``."""
+    writer = NodeWriter(out, start)
+    try:
+        writer.conn.execute("COMMIT")  # ATTACH is refused inside a transaction
+        for src in sources:
+            writer.conn.execute("ATTACH DATABASE ? AS src", (str(src),))
+            writer.conn.execute("INSERT INTO nodes SELECT * FROM src.nodes ORDER BY pos")
+            writer.conn.execute("DETACH DATABASE src")
+        writer.conn.execute("BEGIN")
+        writer.count = start + int(writer.conn.execute("SELECT count(*) FROM nodes").fetchone()[0])
+        writer.finish()
+    except BaseException:
+        writer.close()
+        out.unlink(missing_ok=True)
+        raise
+
+
+class _Segment:
+    """One file of a node store, read-only; one SQLite connection per thread (cheap to open)."""
+
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.count = count
         self._local = threading.local()
-        self._kinds: dict[frozenset[str], np.ndarray] = {}
-        self._lock = threading.Lock()
-        stored = self.info("count")
-        if stored != count:
-            raise IndexCorruptError(
-                f"{path}: holds {stored} nodes, the manifest records {count}. The file does not belong to this "
-                "manifest: rebuild the index."
-            )
+        self.start = int(self.info("start") or 0)
+        self.count = int(self.info("count") or 0)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -226,15 +292,79 @@ class NodeStore:
             f"{self.path}: {what}. Run `ragmed index verify {self.path.parent.resolve()}` and rebuild the index."
         )
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             return self._conn().execute(sql, params).fetchall()
         except sqlite3.DatabaseError as exc:
             raise self.corrupt(f"not a readable node store ({exc})") from None
 
     def info(self, key: str) -> Any:
-        rows = self._query("SELECT value FROM info WHERE key = ?", (key,))
+        rows = self.query("SELECT value FROM info WHERE key = ?", (key,))
         return json.loads(rows[0][0]) if rows else None
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class NodeStore:
+    """A read-only node store over one or more segments (see the module docstring)."""
+
+    def __init__(self, paths: Path | Sequence[Path], count: int | None = None) -> None:
+        """``count``: the nodes the manifest records (None: as many as the segments hold)."""
+        paths = [paths] if isinstance(paths, Path) else list(paths)
+        if not paths:
+            raise IndexCorruptError(f"no node store file for {count} nodes: rebuild the index")
+        self.segments = [_Segment(p) for p in paths]
+        self.path = paths[0]
+        self._starts = [seg.start for seg in self.segments]
+        self._kinds: dict[frozenset[str], np.ndarray] = {}
+        self._lock = threading.Lock()
+        expected = 0
+        for seg in self.segments:
+            if seg.start != expected:
+                raise IndexCorruptError(
+                    f"{seg.path}: starts at position {seg.start}, the segments before it end at {expected}. "
+                    "The files do not belong together: rebuild the index."
+                )
+            expected += seg.count
+        self.count = expected if count is None else count
+        if expected != self.count:
+            where = self.path if len(paths) == 1 else f"{self.path.parent} ({len(paths)} node-store segments)"
+            raise IndexCorruptError(
+                f"{where}: holds {expected} nodes, the manifest records {count}. The file does not belong to this "
+                "manifest: rebuild the index."
+            )
+
+    def _segment_of(self, position: int) -> _Segment:
+        return self.segments[max(0, bisect.bisect_right(self._starts, position) - 1)]
+
+    def corrupt(self, what: str) -> IndexCorruptError:
+        return self.segments[0].corrupt(what)
+
+    def info(self, key: str) -> Any:
+        """A value of the first segment's info table."""
+        return self.segments[0].info(key)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Nodes per kind and per language, summed over the segments (a segment written before they
+        were recorded is counted)."""
+        total: dict[str, dict[str, int]] = {"kinds": {}, "languages": {}}
+        for seg in self.segments:
+            got = seg.info("stats") or {
+                "kinds": dict(seg.query("SELECT kind, count(*) FROM nodes GROUP BY kind")),
+                "languages": dict(
+                    seg.query(
+                        "SELECT coalesce(json_extract(meta, '$.language'), 'ja'), count(*) FROM nodes GROUP BY 1"
+                    )
+                ),
+            }
+            for key in total:
+                for name, n in got[key].items():
+                    total[key][name] = total[key].get(name, 0) + int(n)
+        return total
 
     def __len__(self) -> int:
         return self.count
@@ -245,19 +375,28 @@ class NodeStore:
         if not positions:
             return []
         wanted = [int(p) for p in positions]
+        by_segment: dict[int, list[int]] = {}
+        for p in wanted:
+            by_segment.setdefault(id(self._segment_of(p)), []).append(p)
         found: dict[int, tuple[Any, ...]] = {}
-        for start in range(0, len(wanted), 500):
-            part = wanted[start : start + 500]
-            marks = ",".join("?" * len(part))
-            for row in self._query(f"SELECT {COLUMNS} FROM nodes WHERE pos IN ({marks})", part):
-                found[row[0]] = row
+        for seg in self.segments:
+            mine = by_segment.get(id(seg), [])
+            for start in range(0, len(mine), 500):
+                part = mine[start : start + 500]
+                marks = ",".join("?" * len(part))
+                for row in seg.query(f"SELECT {COLUMNS} FROM nodes WHERE pos IN ({marks})", part):
+                    found[row[0]] = row
         missing = [p for p in wanted if p not in found]
         if missing:
-            raise self.corrupt(f"no node at position {missing[0]} (the manifest records {self.count} nodes)")
+            raise self._segment_of(missing[0]).corrupt(
+                f"no node at position {missing[0]} (the manifest records {self.count} nodes)"
+            )
         out = [found[p] for p in wanted]
         for row in out:
             if row_crc(row[1], row[2], row[3]) != row[4]:
-                raise self.corrupt(f"the node at position {row[0]} ({row[1]!r}) does not match its checksum")
+                raise self._segment_of(row[0]).corrupt(
+                    f"the node at position {row[0]} ({row[1]!r}) does not match its checksum"
+                )
         return out
 
     def get(self, positions: Sequence[int]) -> list[dict[str, Any]]:
@@ -268,10 +407,11 @@ class NodeStore:
         """Positions of the given node ids (unknown ids are left out)."""
         ids = list(dict.fromkeys(ids))
         out: dict[str, int] = {}
-        for start in range(0, len(ids), 500):
-            part = ids[start : start + 500]
-            marks = ",".join("?" * len(part))
-            out.update(self._query(f"SELECT id, pos FROM nodes WHERE id IN ({marks})", part))
+        for seg in self.segments:
+            for start in range(0, len(ids), 500):
+                part = ids[start : start + 500]
+                marks = ",".join("?" * len(part))
+                out.update(seg.query(f"SELECT id, pos FROM nodes WHERE id IN ({marks})", part))
         return out
 
     def kind_mask(self, kinds: Iterable[str]) -> np.ndarray:
@@ -281,70 +421,84 @@ class NodeStore:
         if mask is None:
             mask = np.zeros(self.count, dtype=bool)
             marks = ",".join("?" * len(key))
-            pos = self._query(f"SELECT pos FROM nodes WHERE kind IN ({marks})", sorted(key)) if key else []
-            if pos:
-                mask[np.fromiter((p[0] for p in pos), dtype=np.int64, count=len(pos))] = True
+            for seg in self.segments:
+                pos = seg.query(f"SELECT pos FROM nodes WHERE kind IN ({marks})", sorted(key)) if key else []
+                if pos:
+                    mask[np.fromiter((p[0] for p in pos), dtype=np.int64, count=len(pos))] = True
             with self._lock:
                 self._kinds[key] = mask
         return mask
 
     def iter_records(self, kind: str | None = None, batch: int = 2000) -> Iterator[dict[str, Any]]:
         """Every record in position order, ``batch`` rows at a time (memory stays flat)."""
-        last = -1
-        while True:
-            if kind is None:
-                rows = self._query(
-                    "SELECT pos, id, text, meta FROM nodes WHERE pos > ? ORDER BY pos LIMIT ?", (last, batch)
-                )
-            else:
-                rows = self._query(
-                    "SELECT pos, id, text, meta FROM nodes WHERE kind = ? AND pos > ? ORDER BY pos LIMIT ?",
-                    (kind, last, batch),
-                )
-            if not rows:
-                return
-            for row in rows:
-                yield record(row[1:])
-            last = rows[-1][0]
+        for seg in self.segments:
+            last = -1
+            while True:
+                if kind is None:
+                    rows = seg.query(
+                        "SELECT pos, id, text, meta FROM nodes WHERE pos > ? ORDER BY pos LIMIT ?",
+                        (last, batch),
+                    )
+                else:
+                    rows = seg.query(
+                        "SELECT pos, id, text, meta FROM nodes WHERE kind = ? AND pos > ? ORDER BY pos LIMIT ?",
+                        (kind, last, batch),
+                    )
+                if not rows:
+                    break
+                for row in rows:
+                    yield record(row[1:])
+                last = rows[-1][0]
 
     def origins(self) -> dict[str, int]:
         """Nodes per source (its SourceInfo.path)."""
-        return dict(self._query("SELECT origin, count(*) FROM nodes GROUP BY origin"))
+        out: dict[str, int] = {}
+        for seg in self.segments:
+            for origin, n in seg.query("SELECT origin, count(*) FROM nodes GROUP BY origin"):
+                out[origin] = out.get(origin, 0) + n
+        return out
 
     def deep_check(self) -> list[str]:
         """Full-scan checks for ``ragmed index verify``: SQLite's own integrity check, the positions, and
-        every row's checksum."""
+        every row's checksum, segment by segment."""
         problems = []
-        result = self._query("PRAGMA integrity_check")
-        if result and result[0][0] != "ok":
-            problems.append(f"{self.path}: SQLite integrity check: {result[0][0]}")
-        n, lo, hi = self._query("SELECT count(*), min(pos), max(pos) FROM nodes")[0]
-        if n != self.count or (n and (lo != 0 or hi != n - 1)):
-            problems.append(
-                f"{self.path}: positions {lo}..{hi} over {n} rows, the manifest records {self.count}"
-            )
-        last = -1
-        while True:
-            rows = self._query(f"SELECT {COLUMNS} FROM nodes WHERE pos > ? ORDER BY pos LIMIT 5000", (last,))
-            if not rows:
-                break
-            bad = next((r for r in rows if row_crc(r[1], r[2], r[3]) != r[4]), None)
-            if bad is not None:
-                problems.append(f"{self.path}: the node at position {bad[0]} does not match its checksum")
-                break
-            last = rows[-1][0]
+        for seg in self.segments:
+            result = seg.query("PRAGMA integrity_check")
+            if result and result[0][0] != "ok":
+                problems.append(f"{seg.path}: SQLite integrity check: {result[0][0]}")
+            n, lo, hi = seg.query("SELECT count(*), min(pos), max(pos) FROM nodes")[0]
+            if n != seg.count or (n and (lo != seg.start or hi != seg.start + n - 1)):
+                problems.append(
+                    f"{seg.path}: positions {lo}..{hi} over {n} rows, the store records {seg.count} from "
+                    f"{seg.start}"
+                )
+            last = -1
+            while True:
+                rows = seg.query(
+                    f"SELECT {COLUMNS} FROM nodes WHERE pos > ? ORDER BY pos LIMIT 5000", (last,)
+                )
+                if not rows:
+                    break
+                bad = next((r for r in rows if row_crc(r[1], r[2], r[3]) != r[4]), None)
+                if bad is not None:
+                    problems.append(f"{seg.path}: the node at position {bad[0]} does not match its checksum")
+                    break
+                last = rows[-1][0]
         return problems
 
     def vector_crcs(self, start: int, stop: int) -> np.ndarray:
         """The vector checksums recorded for positions ``start..stop-1``."""
-        rows = self._query("SELECT vcrc FROM nodes WHERE pos >= ? AND pos < ? ORDER BY pos", (start, stop))
-        return np.array([r[0] for r in rows], dtype=np.int64)
+        out: list[int] = []
+        for seg in self.segments:
+            lo, hi = max(start, seg.start), min(stop, seg.start + seg.count)
+            if lo < hi:
+                rows = seg.query("SELECT vcrc FROM nodes WHERE pos >= ? AND pos < ? ORDER BY pos", (lo, hi))
+                out += [r[0] for r in rows]
+        return np.array(out, dtype=np.int64)
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        for seg in self.segments:
+            seg.close()
 
 
 class PositionMap(Mapping[str, int]):
