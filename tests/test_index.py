@@ -197,6 +197,34 @@ def test_hybrid_scores_are_rrf_of_both_lists(demo_index: RagmedIndex) -> None:
         assert hit.score == pytest.approx(expected[pos[hit.node_id]])
 
 
+def test_hybrid_queries_from_many_threads_match_serial_ones(demo_index: RagmedIndex) -> None:
+    """BM25 runs on a worker thread beside the dense half: many concurrent hybrid queries (the server's
+    case) give exactly the serial results, and the trace says how long fusion waited for BM25."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    searcher = Searcher(demo_index)
+    queries = [
+        PANCREATITIS,
+        "心房細動の抗凝固療法",
+        "気胸の治療",
+        "AMI",
+        "糖尿病の合併症",
+        "肺炎の起炎菌",
+    ] * 4
+
+    def ranked(q: str) -> list[tuple[str, float | None, float | None]]:
+        got = searcher.retrieve(q, 8, "hybrid")
+        assert got.trace.timings_ms["bm25_wait_ms"] >= 0 and "dense_ms" in got.trace.timings_ms
+        return [(c.node_id, c.bm25_score, c.dense_score) for c in got.chunks]
+
+    serial = [ranked(q) for q in queries]
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(ranked, queries)) == serial
+    assert any(b is not None for r in serial for _, b, _ in r) and any(
+        d is not None for r in serial for *_, d in r
+    )
+
+
 def test_disease_linking_expands_the_lexical_query(demo_index: RagmedIndex) -> None:
     # "HT" appears in no passage; the dictionary links it to 高血圧症, which the guideline uses.
     searcher = Searcher(demo_index)
