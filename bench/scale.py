@@ -19,9 +19,12 @@ in RAM behind a FAISS flat index, bm25s in memory, an add that re-tokenizes and 
 
     python bench/scale.py --sizes 100000,300000 --baseline-size 100000 [--out DIR --keep]
 
-The issue's sizes (1 M, 3 M, 10 M) are the default. On the 2-core development machine tokenizing alone
-takes ~7 min per million passages, and the figures in README.md come from 100k, 300k and 1 M (3 M and 10 M
-were not run); pass ``--faiss ivfpq`` to measure the approximate index below the size ``auto`` picks it at.
+The issue's sizes (1 M, 3 M, 10 M) are the default. On the 2-core development machine tokenizing takes
+~5 min per million passages and a 10 M build about two hours, so a size can be built once and measured
+later: ``--build-only --keep --out DIR`` generates and builds, and ``--reuse --out DIR`` measures what is
+there (the add step works on a hard-linked clone, so the build stays as built and can be measured again
+with other code). ``--merge`` prints one report from several runs. Pass ``--faiss ivfpq`` to measure the
+approximate index below the size ``auto`` picks it at.
 """
 
 from __future__ import annotations
