@@ -320,9 +320,10 @@ def child_query(d: Path) -> dict[str, Any]:
 
     queries = json.loads((d / "queries.json").read_text(encoding="utf-8"))
     t = time.perf_counter()
-    index = RagmedIndex.load(d / "index", Settings(index_dir=d), ClusteredEmbedder())
+    settings = Settings(index_dir=d)
+    index = RagmedIndex.load(d / "index", settings, ClusteredEmbedder())
     open_ms = (time.perf_counter() - t) * 1000
-    searcher = Searcher(index)
+    searcher = Searcher.configured(index, settings.retrieval)  # RAGMED_NPROBE / RAGMED_RESCORE apply
     pos = index.positions(node_id(q["passage"]) for q in queries)
     base = index.dense.stored_rows([pos[node_id(q["passage"])] for q in queries])
     qvecs = query_vectors(base, queries)
@@ -330,6 +331,12 @@ def child_query(d: Path) -> dict[str, Any]:
     pairs = list(zip([q["text"] for q in queries], qvecs, strict=True))
     first = searcher.retrieve(pairs[0][0], K, "hybrid", query_vector=pairs[0][1])
     out: dict[str, Any] = {
+        "dense_params": {
+            "nprobe": searcher.nprobe or index.dense.params.get("nprobe"),
+            "rescore": searcher.rescore
+            if searcher.rescore is not None
+            else index.dense.params.get("rescore"),
+        },
         "open_ms": round(open_ms, 1),
         "first_query_load_ms": first.trace.timings_ms["load_ms"],
     }

@@ -389,17 +389,15 @@ def _finish_dense(
 ) -> tuple[Component, int]:
     """Build (or extend) the dense component in ``work.root``."""
     root = work.root
-    new_rows = work.vectors.rows()
     total = work.nodes.count
     if base is not None and kept is None:  # add without removal: extend the trained index
         base_params = base.manifest.components["dense"].params
         kind, p = base_params["type"], dict(base_params)
         _stage(
             "adding vectors to the dense index",
-            lambda: dense_mod.add(base.path / dense_mod.FILE, new_rows, root),
+            lambda: dense_mod.add(base.path / dense_mod.FILE, work.vectors, root),
             progress,
         )
-        del new_rows
         vector_files: list[str] = []
         if dense_mod.keeps_vectors(kind):  # the old files linked, the new vectors a file of their own
             vector_files = dense_mod.vector_files(f.path for f in base.manifest.components["dense"].files)
@@ -425,12 +423,10 @@ def _finish_dense(
                         if len(part)
                         else np.zeros((0, allv.dim))
                     )
-            allv.append(new_rows)
-            del new_rows
+            allv.append(work.vectors.read(0, work.vectors.count))
             work.vectors.path.unlink()
             allv.path.rename(root / dense_mod.VECTORS)
             work.vectors = dense_mod.VectorFile(root / dense_mod.VECTORS, allv.dim, dtype)
-            new_rows = work.vectors.rows()
             kind = base.manifest.components["dense"].params["type"]
             params = {
                 k: v
@@ -438,9 +434,8 @@ def _finish_dense(
                 if k not in ("type", "built_on")
             }
         kind = dense_mod.resolve_type(kind, total)
-        p = dense_mod.build(new_rows, kind, params, root, progress)
+        p = dense_mod.build(work.vectors, kind, params, root, progress)
         p["type"] = kind
-        del new_rows
         if not dense_mod.keeps_vectors(kind):
             work.vectors.path.unlink()
         elif work.vectors.path.name != dense_mod.VECTORS:
