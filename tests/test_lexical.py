@@ -215,3 +215,49 @@ def test_terms_with_spaces_stay_whole() -> None:
     assert lexical_mod.doc_text(["a b", "c\u3000d", "", "e"]) == "a_b c_d e"
     assert lexical_mod.term("a b") == "a_b" and lexical_mod.term("x") == "x"
     assert build_mod.lexical_text({"text": "t", "metadata": {"kind": "corpus", "title": "T"}}) == "T t"
+
+
+def test_common_terms_are_answered_in_two_exact_steps(tmp_path: Path, embedder, monkeypatch) -> None:
+    """Queries mixing rare and common words (Zipf-like document frequencies, 0.3 % to 90 %): scoring only
+    the documents that hold a rare word, with the common words' best scores as the ceiling for the rest,
+    gives exactly the plain disjunction's top n — with kind filters and excluded positions too — and
+    both the proven and the fallen-back plans are exercised."""
+    rng = random.Random(7)
+    vocab = [f"語{i:02d}" for i in range(60)]
+    weights = [1 / (i + 1) ** 1.1 for i in range(60)]
+    rows = []
+    for i in range(300):
+        words = rng.choices(vocab, weights, k=rng.randint(3, 12))
+        rows.append(json.dumps({"id": f"z{i}", "text": " ".join(words)}, ensure_ascii=False))
+    corpus = tmp_path / "z.jsonl"
+    corpus.write_text("\n".join(rows), encoding="utf-8")
+    index = build_index(
+        "z",
+        manbyo=[FIXTURES / "manbyo" / "manbyo_small.csv"],
+        corpus=[corpus],
+        settings=Settings(index_dir=tmp_path),
+        embedder=embedder,
+        progress=False,
+    )
+    lexical = index.lexical
+    assert isinstance(lexical, lexical_mod.TantivyLexical)
+    queries = [rng.sample(vocab[:8], 2) + rng.sample(vocab[20:], rng.randint(1, 3)) for _ in range(40)]
+    exclude = set(range(len(index) - 300, len(index) - 290))
+
+    def answers(budgets: tuple[float, ...]) -> list[list[tuple[int, float]]]:
+        monkeypatch.setattr(lexical_mod, "SPLIT_BUDGETS", budgets)
+        out = []
+        for words in queries:
+            tokens = lexical.query_tokens(" ".join(words))
+            for kinds, skip in ((None, ()), ({"corpus"}, exclude)):
+                hits = lexical.search(tokens, 10, kinds=kinds, exclude=skip)
+                out.append(sorted(((p, round(s, 4)) for p, s in hits), key=lambda h: (-h[1], h[0])))
+        return out
+
+    plain = answers(())
+    assert lexical.plans["split"] == 0
+    split = answers((0.01, 0.05))
+    assert lexical.plans["split"] >= 10 and lexical.plans["fallback"] >= 1, lexical.plans
+    assert split == plain
+    assert all(len(a) == 10 for a in plain)
+    assert all(p not in exclude for a in plain[1::2] for p, _ in a)
