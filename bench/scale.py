@@ -645,7 +645,10 @@ def fit(
 
 
 def projection(sizes: list[dict[str, Any]], at: Sequence[int]) -> dict[str, Any] | None:
-    """Each headline figure fitted against size and extrapolated (None with fewer than two sizes)."""
+    """Each headline figure fitted against size and extrapolated, over the sizes built with the FAISS type
+    of the largest (a flat 1 M and an IVF-PQ 10 M do not lie on one line); None with fewer than two."""
+    kind = max(sizes, key=lambda s: s["passages"])["faiss"]["type"] if sizes else None
+    sizes = [s for s in sizes if s["faiss"]["type"] == kind]
     if len(sizes) < 2:
         return None
     metrics: dict[str, Callable[[dict[str, Any]], float]] = {
@@ -663,9 +666,8 @@ def projection(sizes: list[dict[str, Any]], at: Sequence[int]) -> dict[str, Any]
         metrics["add_s"] = lambda s: s["add"]["add_s"]
     return {
         "method": "projection, not a measurement: least-squares line through the measured sizes "
-        f"({', '.join(str(s['passages']) for s in sizes)}) with the same FAISS type "
-        f"({', '.join(sorted({s['faiss']['type'] for s in sizes}))}); "
-        "`--faiss auto` switches to ivfpq past 1 M, whose costs are not linear in this way",
+        f"({', '.join(str(s['passages']) for s in sizes)}) built with the largest size's FAISS type ({kind}); "
+        "`--faiss auto` switches to ivfpq past 1 M, so sizes of the other type are left out",
         **{name: fit(sizes, get, at) for name, get in metrics.items()},
         "targets_at_10M": {
             "loaded_rss_mb_max": 4096,

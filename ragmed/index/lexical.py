@@ -9,9 +9,9 @@ and computes BM25 (Lucene's formula, k1 1.2, b 0.75) at query time from corpus-w
   commit lacks from the node store;
 * ``index add`` costs what the new documents cost: the old segments are hard-linked into the new index
   (tantivy never rewrites a segment file) and the new documents become new segments;
-* a search reads memory-mapped postings and answers the top ``n`` with block-max WAND, skipping blocks
-  of postings that cannot make the top — the common words of a query no longer cost a scan of every
-  document holding them.
+* a search reads memory-mapped postings; a query with common words scores only the documents holding
+  its rare words and proves that no other document can enter the top ``n`` (:class:`TantivyLexical`),
+  so the common words of a query do not cost a scan of every document holding them.
 
 Indexes built before this engine hold bm25s's score matrix (``bm25/``); they are still searched
 (:class:`Bm25sLexical`) and ``index add`` rebuilds their lexical index as tantivy from the node store.
