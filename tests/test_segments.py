@@ -38,6 +38,27 @@ def _hits(index: RagmedIndex, query: str, mode: str) -> list[tuple[str, float]]:
     return [(c.node_id, round(c.score, 4)) for c in got.chunks]
 
 
+def _built(name: str, corpus: list[Path], settings: Settings, embedder) -> RagmedIndex:
+    """A full build of the dictionary and ``corpus`` (what a grown index must equal)."""
+    return build_index(
+        name, manbyo=[MANBYO], corpus=corpus, settings=settings, embedder=embedder, progress=False, **IVF
+    )
+
+
+def _two_segments(tmp_path: Path, settings: Settings, embedder, first: int) -> RagmedIndex:
+    """Index "ix": ``first`` notes from a.jsonl, then 20 from b.jsonl added (a second segment)."""
+    build_index(
+        "ix",
+        corpus=[_write_corpus(tmp_path / "a.jsonl", first, 1)],
+        settings=settings,
+        embedder=embedder,
+        progress=False,
+        **IVF,
+    )
+    b = _write_corpus(tmp_path / "b.jsonl", 20, 2)
+    return add_to_index("ix", corpus=[b], settings=settings, embedder=embedder, progress=False)[0]
+
+
 def _same_index(grown: RagmedIndex, fresh: RagmedIndex) -> None:
     """Same nodes, vectors, counts, kind masks, and the same dense / hybrid / BM25 results."""
     assert len(grown) == len(fresh)
@@ -67,9 +88,7 @@ def test_add_writes_new_segments_and_links_the_old_files(tmp_path: Path, embedde
     a = _write_corpus(tmp_path / "a.jsonl", 200, 1)
     b = _write_corpus(tmp_path / "b.jsonl", 60, 2)
     c = _write_corpus(tmp_path / "c.jsonl", 40, 3)
-    grown = build_index(
-        "grown", manbyo=[MANBYO], corpus=[a], settings=settings, embedder=embedder, progress=False, **IVF
-    )
+    grown = _built("grown", [a], settings, embedder)
     inodes = {name: os.stat(grown.path / name).st_ino for name in ("nodes.sqlite", "vectors.f16")}
     sums = {f.path: f.sha256 for c in grown.manifest.components.values() for f in c.files}
     grown, _ = add_to_index("grown", corpus=[b], settings=settings, embedder=embedder, progress=False)
@@ -82,16 +101,7 @@ def test_add_writes_new_segments_and_links_the_old_files(tmp_path: Path, embedde
     now = {f.path: f.sha256 for c in grown.manifest.components.values() for f in c.files}
     assert now["nodes.sqlite"] == sums["nodes.sqlite"] and now["vectors.f16"] == sums["vectors.f16"]
     assert isinstance(grown.dense.vectors, dense_mod.StackedRows)
-    fresh = build_index(
-        "fresh",
-        manbyo=[MANBYO],
-        corpus=[a, b, c],
-        settings=settings,
-        embedder=embedder,
-        progress=False,
-        **IVF,
-    )
-    _same_index(grown, fresh)
+    _same_index(grown, _built("fresh", [a, b, c], settings, embedder))
 
     # replacing a source renumbers the nodes: the store becomes one file, the vectors one file
     _write_corpus(b, 30, 4)
@@ -99,16 +109,7 @@ def test_add_writes_new_segments_and_links_the_old_files(tmp_path: Path, embedde
     assert stats == {"added_nodes": 30, "removed_nodes": 60, "sources": 1}
     assert _files(grown, "nodes") == ["nodes.sqlite"]
     assert _files(grown, "dense") == ["dense.faiss", "vectors.f16"]
-    fresh = build_index(
-        "fresh",
-        manbyo=[MANBYO],
-        corpus=[a, c, b],
-        settings=settings,
-        embedder=embedder,
-        progress=False,
-        **IVF,
-    )
-    _same_index(grown, fresh)
+    _same_index(grown, _built("fresh", [a, c, b], settings, embedder))
 
 
 def test_the_newest_segments_are_merged_past_the_limit(tmp_path: Path, embedder, monkeypatch) -> None:
@@ -116,38 +117,19 @@ def test_the_newest_segments_are_merged_past_the_limit(tmp_path: Path, embedder,
     monkeypatch.setattr(dense_mod, "MAX_SEGMENTS", 3)
     settings = Settings(index_dir=tmp_path)
     parts = [_write_corpus(tmp_path / f"p{i}.jsonl", 30 + 10 * i, 10 + i) for i in range(5)]
-    grown = build_index(
-        "grown",
-        manbyo=[MANBYO],
-        corpus=parts[:1],
-        settings=settings,
-        embedder=embedder,
-        progress=False,
-        **IVF,
-    )
+    grown = _built("grown", parts[:1], settings, embedder)
     first = os.stat(grown.path / "nodes.sqlite").st_ino
     for part in parts[1:]:
         grown, _ = add_to_index("grown", corpus=[part], settings=settings, embedder=embedder, progress=False)
         assert len(_files(grown, "nodes")) <= 3 and len(_files(grown, "dense")) <= 4
     assert _files(grown, "nodes")[0] == "nodes.sqlite" and len(_files(grown, "nodes")) == 3
     assert os.stat(grown.path / "nodes.sqlite").st_ino == first, "the first segment is never rewritten"
-    fresh = build_index(
-        "fresh", manbyo=[MANBYO], corpus=parts, settings=settings, embedder=embedder, progress=False, **IVF
-    )
-    _same_index(grown, fresh)
+    _same_index(grown, _built("fresh", parts, settings, embedder))
 
 
 def test_an_id_already_in_an_older_segment_is_refused_and_the_index_kept(tmp_path: Path, embedder) -> None:
     settings = Settings(index_dir=tmp_path)
-    a = _write_corpus(tmp_path / "a.jsonl", 50, 1)
-    build_index("ix", corpus=[a], settings=settings, embedder=embedder, progress=False, **IVF)
-    add_to_index(
-        "ix",
-        corpus=[_write_corpus(tmp_path / "b.jsonl", 20, 2)],
-        settings=settings,
-        embedder=embedder,
-        progress=False,
-    )
+    _two_segments(tmp_path, settings, embedder, 50)
     (tmp_path / "other").mkdir()
     twin = _write_corpus(tmp_path / "other" / "a.jsonl", 10, 1)  # the same name and rows: the same ids
     with pytest.raises(InputError, match="two nodes share the id"):
@@ -159,20 +141,7 @@ def test_an_id_already_in_an_older_segment_is_refused_and_the_index_kept(tmp_pat
 
 def test_a_segment_that_does_not_follow_the_one_before_is_corruption(tmp_path: Path, embedder) -> None:
     settings = Settings(index_dir=tmp_path)
-    build_index(
-        "ix",
-        corpus=[_write_corpus(tmp_path / "a.jsonl", 40, 1)],
-        settings=settings,
-        embedder=embedder,
-        progress=False,
-    )
-    index, _ = add_to_index(
-        "ix",
-        corpus=[_write_corpus(tmp_path / "b.jsonl", 20, 2)],
-        settings=settings,
-        embedder=embedder,
-        progress=False,
-    )
+    index = _two_segments(tmp_path, settings, embedder, 40)
     assert len(index.store.segments) == 2 and index.get([45])[0]["id"].startswith("b.jsonl")
     with sqlite3.connect(index.path / "nodes-1.sqlite") as conn:
         conn.execute("UPDATE info SET value = '30' WHERE key = 'start'")
