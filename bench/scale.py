@@ -605,7 +605,13 @@ def bench_size(
     man = read_manifest(d / "index")
     disk = {name: sum(f.bytes for f in c.files) for name, c in man.components.items()}
     if args.build_only:
-        return {"passages": n, **{k: v for k, v in gen.items() if k != "build"}, "build": build}
+        faiss_params = build.pop("faiss")
+        return {
+            "passages": n,
+            **{k: v for k, v in gen.items() if k != "build"},
+            "faiss": faiss_params,
+            "build": build,
+        }
     query = spawn("query", d)
     add = spawn("add", d) if args.add else None
     out: dict[str, Any] = {
@@ -781,7 +787,8 @@ def main() -> None:
     finally:
         if tmp is not None:
             tmp.cleanup()
-    report["projection"] = projection(report["sizes"], (10_000_000, 54_000_000))
+    # a build-only run has no search or add figures to project
+    report["projection"] = None if args.build_only else projection(report["sizes"], (10_000_000, 54_000_000))
     if args.embed_sample:
         report["embedding_measured_separately"] = embedding_throughput(vocab, args.embed_sample, args.seed)
     report["total_s"] = round(time.perf_counter() - t, 1)
