@@ -301,8 +301,6 @@ class Work:
     def close(self) -> None:
         self.lexical.close()
         self.nodes.close()
-        if self.nodes.before is not None:
-            self.nodes.before.close()
 
 
 def _tokens(tokenizer: lexical_mod.Tokenizer, records: Sequence[dict[str, Any]]) -> list[list[str]]:
@@ -476,22 +474,15 @@ def _manifest_stats(manifest: Manifest) -> dict[str, dict[str, int]]:
     return {"kinds": {k: n for k, n in kinds.items() if n}, "languages": dict(languages)}
 
 
-def _sum_stats(*parts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {"kinds": {}, "languages": {}}
-    for part in parts:
-        for key, counts in part.items():
-            for name, n in counts.items():
-                out[key][name] = out[key].get(name, 0) + int(n)
-    return out
-
-
 def _merge_node_segments(root: Path, names: list[str]) -> list[str]:
     """Keep at most :data:`nodes.MAX_SEGMENTS` node-store segments: the newest are merged into one (the
     first, largest, is never rewritten). Returns the segments now in use."""
     if len(names) <= nodes_mod.MAX_SEGMENTS:
         return names
     keep, tail = names[: nodes_mod.MAX_SEGMENTS - 1], names[nodes_mod.MAX_SEGMENTS - 1 :]
-    start = nodes_mod.NodeStore([root / n for n in keep]).count
+    kept = nodes_mod.NodeStore([root / n for n in keep])
+    start = kept.count
+    kept.close()
     out = nodes_mod.segment_name(max(nodes_mod.segment_number(n) or 0 for n in names) + 1)
     nodes_mod.merge([root / n for n in tail], root / out, start)
     for name in tail:
@@ -570,7 +561,7 @@ def _finish(
         stats = work.nodes.finish()
         count = work.nodes.count
         if work.node_segments and base is not None:  # a segment after the base index's: add its counts
-            stats = _sum_stats(_manifest_stats(base.manifest), stats)
+            stats = nodes_mod.sum_stats(_manifest_stats(base.manifest), stats)
         node_files = _merge_node_segments(root, [p.name for p in work.node_paths])
         kinds, languages = stats["kinds"], stats["languages"]
     if count == 0:

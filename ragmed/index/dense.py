@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -69,8 +70,7 @@ def merge_vector_files(root: Path, names: list[str]) -> list[str]:
     with (root / out).open("wb") as fh:
         for name in tail:
             with (root / name).open("rb") as src:
-                while chunk := src.read(1 << 24):
-                    fh.write(chunk)
+                shutil.copyfileobj(src, fh, 1 << 24)
     for name in tail:
         (root / name).unlink()
     return [*keep, out]
@@ -224,7 +224,6 @@ class VectorFile:
             fh.flush()
 
     def sync(self) -> None:
-
         with self.path.open("rb") as fh:
             os.fsync(fh.fileno())
 
@@ -252,22 +251,6 @@ class VectorFile:
                 out[done:upto] = self.read(start, stop)[positions[done:upto] - start]
                 done = upto
         return out
-
-    def rows(self, n: int | None = None) -> np.ndarray:
-        n = self.count if n is None else n
-        if n == 0:
-            return np.zeros((0, self.dim), dtype=self.dtype)
-        return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(n, self.dim))
-
-    def keep(self, positions: np.ndarray) -> None:
-        """Rewrite with only the rows at ``positions`` (a source replaced), in bounded memory."""
-        tmp = self.path.with_suffix(".keep")
-        src = self.rows()
-        with tmp.open("wb") as fh:
-            for start in range(0, len(positions), _ADD_BATCH):
-                fh.write(np.ascontiguousarray(src[positions[start : start + _ADD_BATCH]]).tobytes())
-        del src
-        tmp.replace(self.path)
 
 
 def batches(rows: np.ndarray | VectorFile, size: int = _ADD_BATCH) -> Iterator[np.ndarray]:
@@ -451,8 +434,12 @@ class DenseIndex:
         """
         if self._files is None:
             with self._lock:
-                if self._files is None:
-                    self._files = [(root / name).open("rb", buffering=0) for root, name in self._paths()]
+                if self._files is None:  # one per non-empty file, as self._offsets counts them
+                    self._files = [
+                        (self.root / name).open("rb", buffering=0)
+                        for name, rows in zip(self.files, self._rows, strict=True)
+                        if rows
+                    ]
         row = self.dim * 2
         order = np.argsort(positions, kind="stable")
         pos = positions[order]
@@ -479,9 +466,6 @@ class DenseIndex:
         out = np.empty((len(positions), self.dim), dtype=np.float16)
         out[order] = block[base[run] + pos - first[run]]
         return out
-
-    def _paths(self) -> list[tuple[Path, str]]:
-        return [(self.root, name) for name, rows in zip(self.files, self._rows, strict=True) if rows]
 
     def _params(self, sel: Any, nprobe: int | None, ef_search: int | None) -> Any:
         if self.device != "cpu":

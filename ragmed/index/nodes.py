@@ -229,6 +229,8 @@ class NodeWriter:
         self.conn.execute("COMMIT")
         self.conn.execute("PRAGMA optimize")
         self.conn.close()
+        if self.before is not None:
+            self.before.close()
         return stats
 
     def close(self) -> None:
@@ -237,6 +239,18 @@ class NodeWriter:
         except sqlite3.OperationalError:
             pass
         self.conn.close()
+        if self.before is not None:
+            self.before.close()
+
+
+def sum_stats(*parts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Per-kind and per-language node counts (:meth:`NodeWriter.stats`) added up."""
+    out: dict[str, dict[str, int]] = {"kinds": {}, "languages": {}}
+    for part in parts:
+        for key, counts in part.items():
+            for name, n in counts.items():
+                out[key][name] = out[key].get(name, 0) + int(n)
+    return out
 
 
 def _duplicate(node_id: str) -> InputError:
@@ -361,9 +375,7 @@ class NodeStore:
                     )
                 ),
             }
-            for key in total:
-                for name, n in got[key].items():
-                    total[key][name] = total[key].get(name, 0) + int(n)
+            total = sum_stats(total, got)
         return total
 
     def __len__(self) -> int:
