@@ -262,15 +262,18 @@ def test_load_without_saved_normalizer_names_the_folder(tmp_path: Path) -> None:
         DiseaseNormalizer.load(tmp_path)
 
 
-def test_loading_and_querying_never_import_scikit_learn(model: DiseaseNormalizer, tmp_path: Path) -> None:
-    """scikit-learn (≈0.5 s to import) is a fit-time tool: a one-shot `ragmed normalize` never pays it."""
+def test_loading_and_querying_never_import_the_training_libraries(
+    model: DiseaseNormalizer, tmp_path: Path
+) -> None:
+    """LightGBM and scikit-learn (≈0.5 s to import) are fit-time tools: a one-shot `ragmed normalize`
+    never pays them."""
     model.save(tmp_path)
     code = (
         "import sys\nfrom pathlib import Path\nfrom ragmed.normalize import DiseaseNormalizer\n"
         f"n = DiseaseNormalizer.load(Path({str(tmp_path)!r}))\n"
         "assert n.normalize('DM')[0].standard_name == '糖尿病'\n"
         "assert n.find_mentions('HTなし')[0].negated\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'joblib')))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'joblib', 'lightgbm')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
@@ -384,3 +387,25 @@ def test_surface_ending_in_a_status_word_is_split(text_model: DiseaseNormalizer)
     """喘息疑い (a dictionary surface) in text is the mention 喘息, suspected — not 咳喘息 affirmed."""
     (m,) = text_model.find_mentions("喘息疑い")
     assert (m.text, m.suspected, m.candidates[0].standard_name) == ("喘息", True, "喘息")
+
+
+# ------------------------------------------------------------------------------------------ ranker
+def test_lightgbm_trees_walked_in_numpy_score_as_lightgbm_does() -> None:
+    """The stored ranker is LightGBM's trees as arrays: the numpy walk must give LightGBM's own scores,
+    on rows at split thresholds too (``x <= threshold`` goes left)."""
+    import lightgbm
+
+    from ragmed.normalize.forest import Forest
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 6))
+    X[:, 5] = rng.integers(0, 3, size=3000)  # a few discrete values: many rows sit on a threshold
+    y = (X[:, 0] + 0.5 * X[:, 1] * X[:, 5] + rng.normal(scale=0.3, size=3000) > 0.8).astype(int)
+    ranker = lightgbm.LGBMRanker(n_estimators=30, num_leaves=7, min_child_samples=5, verbose=-1)
+    ranker.fit(X, y, group=[30] * 100)
+    forest = Forest.from_lightgbm(ranker.booster_)
+    on_thresholds = X.copy()
+    on_thresholds[:, 0] = forest.threshold[(forest.feature == 0) & ~forest.is_leaf][0]  # a split value
+    for rows in (X, on_thresholds):
+        np.testing.assert_allclose(forest.raw(rows), ranker.predict(rows, raw_score=True), rtol=0, atol=1e-9)
+    assert not np.allclose(forest.raw(X), forest.raw(X[::-1]))  # the score depends on the row

@@ -1,4 +1,4 @@
-"""Boosted trees as flat numpy arrays: trained with scikit-learn, stored as .npy, evaluated with numpy."""
+"""Boosted trees as flat numpy arrays: trained with LightGBM, stored as .npy, evaluated with numpy."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ FIELDS = ("feature", "threshold", "left", "right", "is_leaf", "value", "baseline
 
 @dataclass
 class Forest:
-    """All trees of a HistGradientBoostingClassifier, walked together.
+    """All trees of a boosted model, walked together (normalizers saved before the LightGBM ranker
+    hold scikit-learn HistGradientBoosting trees in the same arrays, and still load).
 
-    sklearn's per-tree predict costs ~1 ms per call on a busy 2-core box (OpenMP start-up) and one
+    A library's per-tree predict costs ~1 ms per call on a busy 2-core box (OpenMP start-up) and one
     query scores ~30 candidates, so walking all trees at once in numpy is ~20× faster; and the arrays
     store as plain .npy, where the estimator itself could only be pickled.
     """
@@ -28,32 +29,59 @@ class Forest:
     baseline: np.ndarray  # (1,) raw-score offset
 
     @classmethod
-    def from_sklearn(cls, gbm: Any) -> Forest:
-        trees = [pred[0].nodes for pred in gbm._predictors]
+    def from_lightgbm(cls, booster: Any) -> Forest:
+        """The trees of a LightGBM booster (its JSON dump: leaf values already carry the shrinkage).
+
+        ragmed's features are never missing, so a split is just ``x <= threshold`` → left."""
+        trees: list[list[dict[str, Any]]] = []
+        for info in booster.dump_model()["tree_info"]:
+            nodes: list[dict[str, Any]] = []
+
+            def walk(node: dict[str, Any], nodes: list[dict[str, Any]] = nodes) -> int:
+                at = len(nodes)
+                nodes.append({})
+                if "leaf_value" in node or "split_feature" not in node:
+                    nodes[at] = {"is_leaf": True, "value": float(node.get("leaf_value", 0.0))}
+                    return at
+                if node.get("decision_type", "<=") != "<=":
+                    raise ValueError(f"LightGBM split {node.get('decision_type')!r}: only numeric <= splits")
+                left = walk(node["left_child"])
+                right = walk(node["right_child"])
+                nodes[at] = {
+                    "feature": int(node["split_feature"]),
+                    "threshold": float(node["threshold"]),
+                    "left": left,
+                    "right": right,
+                    "is_leaf": False,
+                }
+                return at
+
+            walk(info["tree_structure"])
+            trees.append(nodes)
         width = max(len(t) for t in trees)
 
-        def stack(fieldname: str, dtype: type) -> np.ndarray:
+        def stack(name: str, dtype: type, default: object = 0) -> np.ndarray:
             out = np.zeros((len(trees), width), dtype=dtype)
+            out[:] = default
             for i, t in enumerate(trees):
-                out[i, : len(t)] = t[fieldname]
+                out[i, : len(t)] = [n.get(name, 0) for n in t]
             return out
 
         return cls(
-            feature=stack("feature_idx", np.int32),
-            threshold=stack("num_threshold", np.float64),
+            feature=stack("feature", np.int32),
+            threshold=stack("threshold", np.float64),
             left=stack("left", np.int32),
             right=stack("right", np.int32),
-            is_leaf=stack("is_leaf", bool)
-            | (np.arange(width)[None, :] >= np.asarray([len(t) for t in trees])[:, None]),
+            is_leaf=stack("is_leaf", bool, True),
             value=stack("value", np.float64),
-            baseline=np.asarray(gbm._baseline_prediction, dtype=np.float64).ravel()[:1],
+            baseline=np.zeros(1, dtype=np.float64),
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in FIELDS}
 
     def raw(self, X: np.ndarray) -> np.ndarray:
-        """Log-odds for each row of ``X``."""
+        """The raw score of each row of ``X`` (log-odds for a classifier; a ranking score for a ranker)."""
         X = np.asarray(X, dtype=np.float64)
         n_trees = self.feature.shape[0]
         tree = np.arange(n_trees)[:, None]
