@@ -24,8 +24,8 @@ letters in the query), ``modifier`` (a gold name inside the query plus qualifier
 degree), ``run_together`` (a name written twice or two names run together), ``word_order`` (the gold's
 characters all in the query but not as a substring), ``katakana_slip`` (katakana-only query close to a
 katakana gold), ``other``. ``minus1_first`` is the share of named golds that got "-1" ranked first;
-``minus1_penalty_tradeoff`` scores the same queries with the "-1" log-odds penalty at 0, 1, the fitted
-value (2) and 3 — named golds, "-1" golds and all — since that one constant trades the two kinds.
+``minus1_penalty_tradeoff`` scores the same queries with the "-1" ranking-score penalty at 0, 1, the fitted
+value (0.5) and 3 — named golds, "-1" golds and all — since that one constant trades the two kinds.
 
 Usage: python bench/normalize.py [--csv PATH] [--splits grouped,random,full] [--seed 1] [--dump FILE]
 """

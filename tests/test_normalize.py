@@ -409,3 +409,22 @@ def test_lightgbm_trees_walked_in_numpy_score_as_lightgbm_does() -> None:
     for rows in (X, on_thresholds):
         np.testing.assert_allclose(forest.raw(rows), ranker.predict(rows, raw_score=True), rtol=0, atol=1e-9)
     assert not np.allclose(forest.raw(X), forest.raw(X[::-1]))  # the score depends on the row
+
+
+def test_a_training_query_takes_its_family_of_variants_out_of_the_dictionary() -> None:
+    """The ranker's training hides, with a query, the same name's variants that share its stem and
+    near-duplicates of any name — never a standard name's own row (the dictionary always holds it)."""
+    rows = [
+        ("左肘部管症候群", "G562", "肘部管症候群"),
+        ("右肘部管症候群", "G562", "肘部管症候群"),
+        ("肘部管症候群", "G562", "肘部管症候群"),
+        ("尺骨神経麻痺", "G562", "肘部管症候群"),
+        ("左手根管症候群", "G560", "手根管症候群"),
+        ("手根管症候群", "G560", "手根管症候群"),
+        ("左肘部管症候群疑", "-1", "-1"),
+    ]
+    model = DiseaseNormalizer.fit(make_entries(rows))
+    model._rebuild_matrices()  # the fit-time matrices (dropped once the ranker is trained)
+    pairs = model._families(np.asarray([0]))
+    hidden = {model.keys[e] for q, e in pairs.tolist() if q == 0}
+    assert hidden == {normalize_key(s) for s in ("左肘部管症候群", "右肘部管症候群", "左肘部管症候群疑")}
