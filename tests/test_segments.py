@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import ragmed.index.dense as dense_mod
-import ragmed.index.nodes as nodes_mod
+import ragmed.index.segments as segments_mod
 from ragmed.errors import IndexCorruptError, InputError
 from ragmed.index import RagmedIndex, add_to_index, build_index
 from ragmed.retrieve import Searcher
@@ -113,8 +113,7 @@ def test_add_writes_new_segments_and_links_the_old_files(tmp_path: Path, embedde
 
 
 def test_the_newest_segments_are_merged_past_the_limit(tmp_path: Path, embedder, monkeypatch) -> None:
-    monkeypatch.setattr(nodes_mod, "MAX_SEGMENTS", 3)
-    monkeypatch.setattr(dense_mod, "MAX_SEGMENTS", 3)
+    monkeypatch.setattr(segments_mod, "MAX_SEGMENTS", 3)
     settings = Settings(index_dir=tmp_path)
     parts = [_write_corpus(tmp_path / f"p{i}.jsonl", 30 + 10 * i, 10 + i) for i in range(5)]
     grown = _built("grown", parts[:1], settings, embedder)

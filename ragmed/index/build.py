@@ -235,8 +235,8 @@ class Work:
         if nodes_before:
             before = nodes_mod.NodeStore(nodes_before)
             start = before.count
-            last = max(nodes_mod.segment_number(p.name) or 0 for p in nodes_before)
-            self.nodes = nodes_mod.NodeWriter(root / nodes_mod.segment_name(last + 1), start, before)
+            following = nodes_mod.SEGMENTS.next(p.name for p in nodes_before)
+            self.nodes = nodes_mod.NodeWriter(root / following, start, before)
         else:
             self.nodes = nodes_mod.NodeWriter(root / nodes_mod.FILE)
         self.vectors = dense_mod.VectorFile(root / vectors_name, dim, vector_dtype)
@@ -398,10 +398,10 @@ def _finish_dense(
         )
         vector_files: list[str] = []
         if dense_mod.keeps_vectors(kind):  # the old files linked, the new vectors a file of their own
-            vector_files = dense_mod.vector_files(f.path for f in base.manifest.components["dense"].files)
+            vector_files = dense_mod.SEGMENTS.files(f.path for f in base.manifest.components["dense"].files)
             for name in vector_files:
                 os.link(base.path / name, root / name)
-            nxt = dense_mod.vector_segment_name(max(map(dense_mod.vector_segment_number, vector_files)) + 1)
+            nxt = dense_mod.SEGMENTS.next(vector_files)
             work.vectors.path.rename(root / nxt)
             vector_files = dense_mod.merge_vector_files(root, [*vector_files, nxt])
         else:
@@ -475,19 +475,16 @@ def _manifest_stats(manifest: Manifest) -> dict[str, dict[str, int]]:
 
 
 def _merge_node_segments(root: Path, names: list[str]) -> list[str]:
-    """Keep at most :data:`nodes.MAX_SEGMENTS` node-store segments: the newest are merged into one (the
+    """Keep at most ``segments.MAX_SEGMENTS`` node-store segments: the newest are merged into one (the
     first, largest, is never rewritten). Returns the segments now in use."""
-    if len(names) <= nodes_mod.MAX_SEGMENTS:
-        return names
-    keep, tail = names[: nodes_mod.MAX_SEGMENTS - 1], names[nodes_mod.MAX_SEGMENTS - 1 :]
-    kept = nodes_mod.NodeStore([root / n for n in keep])
-    start = kept.count
-    kept.close()
-    out = nodes_mod.segment_name(max(nodes_mod.segment_number(n) or 0 for n in names) + 1)
-    nodes_mod.merge([root / n for n in tail], root / out, start)
-    for name in tail:
-        (root / name).unlink()
-    return [*keep, out]
+
+    def join(kept: list[Path], tail: list[Path], out: Path) -> None:
+        store = nodes_mod.NodeStore(kept)
+        start = store.count
+        store.close()
+        nodes_mod.merge(tail, out, start)
+
+    return nodes_mod.SEGMENTS.cap(root, names, join)
 
 
 def _dictionary_entries(paths: list[Path], count: int) -> list[ManbyoEntry]:
@@ -790,7 +787,7 @@ def add_to_index(
         # the lexical index grows by new segments, unless nodes are removed (positions renumbered) or it
         # is a bm25s matrix from before the tantivy engine: then it is rebuilt from the node store
         relex = bool(changed) or man.components["lexical"].kind != "tantivy"
-        segments = nodes_mod.segment_files(f.path for f in man.components["nodes"].files)
+        segments = nodes_mod.SEGMENTS.files(f.path for f in man.components["nodes"].files)
         with timed("copy"):
             if relex:  # one store, renumbered or read back whole: copied (merged) to be appended to
                 _stage(

@@ -19,10 +19,9 @@ types train and add on the GPU, and flat/IVF indexes are searched there.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ragmed.errors import IndexCorruptError, InputError
+from ragmed.index.segments import Segments
 from ragmed.threads import single_threaded
 
 FILE = "dense.faiss"
@@ -39,41 +39,20 @@ TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq")
 #: Largest index ``auto`` keeps flat: 1M × 384 FP16 codes are 0.77 GB and a scan takes ~25 ms.
 AUTO_FLAT_MAX = 1_000_000
 _ADD_BATCH = 65_536
-#: Vector files an index keeps before ``index add`` merges the newest.
-MAX_SEGMENTS = 8
-_SEGMENT = re.compile(r"^vectors(?:-(\d+))?\.f16$")
-
-
-def vector_segment_name(number: int) -> str:
-    return VECTORS if number == 0 else f"vectors-{number}.f16"
-
-
-def vector_segment_number(name: str) -> int:
-    m = _SEGMENT.match(name)
-    if m is None:
-        raise ValueError(f"{name!r} is not a vector file")
-    return int(m.group(1) or 0)
-
-
-def vector_files(names: Iterable[str]) -> list[str]:
-    """The FP16 vector files among ``names`` (paths relative to the index), in position order."""
-    return sorted((n for n in names if "/" not in n and _SEGMENT.match(n)), key=vector_segment_number)
+SEGMENTS = Segments("vectors", ".f16")  # vectors.f16, vectors-1.f16, …
 
 
 def merge_vector_files(root: Path, names: list[str]) -> list[str]:
-    """Keep at most :data:`MAX_SEGMENTS` vector files: the newest are concatenated into one (their rows
-    are few next to the first file's, which is never rewritten). Returns the files now in use."""
-    if len(names) <= MAX_SEGMENTS:
-        return names
-    keep, tail = names[: MAX_SEGMENTS - 1], names[MAX_SEGMENTS - 1 :]
-    out = vector_segment_name(max(map(vector_segment_number, names)) + 1)
-    with (root / out).open("wb") as fh:
-        for name in tail:
-            with (root / name).open("rb") as src:
-                shutil.copyfileobj(src, fh, 1 << 24)
-    for name in tail:
-        (root / name).unlink()
-    return [*keep, out]
+    """Keep at most ``segments.MAX_SEGMENTS`` vector files: the newest are concatenated into one (their
+    rows are few next to the first file's, which is never rewritten). Returns the files now in use."""
+
+    def join(kept: list[Path], tail: list[Path], out: Path) -> None:
+        with out.open("wb") as fh:
+            for path in tail:
+                with path.open("rb") as src:
+                    shutil.copyfileobj(src, fh, 1 << 24)
+
+    return SEGMENTS.cap(root, names, join)
 
 
 class StackedRows:
@@ -339,7 +318,7 @@ class DenseIndex:
         files: Sequence[str] = (VECTORS,),
     ) -> None:
         self.root, self.kind, self.params, self.count, self.dim = root, kind, params, count, dim
-        self.files = vector_files(files) or [VECTORS]
+        self.files = SEGMENTS.files(files) or [VECTORS]
         path = root / FILE
         if kind == "flat":
             _prefetch(path)

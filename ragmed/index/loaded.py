@@ -141,7 +141,7 @@ class RagmedIndex:
             with self._lock:
                 if self._store is None:
                     comp = self._component("nodes")
-                    paths = [self.path / f for f in nodes_mod.segment_files(f.path for f in comp.files)]
+                    paths = [self.path / f for f in nodes_mod.SEGMENTS.files(f.path for f in comp.files)]
                     self._store = self._timed(lambda: nodes_mod.NodeStore(paths, int(comp.count or 0)))
         return self._store
 

@@ -14,14 +14,13 @@ passage's score; ``ragmed index verify`` checks the whole file.
 
 The store may be several files, *segments* (``nodes.sqlite``, ``nodes-1.sqlite``, …), each holding a
 contiguous run of positions: ``index add`` writes its nodes to a new segment and hard-links the old
-ones, so adding costs what the new nodes cost. Past :data:`MAX_SEGMENTS` the newest are merged.
+ones, so adding costs what the new nodes cost. Past ``segments.MAX_SEGMENTS`` the newest are merged.
 """
 
 from __future__ import annotations
 
 import bisect
 import json
-import re
 import sqlite3
 import threading
 import zlib
@@ -32,11 +31,10 @@ from typing import Any
 import numpy as np
 
 from ragmed.errors import IndexCorruptError, InputError
+from ragmed.index.segments import Segments
 
 FILE = "nodes.sqlite"
-#: Segments an index keeps before ``index add`` merges the newest (each is one more lookup per query).
-MAX_SEGMENTS = 8
-_SEGMENT = re.compile(r"^nodes(?:-(\d+))?\.sqlite$")
+SEGMENTS = Segments("nodes", ".sqlite")  # nodes.sqlite, nodes-1.sqlite, …
 TABLE = """
 CREATE TABLE {name} (
     pos INTEGER PRIMARY KEY,   -- row of the dense vectors / document of BM25
@@ -57,25 +55,6 @@ _MMAP_BYTES = 1 << 30
 
 
 COLUMNS = "pos, id, text, meta, crc, vcrc"
-
-
-def segment_name(number: int) -> str:
-    """The file of segment ``number`` (0 is the first, ``nodes.sqlite``)."""
-    return FILE if number == 0 else f"nodes-{number}.sqlite"
-
-
-def segment_number(name: str) -> int | None:
-    """The segment number of a file name, or None when it is not a node-store file."""
-    m = _SEGMENT.match(name)
-    return None if m is None else int(m.group(1) or 0)
-
-
-def segment_files(names: Iterable[str]) -> list[str]:
-    """The node-store files among ``names`` (paths relative to the index), in position order."""
-    return sorted(
-        (n for n in names if "/" not in n and segment_number(n) is not None),
-        key=lambda n: segment_number(n) or 0,
-    )
 
 
 def row_crc(node_id: str, text: str, meta: str) -> int:
