@@ -167,3 +167,30 @@ def test_stacked_rows_read_like_one_array() -> None:
     for bad in (23, -24, [1, 23]):
         with pytest.raises(IndexError):
             rows[bad]
+
+
+def test_segment_files_are_named_and_ordered_by_number_not_by_text(tmp_path: Path, monkeypatch) -> None:
+    nodes = segments_mod.Segments("nodes", ".sqlite")
+    names = ["nodes-10.sqlite", "nodes-2.sqlite", "lexical/nodes.sqlite", "nodes.sqlite", "vectors-1.f16"]
+    assert nodes.files(names) == ["nodes.sqlite", "nodes-2.sqlite", "nodes-10.sqlite"]
+    assert nodes.next(nodes.files(names)) == "nodes-11.sqlite"
+    assert [nodes.number(n) for n in ("nodes-.sqlite", "nodesx.sqlite", "nodes-3.sqlite")] == [None, None, 3]
+    # capping joins the newest files into one new file; the first files stay as they were
+    files = [nodes.name(i) for i in range(4)]
+    for i, name in enumerate(files):
+        (tmp_path / name).write_text(str(i))
+    joined: list[tuple[list[str], list[str], str]] = []
+
+    def join(kept: list[Path], tail: list[Path], out: Path) -> None:
+        joined.append(([p.name for p in kept], [p.name for p in tail], out.name))
+        out.write_text("".join(p.read_text() for p in tail))
+
+    assert nodes.cap(tmp_path, files, join) == files  # under the cap: untouched
+    monkeypatch.setattr(segments_mod, "MAX_SEGMENTS", 3)
+    now = nodes.cap(tmp_path, files, join)
+    assert now == ["nodes.sqlite", "nodes-1.sqlite", "nodes-4.sqlite"]
+    assert joined == [
+        (["nodes.sqlite", "nodes-1.sqlite"], ["nodes-2.sqlite", "nodes-3.sqlite"], "nodes-4.sqlite")
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(now)
+    assert (tmp_path / "nodes-4.sqlite").read_text() == "23"
