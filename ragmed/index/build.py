@@ -474,19 +474,6 @@ def _manifest_stats(manifest: Manifest) -> dict[str, dict[str, int]]:
     return {"kinds": {k: n for k, n in kinds.items() if n}, "languages": dict(languages)}
 
 
-def _merge_node_segments(root: Path, names: list[str]) -> list[str]:
-    """Keep at most ``segments.MAX_SEGMENTS`` node-store segments: the newest are merged into one (the
-    first, largest, is never rewritten). Returns the segments now in use."""
-
-    def join(kept: list[Path], tail: list[Path], out: Path) -> None:
-        store = nodes_mod.NodeStore(kept)
-        start = store.count
-        store.close()
-        nodes_mod.merge(tail, out, start)
-
-    return nodes_mod.SEGMENTS.cap(root, names, join)
-
-
 def _dictionary_entries(paths: list[Path], count: int) -> list[ManbyoEntry]:
     """The dictionary rows of the node store being built (what the normalizer and glossary learn from)."""
     store = nodes_mod.NodeStore(paths, count)
@@ -559,7 +546,7 @@ def _finish(
         count = work.nodes.count
         if work.node_segments and base is not None:  # a segment after the base index's: add its counts
             stats = nodes_mod.sum_stats(_manifest_stats(base.manifest), stats)
-        node_files = _merge_node_segments(root, [p.name for p in work.node_paths])
+        node_files = nodes_mod.merge_segments(root, [p.name for p in work.node_paths])
         kinds, languages = stats["kinds"], stats["languages"]
     if count == 0:
         raise InputError("the sources hold no text to index: nothing was written")

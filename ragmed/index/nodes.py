@@ -257,6 +257,19 @@ def merge(sources: Sequence[Path], out: Path, start: int = 0) -> None:
         raise
 
 
+def merge_segments(root: Path, names: list[str]) -> list[str]:
+    """Keep at most ``segments.MAX_SEGMENTS`` segments: the newest are merged into one (the first,
+    largest, is never rewritten). Returns the segments now in use."""
+
+    def join(kept: list[Path], tail: list[Path], out: Path) -> None:
+        store = NodeStore(kept)
+        start = store.count
+        store.close()
+        merge(tail, out, start)
+
+    return SEGMENTS.cap(root, names, join)
+
+
 class _Segment:
     """One file of a node store, read-only; one SQLite connection per thread (cheap to open)."""
 

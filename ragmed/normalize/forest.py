@@ -36,33 +36,12 @@ class Forest:
         trees: list[list[dict[str, Any]]] = []
         for info in booster.dump_model()["tree_info"]:
             nodes: list[dict[str, Any]] = []
-
-            def walk(node: dict[str, Any], nodes: list[dict[str, Any]] = nodes) -> int:
-                at = len(nodes)
-                nodes.append({})
-                if "leaf_value" in node or "split_feature" not in node:
-                    nodes[at] = {"is_leaf": True, "value": float(node.get("leaf_value", 0.0))}
-                    return at
-                if node.get("decision_type", "<=") != "<=":
-                    raise ValueError(f"LightGBM split {node.get('decision_type')!r}: only numeric <= splits")
-                left = walk(node["left_child"])
-                right = walk(node["right_child"])
-                nodes[at] = {
-                    "feature": int(node["split_feature"]),
-                    "threshold": float(node["threshold"]),
-                    "left": left,
-                    "right": right,
-                    "is_leaf": False,
-                }
-                return at
-
-            walk(info["tree_structure"])
+            _flatten(info["tree_structure"], nodes)
             trees.append(nodes)
         width = max(len(t) for t in trees)
 
-        def stack(name: str, dtype: type, default: object = 0) -> np.ndarray:
-            out = np.zeros((len(trees), width), dtype=dtype)
-            out[:] = default
+        def stack(name: str, dtype: type, padding: object = 0) -> np.ndarray:
+            out = np.full((len(trees), width), padding, dtype=dtype)
             for i, t in enumerate(trees):
                 out[i, : len(t)] = [n.get(name, 0) for n in t]
             return out
@@ -94,3 +73,24 @@ class Forest:
             go_left = X[rows, self.feature[tree, node]] <= self.threshold[tree, node]
             node = np.where(leaf, node, np.where(go_left, self.left[tree, node], self.right[tree, node]))
         return self.baseline[0] + self.value[tree, node].sum(axis=0)
+
+
+def _flatten(node: dict[str, Any], nodes: list[dict[str, Any]]) -> int:
+    """Append a LightGBM JSON (sub)tree to ``nodes`` in pre-order; returns the index of its root."""
+    at = len(nodes)
+    nodes.append({})
+    if "split_feature" not in node:
+        nodes[at] = {"is_leaf": True, "value": float(node.get("leaf_value", 0.0))}
+        return at
+    if node.get("decision_type", "<=") != "<=":
+        raise ValueError(f"LightGBM split {node.get('decision_type')!r}: only numeric <= splits")
+    left = _flatten(node["left_child"], nodes)
+    right = _flatten(node["right_child"], nodes)
+    nodes[at] = {
+        "feature": int(node["split_feature"]),
+        "threshold": float(node["threshold"]),
+        "left": left,
+        "right": right,
+        "is_leaf": False,
+    }
+    return at
