@@ -429,3 +429,25 @@ def test_a_training_query_takes_its_family_of_variants_out_of_the_dictionary() -
     pairs = model._families(np.asarray([0]), np.asarray(model.cols["surface"], dtype=object) == labels)
     hidden = {model.keys[e] for q, e in pairs.tolist() if q == 0}
     assert hidden == {normalize_key(s) for s in ("左肘部管症候群", "右肘部管症候群", "左肘部管症候群疑")}
+
+
+def test_bagged_rankers_score_the_mean_of_their_trees() -> None:
+    """Forest.mean stores several rankers as one forest (trees of different sizes side by side)."""
+    import lightgbm
+
+    from ragmed.normalize.forest import Forest
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(2000, 4))
+    y = (X[:, 0] - X[:, 2] + rng.normal(scale=0.5, size=2000) > 0).astype(int)
+    forests = [
+        Forest.from_lightgbm(
+            lightgbm.LGBMRanker(n_estimators=n, num_leaves=leaves, min_child_samples=5, verbose=-1)
+            .fit(X, y, group=[20] * 100)
+            .booster_
+        )
+        for n, leaves in ((10, 3), (25, 15))
+    ]
+    assert forests[0].feature.shape[1] != forests[1].feature.shape[1]
+    mean = Forest.mean(forests)
+    np.testing.assert_allclose(mean.raw(X), (forests[0].raw(X) + forests[1].raw(X)) / 2, rtol=0, atol=1e-9)

@@ -159,3 +159,20 @@ def test_normalizer_saved_with_older_features_says_rebuild(model: DiseaseNormali
     path.write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(IndexCorruptError, match="rebuild the index"):
         DiseaseNormalizer.load(tmp_path)
+
+
+# ------------------------------------------------------------------------------ rewrite rules
+def test_a_rule_learned_from_a_lone_letter_is_not_applied_inside_a_latin_word() -> None:
+    """Dental charts write 歯周炎 as a lone Ｐ: the rule p → 歯周炎 is real for 「Ｐ悪化」, noise for ＩＰＦ
+    or ＰＣＯＳ (before, ＩＰＦ ranked 歯周炎 first through it)."""
+    rows = [("Ｐ", "K053", "歯周炎"), ("ｐ", "K053", "歯周炎"), ("歯周炎", "K053", "歯周炎")]
+    rows += [("特発性肺線維症", "J841", "特発性肺線維症"), ("経過良好", "-1", "-1")]
+    m = DiseaseNormalizer.fit(make_entries(rows))
+    view = m._full_view()
+
+    def rewritten(key: str) -> list[str]:
+        return [r.text for r in m._rewrites(key, view)]
+
+    assert "歯周炎悪化" in rewritten("p悪化")
+    assert "歯周炎" in rewritten("p")
+    assert not any("歯周炎" in t for t in rewritten("ipf") + rewritten("pcos"))

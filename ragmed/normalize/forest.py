@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ class Forest:
     is_leaf: np.ndarray  # bool
     value: np.ndarray  # float64
     baseline: np.ndarray  # (1,) raw-score offset
+    _walk: _Walk | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_lightgbm(cls, booster: Any) -> Forest:
@@ -56,23 +57,86 @@ class Forest:
             baseline=np.zeros(1, dtype=np.float64),
         )
 
+    @classmethod
+    def mean(cls, forests: list[Forest]) -> Forest:
+        """One forest scoring the mean of ``forests`` (their trees side by side, leaf values divided)."""
+        width = max(f.feature.shape[1] for f in forests)
+
+        def stack(name: str, padding: object = 0) -> np.ndarray:
+            parts = []
+            for f in forests:
+                a = getattr(f, name)
+                pad = np.full((a.shape[0], width - a.shape[1]), padding, dtype=a.dtype)
+                parts.append(np.concatenate([a, pad], axis=1))
+            return np.concatenate(parts)
+
+        return cls(
+            feature=stack("feature"),
+            threshold=stack("threshold"),
+            left=stack("left"),
+            right=stack("right"),
+            is_leaf=stack("is_leaf", True),
+            value=stack("value") / len(forests),
+            baseline=np.mean([f.baseline for f in forests], axis=0),
+        )
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in FIELDS}
 
     def raw(self, X: np.ndarray) -> np.ndarray:
         """The raw score of each row of ``X`` (log-odds for a classifier; a ranking score for a ranker)."""
-        X = np.asarray(X, dtype=np.float64)
-        n_trees = self.feature.shape[0]
-        tree = np.arange(n_trees)[:, None]
-        rows = np.arange(len(X))[None, :]
-        node = np.zeros((n_trees, len(X)), dtype=np.int64)
-        while True:
-            leaf = self.is_leaf[tree, node]
-            if leaf.all():
-                break
-            go_left = X[rows, self.feature[tree, node]] <= self.threshold[tree, node]
-            node = np.where(leaf, node, np.where(go_left, self.left[tree, node], self.right[tree, node]))
-        return self.baseline[0] + self.value[tree, node].sum(axis=0)
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if self._walk is None:
+            self._walk = _Walk.of(self)
+        w = self._walk
+        n_rows, n_features = X.shape
+        # every (tree, row) pair walks down together; a leaf points to itself, so a fixed number of
+        # steps (the deepest leaf's depth) needs no per-step "all done?" test
+        node = np.repeat(w.roots, n_rows)
+        cell = np.tile(np.arange(n_rows) * n_features, len(w.roots))
+        flat = X.ravel()
+        for _ in range(w.depth):
+            right = flat[cell + w.feature[node]] > w.threshold[node]
+            node = w.child[2 * node + right]
+        return self.baseline[0] + w.value[node].reshape(len(w.roots), n_rows).sum(axis=0)
+
+
+@dataclass
+class _Walk:
+    """A forest's nodes as flat arrays, leaves made self-loops: what :meth:`Forest.raw` walks."""
+
+    roots: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    child: np.ndarray  # 2 × node + (go right)
+    value: np.ndarray
+    depth: int
+
+    @classmethod
+    def of(cls, f: Forest) -> _Walk:
+        n_trees, width = f.feature.shape
+        base = (np.arange(n_trees) * width)[:, None]
+        ids = base + np.arange(width)[None, :]
+        leaf = f.is_leaf.ravel()
+        left = np.where(f.is_leaf, ids, base + f.left).ravel()
+        right = np.where(f.is_leaf, ids, base + f.right).ravel()
+        child = np.stack([left, right], axis=1).ravel()
+        depth, level = 0, np.zeros(len(leaf), dtype=bool)  # deepest leaf, found by walking level by level
+        level[base.ravel()] = True
+        while (level & ~leaf).any():
+            inner = np.flatnonzero(level & ~leaf)
+            level = np.zeros(len(leaf), dtype=bool)
+            level[left[inner]] = True
+            level[right[inner]] = True
+            depth += 1
+        return cls(
+            roots=base.ravel(),
+            feature=np.where(leaf, 0, f.feature.ravel()).astype(np.int64),
+            threshold=np.where(leaf, np.inf, f.threshold.ravel()),
+            child=child,
+            value=f.value.ravel(),
+            depth=depth,
+        )
 
 
 def _flatten(node: dict[str, Any], nodes: list[dict[str, Any]]) -> int:
