@@ -13,6 +13,7 @@ from ragmed.errors import IndexCorruptError
 from ragmed.index.glossary import english_titles
 from ragmed.normalize import DiseaseNormalizer
 from ragmed.normalize.english import EnglishTitles, fold, latin_runs
+from ragmed.normalize.model import F, _Query
 
 from .test_normalize import make_entries
 
@@ -176,3 +177,13 @@ def test_a_rule_learned_from_a_lone_letter_is_not_applied_inside_a_latin_word() 
     assert "歯周炎悪化" in rewritten("p悪化")
     assert "歯周炎" in rewritten("p")
     assert not any("歯周炎" in t for t in rewritten("ipf") + rewritten("pcos"))
+
+    def found_inside(key: str) -> float:  # the surface Ｐ found inside the query
+        sims, name_sims, prof_sims = m._sims([key], view)
+        q = _Query(key, sims[0], name_sims[0], prof_sims[0], view)
+        m._candidates(q)
+        v = q.cands.get(m.label_id["歯周炎"])
+        return 0.0 if v is None else float(v[F["sub_surface"]])
+
+    assert found_inside("p悪化") > 0
+    assert found_inside("ipf") == found_inside("pcos") == 0

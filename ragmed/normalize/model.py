@@ -702,6 +702,8 @@ class DiseaseNormalizer:
         subs = set()
         for a in range(len(key)):
             for b in range(a + 1, min(len(key), a + MAX_SUBSTRING) + 1):
+                if _inside_word(key, a, b):  # Ｐ (歯周炎) is no mention inside ＡＰＳ
+                    continue
                 sub = key[a:b]
                 subs.add(sub)
                 pre, suf = key[:a], key[b:]
@@ -767,7 +769,7 @@ class DiseaseNormalizer:
             for a in range(n):
                 for b in range(a + 2, min(n, a + MAX_SUBSTRING) + 1):
                     sub = text[a:b]
-                    if sub in subs or (a == 0 and b == n):
+                    if sub in subs or (a == 0 and b == n) or _inside_word(text, a, b):
                         continue
                     labs = self.name_index.get(sub)
                     if not labs:
@@ -1286,8 +1288,9 @@ def _repeats(key: str) -> list[tuple[int, int]]:
 
 
 def _inside_word(key: str, a: int, b: int) -> bool:
-    """``key[a:b]`` cuts a Latin-letter word (``p`` in ``ipf``): a rule learned from a letter written
-    alone (Ｐ → 歯周炎, ａ → 成人) says nothing about that letter inside an acronym or an English word."""
+    """``key[a:b]`` cuts a Latin-letter word (``p`` in ``ipf``): a surface or a rule learned from a
+    letter written alone (Ｐ → 歯周炎, ａ → 成人) says nothing about that letter inside an acronym or an
+    English word."""
 
     def letter(i: int) -> bool:
         return 0 <= i < len(key) and key[i].isascii() and key[i].isalpha()
