@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 FIELDS = ("feature", "threshold", "left", "right", "is_leaf", "value", "baseline")
+WALK_ROWS = 64  # rows walked together (one query scores ~40 candidates)
 
 
 @dataclass
@@ -88,6 +89,8 @@ class Forest:
         X = np.ascontiguousarray(X, dtype=np.float64)
         if self._walk is None:
             self._walk = _Walk.of(self)
+        if len(X) > WALK_ROWS:  # trees × rows index arrays past the CPU cache walk 4× slower per row
+            return np.concatenate([self.raw(X[i : i + WALK_ROWS]) for i in range(0, len(X), WALK_ROWS)])
         w = self._walk
         n_rows, n_features = X.shape
         # every (tree, row) pair walks down together; a leaf points to itself, so a fixed number of

@@ -20,11 +20,12 @@ them:
    (:mod:`ragmed.normalize.english`: ``ＣＯＰＤ`` → J44.9 "Chronic obstructive pulmonary disease" → the
    names filed under J44.9; ``Ｔｏｘｉｃ　ｓｈｏｃｋ　ｓｙｎｄｒｏｍｅ`` → A48.3).
 
-The ranker (LightGBM LambdaRank trees, walked in numpy at query time) is trained on the dictionary
-itself, leave-one-fold-out: a sampled variant row is queried against the dictionary minus its fold —
-neighbours, rules, affix and label counts alike — which is the situation of unseen wording, with no
-count that betrays the gold. In every other fold the query's family of variants (右X for 左X, X術後 …)
-leaves with it, as it does for real unseen wording, which comes without its siblings.
+The ranker (three bagged LightGBM LambdaRank rankers, stored as one forest walked in numpy at query
+time) is trained on the dictionary itself, leave-one-fold-out: a sampled variant row is queried against
+the dictionary minus its fold — neighbours, rules, affix and label counts alike — which is the
+situation of unseen wording, with no count that betrays the gold. In every other fold the query's
+family of variants (右X for 左X, X術後 …) leaves with it, as it does for real unseen wording, which
+comes without its siblings.
 
 ``-1`` (Manbyo's "no single standard name") is a label like any other, but a different kind of answer:
 it is ranked first only when no real name is credible (its ranking score carries a fixed penalty,
