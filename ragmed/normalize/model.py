@@ -56,7 +56,13 @@ from ragmed.normalize.forest import Forest
 from ragmed.normalize.lookup import Lookup
 from ragmed.normalize.results import Mention, NormalizedName
 from ragmed.normalize.store import Reader, Writer
-from ragmed.normalize.text import is_latin, normalize_key, normalize_with_offsets, split_names
+from ragmed.normalize.text import (
+    cuts_word,
+    is_latin_letter,
+    normalize_key,
+    normalize_with_offsets,
+    split_names,
+)
 from ragmed.normalize.tfidf import CharTfidf
 
 NEIGHBOURS = 40  # TF-IDF nearest surface forms whose labels become candidates
@@ -605,7 +611,7 @@ class DiseaseNormalizer:
         for a in range(len(key)):
             for b in range(a + 1, min(len(key), a + R.MAX_LHS) + 1):
                 rids = table.get(key[a:b])
-                if not rids or _inside_word(key, a, b):
+                if not rids or cuts_word(key, a, b, is_latin_letter):
                     continue
                 used = 0
                 for rid in rids:
@@ -703,7 +709,7 @@ class DiseaseNormalizer:
         subs = set()
         for a in range(len(key)):
             for b in range(a + 1, min(len(key), a + MAX_SUBSTRING) + 1):
-                if _inside_word(key, a, b):  # Ｐ (歯周炎) is no mention inside ＡＰＳ
+                if cuts_word(key, a, b, is_latin_letter):  # Ｐ (歯周炎) is no mention inside ＡＰＳ
                     continue
                 sub = key[a:b]
                 subs.add(sub)
@@ -742,7 +748,7 @@ class DiseaseNormalizer:
                         v[F["sub_name_pre_cover"]] = R.affix_cover(pre, view.prefix)
                         v[F["sub_name_suf_cover"]] = R.affix_cover(suf, view.suffix)
         # 2b. Latin letters: acronyms and English phrases of the ICD-10 titles (ＣＯＰＤ → J44.9 → names)
-        if self.english is not None and any(is_latin(ch) and ch.isalpha() for ch in key):
+        if self.english is not None and any(is_latin_letter(ch) for ch in key):
             for lab, (acronym, phrase) in self.english.match(key).items():
                 v = feat(lab)
                 if v is not None:
@@ -770,7 +776,7 @@ class DiseaseNormalizer:
             for a in range(n):
                 for b in range(a + 2, min(n, a + MAX_SUBSTRING) + 1):
                     sub = text[a:b]
-                    if sub in subs or (a == 0 and b == n) or _inside_word(text, a, b):
+                    if sub in subs or (a == 0 and b == n) or cuts_word(text, a, b, is_latin_letter):
                         continue
                     labs = self.name_index.get(sub)
                     if not labs:
@@ -910,7 +916,7 @@ class DiseaseNormalizer:
         key, view = q.key, q.view
         qchars = set(key)
         qbigrams = {key[i : i + 2] for i in range(len(key) - 1)}
-        latin = float(any(is_latin(ch) and ch.isalpha() for ch in key))
+        latin = float(any(is_latin_letter(ch) for ch in key))
         for lab, v in q.cands.items():
             new = q.new.get(lab)
             parts = self.label_parts[lab] if new is None else [self.label_parts[part][0] for part in new]
@@ -979,8 +985,7 @@ class DiseaseNormalizer:
         rng = np.random.default_rng(seed)
         n = len(self.keys)
         fold = rng.integers(0, n_folds, size=n)
-        labels = np.asarray(self.labels, dtype=object)[self.entry_label]
-        anchor = np.asarray(self.cols["surface"], dtype=object) == labels  # rows whose surface is the name
+        anchor = self._anchors()
         pool = rng.permutation(np.flatnonzero(~anchor))  # the wording to normalize is variants
         if len(pool) < MIN_RANKER_QUERIES:
             pool = rng.permutation(n)
@@ -1039,6 +1044,11 @@ class DiseaseNormalizer:
             ranker = lightgbm.LGBMRanker(**RANKER_PARAMS, random_state=seed + i)
             forests.append(Forest.from_lightgbm(ranker.fit(X, y, group=group).booster_))
         self.ranker = Forest.mean(forests)
+
+    def _anchors(self) -> np.ndarray:
+        """Per entry: its surface is its standard name (the dictionary's anchors, never hidden)."""
+        labels = np.asarray(self.labels, dtype=object)[self.entry_label]
+        return np.asarray(self.cols["surface"], dtype=object) == labels
 
     def _families(self, chosen: np.ndarray, anchor: np.ndarray) -> np.ndarray:
         """(query, entry) pairs: the variants that leave the dictionary with each training query.
@@ -1205,9 +1215,7 @@ class DiseaseNormalizer:
                 sub = norm[i:j]
                 if not self._disease_key(sub):
                     continue
-                if is_latin(sub[0]) and i > 0 and is_latin(norm[i - 1]):
-                    continue  # "HT" inside "HTML" is no mention
-                if is_latin(sub[-1]) and j < n and is_latin(norm[j]):
+                if cuts_word(norm, i, j):  # "HT" inside "HTML" is no mention
                     continue
                 match = j
                 break
@@ -1286,17 +1294,6 @@ def _repeats(key: str) -> list[tuple[int, int]]:
                 if key[i + length : j] == gap and key[j : j + length] == piece:
                     out.append((i + length, j + length))
     return out[:4]
-
-
-def _inside_word(key: str, a: int, b: int) -> bool:
-    """``key[a:b]`` cuts a Latin-letter word (``p`` in ``ipf``): a surface or a rule learned from a
-    letter written alone (Ｐ → 歯周炎, ａ → 成人) says nothing about that letter inside an acronym or an
-    English word."""
-
-    def letter(i: int) -> bool:
-        return 0 <= i < len(key) and key[i].isascii() and key[i].isalpha()
-
-    return (letter(a) and letter(a - 1)) or (letter(b - 1) and letter(b))
 
 
 def _sigmoid(x: float) -> float:

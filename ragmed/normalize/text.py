@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 
 from ragmed.manbyo import NO_CODE, nfkc
 
@@ -27,6 +28,21 @@ def split_names(cell: str) -> list[str]:
 
 def is_latin(ch: str) -> bool:
     return ch.isascii() and ch.isalnum()
+
+
+def is_latin_letter(ch: str) -> bool:
+    return ch.isascii() and ch.isalpha()
+
+
+def cuts_word(text: str, a: int, b: int, letter: Callable[[str], bool] = is_latin) -> bool:
+    """``text[a:b]`` starts or ends inside a run of ``letter`` chars: "HT" inside "HTML" is no
+    mention, and a rule or surface learned from a letter written alone (Ｐ → 歯周炎) says nothing about
+    that letter inside an acronym (ＩＰＦ)."""
+
+    def inside(i: int, j: int) -> bool:
+        return i >= 0 and j < len(text) and letter(text[i]) and letter(text[j])
+
+    return inside(a - 1, a) or inside(b - 1, b)
 
 
 def normalize_with_offsets(text: str) -> tuple[str, list[tuple[int, int]]]:
