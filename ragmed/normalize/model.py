@@ -51,6 +51,7 @@ import ragmed.normalize.mentions as M
 import ragmed.normalize.rules as R
 from ragmed.errors import IndexCorruptError, InputError, NotFoundError
 from ragmed.manbyo import NO_CODE, ManbyoEntry
+from ragmed.normalize.charenc import CharEncoder
 from ragmed.normalize.forest import FIELDS as FOREST_FIELDS
 from ragmed.normalize.forest import Forest
 from ragmed.normalize.lookup import Lookup
@@ -68,6 +69,7 @@ from ragmed.normalize.tfidf import CharTfidf
 NEIGHBOURS = 40  # TF-IDF nearest surface forms whose labels become candidates
 NAME_NEIGHBOURS = 15  # TF-IDF nearest standard names
 PROFILE_NEIGHBOURS = 25  # TF-IDF nearest label profiles
+ENCODER_NEIGHBOURS = 10  # nearest standard names by the learned character encoder
 COMPOSITES_PER_PART = 4  # most frequent composite cells tried for a name found in the query
 NEW_COMPOSITES = 4  # composite cells the dictionary does not hold, assembled from two names in the query
 TRAIN_NEGATIVES = 15  # hardest wrong candidates kept per training query …
@@ -164,6 +166,10 @@ FEATURES = [
     "q_top_prof",
     "q_best_rw",
     "q_n_cands",
+    "enc_cos",
+    "enc_rank_inv",
+    "enc_gap",
+    "q_enc_top",
 ]
 # Per-query relative versions (value minus the best among this query's candidates): a pointwise
 # classifier cannot compare candidates of one query otherwise, and top-k is a within-query ranking.
@@ -186,6 +192,7 @@ RELATIVE = [
     "nn_edit",
     "nn_explained",
     "log_prior",
+    "enc_cos",
 ]
 FEATURES += [f"rel_{name}" for name in RELATIVE]
 F = {name: i for i, name in enumerate(FEATURES)}
@@ -211,6 +218,7 @@ class _View:
     prof_XT: sp.csr_matrix  # n-grams × labels, l2-normalized label profiles
     hidden: np.ndarray | None = None  # bool per entry: hidden from this query
     drops: dict[str, int] = field(default_factory=dict)  # pieces the dictionary deletes, with counts
+    encoders: tuple[int, ...] = ()  # the character encoders this query is scored by (their mean)
 
 
 @dataclass
@@ -220,6 +228,7 @@ class _Query:
     name_sims: np.ndarray  # … to every label's name
     prof_sims: np.ndarray  # … to every label's profile
     view: _View
+    enc_sims: np.ndarray | None = None  # character-encoder cosine to every label's name
     cands: dict[int, np.ndarray] = field(default_factory=dict)
     nearest: dict[int, int] = field(default_factory=dict)  # label → its most similar visible entry
     # composite cells the dictionary does not hold (candidate ids from len(labels) on): id → part labels
@@ -270,6 +279,10 @@ class DiseaseNormalizer:
         self.name_XT: sp.csr_matrix | None = None  # n-grams × labels
         self.prof_XT: sp.csr_matrix | None = None  # n-grams × labels
         self.ranker: Forest | None = None
+        # character encoders (charenc) trained on two halves of the dictionary, and per encoder every
+        # label's name encoded (labels × OUT): a training query is scored by the half it is not in
+        self.encoders: list[CharEncoder] = []
+        self.label_enc: list[np.ndarray] = []
         self.english: english_mod.EnglishTitles | None = None
         self.none_penalty = NONE_PENALTY
         self._view: _View | None = None
@@ -477,6 +490,9 @@ class DiseaseNormalizer:
         if self.ranker is not None:
             for name, arr in self.ranker.arrays().items():
                 out.array(f"ranker.{name}", arr)
+        for i, encoder in enumerate(self.encoders):
+            encoder.save(out, f"encoder{i}")
+            out.array(f"encoder{i}.labels", self._label_encodings(i))
         if self.english is not None:
             out.json("english", {"titles": self.english.titles, "labels": self.english.labels})
         out.manifest(
@@ -485,6 +501,7 @@ class DiseaseNormalizer:
                 "labels": len(self.labels),
                 "features": FEATURES,
                 "ranker": self.ranker is not None,
+                "encoders": len(self.encoders),
                 "english": self.english is not None,
                 "none_penalty": self.none_penalty,
             }
@@ -536,6 +553,13 @@ class DiseaseNormalizer:
             self.ranker = Forest(
                 **{name: store.array(f"ranker.{name}", mmap=False) for name in FOREST_FIELDS}
             )
+        for i in range(int(manifest.get("encoders", 0))):
+            self.encoders.append(CharEncoder.load(store, f"encoder{i}"))
+            self.label_enc.append(store.array(f"encoder{i}.labels"))
+            if self.label_enc[-1].shape != (len(self.labels), len(self.encoders[-1].out_b)):
+                raise IndexCorruptError(
+                    f"{src / f'encoder{i}.labels.npy'}: not one encoding per label; rebuild the index"
+                )
         if manifest.get("english"):
             data = store.json("english")
             try:
@@ -566,6 +590,7 @@ class DiseaseNormalizer:
             counts = np.bincount(self.entry_label, minlength=len(self.labels))
             self._view = _View(counts, self.prefix_counts, self.suffix_counts, self.rule_counts, self.prof_XT)
             self._view.drops = self._drops(self.rule_counts)
+            self._view.encoders = tuple(range(len(self.encoders)))
         return self._view
 
     def _drops(self, rule_counts: np.ndarray) -> dict[str, int]:
@@ -589,11 +614,30 @@ class DiseaseNormalizer:
         prof = self._profiles(self._X, self._name_X, ~hidden)
         return _View(counts, +prefix, +suffix, rule_counts, prof, hidden, self._drops(rule_counts))
 
-    def _sims(self, keys: list[str], view: _View) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """TF-IDF cosine of each key to every entry surface, label name and label profile."""
+    def _sims(
+        self, keys: list[str], view: _View
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """TF-IDF cosine of each key to every entry surface, label name and label profile; and the
+        character encoders' cosine to every label's name (or None without encoders)."""
         assert self.tfidf is not None and self.XT is not None and self.name_XT is not None
         Q = self.tfidf.transform(keys)
-        return (Q @ self.XT).toarray(), (Q @ self.name_XT).toarray(), (Q @ view.prof_XT).toarray()
+        enc = None
+        if view.encoders:
+            enc = sum(self.encoders[i].encode(keys) @ self._label_encodings(i).T for i in view.encoders)
+            enc /= len(view.encoders)
+        return (Q @ self.XT).toarray(), (Q @ self.name_XT).toarray(), (Q @ view.prof_XT).toarray(), enc
+
+    def _label_text(self, lab: int) -> str:
+        return ",".join(self.label_parts[lab])  # "-1" has no names: it encodes to zeros
+
+    def _label_encodings(self, i: int) -> np.ndarray:
+        """Encoder ``i``'s encoding of every label's name (labels added since it was computed are
+        encoded now: ``add`` brings new names)."""
+        done = len(self.label_enc[i])
+        if done < len(self.labels):
+            new = self.encoders[i].encode([self._label_text(lab) for lab in range(done, len(self.labels))])
+            self.label_enc[i] = np.vstack([self.label_enc[i], new])
+        return self.label_enc[i]
 
     def _label_entries(self, lab: int) -> np.ndarray:
         if self._label_order is None:
@@ -704,6 +748,18 @@ class DiseaseNormalizer:
                     v = feat(int(lab))
                     if v is not None:
                         v[F[feature]] = 1.0 / (1 + rank)
+        # 1b. the names the character encoders put nearest (the pieces it learned: Ｃｌ → クロール)
+        tops["enc"] = 0.0
+        if q.enc_sims is not None:
+            enc = np.where(counts > 0, q.enc_sims, -1.0)
+            kk = min(ENCODER_NEIGHBOURS, len(enc))
+            best = np.argpartition(-enc, kk - 1)[:kk]
+            best = best[np.argsort(-enc[best])]
+            tops["enc"] = float(enc[best[0]])
+            for rank, lab in enumerate(best):
+                v = feat(int(lab))
+                if v is not None:
+                    v[F["enc_rank_inv"]] = 1.0 / (1 + rank)
         # 2. dictionary keys (surface forms, names) that are substrings of the query
         matched_parts: dict[str, list[tuple[int, int]]] = defaultdict(list)
         subs = set()
@@ -930,6 +986,11 @@ class DiseaseNormalizer:
             v[F["name_gap"]] = tops["name"] - v[F["name_cos"]]
             v[F["prof_cos"]] = float(q.prof_sims[lab]) if new is None else 0.0
             v[F["prof_gap"]] = tops["prof"] - v[F["prof_cos"]]
+            if q.enc_sims is not None:
+                # an assembled composite: its two names' mean
+                enc = float(q.enc_sims[lab] if new is None else q.enc_sims[list(new)].mean())
+                v[F["enc_cos"]] = enc
+                v[F["enc_gap"]] = tops["enc"] - enc
             near = q.nearest.get(lab)
             if near is not None:
                 other = self.keys[near]
@@ -966,6 +1027,7 @@ class DiseaseNormalizer:
             "q_top_prof": tops["prof"],
             "q_best_rw": float(max(block[:, F["rw_exact_name"]].max(), block[:, F["rw_sub"]].max())),
             "q_n_cands": float(len(q.cands)),
+            "q_enc_top": tops["enc"],
         }
         best = block[:, REL_SRC].max(axis=0)
         for v in q.cands.values():
@@ -994,6 +1056,7 @@ class DiseaseNormalizer:
         ys: list[int] = []
         none_lab = self.label_id.get(NO_CODE)
         family = self._families(chosen[fold[chosen] % FAMILY_EVERY == 0], anchor)
+        self._train_encoders(fold, family[:, 1], anchor, seed)
         for f in range(n_folds):
             mine = chosen[fold[chosen] == f]
             if not len(mine):
@@ -1002,14 +1065,16 @@ class DiseaseNormalizer:
             if f % FAMILY_EVERY == 0:
                 hidden[family[np.isin(family[:, 0], mine), 1]] = True
             view = self._fold_view(hidden)
+            view.encoders = (f % len(self.encoders),) if self.encoders else ()
             gold_of = self.entry_label[mine]
             two_names = np.asarray([len(self.label_parts[lab]) == 2 for lab in gold_of], dtype=bool)
             mine = mine[(view.label_counts[gold_of] > 0) | two_names]  # gold reachable (or assembled)
             for start in range(0, len(mine), QUERY_CHUNK):
                 batch = mine[start : start + QUERY_CHUNK]
-                sims, name_sims, prof_sims = self._sims([self.keys[i] for i in batch], view)
+                sims, name_sims, prof_sims, enc = self._sims([self.keys[i] for i in batch], view)
                 for j, i in enumerate(batch):
                     q = _Query(self.keys[i], sims[j], name_sims[j], prof_sims[j], view)
+                    q.enc_sims = None if enc is None else enc[j]
                     self._candidates(q)
                     gold = int(self.entry_label[i])
                     if view.label_counts[gold] <= 0:  # a hidden composite: reachable only if assembled
@@ -1044,6 +1109,30 @@ class DiseaseNormalizer:
             ranker = lightgbm.LGBMRanker(**RANKER_PARAMS, random_state=seed + i)
             forests.append(Forest.from_lightgbm(ranker.fit(X, y, group=group).booster_))
         self.ranker = Forest.mean(forests)
+
+    def _train_encoders(self, fold: np.ndarray, family: np.ndarray, anchor: np.ndarray, seed: int) -> None:
+        """Two character encoders, one per half of the folds: the queries of even folds are scored by
+        the encoder of the odd folds, trained without their families of variants as well (as their
+        fold views hide them), and the other way round — so no training query's encoder saw it or,
+        where its family is hidden, its siblings. Normalizing scores by both (their mean)."""
+        named = np.asarray([bool(self.label_parts[lab]) for lab in self.entry_label])
+        without_family = np.ones(len(self.keys), dtype=bool)
+        without_family[family] = False
+        self.encoders, self.label_enc = [], []
+        for half, keep in enumerate(((fold % 2 == 1) & without_family, fold % 2 == 0)):
+            rows = np.flatnonzero(named & (keep | anchor))
+            if len(np.unique(self.entry_label[rows])) < 2:  # nothing to contrast: no encoders
+                self.encoders, self.label_enc = [], []
+                return
+            self.encoders.append(
+                CharEncoder.train(
+                    [self.keys[e] for e in rows],
+                    [self._label_text(int(self.entry_label[e])) for e in rows],
+                    seed=seed + half,
+                )
+            )
+            self.label_enc.append(np.zeros((0, len(self.encoders[-1].out_b)), dtype=np.float32))
+        self._view = None  # the full view scores by both encoders
 
     def _anchors(self) -> np.ndarray:
         """Per entry: its surface is its standard name (the dictionary's anchors, never hidden)."""
@@ -1108,13 +1197,14 @@ class DiseaseNormalizer:
         keys = [normalize_key(t) for t in terms]
         view = self._full_view()
         live = [key for key in keys if key]
-        sims, name_sims, prof_sims = self._sims(live, view) if live else (None, None, None)
+        sims, name_sims, prof_sims, enc = self._sims(live, view) if live else (None,) * 4
         queries, row = [], 0
         for key in keys:
             if not key:
                 queries.append(None)
                 continue
             q = _Query(key, sims[row], name_sims[row], prof_sims[row], view)  # type: ignore[index]
+            q.enc_sims = None if enc is None else enc[row]
             row += 1
             self._candidates(q)
             queries.append(q)
