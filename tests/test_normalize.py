@@ -265,15 +265,15 @@ def test_load_without_saved_normalizer_names_the_folder(tmp_path: Path) -> None:
 def test_loading_and_querying_never_import_the_training_libraries(
     model: DiseaseNormalizer, tmp_path: Path
 ) -> None:
-    """LightGBM and scikit-learn (≈0.5 s to import) are fit-time tools: a one-shot `ragmed normalize`
-    never pays them."""
+    """LightGBM, scikit-learn and torch (≈0.5–2 s to import) are fit-time tools: a one-shot `ragmed
+    normalize` never pays them (the character encoder runs in numpy)."""
     model.save(tmp_path)
     code = (
         "import sys\nfrom pathlib import Path\nfrom ragmed.normalize import DiseaseNormalizer\n"
         f"n = DiseaseNormalizer.load(Path({str(tmp_path)!r}))\n"
         "assert n.normalize('DM')[0].standard_name == '糖尿病'\n"
         "assert n.find_mentions('HTなし')[0].negated\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'joblib', 'lightgbm')))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'joblib', 'lightgbm', 'torch')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

@@ -5,6 +5,7 @@ assembled from two names found in the query. Dictionary rows here are written in
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from ragmed.normalize import DiseaseNormalizer
 from ragmed.normalize.english import EnglishTitles, fold, latin_runs
 from ragmed.normalize.model import F, _Query
 
+from .conftest import FIXTURES
 from .test_normalize import make_entries
 
 # (surface, icd10, standard name): no Latin-letter surface anywhere, so an acronym can only be found
@@ -162,6 +164,25 @@ def test_normalizer_saved_with_older_features_says_rebuild(model: DiseaseNormali
         DiseaseNormalizer.load(tmp_path)
 
 
+def test_normalizer_saved_before_the_character_encoders_loads_and_answers_as_it_did(tmp_path: Path) -> None:
+    """tests/fixtures/normalizer_76 was saved by the ragmed before the encoders (76 ranker features; its
+    make.py says how): the encoders' features come after those columns, so it needs no rebuild."""
+    folder = FIXTURES / "normalizer_76"
+    old = DiseaseNormalizer.load(folder)
+    assert old.ranker is not None and not old.encoders
+    answers = json.loads((folder / "answers.json").read_text(encoding="utf-8"))
+    for term, expected in answers.items():
+        assert [r.model_dump() for r in old.normalize(term)] == expected, term
+    # a ranker that reads a column its manifest does not list is refused
+    shutil.copytree(folder / "normalizer", tmp_path / "normalizer")
+    path = tmp_path / "normalizer" / "manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest["features"] = manifest["features"][:40]
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(IndexCorruptError, match="ranker reads features"):
+        DiseaseNormalizer.load(tmp_path)
+
+
 # ------------------------------------------------------------------------------ rewrite rules
 def test_a_rule_learned_from_a_lone_letter_is_not_applied_inside_a_latin_word() -> None:
     """Dental charts write 歯周炎 as a lone Ｐ: the rule p → 歯周炎 is real for 「Ｐ悪化」, noise for ＩＰＦ
@@ -179,7 +200,7 @@ def test_a_rule_learned_from_a_lone_letter_is_not_applied_inside_a_latin_word() 
     assert not any("歯周炎" in t for t in rewritten("ipf") + rewritten("pcos"))
 
     def found_inside(key: str) -> float:  # the surface Ｐ found inside the query
-        sims, name_sims, prof_sims = m._sims([key], view)
+        sims, name_sims, prof_sims, _ = m._sims([key], view)
         q = _Query(key, sims[0], name_sims[0], prof_sims[0], view)
         m._candidates(q)
         v = q.cands.get(m.label_id["歯周炎"])

@@ -8,6 +8,8 @@ them:
 
 1. char 1–3-gram TF-IDF neighbours among the ~72k surface forms, among the standard names, and among
    *label profiles* (all surfaces of one standard name summed: which n-grams a name is written with);
+   and the names nearest by a character encoder learned from the dictionary's own pairs
+   (:mod:`ragmed.normalize.charenc`: which pieces stand for which — ``Ｃｌ`` for クロール, 鼻ポリープ for 鼻茸);
 2. dictionary surfaces and names found inside the query (with learned statistics of the affixes the
    dictionary drops around a name: 左…, …術後, …軽度);
 3. learned rewrite rules (:mod:`ragmed.normalize.rules`, from aligning every surface with its name)
@@ -23,7 +25,8 @@ them:
 The ranker (three bagged LightGBM LambdaRank rankers, stored as one forest walked in numpy at query
 time) is trained on the dictionary itself, leave-one-fold-out: a sampled variant row is queried against
 the dictionary minus its fold — neighbours, rules, affix and label counts alike — which is the
-situation of unseen wording, with no count that betrays the gold. In every other fold the query's
+situation of unseen wording, with no count that betrays the gold. The character encoders are two, each
+trained on one half of the folds; a training query is scored by the one that never saw it. In every other fold the query's
 family of variants (右X for 左X, X術後 …) leaves with it, as it does for real unseen wording, which
 comes without its siblings.
 
@@ -166,10 +169,6 @@ FEATURES = [
     "q_top_prof",
     "q_best_rw",
     "q_n_cands",
-    "enc_cos",
-    "enc_rank_inv",
-    "enc_gap",
-    "q_enc_top",
 ]
 # Per-query relative versions (value minus the best among this query's candidates): a pointwise
 # classifier cannot compare candidates of one query otherwise, and top-k is a within-query ranking.
@@ -192,9 +191,12 @@ RELATIVE = [
     "nn_edit",
     "nn_explained",
     "log_prior",
-    "enc_cos",
 ]
 FEATURES += [f"rel_{name}" for name in RELATIVE]
+# the character encoders' features come last: a normalizer saved before them (whose ranker reads only
+# the columns above) still loads, and scores as it did
+FEATURES += ["enc_cos", "enc_rank_inv", "enc_gap", "q_enc_top", "rel_enc_cos"]
+RELATIVE += ["enc_cos"]
 F = {name: i for i, name in enumerate(FEATURES)}
 REL_SRC = np.asarray([F[name] for name in RELATIVE])
 REL_DST = np.asarray([F[f"rel_{name}"] for name in RELATIVE])
@@ -515,7 +517,10 @@ class DiseaseNormalizer:
             raise NotFoundError(f"{src}: no saved disease normalizer here (build the index with --manbyo)")
         store = Reader(src)
         manifest = store.manifest
-        if manifest.get("features") != FEATURES:
+        saved = manifest.get("features")
+        if not isinstance(saved, list) or saved != FEATURES[: len(saved)]:
+            # features were only ever appended since the encoders: a ranker saved before them reads the
+            # same columns; one saved before that (features inserted among the others) would not
             raise IndexCorruptError(
                 f"{src / 'manifest.json'}: saved by a ragmed with other ranker features; "
                 "rebuild the index (ragmed index build …)"
@@ -553,6 +558,11 @@ class DiseaseNormalizer:
             self.ranker = Forest(
                 **{name: store.array(f"ranker.{name}", mmap=False) for name in FOREST_FIELDS}
             )
+            if self.ranker.feature[~self.ranker.is_leaf].max(initial=0) >= len(saved):
+                raise IndexCorruptError(
+                    f"{src / 'ranker.feature.npy'}: the ranker reads features its manifest does not "
+                    "list; rebuild the index (ragmed index build …)"
+                )
         for i in range(int(manifest.get("encoders", 0))):
             self.encoders.append(CharEncoder.load(store, f"encoder{i}"))
             self.label_enc.append(store.array(f"encoder{i}.labels"))
