@@ -450,3 +450,41 @@ def test_bagged_rankers_score_the_mean_of_their_trees() -> None:
     assert forests[0].feature.shape[1] != forests[1].feature.shape[1]
     mean = Forest.mean(forests)
     np.testing.assert_allclose(mean.raw(X), (forests[0].raw(X) + forests[1].raw(X)) / 2, rtol=0, atol=1e-9)
+
+
+def test_no_training_query_is_scored_by_an_encoder_that_saw_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two character encoders learn from the two halves of the folds; even folds (whose families are
+    hidden) are scored by the odd folds' encoder, which also never sees those families; the anchors (a
+    name's own row) and no "-1" row are in both. The real encoder trains; this only records its input."""
+    from ragmed.normalize.charenc import CharEncoder
+
+    rows = [
+        ("左肘部管症候群", "G562", "肘部管症候群"),
+        ("右肘部管症候群", "G562", "肘部管症候群"),
+        ("肘部管症候群", "G562", "肘部管症候群"),
+        ("尺骨神経麻痺", "G562", "肘部管症候群"),
+        ("左手根管症候群", "G560", "手根管症候群"),
+        ("手根管症候群", "G560", "手根管症候群"),
+        ("正中神経麻痺", "G560", "手根管症候群"),
+        ("経過良好", "-1", "-1"),
+    ]
+    model = DiseaseNormalizer.fit(make_entries(rows))
+    seen: list[set[str]] = []
+    real = CharEncoder.train.__func__  # type: ignore[attr-defined]
+
+    def recording(cls, surfaces, names, seed=0, epochs=1):  # noqa: ANN001
+        seen.append(set(surfaces))
+        return real(cls, surfaces, names, seed=seed, epochs=1)
+
+    monkeypatch.setattr(CharEncoder, "train", classmethod(recording))
+    fold = np.asarray([0, 1, 0, 1, 2, 3, 3, 0])  # entries 0, 2, 7 even; 1, 3 odd …
+    family = np.asarray([1])  # … and 右肘部管症候群 is the family of a query in an even fold
+    model._train_encoders(fold, family, model._anchors(), seed=0)
+    keys = [normalize_key(s) for s, _, _ in rows]
+    assert seen[0] == {keys[i] for i in (2, 3, 5, 6)}  # odd folds minus the family, plus the anchors
+    assert seen[1] == {keys[i] for i in (0, 2, 4, 5)}  # even folds plus the anchors; never "-1"
+    assert len(model.encoders) == 2 and model._full_view().encoders == (0, 1)
+    q = model.keys[0]
+    sims = model._sims([q], model._full_view())[3]
+    both = [model.encoders[i].encode([q]) @ model._label_encodings(i).T for i in (0, 1)]
+    np.testing.assert_allclose(sims, (both[0] + both[1]) / 2, atol=1e-6)
