@@ -25,10 +25,10 @@ them:
 The ranker (three bagged LightGBM LambdaRank rankers, stored as one forest walked in numpy at query
 time) is trained on the dictionary itself, leave-one-fold-out: a sampled variant row is queried against
 the dictionary minus its fold — neighbours, rules, affix and label counts alike — which is the
-situation of unseen wording, with no count that betrays the gold. The character encoders are two, each
-trained on one half of the folds; a training query is scored by the one that never saw it. In every other fold the query's
+situation of unseen wording, with no count that betrays the gold. In every other fold the query's
 family of variants (右X for 左X, X術後 …) leaves with it, as it does for real unseen wording, which
-comes without its siblings.
+comes without its siblings. The character encoders are two, each trained on one half of the folds: a
+training query is scored by the one that never saw it (nor, where its family is hidden, its siblings).
 
 ``-1`` (Manbyo's "no single standard name") is a label like any other, but a different kind of answer:
 it is ranked first only when no real name is credible (its ranking score carries a fixed penalty,
@@ -1125,6 +1125,7 @@ class DiseaseNormalizer:
         the encoder of the odd folds, trained without their families of variants as well (as their
         fold views hide them), and the other way round — so no training query's encoder saw it or,
         where its family is hidden, its siblings. Normalizing scores by both (their mean)."""
+        assert FAMILY_EVERY == 2, "the encoders' halves are the folds' parity: families hide in even folds"
         named = np.asarray([bool(self.label_parts[lab]) for lab in self.entry_label])
         without_family = np.ones(len(self.keys), dtype=bool)
         without_family[family] = False
