@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+import ragmed.normalize._charenc_torch as T
 from ragmed.errors import IndexCorruptError
 from ragmed.manbyo import load_manbyo
-from ragmed.normalize import _charenc_torch as T
 from ragmed.normalize import charenc
 from ragmed.normalize.charenc import CharEncoder
 from ragmed.normalize.store import Reader, Writer

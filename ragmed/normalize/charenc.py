@@ -48,14 +48,7 @@ class CharEncoder:
 
     # ------------------------------------------------------------------ encoding
     def ids(self, texts: list[str]) -> np.ndarray:
-        """(texts, longest) character ids, 0-padded; an unseen character gets the last row."""
-        unknown = len(self.emb) - 1
-        width = max((min(len(t), MAX_CHARS) for t in texts), default=1) or 1
-        out = np.zeros((len(texts), width), dtype=np.int64)
-        for i, text in enumerate(texts):
-            row = [self.chars.get(ch, unknown) for ch in text[:MAX_CHARS]]
-            out[i, : len(row)] = row
-        return out
+        return _char_ids(self.chars, texts)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """(texts, OUT) float32, unit length (an empty text encodes to zeros)."""
@@ -91,7 +84,7 @@ class CharEncoder:
         negative)."""
         import torch  # fit time only
 
-        from ragmed.normalize import _charenc_torch as T
+        import ragmed.normalize._charenc_torch as T
 
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
@@ -99,7 +92,6 @@ class CharEncoder:
         for text in (*surfaces, *names):
             for ch in text[:MAX_CHARS]:
                 chars.setdefault(ch, len(chars) + 1)
-        shell = cls(chars, np.zeros((len(chars) + 2, 1)), *(np.zeros(0),) * 4)
         name_of = {n: i for i, n in enumerate(dict.fromkeys(names))}
         label = np.asarray([name_of[n] for n in names])
         name_ids = list(name_of)
@@ -113,8 +105,8 @@ class CharEncoder:
                 batch = batch[first]
                 if len(batch) < 2:
                     continue
-                q = model(torch.from_numpy(shell.ids([surfaces[i] for i in batch])))
-                k = model(torch.from_numpy(shell.ids([name_ids[label[i]] for i in batch])))
+                q = model(torch.from_numpy(_char_ids(chars, [surfaces[i] for i in batch])))
+                k = model(torch.from_numpy(_char_ids(chars, [name_ids[label[i]] for i in batch])))
                 logits = q @ k.T / TEMPERATURE
                 target = torch.arange(len(batch))
                 loss = T.cross_entropy(logits, target) + T.cross_entropy(logits.T, target)
@@ -147,3 +139,15 @@ class CharEncoder:
                 "together; rebuild the index (ragmed index build …)"
             )
         return cls({ch: i + 1 for i, ch in enumerate(text)}, **arrays)
+
+
+def _char_ids(chars: dict[str, int], texts: list[str]) -> np.ndarray:
+    """(texts, longest) character ids, 0-padded; an unseen character gets the row after the last known
+    one (the embedding has ``len(chars) + 2`` rows: padding, the characters, unseen)."""
+    unknown = len(chars) + 1
+    width = max((min(len(t), MAX_CHARS) for t in texts), default=1) or 1
+    out = np.zeros((len(texts), width), dtype=np.int64)
+    for i, text in enumerate(texts):
+        row = [chars.get(ch, unknown) for ch in text[:MAX_CHARS]]
+        out[i, : len(row)] = row
+    return out

@@ -1129,21 +1129,23 @@ class DiseaseNormalizer:
         named = np.asarray([bool(self.label_parts[lab]) for lab in self.entry_label])
         without_family = np.ones(len(self.keys), dtype=bool)
         without_family[family] = False
-        self.encoders, self.label_enc = [], []
+        encoders: list[CharEncoder] = []
         for half, keep in enumerate(((fold % 2 == 1) & without_family, fold % 2 == 0)):
             rows = np.flatnonzero(named & (keep | anchor))
             if len(np.unique(self.entry_label[rows])) < 2:  # nothing to contrast: no encoders
-                self.encoders, self.label_enc = [], []
-                return
-            self.encoders.append(
+                encoders = []
+                break
+            encoders.append(
                 CharEncoder.train(
                     [self.keys[e] for e in rows],
                     [self._label_text(int(self.entry_label[e])) for e in rows],
                     seed=seed + half,
                 )
             )
-            self.label_enc.append(np.zeros((0, len(self.encoders[-1].out_b)), dtype=np.float32))
-        self._view = None  # the full view scores by both encoders
+        self.encoders = encoders
+        # the labels' encodings are computed on first use (_label_encodings)
+        self.label_enc = [np.zeros((0, len(e.out_b)), dtype=np.float32) for e in encoders]
+        self._view = None  # the full view scores by all encoders
 
     def _anchors(self) -> np.ndarray:
         """Per entry: its surface is its standard name (the dictionary's anchors, never hidden)."""
