@@ -477,6 +477,7 @@ def test_no_training_query_is_scored_by_an_encoder_that_saw_it(monkeypatch: pyte
     assert seen[0] == {keys[i] for i in (2, 3, 5)}  # odd folds minus the family, plus the anchors
     assert seen[1] == {keys[i] for i in (0, 2, 4, 5)}  # even folds plus the anchors; never "-1"
     assert len(model.encoders) == 2 and model._full_view().encoders == (0, 1)
+    assert [model._fold_encoders(f) for f in range(4)] == [(0,), (1,), (0,), (1,)]  # the other half's
     q = model.keys[0]
     sims = model._sims([q], model._full_view())[3]
     both = [model.encoders[i].encode([q]) @ model._label_encodings(i).T for i in (0, 1)]

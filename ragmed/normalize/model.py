@@ -1075,7 +1075,7 @@ class DiseaseNormalizer:
             if f % FAMILY_EVERY == 0:
                 hidden[family[np.isin(family[:, 0], mine), 1]] = True
             view = self._fold_view(hidden)
-            view.encoders = (f % len(self.encoders),) if self.encoders else ()
+            view.encoders = self._fold_encoders(f)
             gold_of = self.entry_label[mine]
             two_names = np.asarray([len(self.label_parts[lab]) == 2 for lab in gold_of], dtype=bool)
             mine = mine[(view.label_counts[gold_of] > 0) | two_names]  # gold reachable (or assembled)
@@ -1146,6 +1146,11 @@ class DiseaseNormalizer:
         # the labels' encodings are computed on first use (_label_encodings)
         self.label_enc = [np.zeros((0, len(e.out_b)), dtype=np.float32) for e in encoders]
         self._view = None  # the full view scores by all encoders
+
+    def _fold_encoders(self, f: int) -> tuple[int, ...]:
+        """The encoder that scores fold f's training queries: the other half's (encoder 0 learned from
+        the odd folds, encoder 1 from the even ones)."""
+        return (f % 2,) if self.encoders else ()
 
     def _anchors(self) -> np.ndarray:
         """Per entry: its surface is its standard name (the dictionary's anchors, never hidden)."""
