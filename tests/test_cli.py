@@ -92,14 +92,21 @@ def test_normalize_term_text_and_batch(cli, tmp_path: Path) -> None:
     for m in mentions:
         assert text[m["metadata"]["start"] : m["metadata"]["end"]] == m["metadata"]["mention"]
     terms = tmp_path / "terms.txt"
-    terms.write_text("ＣＯＰＤ\nくも膜下出血\n", encoding="utf-8")
+    # as an editor on another system may save it: a byte-order mark, CRLF endings, a blank line, and a
+    # term with a line separator (U+2028) inside — one answer per line, each beside its own term
+    terms.write_bytes("\ufeffＣＯＰＤ\r\n\r\nくも膜下出血\u2028\r\n慢性閉塞性肺疾患".encode())
     lines = [
         json.loads(x)
         for x in cli(
             "normalize", "--index", "demo", "--input", str(terms), "--json", "-k", "5"
         ).stdout.splitlines()
     ]
-    assert [x[0]["metadata"]["standard_name"] for x in lines] == ["慢性閉塞性肺疾患", "くも膜下出血"]
+    assert len(lines) == 4 and lines[1] == []
+    assert [x[0]["metadata"]["standard_name"] for x in lines if x] == [
+        "慢性閉塞性肺疾患",
+        "くも膜下出血",
+        "慢性閉塞性肺疾患",
+    ]
 
 
 def test_errors_are_one_clear_line(cli, tmp_path: Path) -> None:

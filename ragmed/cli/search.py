@@ -14,12 +14,19 @@ from ragmed.errors import InputError, NotFoundError
 
 
 def read_lines(input_file: Path) -> list[str]:
+    """One term per line, as a file iterator reads them: a byte-order mark and CRLF endings are the
+    editor's, not the term's, and only a newline ends a line (``str.splitlines`` would also split at
+    U+2028, U+0085 or a form feed, and every answer after it would sit one line off its term)."""
     if not input_file.is_file():
         raise NotFoundError(f"{input_file}: no such file")
     try:
-        return [line.strip() for line in input_file.read_text(encoding="utf-8").splitlines()]
+        text = input_file.read_text(encoding="utf-8-sig")  # universal newlines: CRLF and CR become LF
     except UnicodeDecodeError as exc:
         raise InputError(f"{input_file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    lines = text.split("\n")
+    if lines[-1] == "":  # the last line's own newline
+        lines.pop()
+    return [line.strip() for line in lines]
 
 
 def each_query(
