@@ -3,12 +3,13 @@
 Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎疑い (suspected), 肺炎あり
 (present). A mention's status is read from the chain of status words that follows it in its clause:
 
-* **negated**: なし/無し, 認めず/認めない/認められない, みられない, 否定(的/された), 陰性, 除外, (-), ではない,
-  考えにくい, 可能性は低い, ありません, no ….
+* **negated**: なし/無し/なく/無かった, 認めず/認めない/認められない/認めませんでした, みられない,
+  否定(的/された), 陰性, 除外, (-), ではない, 考えにくい, 可能性は低い, ありません, 疑わない/疑わず, no ….
 * **suspected**: 疑い/疑う/疑われる, の可能性, 示唆, 考えられる, 懸念, ? (right after the finding: 肺炎?;
   the ? that ends a question 「HTの降圧目標は?」 is no suspicion), r/o, s/o; and the double
-  negatives 否定できない/否定しきれない/否定し得ない, 除外できない, なしとは言えない — *cannot be ruled out*
-  is suspicion, not negation. A cue is matched longest-first, so 否定できない never reads as 否定.
+  negatives 否定できない/否定しきれない/否定し得ない/否定されない/否定しがたい, 除外できない, 除外が必要,
+  なしとは言えない, and とは言えない after any negation (認めないとは言えない) — *cannot be ruled out* is
+  suspicion, not negation. A cue is matched longest-first, so 否定できない never reads as 否定.
 * **present** (closes the phrase, no flag): あり/有り/ある, 認める/認めた, 陽性, (+), 出現, 合併, 発症.
 
 The last status word of the chain decides, except that あり after 疑い keeps the suspicion
@@ -21,7 +22,9 @@ diseases the patient does not have into the query. Mentions are one list when on
 between them (、 ， , ・ / と や および 及び または か 並びに); anything else between them (を認め、 …で)
 ends the list, and a status word right after a mention closes that mention's phrase, so
 「DMあり、HTなし」 negates only HT. Status words apply within one clause (。 . ! ? newline ; が、 しかし
-end it) and only up to a short gap of other words after the last mention (肺炎の既往なし, 肺炎像は認めず).
+end it) and only up to a short gap of other words after the last mention (肺炎の既往なし, 肺炎像は認めず);
+words after a comma in that gap take the status word themselves (胃癌術後、再発なし: the recurrence is
+absent, not the cancer).
 """
 
 from __future__ import annotations
@@ -34,17 +37,20 @@ NEG, SUSP, AFFIRM, SEP = "negated", "suspected", "present", "separator"
 CUES: dict[str, str] = {}
 for _words, _kind in (
     (
-        "なし 無し ない 無い なかった 認めず 認めない 認めなかった 認められない 認められず 認められなかった "
+        "なし 無し ない 無い なく 無く なくて なかった 認めず 認めない 認めなかった 認められない 認められず 認められなかった "
         "みられない 見られない みられず 見られず みとめず 否定 否定的 否定された 否定される 否定できる "
         "陰性 除外 除外された ではない でない ではなく でなく ありません 考えにくい 可能性は低い 可能性低い "
-        "(-) (ー) 消失",
+        "(-) (ー) 消失 無かった 認めません 認めませんでした ありませんでした みられません 見られません "
+        "疑わない 疑わず 疑われない 疑われず",
         NEG,
     ),
     (
         "疑い 疑う 疑われる 疑われた 疑った 疑 可能性 示唆 示唆される 考えられる 懸念 おそれ 恐れ ? "
         "r/o s/o 疑診 否定できない 否定できず 否定出来ない 否定しきれない 否定し得ない 否定しえない "
         "否定はできない 否定は出来ない 除外できない 除外できず 除外出来ない "
-        "なしとは言えない なしとはいえない ないとは言えない ないとはいえない とは言い切れない とはいいきれない",
+        "なしとは言えない なしとはいえない ないとは言えない ないとはいえない とは言い切れない とはいいきれない "
+        "とは言えない とはいえない とは言えず とはいえず とは限らない とはかぎらない "
+        "否定されない 否定されず 否定しがたい 否定し難い 否定困難 除外が必要 除外必要 除外を要する 要除外",
         SUSP,
     ),
     (
@@ -127,6 +133,16 @@ def _boundary_in(gap: str) -> bool:
     return any(b in gap for b in BOUNDARIES)
 
 
+def _other_phrase(gap: str) -> bool:
+    """Words after a comma between a finding and a status word: the status word closes *their* phrase
+    (胃癌術後、再発なし: the recurrence is absent, not the cancer; 発熱なし、咳嗽あり where 咳嗽 is
+    no mention: the あり is the cough's)."""
+    for comma in ("、", ","):
+        if comma in gap and gap.rsplit(comma, 1)[1].strip():
+            return True
+    return False
+
+
 def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) -> list[str | None]:
     """The status (NEG, SUSP, AFFIRM or None) of each mention span (sorted, in normalized ``text``).
 
@@ -164,7 +180,7 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
         cue = item
         assert isinstance(cue, Cue)
         too_far = len(gap.strip()) > (0 if cue.text in ADJACENT_ONLY else MAX_GAP)
-        if not group or _boundary_in(gap) or too_far:
+        if not group or _boundary_in(gap) or too_far or _other_phrase(gap):
             if group:
                 settle()
             group, status, closed = [], None, False
