@@ -365,6 +365,7 @@ NEGATION_CASES = [
     ("肺炎は否定されない", [("肺炎", "S")]),
     ("肺炎は否定しがたい", [("肺炎", "S")]),
     ("肺炎の除外が必要", [("肺炎", "S")]),
+    ("肺炎は間もなく軽快", [("肺炎", "-")]),  # soon: a word that holds なく
     # after a comma, other words take the status word: it is theirs (咳嗽 and 再燃 are no mentions here)
     ("肺炎なし、咳嗽あり", [("肺炎", "N")]),
     ("肺炎治療後、再燃なし", [("肺炎", "-")]),

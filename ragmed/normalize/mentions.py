@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-NEG, SUSP, AFFIRM, SEP = "negated", "suspected", "present", "separator"
+NEG, SUSP, AFFIRM, SEP, WORD = "negated", "suspected", "present", "separator", "word"
 
 # Written as they look after NFKC + lower case (full-width brackets/letters are already ASCII here).
 CUES: dict[str, str] = {}
@@ -58,6 +58,8 @@ for _words, _kind in (
         AFFIRM,
     ),
     ("あるいは ないし", SEP),  # read whole, so that ある/ない inside them is no status word
+    # words that hold a status word and are none (肺炎は間もなく軽快: soon, not "without")
+    ("間もなく まもなく 程なく ほどなく 余儀なく やむなく 難なく 問題なく 滞りなく 間もない まもない", WORD),
 ):
     for _word in _words.split():
         CUES[_word] = _kind
@@ -151,7 +153,7 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
     """
     cues = scan_cues(text, spans)
     events: list[tuple[int, int, str, object]] = [(a, b, "m", i) for i, (a, b) in enumerate(spans)]
-    events += [(c.start, c.end, "c", c) for c in cues if c.kind != SEP]
+    events += [(c.start, c.end, "c", c) for c in cues if c.kind not in (SEP, WORD)]
     events.sort(key=lambda e: (e[0], e[2] == "c"))
     result: list[str | None] = [None] * len(spans)
     group: list[int] = []  # the coordinated mentions awaiting (or taking) status words
