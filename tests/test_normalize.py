@@ -366,6 +366,9 @@ NEGATION_CASES = [
     ("肺炎は否定しがたい", [("肺炎", "S")]),
     ("肺炎の除外が必要", [("肺炎", "S")]),
     ("肺炎は間もなく軽快", [("肺炎", "-")]),  # soon: a word that holds なく
+    ("肺炎を示唆する所見に乏しい", [("肺炎", "N")]),  # 示唆 then 乏しい: the last word decides
+    ("肺炎像は消退", [("肺炎", "N")]),
+    ("DM negative, HT positive", [("DM", "N"), ("HT", "-")]),
     # after a comma, other words take the status word: it is theirs (咳嗽 and 再燃 are no mentions here)
     ("肺炎なし、咳嗽あり", [("肺炎", "N")]),
     ("肺炎治療後、再燃なし", [("肺炎", "-")]),

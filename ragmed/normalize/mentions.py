@@ -4,13 +4,14 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
 (present). A mention's status is read from the chain of status words that follows it in its clause:
 
 * **negated**: なし/無し/なく/無かった, 認めず/認めない/認められない/認めませんでした, みられない,
-  否定(的/された), 陰性, 除外, (-), ではない, 考えにくい, 可能性は低い, ありません, 疑わない/疑わず, no ….
+  否定(的/された), 陰性, 除外, (-), ではない, 考えにくい, 可能性は低い, ありません, 疑わない/疑わず,
+  (所見に)乏しい, 消退, negative, no ….
 * **suspected**: 疑い/疑う/疑われる, の可能性, 示唆, 考えられる, 懸念, ? (right after the finding: 肺炎?;
   the ? that ends a question 「HTの降圧目標は?」 is no suspicion), r/o, s/o; and the double
   negatives 否定できない/否定しきれない/否定し得ない/否定されない/否定しがたい, 除外できない, 除外が必要,
   なしとは言えない, and とは言えない after any negation (認めないとは言えない) — *cannot be ruled out* is
   suspicion, not negation. A cue is matched longest-first, so 否定できない never reads as 否定.
-* **present** (closes the phrase, no flag): あり/有り/ある, 認める/認めた, 陽性, (+), 出現, 合併, 発症.
+* **present** (closes the phrase, no flag): あり/有り/ある, 認める/認めた, 陽性, (+), positive, 出現, 合併, 発症.
 
 The last status word of the chain decides, except that あり after 疑い keeps the suspicion
 (肺炎疑いあり is still a suspicion) and 疑いなし / 疑いは否定的 negate (the suspicion was dropped).
@@ -41,7 +42,7 @@ for _words, _kind in (
         "みられない 見られない みられず 見られず みとめず 否定 否定的 否定された 否定される 否定できる "
         "陰性 除外 除外された ではない でない ではなく でなく ありません 考えにくい 可能性は低い 可能性低い "
         "(-) (ー) 消失 無かった 認めません 認めませんでした ありませんでした みられません 見られません "
-        "疑わない 疑わず 疑われない 疑われず",
+        "疑わない 疑わず 疑われない 疑われず 乏しい 乏しく 消退 negative",
         NEG,
     ),
     (
@@ -54,7 +55,7 @@ for _words, _kind in (
         SUSP,
     ),
     (
-        "あり 有り ある 認める 認めた 認め 認められる 認められた 陽性 (+) 出現 合併 発症 を呈 伴う",
+        "あり 有り ある 認める 認めた 認め 認められる 認められた 陽性 (+) 出現 合併 発症 を呈 伴う positive",
         AFFIRM,
     ),
     ("あるいは ないし", SEP),  # read whole, so that ある/ない inside them is no status word
