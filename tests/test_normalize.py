@@ -400,6 +400,34 @@ def test_ordinary_words_that_are_minus1_surfaces_are_not_mentions(text_model: Di
     assert flags(found) == [("肺炎", "N")]
 
 
+def test_units_of_measure_are_not_disease_abbreviations() -> None:
+    """ＭＬ and ＰＨ are dictionary surfaces (悪性リンパ腫, 肺高血圧症); the mL of pg/mL, the pH of a blood
+    gas and the ml of mg/ml are units, written as units are (a lower-case letter first, or after a
+    unit's slash)."""
+    m = DiseaseNormalizer.fit(
+        make_entries(
+            [
+                ("ＭＬ", "C859", "悪性リンパ腫"),
+                ("悪性リンパ腫", "C859", "悪性リンパ腫"),
+                ("ＰＨ", "I270", "肺高血圧症"),
+                ("肺高血圧症", "I270", "肺高血圧症"),
+                ("ＤＭ", "E14", "糖尿病"),
+                ("ＨＴ", "I10", "高血圧症"),
+            ]
+        )
+    )
+    text = "BNP 850 pg/mL、pH 7.35、薬剤 5 mg/ml。既往にML、ＰＨ、DM/HTあり、no dm"
+    found = m.find_mentions(text)
+    assert [(f.text, f.candidates[0].standard_name) for f in found] == [
+        ("ML", "悪性リンパ腫"),
+        ("ＰＨ", "肺高血圧症"),
+        ("DM", "糖尿病"),
+        ("HT", "高血圧症"),
+        ("dm", "糖尿病"),
+    ]
+    assert flags(found)[-1] == ("dm", "N")
+
+
 def test_surface_ending_in_a_status_word_is_split(text_model: DiseaseNormalizer) -> None:
     """喘息疑い (a dictionary surface) in text is the mention 喘息, suspected — not 咳喘息 affirmed."""
     (m,) = text_model.find_mentions("喘息疑い")

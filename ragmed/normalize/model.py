@@ -66,6 +66,7 @@ from ragmed.normalize.text import (
     normalize_key,
     normalize_with_offsets,
     split_names,
+    unit_like,
 )
 from ragmed.normalize.tfidf import CharTfidf
 
@@ -1324,6 +1325,9 @@ class DiseaseNormalizer:
                 if not self._disease_key(sub):
                     continue
                 if cuts_word(norm, i, j):  # "HT" inside "HTML" is no mention
+                    continue
+                a, b = spans[i][0], spans[j - 1][1]
+                if unit_like(text[a:b], text[max(0, a - 3) : a]):  # the mL of pg/mL is no ML (リンパ腫)
                     continue
                 match = j
                 break

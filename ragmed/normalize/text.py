@@ -45,6 +45,20 @@ def cuts_word(text: str, a: int, b: int, letter: Callable[[str], bool] = is_lati
     return inside(a - 1, a) or inside(b - 1, b)
 
 
+def unit_like(original: str, before: str) -> bool:
+    """``original`` (a matched span as the user wrote it) reads as a unit of measure, not as the disease
+    abbreviation it spells once lower-cased: mL, dL, pH, mEq (a lower-case letter first and a capital
+    after it; disease abbreviations are written in capitals), or the part after the slash of pg/ml,
+    mg/dl (``before``: the text just before the span)."""
+    word = nfkc(original)
+    if not (word.isascii() and word.isalpha()):
+        return False
+    if word[0].islower() and any(ch.isupper() for ch in word[1:]):
+        return True
+    prev = nfkc(before).rstrip()
+    return prev.endswith("/") and len(prev) >= 2 and prev[-2].isascii() and prev[-2].islower()
+
+
 def normalize_with_offsets(text: str) -> tuple[str, list[tuple[int, int]]]:
     """:func:`normalize_key`-style folding of running ``text`` that remembers, for each output char,
     its span in the original (so mention offsets index what the user wrote).
