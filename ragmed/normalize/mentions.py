@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-NEG, SUSP, AFFIRM, SEP, WORD = "negated", "suspected", "present", "separator", "word"
+NEG, SUSP, AFFIRM, WORD = "negated", "suspected", "present", "word"
 
 # Written as they look after NFKC + lower case (full-width brackets/letters are already ASCII here).
 CUES: dict[str, str] = {}
@@ -58,9 +58,12 @@ for _words, _kind in (
         "あり 有り ある 認める 認めた 認め 認められる 認められた 陽性 (+) 出現 合併 発症 を呈 伴う positive",
         AFFIRM,
     ),
-    ("あるいは ないし", SEP),  # read whole, so that ある/ない inside them is no status word
-    # words that hold a status word and are none (肺炎は間もなく軽快: soon, not "without")
-    ("間もなく まもなく 程なく ほどなく 余儀なく やむなく 難なく 問題なく 滞りなく 間もない まもない", WORD),
+    # words that hold a status word and are none, read whole and ignored: ある/ない inside the
+    # separators あるいは/ないし, なく inside 間もなく (肺炎は間もなく軽快: soon, not "without")
+    (
+        "あるいは ないし 間もなく まもなく 程なく ほどなく 余儀なく やむなく 難なく 問題なく 滞りなく 間もない まもない",
+        WORD,
+    ),
 ):
     for _word in _words.split():
         CUES[_word] = _kind
@@ -154,7 +157,7 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
     """
     cues = scan_cues(text, spans)
     events: list[tuple[int, int, str, object]] = [(a, b, "m", i) for i, (a, b) in enumerate(spans)]
-    events += [(c.start, c.end, "c", c) for c in cues if c.kind not in (SEP, WORD)]
+    events += [(c.start, c.end, "c", c) for c in cues if c.kind != WORD]
     events.sort(key=lambda e: (e[0], e[2] == "c"))
     result: list[str | None] = [None] * len(spans)
     group: list[int] = []  # the coordinated mentions awaiting (or taking) status words
