@@ -4,17 +4,23 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
 (present). A mention's status is read from the chain of status words that follows it in its clause:
 
 * **negated**: なし/無し/なく/無かった, 認めず/認めない/認められない/認めませんでした, みられない,
-  否定(的/された), 陰性, 除外, (-), ではない, 考えにくい, 可能性は低い, ありません, 疑わない/疑わず,
-  (所見に)乏しい, 消退, negative, no ….
-* **suspected**: 疑い/疑う/疑われる, の可能性, 示唆, 考えられる, 懸念, ? (right after the finding: 肺炎?;
+  否定(的/された), 陰性, 除外, ルールアウト, 消失/消退, (-), ではない, 考えにくい/考えがたい, ありません,
+  疑わない/疑わず, (所見に)乏しい, negative, no …; and 低い/少ない right after a suspicion (可能性は
+  低い, 可能性が極めて低い, 疑いは少ない — but 肺炎疑いで食事量が少ない keeps the suspicion).
+* **suspected**: 疑い/疑う/疑われる, の可能性, 示唆, 考えられる/思われる, 鑑別, 懸念, ? (right after the finding: 肺炎?;
   the ? that ends a question 「HTの降圧目標は?」 is no suspicion), r/o, s/o; and the double
   negatives 否定できない/否定しきれない/否定し得ない/否定されない/否定しがたい, 除外できない, 除外が必要,
-  なしとは言えない, and とは言えない after any negation (認めないとは言えない) — *cannot be ruled out* is
+  ルールアウトできない, なしとは言えない, and とは言えない after any negation (認めないとは言えない) — *cannot be ruled out* is
   suspicion, not negation. A cue is matched longest-first, so 否定できない never reads as 否定.
-* **present** (closes the phrase, no flag): あり/有り/ある, 認める/認めた, 陽性, (+), positive, 出現, 合併, 発症.
+* **present** (closes the phrase, no flag): あり/有り/ある, 認める/認めた, 陽性, (+), positive, 出現, 合併, 発症,
+  判断; and the course of a finding negated: 改善しない/改善なし, 軽快せず, 変化なし, 増悪なし, 進行はみられない,
+  治らない, 下がらない, 反応しない, 消失を認めない — a finding not improving (or not worsening) is still there (消失/消退 alone negate; 発症していない, an onset
+  negated, is an absence). The ない of 少ない/足りない/危ない is no negation.
 
 The last status word of the chain decides, except that あり after 疑い keeps the suspicion
-(肺炎疑いあり is still a suspicion) and 疑いなし / 疑いは否定的 negate (the suspicion was dropped).
+(肺炎疑いあり is still a suspicion), a judgement keeps what it judges (可能性は低いと考えられる and
+肺炎はないと判断 stay negated; 肺炎と判断 alone is present) and 疑いなし / 疑いは否定的 negate (the
+suspicion was dropped).
 
 **Lists.** A status word applies to every mention of the coordinated list it closes: in 「DM、HTなし」
 *both* DM and HT are negated. Japanese clinical notes list findings and close the list with one status
@@ -32,7 +38,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-NEG, SUSP, AFFIRM, WORD = "negated", "suspected", "present", "word"
+NEG, SUSP, AFFIRM, WORD, LOW = "negated", "suspected", "present", "word", "low"
+COURSE, GONE = "course", "gone"  # how a finding goes: 改善/増悪 (it is still there), 消失 (it is not)
 
 # Written as they look after NFKC + lower case (full-width brackets/letters are already ASCII here).
 CUES: dict[str, str] = {}
@@ -40,28 +47,50 @@ for _words, _kind in (
     (
         "なし 無し ない 無い なく 無く なくて なかった 認めず 認めない 認めなかった 認められない 認められず 認められなかった "
         "みられない 見られない みられず 見られず みとめず 否定 否定的 否定された 否定される 否定できる "
-        "陰性 除外 除外された ではない でない ではなく でなく ありません 考えにくい 可能性は低い 可能性低い "
-        "(-) (ー) 消失 無かった 認めません 認めませんでした ありませんでした みられません 見られません "
-        "疑わない 疑わず 疑われない 疑われず 乏しい 乏しく 消退 negative",
+        "陰性 除外 除外された ではない でない ではなく でなく ありません 考えにくい 考えがたい 考え難い 考えづらい "
+        "可能性は低い 可能性低い ルールアウト ルールアウトされた ルールアウトした "
+        "(-) (ー) 無かった 認めません 認めませんでした ありませんでした みられません 見られません "
+        "疑わない 疑わず 疑われない 疑われず 乏しい 乏しく negative 可能性少ない",
         NEG,
     ),
     (
-        "疑い 疑う 疑われる 疑われた 疑った 疑 可能性 示唆 示唆される 考えられる 懸念 おそれ 恐れ ? "
+        "疑い 疑う 疑われる 疑われた 疑った 疑 可能性 示唆 示唆される 考えられる 思われる 懸念 おそれ 恐れ ? 鑑別 "
         "r/o s/o 疑診 否定できない 否定できず 否定出来ない 否定しきれない 否定し得ない 否定しえない "
         "否定はできない 否定は出来ない 除外できない 除外できず 除外出来ない "
         "なしとは言えない なしとはいえない ないとは言えない ないとはいえない とは言い切れない とはいいきれない "
         "とは言えない とはいえない とは言えず とはいえず とは限らない とはかぎらない "
-        "否定されない 否定されず 否定しがたい 否定し難い 否定困難 除外が必要 除外必要 除外を要する 要除外",
+        "否定されない 否定されず 否定しがたい 否定し難い 否定困難 除外が必要 除外必要 除外を要する 要除外 "
+        "ルールアウトできない ルールアウトできず ルールアウト出来ない ルールアウトが必要 ルールアウト必要",
         SUSP,
     ),
     (
-        "あり 有り ある 認める 認めた 認め 認められる 認められた 陽性 (+) 出現 合併 発症 を呈 伴う positive",
+        "あり 有り ある 認める 認めた 認め 認められる 認められた 陽性 (+) 出現 合併 発症 を呈 伴う positive "
+        "判断 判断した 判断された 判断される",
+        AFFIRM,
+    ),
+    # how likely, right after a suspicion: 可能性が低い / 可能性は極めて低い / 疑いは少ない negate
+    (
+        " ".join(
+            particle + adverb + word
+            for particle in "はがも"
+            for adverb in ("", "極めて", "きわめて", "非常に", "かなり")
+            for word in ("低い", "低く", "少ない", "少なく")
+        ),
+        LOW,
+    ),
+    # the course of a finding: negated, 改善しない / 軽快せず / 変化なし / 消失を認めない say it is still there
+    ("改善 軽快 治癒 回復 縮小 寛解 解熱 変化 進行 増悪 悪化", COURSE),
+    ("消失 消退", GONE),
+    (
+        "治らない 治らず 下がらない 下がらず 止まらない 止まらず 変わらない 変わらず 消えない 消えず "
+        "引かない 取れない 取れず 反応しない 反応せず 反応不良",
         AFFIRM,
     ),
     # words that hold a status word and are none, read whole and ignored: ある/ない inside the
     # separators あるいは/ないし, なく inside 間もなく (肺炎は間もなく軽快: soon, not "without")
     (
-        "あるいは ないし 間もなく まもなく 程なく ほどなく 余儀なく やむなく 難なく 問題なく 滞りなく 間もない まもない",
+        "あるいは ないし 間もなく まもなく 程なく ほどなく 余儀なく やむなく 難なく 問題なく 滞りなく 間もない まもない "
+        "少ない 少なく 危ない 足りない",
         WORD,
     ),
 ):
@@ -167,7 +196,7 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
 
     def settle() -> None:
         for i in group:
-            result[i] = status
+            result[i] = NEG if status == GONE else status
 
     for start, end, what, item in events:
         gap = text[last_end:start]
@@ -185,7 +214,10 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
             continue
         cue = item
         assert isinstance(cue, Cue)
-        too_far = len(gap.strip()) > (0 if cue.text in ADJACENT_ONLY else MAX_GAP)
+        adjacent = (
+            cue.text in ADJACENT_ONLY or cue.kind == LOW
+        )  # 肺炎疑いで食事量が少ない: not the suspicion's
+        too_far = len(gap.strip()) > (0 if adjacent else MAX_GAP)
         if not group or _boundary_in(gap) or too_far or _other_phrase(gap):
             if group:
                 settle()
@@ -198,7 +230,18 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
     return result
 
 
-def _combine(status: str | None, cue: Cue) -> str:
+JUDGEMENT = frozenset({"考えられる", "思われる", "判断", "判断した", "判断された", "判断される"})
+
+
+def _combine(status: str | None, cue: Cue) -> str | None:
+    if cue.kind == LOW:  # 肺炎の可能性が低い: a weak suspicion is a negation; after anything else, nothing
+        return NEG if status == SUSP else status
+    if cue.kind == NEG and status in (COURSE, GONE):
+        return AFFIRM  # 肺炎が改善しない, 陰影の消失を認めない: the finding is still there
+    if cue.kind in (COURSE, GONE) and status == SUSP:
+        return SUSP if cue.kind == COURSE else NEG  # 肺炎疑いの陰影は消失: the suspicion is gone too
+    if cue.text in JUDGEMENT and status in (NEG, SUSP):
+        return status  # 可能性は低いと考えられる, 肺炎はないと判断: the judgement keeps what it judges
     if cue.kind == AFFIRM and status == SUSP:
         return SUSP  # 肺炎疑いあり: still a suspicion
     if cue.kind == NEG and status == NEG and cue.text in ("ではない", "でない"):
@@ -222,6 +265,6 @@ def trailing_cue(key: str) -> Cue | None:
     """A status word at the end of a matched dictionary surface (喘息疑い → 疑い)."""
     for j in range(min(len(key), MAX_CUE), 0, -1):
         kind = CUES.get(key[-j:])
-        if kind in (NEG, SUSP) and j < len(key):
+        if kind in (NEG, SUSP, GONE) and j < len(key):
             return Cue(len(key) - j, len(key), kind, key[-j:])
     return None
