@@ -4,16 +4,17 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
 (present). A mention's status is read from the chain of status words that follows it in its clause:
 
 * **negated**: なし/無し/なく/無かった, 認めず/認めない/認められない/認めませんでした, みられない,
-  否定(的/された), 陰性, 除外, ルールアウト, 消失/消退, (-), ではない, 考えにくい/考えがたい, ありません,
-  疑わない/疑わず, (所見に)乏しい, negative, no …; and 低い/少ない right after a suspicion (可能性は
+  否定(的/された), 陰性, 除外, ルールアウト, 消失/消退, (-) or a bare - right after the finding (咳嗽 -,
+  ending the item), ではない, 考えにくい/考えがたい, ありません, 疑わない/疑わず, (所見に)乏しい,
+  negative, no …; and 低い/少ない right after a suspicion (可能性は
   低い, 可能性が極めて低い, 疑いは少ない — but 肺炎疑いで食事量が少ない keeps the suspicion).
 * **suspected**: 疑い/疑う/疑われる, の可能性, 示唆, 考えられる/思われる, 鑑別, 懸念, ? (right after the finding: 肺炎?;
   the ? that ends a question 「HTの降圧目標は?」 is no suspicion), r/o, s/o; and the double
   negatives 否定できない/否定しきれない/否定し得ない/否定されない/否定しがたい, 除外できない, 除外が必要,
   ルールアウトできない, なしとは言えない, and とは言えない after any negation (認めないとは言えない) — *cannot be ruled out* is
   suspicion, not negation. A cue is matched longest-first, so 否定できない never reads as 否定.
-* **present** (closes the phrase, no flag): あり/有り/ある, 認める/認めた, 陽性, (+), positive, 出現, 合併, 発症,
-  判断; and the course of a finding negated: 改善しない/改善なし, 軽快せず, 変化なし, 増悪なし, 進行はみられない,
+* **present** (closes the phrase, no flag): あり/有り/ある, 認める/認めた, 陽性, (+) or a bare +, positive, 出現, 合併, 発症,
+  判断; and the course of a finding negated: 改善しない/改善なし, 軽快せず, 変化なし, 増悪なし, 増大なし, 進行はみられない,
   治らない, 下がらない, 反応しない, 消失を認めない — a finding not improving (or not worsening) is still there (消失/消退 alone negate; 発症していない, an onset
   negated, is an absence). The ない of 少ない/足りない/危ない is no negation.
 
@@ -49,7 +50,7 @@ for _words, _kind in (
         "みられない 見られない みられず 見られず みとめず 否定 否定的 否定された 否定される 否定できる "
         "陰性 除外 除外された ではない でない ではなく でなく ありません 考えにくい 考えがたい 考え難い 考えづらい "
         "可能性は低い 可能性低い ルールアウト ルールアウトされた ルールアウトした "
-        "(-) (ー) 無かった 認めません 認めませんでした ありませんでした みられません 見られません "
+        "(-) (ー) - 無かった 認めません 認めませんでした ありませんでした みられません 見られません "
         "疑わない 疑わず 疑われない 疑われず 乏しい 乏しく negative 可能性少ない",
         NEG,
     ),
@@ -64,7 +65,7 @@ for _words, _kind in (
         SUSP,
     ),
     (
-        "あり 有り ある 認める 認めた 認め 認められる 認められた 陽性 (+) 出現 合併 発症 を呈 伴う positive "
+        "あり 有り ある 認める 認めた 認め 認められる 認められた 陽性 (+) + 出現 合併 発症 を呈 伴う positive "
         "判断 判断した 判断された 判断される",
         AFFIRM,
     ),
@@ -79,7 +80,7 @@ for _words, _kind in (
         LOW,
     ),
     # the course of a finding: negated, 改善しない / 軽快せず / 変化なし / 消失を認めない say it is still there
-    ("改善 軽快 治癒 回復 縮小 寛解 解熱 変化 進行 増悪 悪化", COURSE),
+    ("改善 軽快 治癒 回復 縮小 寛解 解熱 変化 進行 増悪 悪化 増加 増大 減少 拡大", COURSE),
     ("消失 消退", GONE),
     (
         "治らない 治らず 下がらない 下がらず 止まらない 止まらず 変わらない 変わらず 消えない 消えず "
@@ -117,7 +118,9 @@ LIST_SEPARATORS = (
 )
 BOUNDARIES = ("。", ".", "!", "\n", ";", "が、", "しかし", "ただし", "一方")
 MAX_GAP = 10  # other characters allowed between a finding (or a status word) and its next status word
-ADJACENT_ONLY = {"?"}  # 肺炎? is a suspicion; in 「HTの降圧目標は?」 the ? ends a question
+ADJACENT_ONLY = {"?", "-", "+"}  # 肺炎? is a suspicion; in 「HTの降圧目標は?」 the ? ends a question
+SIGNS = {"-", "+"}  # 咳嗽 -, 発熱 +: a bare sign after a finding, then the end of the item …
+SIGN_ENDS = " 、,。.;/)\n・"  # … (not DM+HT, not IL-6)
 
 
 @dataclass
@@ -143,6 +146,8 @@ def scan_cues(text: str, blocked: list[tuple[int, int]]) -> list[Cue]:
             word = text[i:j]
             kind = CUES.get(word)
             if kind is None or any(inside[i:j]):
+                continue
+            if word in SIGNS and j < len(text) and text[j] not in SIGN_ENDS:
                 continue
             if word.isascii() and word.isalpha() and not _word_edges(text, i, j):
                 continue  # "no" inside "nodule", "r/o" is fine (not alpha)
