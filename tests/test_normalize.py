@@ -400,6 +400,7 @@ NEGATION_CASES = [
     ("肺炎は発症していない", [("肺炎", "N")]),  # an onset negated is an absence
     ("肺炎疑いで食事量少ない", [("肺炎", "S")]),  # the ない of 少ない is no negation
     ("肺炎の陰影の増大なし", [("肺炎", "-")]),
+    ("肺炎疑いで治療するも改善なし", [("肺炎", "S")]),
     # a bare sign right after a finding, as review-of-systems lines write it; not a sign inside a word
     ("DM -, HT +", [("DM", "N"), ("HT", "-")]),
     ("DM+HTの既往", [("DM", "-"), ("HT", "-")]),

@@ -16,7 +16,7 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
 * **present** (closes the phrase, no flag): あり/有り/ある, 認める/認めた, 陽性, (+) or a bare +, positive, 出現, 合併, 発症,
   判断; and the course of a finding negated: 改善しない/改善なし, 軽快せず, 変化なし, 増悪なし, 増大なし, 進行はみられない,
   治らない, 下がらない, 反応しない, 消失を認めない — a finding not improving (or not worsening) is still there (消失/消退 alone negate; 発症していない, an onset
-  negated, is an absence). The ない of 少ない/足りない/危ない is no negation.
+  negated, is an absence; 肺炎疑いで治療するも改善なし stays suspected). The ない of 少ない/足りない/危ない is no negation.
 
 The last status word of the chain decides, except that あり after 疑い keeps the suspicion
 (肺炎疑いあり is still a suspicion), a judgement keeps what it judges (可能性は低いと考えられる and
@@ -197,6 +197,7 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
     group: list[int] = []  # the coordinated mentions awaiting (or taking) status words
     status: str | None = None  # the status the chain of words has given the group so far
     closed = False  # a status word has been read for the group: a new mention starts a new group
+    course = False  # the last status word was a course word (改善, 消失): a negation after it is its
     last_end = 0
 
     def settle() -> None:
@@ -209,7 +210,7 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
             i = int(item)  # type: ignore[arg-type]
             if group and (closed or not _is_separator(gap)):
                 settle()
-                group, status, closed = [], None, False
+                group, status, closed, course = [], None, False, False
             if not group:
                 status = _prefix_status(text, start)
             group.append(i)
@@ -226,10 +227,11 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
         if not group or _boundary_in(gap) or too_far or _other_phrase(gap):
             if group:
                 settle()
-            group, status, closed = [], None, False
+            group, status, closed, course = [], None, False, False
             last_end = end
             continue
-        status, closed = _combine(status, cue), True
+        status, closed = _combine(status, cue, course), True
+        course = cue.kind in (COURSE, GONE)
         last_end = end
     settle()
     return result
@@ -238,11 +240,11 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
 JUDGEMENT = frozenset({"考えられる", "思われる", "判断", "判断した", "判断された", "判断される"})
 
 
-def _combine(status: str | None, cue: Cue) -> str | None:
+def _combine(status: str | None, cue: Cue, after_course: bool = False) -> str | None:
     if cue.kind == LOW:  # 肺炎の可能性が低い: a weak suspicion is a negation; after anything else, nothing
         return NEG if status == SUSP else status
-    if cue.kind == NEG and status in (COURSE, GONE):
-        return AFFIRM  # 肺炎が改善しない, 陰影の消失を認めない: the finding is still there
+    if cue.kind == NEG and after_course:  # 肺炎が改善しない, 陰影の消失を認めない: the finding is still there
+        return SUSP if status == SUSP else AFFIRM  # 肺炎疑いで治療するも改善なし: still suspected
     if cue.kind in (COURSE, GONE) and status == SUSP:
         return SUSP if cue.kind == COURSE else NEG  # 肺炎疑いの陰影は消失: the suspicion is gone too
     if cue.text in JUDGEMENT and status in (NEG, SUSP):
