@@ -4,19 +4,22 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
 (present). A mention's status is read from the chain of status words that follows it in its clause:
 
 * **negated**: なし/無し/なく/無かった, 認めず/認めない/認められない/認めませんでした, みられない,
-  否定(的/された), 陰性, 除外, ルールアウト, 消失/消退, (-) or a bare - right after the finding (咳嗽 -,
-  ending the item), ではない, 考えにくい/考えがたい, ありません, 疑わない/疑わず, (所見に)乏しい,
-  negative, no …; and 低い/少ない right after a suspicion (可能性は
-  低い, 可能性が極めて低い, 疑いは少ない — but 肺炎疑いで食事量が少ない keeps the suspicion).
-* **suspected**: 疑い/疑う/疑われる, の可能性, 示唆, 考えられる/思われる, 鑑別, 懸念, ? (right after the finding: 肺炎?;
-  the ? that ends a question 「HTの降圧目標は?」 is no suspicion), r/o, s/o; and the double
-  negatives 否定できない/否定しきれない/否定し得ない/否定されない/否定しがたい, 除外できない, 除外が必要,
-  ルールアウトできない, なしとは言えない, and とは言えない after any negation (認めないとは言えない) — *cannot be ruled out* is
-  suspicion, not negation. A cue is matched longest-first, so 否定できない never reads as 否定.
-* **present** (closes the phrase, no flag): あり/有り/ある, 認める/認めた, 陽性, (+) or a bare +, positive, 出現, 合併, 発症,
-  判断; and the course of a finding negated: 改善しない/改善なし, 軽快せず, 変化なし, 増悪なし, 増大なし, 進行はみられない,
-  治らない, 下がらない, 反応しない, 消失を認めない — a finding not improving (or not worsening) is still there (消失/消退 alone negate; 発症していない, an onset
-  negated, is an absence; 肺炎疑いで治療するも改善なし stays suspected). The ない of 少ない/足りない/危ない is no negation.
+  否定(的/された), 陰性, 除外, ルールアウト, 消失/消退, (-) or a bare - right after the finding
+  (咳嗽 -, ending the item), ではない, 考えにくい/考えがたい, ありません, 疑わない/疑わず,
+  (所見に)乏しい, negative, no …; and 低い/少ない right after a suspicion (可能性は低い,
+  可能性が極めて低い, 疑いは少ない — but 肺炎疑いで食事量が少ない keeps the suspicion).
+* **suspected**: 疑い/疑う/疑われる, の可能性, 示唆, 考えられる/思われる, 鑑別, 懸念, ? (right after the
+  finding: 肺炎?; the ? that ends a question 「HTの降圧目標は?」 is no suspicion), r/o, s/o; and the
+  double negatives 否定できない/否定しきれない/否定し得ない/否定されない/否定しがたい, 除外できない,
+  除外が必要, ルールアウトできない, なしとは言えない, and とは言えない after any negation
+  (認めないとは言えない) — *cannot be ruled out* is suspicion, not negation. A cue is matched
+  longest-first, so 否定できない never reads as 否定.
+* **present** (closes the phrase, no flag): あり/有り/ある, 認める/認めた, 陽性, (+) or a bare +, positive,
+  出現, 合併, 発症, 判断; and the course of a finding negated — 改善しない/改善なし, 軽快せず, 変化なし,
+  増悪なし, 増大なし, 進行はみられない, 治らない, 下がらない, 反応しない, 消失を認めない: a finding not
+  improving (or not worsening) is still there. 消失/消退 alone negate; 発症していない, an onset negated,
+  is an absence; 肺炎疑いで治療するも改善なし stays suspected. The ない of 少ない/足りない/危ない is no
+  negation.
 
 The last status word of the chain decides, except that あり after 疑い keeps the suspicion
 (肺炎疑いあり is still a suspicion), a judgement keeps what it judges (可能性は低いと考えられる and
@@ -202,7 +205,7 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
 
     def settle() -> None:
         for i in group:
-            result[i] = NEG if status == GONE else status
+            result[i] = NEG if status == GONE else AFFIRM if status == COURSE else status
 
     for start, end, what, item in events:
         gap = text[last_end:start]
@@ -220,9 +223,8 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
             continue
         cue = item
         assert isinstance(cue, Cue)
-        adjacent = (
-            cue.text in ADJACENT_ONLY or cue.kind == LOW
-        )  # 肺炎疑いで食事量が少ない: not the suspicion's
+        # 肺炎疑いで食事量が少ない: a 少ない away from the suspicion is not about it
+        adjacent = cue.text in ADJACENT_ONLY or cue.kind == LOW
         too_far = len(gap.strip()) > (0 if adjacent else MAX_GAP)
         if not group or _boundary_in(gap) or too_far or _other_phrase(gap):
             if group:
