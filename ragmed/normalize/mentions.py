@@ -121,9 +121,9 @@ LIST_SEPARATORS = (
 )
 BOUNDARIES = ("。", ".", "!", "\n", ";", "が、", "しかし", "ただし", "一方")
 MAX_GAP = 10  # other characters allowed between a finding (or a status word) and its next status word
-ADJACENT_ONLY = {"?", "-", "+"}  # 肺炎? is a suspicion; in 「HTの降圧目標は?」 the ? ends a question
 SIGNS = {"-", "+"}  # 咳嗽 -, 発熱 +: a bare sign after a finding, then the end of the item …
 SIGN_ENDS = " 、,。.;/)\n・"  # … (not DM+HT, not IL-6)
+ADJACENT_ONLY = {"?", *SIGNS}  # 肺炎? is a suspicion; in 「HTの降圧目標は?」 the ? ends a question
 
 
 @dataclass
