@@ -16,6 +16,7 @@ import pytest
 from ragmed.errors import IndexCorruptError, InputError, NotFoundError
 from ragmed.manbyo import ManbyoEntry
 from ragmed.normalize import DiseaseNormalizer, Mention, normalize_key
+from ragmed.normalize.katakana import KatakanaRuns
 
 # (surface, icd10, standard name) — invented rows in Manbyo's style (full-width letters, "，" cells)
 ROWS = [
@@ -48,6 +49,16 @@ TEXT_ROWS = ROWS + [
     ("喘息疑い", "J459", "咳喘息"),
     ("出現", "-1", "-1"),
     ("糖尿病・糖尿病性合併症なし", "E149", "糖尿病・糖尿病性合併症なし"),
+]
+
+# eponyms the dictionary writes in katakana only (no Latin-letter surface of them)
+EPONYM_ROWS = ROWS + [
+    ("カウデン病", "Q858", "カウデン病"),
+    ("メニエール病", "H810", "メニエール病"),
+    ("メニエル病", "H810", "メニエール病"),
+    ("エーラス・ダンロス症候群", "Q796", "エーラス・ダンロス症候群"),
+    ("脳症", "G934", "脳症"),
+    ("敗血症", "A419", "敗血症"),
 ]
 
 
@@ -277,6 +288,42 @@ def test_loading_and_querying_never_import_the_training_libraries(
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# ------------------------------------------------------------------------------- Latin-letter eponyms
+def test_latin_words_are_read_as_the_katakana_runs_of_the_names() -> None:
+    """kanalizer reads the word (Cowden → カウデン, Meniere → メニエール); the nearest run of the names
+    replaces it. Hyphenated eponyms are also replaced together, joined by ・ as the names write them."""
+    runs = KatakanaRuns.build(normalize_key(n) for _, _, n in EPONYM_ROWS)
+    assert "カウデン" in runs.runs and "ダンロス" in runs.runs
+    assert (0, 6, "カウデン", 100.0) in runs.rewrites(normalize_key("Ｃｏｗｄｅｎ病"))
+    joined = [
+        r for r in runs.rewrites(normalize_key("血管型Ｅｈｌｅｒｓ−Ｄａｎｌｏｓ症候群")) if "・" in r[2]
+    ]
+    assert [(a, b, run) for a, b, run, _ in joined] == [(3, 16, "エーラス・ダンロス")]
+    # abbreviations are not read aloud, and a word no name sounds like gives nothing
+    assert runs.rewrites(normalize_key("ＤＭ")) == []
+    assert runs.rewrites(normalize_key("Ｓｔｒｅｐｔｏｃｏｃｃｕｓ")) == []
+
+
+def test_latin_eponym_ranks_its_katakana_name_first() -> None:
+    model = DiseaseNormalizer.fit(make_entries(EPONYM_ROWS))
+    assert names(model.normalize("Ｃｏｗｄｅｎ病"))[0] == "カウデン病"
+    assert names(model.normalize("Ｍｅｎｉｅｒｅ病"))[0] == "メニエール病"
+    assert names(model.normalize("Ｅｈｌｅｒｓ−Ｄａｎｌｏｓ症候群"))[0] == "エーラス・ダンロス症候群"
+
+
+def test_saved_katakana_runs_are_checked_on_load(model: DiseaseNormalizer, tmp_path: Path) -> None:
+    model.save(tmp_path)
+    assert DiseaseNormalizer.load(tmp_path).katakana.runs == model.katakana.runs
+    folder = tmp_path / "normalizer"
+    target = folder / "katakana.json"
+    target.write_text(json.dumps({"runs": [1, 2]}), encoding="utf-8")
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest["files"]["katakana.json"]["bytes"] = target.stat().st_size
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(IndexCorruptError, match="katakana.json.*rebuild"):
+        DiseaseNormalizer.load(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------ mentions

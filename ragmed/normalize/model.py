@@ -57,6 +57,7 @@ from ragmed.manbyo import NO_CODE, ManbyoEntry
 from ragmed.normalize.charenc import CharEncoder
 from ragmed.normalize.forest import FIELDS as FOREST_FIELDS
 from ragmed.normalize.forest import Forest
+from ragmed.normalize.katakana import KatakanaRuns
 from ragmed.normalize.lookup import Lookup
 from ragmed.normalize.results import Mention, NormalizedName
 from ragmed.normalize.store import Reader, Writer
@@ -287,6 +288,7 @@ class DiseaseNormalizer:
         self.encoders: list[CharEncoder] = []
         self.label_enc: list[np.ndarray] = []
         self.english: english_mod.EnglishTitles | None = None
+        self.katakana: KatakanaRuns | None = None
         self.none_penalty = NONE_PENALTY
         self._view: _View | None = None
         self._label_order: tuple[np.ndarray, np.ndarray] | None = None
@@ -308,6 +310,7 @@ class DiseaseNormalizer:
         self.tfidf = CharTfidf.fit(self.keys + [normalize_key(n) for n in self.labels if n != NO_CODE])
         self._rebuild_matrices()
         self.english = self._english_titles()
+        self.katakana = KatakanaRuns.build(normalize_key(n) for n in self.labels if n != NO_CODE)
         self._train_ranker(train_queries, seed)
         return self
 
@@ -498,6 +501,8 @@ class DiseaseNormalizer:
             out.array(f"encoder{i}.labels", self._label_encodings(i))
         if self.english is not None:
             out.json("english", {"titles": self.english.titles, "labels": self.english.labels})
+        if self.katakana is not None:
+            out.json("katakana", {"runs": self.katakana.runs})
         out.manifest(
             {
                 "entries": len(self.keys),
@@ -506,6 +511,7 @@ class DiseaseNormalizer:
                 "ranker": self.ranker is not None,
                 "encoders": len(self.encoders),
                 "english": self.english is not None,
+                "katakana": self.katakana is not None,
                 "none_penalty": self.none_penalty,
             }
         )
@@ -577,6 +583,12 @@ class DiseaseNormalizer:
                 self.english = english_mod.EnglishTitles(data["titles"], data["labels"])
             except (KeyError, TypeError, ValueError) as exc:
                 raise IndexCorruptError(f"{src / 'english.json'}: {exc!r}; rebuild the index") from exc
+        if manifest.get("katakana"):
+            data = store.json("katakana")
+            runs = data.get("runs") if isinstance(data, dict) else None
+            if not isinstance(runs, list) or not all(isinstance(r, str) for r in runs):
+                raise IndexCorruptError(f"{src / 'katakana.json'}: no list of runs; rebuild the index")
+            self.katakana = KatakanaRuns(runs)
         self.none_penalty = float(manifest.get("none_penalty", NONE_PENALTY))
         if len(label_parts) != len(self.labels):
             raise IndexCorruptError(f"{src / 'entries.json'}: label counts disagree; rebuild the index")
@@ -686,6 +698,11 @@ class DiseaseNormalizer:
             spans = [(i, i + 1) for i in range(a)] + [(a, b)] * len(rhs)
             spans += [(i, i + 1) for i in range(b, len(key))]
             out.append(_Rewrite(key[:a] + rhs + key[b:], spans, count, 1))
+        if self.katakana is not None:  # Latin words read as the katakana of a name (Ｗｅｒｎｉｃｋｅ脳症)
+            for a, b, run, score in self.katakana.rewrites(key):
+                spans = [(i, i + 1) for i in range(a)] + [(a, b)] * len(run)
+                spans += [(i, i + 1) for i in range(b, len(key))]
+                out.append(_Rewrite(key[:a] + run + key[b:], spans, int(score), 1))
         best = found[:PAIR_REWRITES]
         for i, (c1, a1, b1, rhs1) in enumerate(best):
             for c2, a2, b2, rhs2 in best[i + 1 :]:
