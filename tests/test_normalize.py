@@ -297,6 +297,7 @@ def test_latin_words_are_read_as_the_katakana_runs_of_the_names() -> None:
     runs = KatakanaRuns.build(normalize_key(n) for _, _, n in EPONYM_ROWS)
     assert "カウデン" in runs.runs and "ダンロス" in runs.runs
     assert (0, 6, "カウデン", 100.0) in runs.rewrites(normalize_key("Ｃｏｗｄｅｎ病"))
+    assert "メニエール" in [run for _, _, run, _ in runs.rewrites(normalize_key("Ménière病"))]
     joined = [
         r for r in runs.rewrites(normalize_key("血管型Ｅｈｌｅｒｓ−Ｄａｎｌｏｓ症候群")) if "・" in r[2]
     ]

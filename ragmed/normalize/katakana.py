@@ -15,6 +15,7 @@ enough gives none.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 
 from ragmed.normalize.text import normalize_key
@@ -24,7 +25,7 @@ MAX_WORD = 20  # longer runs are phrases written without spaces (bluetoesyndrome
 MIN_SIMILARITY = 72.0  # rapidfuzz ratio (0–100) of the romaji a reading needs with a run
 PER_WORD = 2  # runs kept per word
 CACHE = 50_000  # words whose runs are remembered
-_WORD = re.compile(r"[a-z]+")
+_WORD = re.compile(r"[a-zß-öø-ÿ]+")  # accented letters too: Ménière, Sjögren, Behçet
 _RUN = re.compile(r"[ア-ヺ][ア-ヺー]+")
 _VOWEL = re.compile(r"[aeiouy]")
 # loanword spellings that vary (in key space: small kana are already full size, ヴ is ブ)
@@ -67,7 +68,9 @@ class KatakanaRuns:
         return self._romaji
 
     def read(self, word: str) -> tuple[tuple[str, float], ...]:
-        """The runs nearest ``word`` (lower-case a–z) read aloud, with their similarity, best first."""
+        """The runs nearest ``word`` (lower case; accents are dropped) read aloud, with their
+        similarity, best first."""
+        word = unicodedata.normalize("NFKD", word).encode("ascii", "ignore").decode()
         if word not in self._read:
             if len(self._read) >= CACHE:
                 self._read.clear()
