@@ -314,6 +314,13 @@ def test_latin_eponym_ranks_its_katakana_name_first() -> None:
     assert names(model.normalize("Ｅｈｌｅｒｓ−Ｄａｎｌｏｓ症候群"))[0] == "エーラス・ダンロス症候群"
 
 
+def test_added_names_can_be_read_into() -> None:
+    model = DiseaseNormalizer.fit(make_entries(ROWS))
+    model.add(make_entries([("ヌーナン症候群", "Q871", "ヌーナン症候群")], start_row=300))
+    assert "ヌーナン" in model.katakana.runs
+    assert names(model.normalize("Ｎｏｏｎａｎ症候群"))[0] == "ヌーナン症候群"
+
+
 def test_saved_katakana_runs_are_checked_on_load(model: DiseaseNormalizer, tmp_path: Path) -> None:
     model.save(tmp_path)
     assert DiseaseNormalizer.load(tmp_path).katakana.runs == model.katakana.runs

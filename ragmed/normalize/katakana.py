@@ -1,15 +1,16 @@
 """Latin-letter eponyms and loanwords read as the katakana the standard names write them in.
 
-Clinical Japanese writes many eponyms and loanwords in Latin letters — ``Ｗｅｒｎｉｃｋｅ脳症``,
-``Ｌｅｒｉｃｈｅ症候群``, ``Ｃｏｗｄｅｎ病``, ``Ｌｅｇｉｏｎｅｌｌａ`` — where the standard name has katakana
-(ウェルニッケ脳症, ルリッシュ症候群, カウデン病, レジオネラ症). Each eponym is rare, so neither the learned
-rewrite rules nor the character encoders generalise to an unseen one. Here a Latin word of the query is
-read aloud by ``kanalizer`` (VOICEVOX's English-word-to-katakana model, which reads Wernicke as
-ワーニッケ), and the reading is matched, with ``rapidfuzz``, against the katakana runs of the standard
-names, both spelled out in romaji (``jaconv``) after folding the spellings loanwords vary in (long vowels,
-ッ, ティ/チ, ズ/ス): ワーニッケ → ウェルニッケ. What comes out is a rewrite of the query (the word replaced
-by the run), scored by the ranker like the learned rules' rewrites; a word whose nearest run is not close
-enough gives none.
+Clinical Japanese writes many eponyms and loanwords in Latin letters — ``Ｍｅｎｉｅｒｅ病``,
+``Ｃｏｗｄｅｎ病``, ``Ｅｈｌｅｒｓ−Ｄａｎｌｏｓ症候群``, ``Ｌｅｇｉｏｎｅｌｌａ`` — where the standard name has
+katakana (メニエール病, カウデン病, エーラス・ダンロス症候群, レジオネラ症). Each eponym is rare, so neither the
+learned rewrite rules nor the character encoders generalise to an unseen one. Here a Latin word of the
+query is read aloud by ``kanalizer`` (VOICEVOX's English-word-to-katakana model: Meniere → メニエール,
+Addison → アディソン), and the reading is matched, with ``rapidfuzz``, against the katakana runs of the
+standard names, both spelled out in romaji (``jaconv``) after folding the spellings loanwords vary in
+(long vowels, ッ, ティ/チ, ズ/ス): アディソン → アジソン. What comes out is a rewrite of the query (the word
+replaced by the run), scored by the ranker like the learned rules' rewrites; a word whose nearest run is
+not close enough gives none. An English reading far from the Japanese one is missed (Wernicke read
+ワーニッケ, not ウェルニッケ).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ _FOLD += (("ズ", "ス"), ("ヂ", "ジ"), ("ヅ", "ス"))
 
 
 def romaji(run: str) -> str:
-    """A katakana run folded and spelled out: ウエルニツケ/ワーニッケ alike end up near ``erunike``."""
+    """A katakana run (a matching key) folded and spelled out: アディソン and アジソン both become ``ajison``."""
     import jaconv
 
     for a, b in _FOLD:
@@ -83,9 +84,8 @@ class KatakanaRuns:
         import kanalizer
         from rapidfuzz import fuzz, process
 
-        reading = normalize_key(
-            kanalizer.convert(word, on_incomplete="ignore")
-        )  # a cut reading matches nothing
+        # a reading cut short (a long word) is kept as it is: it then matches nothing
+        reading = normalize_key(kanalizer.convert(word, on_incomplete="ignore"))
         hits = process.extract(
             romaji(reading), self._keys(), scorer=fuzz.ratio, limit=PER_WORD, score_cutoff=MIN_SIMILARITY
         )

@@ -310,9 +310,12 @@ class DiseaseNormalizer:
         self.tfidf = CharTfidf.fit(self.keys + [normalize_key(n) for n in self.labels if n != NO_CODE])
         self._rebuild_matrices()
         self.english = self._english_titles()
-        self.katakana = KatakanaRuns.build(normalize_key(n) for n in self.labels if n != NO_CODE)
+        self.katakana = self._katakana_runs()
         self._train_ranker(train_queries, seed)
         return self
+
+    def _katakana_runs(self) -> KatakanaRuns:
+        return KatakanaRuns.build(normalize_key(n) for n in self.labels if n != NO_CODE)
 
     def _english_titles(self) -> english_mod.EnglishTitles:
         """The WHO ICD-10 English titles of the codes each standard name is filed under (fit time only:
@@ -446,6 +449,8 @@ class DiseaseNormalizer:
         self._add_entries(entries)
         self._rebuild_matrices()
         self._X = self._name_X = None  # only fold views (fit) need them
+        if self.katakana is not None:  # new names' katakana can be read into, too
+            self.katakana = self._katakana_runs()
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path) -> None:
@@ -698,7 +703,7 @@ class DiseaseNormalizer:
             spans = [(i, i + 1) for i in range(a)] + [(a, b)] * len(rhs)
             spans += [(i, i + 1) for i in range(b, len(key))]
             out.append(_Rewrite(key[:a] + rhs + key[b:], spans, count, 1))
-        if self.katakana is not None:  # Latin words read as the katakana of a name (Ｗｅｒｎｉｃｋｅ脳症)
+        if self.katakana is not None:  # Latin words read as the katakana of a name (Ｍｅｎｉｅｒｅ病)
             for a, b, run, score in self.katakana.rewrites(key):
                 spans = [(i, i + 1) for i in range(a)] + [(a, b)] * len(run)
                 spans += [(i, i + 1) for i in range(b, len(key))]
