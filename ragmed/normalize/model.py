@@ -13,7 +13,9 @@ them:
 2. dictionary surfaces and names found inside the query (with learned statistics of the affixes the
    dictionary drops around a name: 左…, …術後, …軽度);
 3. learned rewrite rules (:mod:`ragmed.normalize.rules`, from aligning every surface with its name)
-   applied once or twice to the query: ``cmv`` → ``サイトメガロウイルス``, ``疼痛`` → ``痛``, ``左`` → ∅;
+   applied once or twice to the query: ``cmv`` → ``サイトメガロウイルス``, ``疼痛`` → ``痛``, ``左`` → ∅; and
+   Latin-letter eponyms read as the katakana of a name (:mod:`ragmed.normalize.katakana`:
+   ``Ｍｅｎｉｅｒｅ病`` → メニエール病);
 4. composite cells (``咳，発熱``) whose parts were found in the query, kept as the unit the dictionary
    assigns, in the order it writes them; and composite cells the dictionary does *not* hold, assembled
    from two names found apart in the query (or surfaces of exactly one name: 咳嗽 → 咳), in both orders,
