@@ -336,9 +336,10 @@ def main() -> None:
     if args.sections:
         sections = {}
         for part in args.sections.split(","):
-            sec, rows = part.split("=")
-            lo, hi = rows.split("-")
-            sections[sec] = (int(lo), int(hi))
+            m = re.fullmatch(r"([^=]+)=(\d+)-(\d+)", part.strip())
+            if not m:
+                ap.error(f"--sections: {part!r} is not NAME=FIRST-END (file rows, end excluded)")
+            sections[m.group(1)] = (int(m.group(2)), int(m.group(3)))
     elif args.csv.resolve() == DEFAULT_CSV.resolve():
         sections = SECTIONS
     entries = load_manbyo(args.csv)
