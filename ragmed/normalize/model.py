@@ -702,14 +702,10 @@ class DiseaseNormalizer:
             spans = [(i, i + 1) for i in range(a)] + [(i, i + 1) for i in range(b, len(key))]
             out.append(_Rewrite(key[:a] + key[b:], spans, REPEAT_COUNT, 1))
         for count, a, b, rhs in found:
-            spans = [(i, i + 1) for i in range(a)] + [(a, b)] * len(rhs)
-            spans += [(i, i + 1) for i in range(b, len(key))]
-            out.append(_Rewrite(key[:a] + rhs + key[b:], spans, count, 1))
+            out.append(_replaced(key, a, b, rhs, count))
         if self.katakana is not None:  # Latin words read as the katakana of a name (Ｍｅｎｉｅｒｅ病)
             for a, b, run, score in self.katakana.rewrites(key):
-                spans = [(i, i + 1) for i in range(a)] + [(a, b)] * len(run)
-                spans += [(i, i + 1) for i in range(b, len(key))]
-                out.append(_Rewrite(key[:a] + run + key[b:], spans, int(score), 1))
+                out.append(_replaced(key, a, b, run, int(score)))
         best = found[:PAIR_REWRITES]
         for i, (c1, a1, b1, rhs1) in enumerate(best):
             for c2, a2, b2, rhs2 in best[i + 1 :]:
@@ -1416,6 +1412,12 @@ class DiseaseNormalizer:
     def node_id(self, idx: int) -> str:
         """The index node of entry ``idx`` (as :attr:`ManbyoEntry.node_id`)."""
         return f"manbyo:{Path(self.sources[self.source_of[idx]]).name}:{self.rows[idx]}"
+
+
+def _replaced(key: str, a: int, b: int, rhs: str, count: int) -> _Rewrite:
+    """``key`` with ``key[a:b]`` replaced by ``rhs`` (one step), each new char spanning the piece it replaced."""
+    spans = [(i, i + 1) for i in range(a)] + [(a, b)] * len(rhs) + [(i, i + 1) for i in range(b, len(key))]
+    return _Rewrite(key[:a] + rhs + key[b:], spans, count, 1)
 
 
 def _repeats(key: str) -> list[tuple[int, int]]:
