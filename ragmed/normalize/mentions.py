@@ -200,7 +200,7 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
     group: list[int] = []  # the coordinated mentions awaiting (or taking) status words
     status: str | None = None  # the status the chain of words has given the group so far
     closed = False  # a status word has been read for the group: a new mention starts a new group
-    course = False  # the last status word was a course word (改善, 消失): a negation after it is its
+    course = False  # the last status word was a course word (改善, 消失): a negation after it is the course's
     last_end = 0
 
     def settle() -> None:
