@@ -17,6 +17,7 @@ from ragmed.errors import IndexCorruptError, InputError, NotFoundError
 from ragmed.manbyo import ManbyoEntry
 from ragmed.normalize import DiseaseNormalizer, Mention, normalize_key
 from ragmed.normalize.katakana import KatakanaRuns
+from ragmed.normalize.numerals import rewrites as number_rewrites
 
 # (surface, icd10, standard name) — invented rows in Manbyo's style (full-width letters, "，" cells)
 ROWS = [
@@ -59,6 +60,22 @@ EPONYM_ROWS = ROWS + [
     ("エーラス・ダンロス症候群", "Q796", "エーラス・ダンロス症候群"),
     ("脳症", "G934", "脳症"),
     ("敗血症", "A419", "敗血症"),
+]
+
+# names that write a number of degree, type or stage one way (第３度, ２型, 二次性, 第２期)
+NUMBER_ROWS = ROWS + [
+    ("房室ブロック", "I443", "房室ブロック"),
+    ("第１度房室ブロック", "I440", "第１度房室ブロック"),
+    ("第２度房室ブロック", "I441", "第２度房室ブロック"),
+    ("第３度房室ブロック", "I442", "第３度房室ブロック"),
+    ("完全房室ブロック", "I442", "第３度房室ブロック"),
+    ("熱傷", "T300", "熱傷"),
+    ("第２度熱傷", "T302", "第２度熱傷"),
+    ("第３度熱傷", "T303", "第３度熱傷"),
+    ("１型糖尿病", "E109", "１型糖尿病"),
+    ("二次性糖尿病", "E139", "二次性糖尿病"),
+    ("梅毒", "A539", "梅毒"),
+    ("第２期梅毒", "A519", "第２期梅毒"),
 ]
 
 
@@ -332,6 +349,49 @@ def test_saved_katakana_runs_are_checked_on_load(model: DiseaseNormalizer, tmp_p
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(IndexCorruptError, match="katakana.json.*rebuild"):
         DiseaseNormalizer.load(tmp_path)
+
+
+# ----------------------------------------------------------------------------- numbers respelt
+def test_numbers_are_respelt_only_where_they_are_numbers() -> None:
+    """Before 度/型/期/次/相/群 or after 第, in digits, kanji (with or without 第) and Roman numerals;
+    十二指腸, 一過性, 三叉神経 and the ``iv`` of HIV are words, not numbers."""
+    got = number_rewrites(normalize_key("Ⅲ度房室ブロック"))
+    assert got == [(0, 3, "3"), (0, 3, "第3"), (0, 3, "三"), (0, 3, "第三")]
+    assert (0, 2, "2") in number_rewrites(normalize_key("第二期梅毒"))  # 第 goes with the number
+    assert (0, 3, "12") in number_rewrites(normalize_key("第十二脳神経麻痺"))
+    assert (5, 6, "iii") in number_rewrites(normalize_key("ムコ多糖症３型"))
+    for word in ("十二指腸潰瘍", "一過性脳虚血発作", "三叉神経痛", "ＨＩＶ感染症"):
+        assert number_rewrites(normalize_key(word)) == [], word
+
+
+def test_a_number_written_another_way_finds_the_name_with_that_number() -> None:
+    """Without the step the nearest names keep the words and lose the number (房室ブロック, 熱傷)."""
+    model = DiseaseNormalizer.fit(make_entries(NUMBER_ROWS))
+    cases = {
+        "Ⅲ度房室ブロック": "第３度房室ブロック",
+        "ＩＩ度房室ブロック": "第２度房室ブロック",
+        "３度房室ブロック": "第３度房室ブロック",
+        "二度熱傷": "第２度熱傷",
+        "Ⅰ型糖尿病": "１型糖尿病",
+        "Ⅱ型ＤＭ": "２型糖尿病",
+        "第二期梅毒": "第２期梅毒",
+        "２次性糖尿病": "二次性糖尿病",
+    }
+    assert {q: names(model.normalize(q))[0] for q in cases} == cases
+    model.numerals = False  # as a normalizer saved before the step answers
+    assert sum(names(model.normalize(q))[0] == gold for q, gold in cases.items()) <= 2
+
+
+def test_saved_normalizer_keeps_the_numbers_step_and_older_ones_go_without(
+    model: DiseaseNormalizer, tmp_path: Path
+) -> None:
+    model.save(tmp_path)
+    assert DiseaseNormalizer.load(tmp_path).numerals is True
+    manifest_path = tmp_path / "normalizer" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    del manifest["numerals"]  # what a normalizer saved before the step holds
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    assert DiseaseNormalizer.load(tmp_path).numerals is False
 
 
 # ------------------------------------------------------------------------------------------ mentions

@@ -147,6 +147,43 @@ def test_latin_eponyms_find_their_katakana_names(full_model: DiseaseNormalizer, 
     assert [q for q, g in EPONYM_CASES if g not in ranked[q]] == []
 
 
+# a number of degree, type or stage written another way than the name writes it (none is a row of the file)
+NUMBER_CASES = [
+    ("３度房室ブロック", "第３度房室ブロック"),
+    ("二度熱傷", "第２度熱傷"),
+    ("Ⅲ度熱傷", "第３度熱傷"),
+    ("Ｉ度熱傷", "第１度熱傷"),
+    ("顔面Ⅱ度熱傷", "顔面第２度熱傷"),
+    ("ムコ多糖症３型", "ムコ多糖症ＩＩＩ型"),
+]
+
+
+def test_numbers_written_another_way_find_the_name_with_that_number(
+    full_model: DiseaseNormalizer, split
+) -> None:
+    """The dictionary itself often files such wording under the bare name (Ⅱ度房室ブロック → 房室ブロック,
+    Ⅰ型糖尿病 → 糖尿病), so the ranker may keep that first; the numbered name must be close behind.
+    Without the respelling, the nearest names keep the words and lose the number."""
+    entries, _, _ = split
+    in_file = {normalize_key(e.surface) for e in entries}
+    labels = {e.standard_name for e in entries}
+    for query, gold in NUMBER_CASES:
+        assert normalize_key(query) not in in_file, f"{query} is a row of the file"
+        assert gold in labels, gold
+
+    def top3() -> dict[str, list[str]]:
+        return {q: [c.standard_name for c in full_model.normalize(q, k=3)] for q, _ in NUMBER_CASES}
+
+    ranked = top3()
+    assert [(q, ranked[q]) for q, g in NUMBER_CASES if g not in ranked[q]] == []
+    full_model.numerals = False
+    try:
+        without = top3()
+    finally:
+        full_model.numerals = True
+    assert sum(g in without[q] for q, g in NUMBER_CASES) <= 2, without
+
+
 def test_mentions_in_a_clinical_sentence(full_model: DiseaseNormalizer) -> None:
     text = (
         "既往歴：２型糖尿病、高血圧症なし。今回、発熱と咳嗽が出現し、肺炎を疑い入院。心不全は否定できない。"

@@ -15,7 +15,8 @@ them:
 3. learned rewrite rules (:mod:`ragmed.normalize.rules`, from aligning every surface with its name)
    applied once or twice to the query: ``cmv`` → ``サイトメガロウイルス``, ``疼痛`` → ``痛``, ``左`` → ∅; and
    Latin-letter eponyms read as the katakana of a name (:mod:`ragmed.normalize.katakana`:
-   ``Ｍｅｎｉｅｒｅ病`` → メニエール病);
+   ``Ｍｅｎｉｅｒｅ病`` → メニエール病); and numbers of degree, type or stage in their other spellings
+   (:mod:`ragmed.normalize.numerals`: ``Ⅲ度房室ブロック`` → 第３度房室ブロック);
 4. composite cells (``咳，発熱``) whose parts were found in the query, kept as the unit the dictionary
    assigns, in the order it writes them; and composite cells the dictionary does *not* hold, assembled
    from two names found apart in the query (or surfaces of exactly one name: 咳嗽 → 咳), in both orders,
@@ -53,6 +54,7 @@ import scipy.sparse as sp
 
 import ragmed.normalize.english as english_mod
 import ragmed.normalize.mentions as M
+import ragmed.normalize.numerals as numerals_mod
 import ragmed.normalize.rules as R
 from ragmed.errors import IndexCorruptError, InputError, NotFoundError
 from ragmed.manbyo import NO_CODE, ManbyoEntry
@@ -87,6 +89,7 @@ RULES_PER_LHS = 3  # most frequent replacements tried for one piece of the query
 SINGLE_REWRITES = 24  # rewrites of the query tried (one rule each) …
 PAIR_REWRITES = 8  # … and pairs of the best this many
 REPEAT_COUNT = 50  # evidence given to "a piece written twice is written once"
+NUMERAL_COUNT = 50  # … and to "Ⅲ度 is 第３度" (a number in another spelling)
 TRAIN_QUERIES = 20000  # leave-one-fold-out training queries sampled from the dictionary
 MIN_RANKER_QUERIES = 200  # fewer positives than this: a fixed scoring rule instead of a ranker
 MIN_MENTION = 2  # shortest dictionary key that counts as a mention in free text
@@ -291,6 +294,7 @@ class DiseaseNormalizer:
         self.label_enc: list[np.ndarray] = []
         self.english: english_mod.EnglishTitles | None = None
         self.katakana: KatakanaRuns | None = None
+        self.numerals = False  # numbers of degree/type/stage respelt (Ⅲ度 → 第３度); off in older saves
         self.none_penalty = NONE_PENALTY
         self._view: _View | None = None
         self._label_order: tuple[np.ndarray, np.ndarray] | None = None
@@ -313,6 +317,7 @@ class DiseaseNormalizer:
         self._rebuild_matrices()
         self.english = self._english_titles()
         self.katakana = self._katakana_runs()
+        self.numerals = True
         self._train_ranker(train_queries, seed)
         return self
 
@@ -519,6 +524,7 @@ class DiseaseNormalizer:
                 "encoders": len(self.encoders),
                 "english": self.english is not None,
                 "katakana": self.katakana is not None,
+                "numerals": self.numerals,
                 "none_penalty": self.none_penalty,
             }
         )
@@ -596,6 +602,7 @@ class DiseaseNormalizer:
             if not isinstance(runs, list) or not all(isinstance(r, str) for r in runs):
                 raise IndexCorruptError(f"{src / 'katakana.json'}: no list of runs; rebuild the index")
             self.katakana = KatakanaRuns(runs)
+        self.numerals = bool(manifest.get("numerals", False))
         self.none_penalty = float(manifest.get("none_penalty", NONE_PENALTY))
         if len(label_parts) != len(self.labels):
             raise IndexCorruptError(f"{src / 'entries.json'}: label counts disagree; rebuild the index")
@@ -706,6 +713,9 @@ class DiseaseNormalizer:
         if self.katakana is not None:  # Latin words read as the katakana of a name (Ｍｅｎｉｅｒｅ病)
             for a, b, run, score in self.katakana.rewrites(key):
                 out.append(_replaced(key, a, b, run, int(score)))
+        if self.numerals:  # a number of degree/type/stage in its other spellings (Ⅲ度 → 第３度)
+            for a, b, rhs in numerals_mod.rewrites(key):
+                out.append(_replaced(key, a, b, rhs, NUMERAL_COUNT))
         best = found[:PAIR_REWRITES]
         for i, (c1, a1, b1, rhs1) in enumerate(best):
             for c2, a2, b2, rhs2 in best[i + 1 :]:
