@@ -46,6 +46,15 @@ def full_model(split) -> DiseaseNormalizer:
     return DiseaseNormalizer.fit(entries)
 
 
+def assert_unseen_with_known_gold(entries: list, cases: list[tuple[str, str]]) -> None:
+    """Each query is unseen wording (no row of the file) and its gold a standard name the file holds."""
+    in_file = {normalize_key(e.surface) for e in entries}
+    labels = {e.standard_name for e in entries}
+    for query, gold in cases:
+        assert normalize_key(query) not in in_file, f"{query} is a row of the file: not unseen wording"
+        assert gold in labels, f"{gold} is no standard name of the file"
+
+
 def test_grouped_heldout_accuracy_beats_the_baseline(model: DiseaseNormalizer, split) -> None:
     """Held-out families of variants: named golds and all golds, against the char n-gram baseline.
 
@@ -101,12 +110,7 @@ KIND_CASES = [
 
 
 def test_cases_of_each_kind(full_model: DiseaseNormalizer, split) -> None:
-    entries, _, _ = split
-    in_file = {normalize_key(e.surface) for e in entries}
-    labels = {e.standard_name for e in entries}
-    for query, gold, kind in KIND_CASES:
-        assert normalize_key(query) not in in_file, f"{query} is a row of the file: not unseen wording"
-        assert gold in labels, f"{gold} ({kind}) is no standard name of the file"
+    assert_unseen_with_known_gold(split[0], [(q, g) for q, g, _ in KIND_CASES])
     ranked = {q: [c.standard_name for c in full_model.normalize(q, k=5)] for q, _, _ in KIND_CASES}
     misses = [(q, g, k, ranked[q][:3]) for q, g, k in KIND_CASES if ranked[q][0] != g]
     print("top-1 misses:", misses)
@@ -135,12 +139,7 @@ EPONYM_CASES = [
 def test_latin_eponyms_find_their_katakana_names(full_model: DiseaseNormalizer, split) -> None:
     """Read aloud (kanalizer) and matched to the names' katakana; before that, 1 of these 12 was first
     (Ｐａｒｋｉｎｓｏｎ病) and most got `-1` or an unrelated name."""
-    entries, _, _ = split
-    in_file = {normalize_key(e.surface) for e in entries}
-    labels = {e.standard_name for e in entries}
-    for query, gold in EPONYM_CASES:
-        assert normalize_key(query) not in in_file, f"{query} is a row of the file"
-        assert gold in labels, gold
+    assert_unseen_with_known_gold(split[0], EPONYM_CASES)
     ranked = {q: [c.standard_name for c in full_model.normalize(q, k=5)] for q, _ in EPONYM_CASES}
     misses = [(q, g, ranked[q][:3]) for q, g in EPONYM_CASES if ranked[q][0] != g]
     assert len(misses) <= 2, misses
@@ -164,12 +163,7 @@ def test_numbers_written_another_way_find_the_name_with_that_number(
     """The dictionary itself often files such wording under the bare name (Ⅱ度房室ブロック → 房室ブロック,
     Ⅰ型糖尿病 → 糖尿病), so the ranker may keep that first; the numbered name must be close behind.
     Without the respelling, the nearest names keep the words and lose the number."""
-    entries, _, _ = split
-    in_file = {normalize_key(e.surface) for e in entries}
-    labels = {e.standard_name for e in entries}
-    for query, gold in NUMBER_CASES:
-        assert normalize_key(query) not in in_file, f"{query} is a row of the file"
-        assert gold in labels, gold
+    assert_unseen_with_known_gold(split[0], NUMBER_CASES)
 
     def top3() -> dict[str, list[str]]:
         return {q: [c.standard_name for c in full_model.normalize(q, k=3)] for q, _ in NUMBER_CASES}
