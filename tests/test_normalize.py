@@ -360,7 +360,7 @@ def test_numbers_are_respelt_only_where_they_are_numbers() -> None:
     assert (0, 2, "2") in number_rewrites(normalize_key("第二期梅毒"))  # 第 goes with the number
     assert (0, 3, "12") in number_rewrites(normalize_key("第十二脳神経麻痺"))
     assert (5, 6, "iii") in number_rewrites(normalize_key("ムコ多糖症３型"))
-    for word in ("十二指腸潰瘍", "一過性脳虚血発作", "三叉神経痛", "ＨＩＶ感染症"):
+    for word in ("十二指腸潰瘍", "一過性脳虚血発作", "三叉神経痛", "ＨＩＶ感染症", "体温３８度"):
         assert number_rewrites(normalize_key(word)) == [], word
 
 

@@ -24,7 +24,8 @@ _KANJI = "一二三四五六七八九"
 _ROMAN = ["i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "x"]
 _ROMAN += ["x" + r for r in _ROMAN[:-1]] + ["xx"]
 # in key space (normalize_key: NFKC, lower case): Ⅲ and ＩＩＩ are both "iii", ３ is "3"
-_NUMBER = r"[0-9]{1,2}|[一二三四五六七八九十]{1,3}|(?<![a-z])[ivx]{1,5}(?![a-z])"
+# whole numbers only: the 8 of 38度 (a temperature) or the 十一 of 二十一 is no number of its own
+_NUMBER = r"(?<![0-9])[0-9]{1,2}|(?<![一二三四五六七八九十])[一二三四五六七八九十]{1,3}|(?<![a-z])[ivx]{1,5}(?![a-z])"
 _FOUND = re.compile(rf"(第)?({_NUMBER})(?=[{COUNTERS}])|(第)({_NUMBER})")
 
 
@@ -55,8 +56,7 @@ def rewrites(key: str) -> list[tuple[int, int, str]]:
     ``第3``, ``三``, ``第三``, each replacing ``iii``)."""
     out: list[tuple[int, int, str]] = []
     for m in _FOUND.finditer(key):
-        ordinal, number = (m.group(1), m.group(2)) if m.group(2) else (m.group(3), m.group(4))
-        n = value(number)
+        n = value(m.group(2) or m.group(4))
         if n is None or not 1 <= n <= MAX_VALUE:
             continue
         start, end = m.span()
