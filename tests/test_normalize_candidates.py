@@ -14,7 +14,7 @@ from ragmed.errors import IndexCorruptError
 from ragmed.index.glossary import english_titles
 from ragmed.normalize import DiseaseNormalizer
 from ragmed.normalize.english import EnglishTitles, fold, latin_runs
-from ragmed.normalize.model import F, _Query
+from ragmed.normalize.model import F
 
 from .conftest import FIXTURES
 from .test_normalize import make_entries
@@ -200,8 +200,7 @@ def test_a_rule_learned_from_a_lone_letter_is_not_applied_inside_a_latin_word() 
     assert not any("歯周炎" in t for t in rewritten("ipf") + rewritten("pcos"))
 
     def found_inside(key: str) -> float:  # the surface Ｐ found inside the query
-        sims, name_sims, prof_sims, _ = m._sims([key], view)
-        q = _Query(key, sims[0], name_sims[0], prof_sims[0], view)
+        q = m._queries([key], view)[0]
         m._candidates(q)
         v = q.cands.get(m.label_id["歯周炎"])
         return 0.0 if v is None else float(v[F["sub_surface"]])
