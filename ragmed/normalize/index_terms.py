@@ -64,10 +64,6 @@ def read_package() -> dict[str, list[str]] | None:
     return terms
 
 
-def _katakana_only(key: str) -> bool:
-    return all("\u30a0" <= ch <= "\u30ff" for ch in key)
-
-
 class IndexTerms:
     """Term key → ICD-10 codes; the lookups a query makes."""
 
@@ -75,10 +71,6 @@ class IndexTerms:
         if not all(isinstance(k, str) and isinstance(v, list) for k, v in terms.items()):
             raise ValueError("index terms must map strings to lists of codes")
         self.terms = terms
-        # the terms written with kanji, letters or digits (the table also spells each term in katakana
-        # as it is read — ヘンズツウ — which is no wording a clinician types): the ones matched by
-        # similarity; in a fixed order, as the columns of the normalizer's term matrix
-        self.written = sorted(k for k in terms if not _katakana_only(k))
 
     def __len__(self) -> int:
         return len(self.terms)

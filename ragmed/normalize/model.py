@@ -23,7 +23,10 @@ them:
    with the order the dictionary's other composites suggest as a feature;
 5. Latin-letter wording matched against the WHO ICD-10 English titles of the dictionary's codes
    (:mod:`ragmed.normalize.english`: ``ＣＯＰＤ`` → J44.9 "Chronic obstructive pulmonary disease" → the
-   names filed under J44.9; ``Ｔｏｘｉｃ　ｓｈｏｃｋ　ｓｙｎｄｒｏｍｅ`` → A48.3).
+   names filed under J44.9; ``Ｔｏｘｉｃ　ｓｈｏｃｋ　ｓｙｎｄｒｏｍｅ`` → A48.3);
+6. the index terms of the standard disease-name master (:mod:`ragmed.normalize.index_terms`: synonyms,
+   old and lay names, abbreviations → ICD-10 codes): the query is one (テニス肘 → M7712 → 上腕骨外側上顆炎),
+   holds one, or becomes one once rewritten; the names filed under the term's code are candidates.
 
 The ranker (three bagged LightGBM LambdaRank rankers, stored as one forest walked in numpy at query
 time) is trained on the dictionary itself, leave-one-fold-out: a sampled variant row is queried against
@@ -92,7 +95,6 @@ PAIR_REWRITES = 8  # … and pairs of the best this many
 REPEAT_COUNT = 50  # evidence given to "a piece written twice is written once"
 NUMERAL_COUNT = 50  # … and to "Ⅲ度 is 第３度" (a number in another spelling)
 NAMES_PER_CODE = 6  # most frequent standard names filed under an index term's code, as candidates
-TERM_NEIGHBOURS = 5  # TF-IDF nearest index terms whose codes' names become candidates
 TRAIN_QUERIES = 20000  # leave-one-fold-out training queries sampled from the dictionary
 MIN_RANKER_QUERIES = 200  # fewer positives than this: a fixed scoring rule instead of a ranker
 MIN_MENTION = 2  # shortest dictionary key that counts as a mention in free text
@@ -209,7 +211,7 @@ FEATURES += ["enc_cos", "enc_rank_inv", "enc_gap", "q_enc_top", "rel_enc_cos"]
 RELATIVE += ["enc_cos"]
 # … then the disease-name master's index terms (index_terms): the query is a term, a rewrite of it is,
 # or it holds one; share: 1 / the names filed under the term's code
-FEATURES += ["ix_exact", "ix_rw", "ix_sub", "ix_share", "q_ix_exact", "ix_nn", "ix_nn_rank_inv"]
+FEATURES += ["ix_exact", "ix_rw", "ix_sub", "ix_share", "q_ix_exact"]
 F = {name: i for i, name in enumerate(FEATURES)}
 REL_SRC = np.asarray([F[name] for name in RELATIVE])
 REL_DST = np.asarray([F[f"rel_{name}"] for name in RELATIVE])
@@ -244,7 +246,6 @@ class _Query:
     prof_sims: np.ndarray  # … to every label's profile
     view: _View
     enc_sims: np.ndarray | None = None  # character-encoder cosine to every label's name
-    term_sims: np.ndarray | None = None  # TF-IDF cosine to every (written) index term
     cands: dict[int, np.ndarray] = field(default_factory=dict)
     nearest: dict[int, int] = field(default_factory=dict)  # label → its most similar visible entry
     # composite cells the dictionary does not hold (candidate ids from len(labels) on): id → part labels
@@ -304,7 +305,6 @@ class DiseaseNormalizer:
         self.numerals = False  # numbers of degree/type/stage respelt (Ⅲ度 → 第３度); off in older saves
         self.index_terms: terms_mod.IndexTerms | None = None
         self._code_names: dict[str, list[int]] | None = None  # ICD-10 code → single-name labels
-        self.terms_XT: sp.csr_matrix | None = None  # n-grams × the index terms written with kanji/letters
         self.none_penalty = NONE_PENALTY
         self._view: _View | None = None
         self._label_order: tuple[np.ndarray, np.ndarray] | None = None
@@ -330,8 +330,6 @@ class DiseaseNormalizer:
         self.numerals = True
         terms = terms_mod.read_package()
         self.index_terms = terms_mod.IndexTerms(terms) if terms else None
-        if self.index_terms is not None:
-            self.terms_XT = self.tfidf.transform(self.index_terms.written).T.tocsr()
         self._train_ranker(train_queries, seed)
         return self
 
@@ -530,9 +528,8 @@ class DiseaseNormalizer:
             out.json("english", {"titles": self.english.titles, "labels": self.english.labels})
         if self.katakana is not None:
             out.json("katakana", {"runs": self.katakana.runs})
-        if self.index_terms is not None and self.terms_XT is not None:
+        if self.index_terms is not None:
             out.json("index_terms", {"terms": self.index_terms.terms})
-            out.csr("terms_XT", self.terms_XT)
         out.manifest(
             {
                 "entries": len(self.keys),
@@ -628,14 +625,6 @@ class DiseaseNormalizer:
                 self.index_terms = terms_mod.IndexTerms(data["terms"])
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise IndexCorruptError(f"{src / 'index_terms.json'}: {exc!r}; rebuild the index") from exc
-            self.terms_XT = store.csr("terms_XT")
-            if self.terms_XT.shape != (self.tfidf.size, len(self.index_terms.written)):
-                raise IndexCorruptError(
-                    f"{src / 'terms_XT'}: not one column per index term; rebuild the index"
-                )
-        self.none_penalty = float(manifest.get("none_penalty", NONE_PENALTY))
-        if len(label_parts) != len(self.labels):
-            raise IndexCorruptError(f"{src / 'entries.json'}: label counts disagree; rebuild the index")
         self.label_parts = label_parts
         self.label_id = {cell: lab for lab, cell in enumerate(self.labels)}
         lookups = store.json("lookups")
@@ -683,7 +672,7 @@ class DiseaseNormalizer:
 
     def _queries(self, keys: list[str], view: _View) -> list[_Query]:
         """One query per key, with the TF-IDF cosine to every entry surface, label name, label profile
-        and index term, and the character encoders' cosine to every label's name."""
+        and the character encoders' cosine to every label's name."""
         assert self.tfidf is not None and self.XT is not None and self.name_XT is not None
         Q = self.tfidf.transform(keys)
         enc = None
@@ -692,12 +681,10 @@ class DiseaseNormalizer:
             enc /= len(view.encoders)
         sims, name_sims = (Q @ self.XT).toarray(), (Q @ self.name_XT).toarray()
         prof_sims = (Q @ view.prof_XT).toarray()
-        term_sims = None if self.terms_XT is None else (Q @ self.terms_XT).toarray()
         out = []
         for j, key in enumerate(keys):
             q = _Query(key, sims[j], name_sims[j], prof_sims[j], view)
             q.enc_sims = None if enc is None else enc[j]
-            q.term_sims = None if term_sims is None else term_sims[j]
             out.append(q)
         return out
 
@@ -894,20 +881,6 @@ class DiseaseNormalizer:
                 if v is not None:
                     v[F["en_acronym"]] = acronym
                     v[F["en_phrase"]] = phrase
-        # 2d. the index terms nearest the query (and the names filed under their codes)
-        if self.index_terms is not None and q.term_sims is not None and len(q.term_sims):
-            ts = q.term_sims
-            kk = min(TERM_NEIGHBOURS, len(ts))
-            best = np.argpartition(-ts, kk - 1)[:kk]
-            for rank, t in enumerate(best[np.argsort(-ts[best])]):
-                if ts[t] <= 0:
-                    break
-                codes = self.index_terms.get(self.index_terms.written[t])
-                self._term_evidence(codes, feat, "ix_nn", float(ts[t]), NAMES_PER_CODE // 2)
-                for lab in self._names_of_codes(codes)[: NAMES_PER_CODE // 2]:
-                    v = q.cands.get(lab)
-                    if v is not None and v[F["ix_nn_rank_inv"]] == 0:
-                        v[F["ix_nn_rank_inv"]] = 1.0 / (1 + rank)
         # 3. the query rewritten by learned rules: names and surfaces it then is, or contains
         for rw in self._rewrites(key, view):
             text, weight = rw.text, math.log1p(rw.count)
