@@ -208,14 +208,13 @@ def test_numbers_written_another_way_find_the_name_with_that_number(
 
     ranked = top3()
     assert [(q, ranked[q]) for q, g in NUMBER_CASES if g not in ranked[q]] == []
-    saved = full_model.index_terms  # the name master's index knows some of them
-    full_model.numerals, full_model.index_terms = False, None
+    full_model.numerals = False
     try:
         without = top3()
     finally:
         full_model.numerals = True
-        full_model.index_terms = saved
-    assert sum(g in without[q] for q, g in NUMBER_CASES) <= 2, without
+    # 2 of 6 without it when it came in, 3 since the ranker was retrained with the index terms
+    assert sum(g in without[q] for q, g in NUMBER_CASES) <= 3, without
 
 
 def test_mentions_in_a_clinical_sentence(full_model: DiseaseNormalizer) -> None:
