@@ -208,7 +208,7 @@ def test_numbers_written_another_way_find_the_name_with_that_number(
 
     ranked = top3()
     assert [(q, ranked[q]) for q, g in NUMBER_CASES if g not in ranked[q]] == []
-    saved = full_model.index_terms  # the name master's index knows some of these spellings (二度熱傷)
+    saved = full_model.index_terms  # the name master's index knows some of these spellings (３度房室ブロック)
     full_model.numerals, full_model.index_terms = False, None
     try:
         without = top3()
