@@ -400,6 +400,18 @@ def test_saved_index_terms_are_checked_on_load(model: DiseaseNormalizer, tmp_pat
         DiseaseNormalizer.load(tmp_path)
 
 
+def test_the_saved_minus1_penalty_is_the_one_a_loaded_normalizer_answers_with(
+    model: DiseaseNormalizer, tmp_path: Path
+) -> None:
+    """A normalizer saved by an older ragmed (penalty 2.0, scikit-learn trees) answers as it did."""
+    model.save(tmp_path)
+    manifest_path = tmp_path / "normalizer" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["none_penalty"] = 2.0
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    assert DiseaseNormalizer.load(tmp_path).none_penalty == 2.0
+
+
 # ----------------------------------------------------------------------------- numbers respelt
 def test_numbers_are_respelt_only_where_they_are_numbers() -> None:
     """Before 度/型/期/次/相/群 or after 第, in digits, kanji (with or without 第) and Roman numerals;

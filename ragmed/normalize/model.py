@@ -625,6 +625,9 @@ class DiseaseNormalizer:
                 self.index_terms = terms_mod.IndexTerms(data["terms"])
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise IndexCorruptError(f"{src / 'index_terms.json'}: {exc!r}; rebuild the index") from exc
+        self.none_penalty = float(manifest.get("none_penalty", NONE_PENALTY))
+        if len(label_parts) != len(self.labels):
+            raise IndexCorruptError(f"{src / 'entries.json'}: label counts disagree; rebuild the index")
         self.label_parts = label_parts
         self.label_id = {cell: lab for lab, cell in enumerate(self.labels)}
         lookups = store.json("lookups")
