@@ -708,9 +708,10 @@ def test_bagged_rankers_score_the_mean_of_their_trees() -> None:
 
 
 def test_no_training_query_is_scored_by_an_encoder_that_saw_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The two character encoders learn from the two halves of the folds; even folds (whose families are
+    """Two character encoders learn from the two halves of the folds; even folds (whose families are
     hidden) are scored by the odd folds' encoder, which also never sees those families; the anchors (a
-    name's own row) and no "-1" row are in both. The real encoder trains; this only records its input."""
+    name's own row) and no "-1" row are in both. A third learns from every row and scores real wording
+    with them. The real encoder trains; this only records its input."""
     from ragmed.normalize.charenc import CharEncoder
 
     model = DiseaseNormalizer.fit(make_entries(FAMILY_ROWS))
@@ -728,9 +729,79 @@ def test_no_training_query_is_scored_by_an_encoder_that_saw_it(monkeypatch: pyte
     keys = [normalize_key(s) for s, _, _ in FAMILY_ROWS]
     assert seen[0] == {keys[i] for i in (2, 3, 5)}  # odd folds minus the family, plus the anchors
     assert seen[1] == {keys[i] for i in (0, 2, 4, 5)}  # even folds plus the anchors; never "-1"
-    assert len(model.encoders) == 2 and model._full_view().encoders == (0, 1)
+    assert seen[2] == {keys[i] for i in range(6)}  # the third learns from every named row
+    assert len(model.encoders) == 3 and model._full_view().encoders == (0, 1, 2)
     assert [model._fold_encoders(f) for f in range(4)] == [(0,), (1,), (0,), (1,)]  # the other half's
     q = model.keys[0]
     sims = model._queries([q], model._full_view())[0].enc_sims
-    both = [model.encoders[i].encode([q]) @ model._label_encodings(i).T for i in (0, 1)]
-    np.testing.assert_allclose(sims, ((both[0] + both[1]) / 2)[0], atol=1e-6)
+    each = [model.encoders[i].encode([q]) @ model._label_encodings(i).T for i in (0, 1, 2)]
+    np.testing.assert_allclose(sims, (sum(each) / 3)[0], atol=1e-6)  # real wording: all three
+
+
+# wording the dictionary gives no standard name ("-1": states, plans, findings) beside named variants
+NONE_ROWS = ROWS + [
+    ("術後経過良好", "-1", "-1"),
+    ("全身状態良好", "-1", "-1"),
+    ("精査目的入院", "-1", "-1"),
+    ("経過観察中", "-1", "-1"),
+    ("食欲良好", "-1", "-1"),
+    ("術後経過観察", "-1", "-1"),
+    ("急性高血圧", "I10", "高血圧症"),
+    ("２型糖尿", "E11", "２型糖尿病"),
+    ("発作性心房細動", "I48", "心房細動"),
+]
+
+
+def test_nameless_wording_gets_a_higher_minus1_probability_than_a_disease() -> None:
+    """Two P(-1) models (one per half of the folds, as the encoders); real wording takes their mean, a
+    feature of every candidate of the query."""
+    model = DiseaseNormalizer.fit(make_entries(NONE_ROWS))
+    assert len(model.none_models) == 2 and model._full_view().none_models == (0, 1)
+    queries = ["入院後経過良好", "精査目的", "急性糖尿病", "高血圧症疑い"]
+    got = {q.key: q.none_p for q in model._queries([normalize_key(t) for t in queries], model._full_view())}
+    Q = model.tfidf.transform(list(got))
+    mean = (model.none_models[0].proba(Q) + model.none_models[1].proba(Q)) / 2
+    np.testing.assert_allclose(list(got.values()), mean, atol=1e-6)
+    nameless, named = (
+        [got[normalize_key(t)] for t in queries[:2]],
+        [got[normalize_key(t)] for t in queries[2:]],
+    )
+    assert min(nameless) > max(named), got
+
+
+def test_nameless_wording_models_learn_only_from_variant_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name's own row is never "-1": the models learn from the wording to normalize, each from its
+    half of the folds (a training query is scored by the half it is not in)."""
+    from ragmed.normalize.nonename import NoneModel
+
+    model = DiseaseNormalizer.fit(make_entries(NONE_ROWS))
+    model._rebuild_matrices()  # the fit-time matrices
+    seen: list[int] = []
+    real = NoneModel.train.__func__  # type: ignore[attr-defined]
+
+    def recording(cls, X, is_none):  # noqa: ANN001
+        seen.append(X.shape[0])
+        return real(cls, X, is_none)
+
+    monkeypatch.setattr(NoneModel, "train", classmethod(recording))
+    anchor = model._anchors()
+    fold = np.arange(len(model.keys)) % 4
+    model._train_none_models(fold, np.zeros(0, dtype=int), anchor)
+    assert seen == [int(np.sum((fold % 2 == h_fold) & ~anchor)) for h_fold in (1, 0)]
+    assert len(model.none_models) == 2
+
+
+def test_saved_nameless_wording_models_are_checked_on_load(tmp_path: Path) -> None:
+    model = DiseaseNormalizer.fit(make_entries(NONE_ROWS))
+    model.save(tmp_path)
+    loaded = DiseaseNormalizer.load(tmp_path)
+    for a, b in zip(loaded.none_models, model.none_models, strict=True):
+        np.testing.assert_array_equal(a.coef, b.coef)
+        assert a.intercept == b.intercept
+    folder = tmp_path / "normalizer"
+    np.save(folder / "none0.coef.npy", np.zeros(3, dtype=np.float32))  # weights for another vocabulary
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest["files"]["none0.coef.npy"] |= {"bytes": (folder / "none0.coef.npy").stat().st_size, "shape": [3]}
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(IndexCorruptError, match="none0.coef.npy.*rebuild"):
+        DiseaseNormalizer.load(tmp_path)
