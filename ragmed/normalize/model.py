@@ -347,9 +347,9 @@ class DiseaseNormalizer:
         return KatakanaRuns.build(normalize_key(n) for n in self.labels if n != NO_CODE)
 
     def _english_titles(self) -> english_mod.EnglishTitles:
-        """The WHO ICD-10 English titles of the codes each standard name is filed under (fit time only:
-        the ICD-10 package parses its XML on import)."""
-        from ragmed.index.glossary import english_titles, icd10_codes
+        """The WHO ICD-10 English titles of the codes each standard name is filed under, and the finer
+        ICD-10-CM terms that fall under those codes (fit time only: both packages parse XML on import)."""
+        from ragmed.index.glossary import cm_terms, english_titles, icd10_codes
 
         codes: dict[int, list[str]] = defaultdict(list)
         for lab, cell in zip(self.entry_label.tolist(), self.cols["icd10"], strict=True):
@@ -357,7 +357,11 @@ class DiseaseNormalizer:
                 for code in icd10_codes(cell):
                     if code not in codes[lab]:
                         codes[lab].append(code)
-        titles = english_titles({c for cs in codes.values() for c in cs})
+        wanted = {c for cs in codes.values() for c in cs}
+        titles = {code: [title] for code, title in english_titles(wanted).items()}
+        for code, terms in cm_terms(wanted).items():
+            have = titles.setdefault(code, [])
+            have += [t for t in terms if t not in have]
         counts = np.bincount(self.entry_label, minlength=len(self.labels))
         return english_mod.EnglishTitles.build(
             ((lab, cs, int(counts[lab])) for lab, cs in codes.items()), titles
