@@ -1246,6 +1246,10 @@ class DiseaseNormalizer:
             forests.append(Forest.from_lightgbm(ranker.fit(X, y, group=group).booster_))
         self.ranker = Forest.mean(forests)
 
+    def _named_entries(self) -> np.ndarray:
+        """Per entry: its label has a standard name (it is not "-1")."""
+        return np.asarray([bool(self.label_parts[lab]) for lab in self.entry_label], dtype=bool)
+
     @staticmethod
     def _halves(fold: np.ndarray, family: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per entry: in the rows the model of half 0 learns from (the odd folds, without the families
@@ -1263,7 +1267,7 @@ class DiseaseNormalizer:
         unseen by all three, is scored by their mean (on the grouped and random held-out splits the
         three gave +0.003 and +0.006 top-1 over the two halves' mean; the full one alone, −0.001 and
         +0.005)."""
-        named = np.asarray([bool(self.label_parts[lab]) for lab in self.entry_label])
+        named = self._named_entries()
         encoders: list[CharEncoder] = []
         for half, keep in enumerate(self._halves(fold, family)):
             rows = np.flatnonzero(named & (keep | anchor))
@@ -1290,7 +1294,7 @@ class DiseaseNormalizer:
         no training query is scored by a model that saw it; real wording by their mean. They learn from
         variant rows only: the wording to normalize (a name's own row is never "-1")."""
         assert self._X is not None, "fit time only"
-        is_none = np.asarray([not self.label_parts[lab] for lab in self.entry_label])
+        is_none = ~self._named_entries()
         models: list[NoneModel] = []
         for keep in self._halves(fold, family):
             rows = np.flatnonzero(keep & ~anchor)
