@@ -17,7 +17,7 @@ from ragmed.normalize.english import EnglishTitles, fold, latin_runs
 from ragmed.normalize.model import F
 
 from .conftest import FIXTURES
-from .test_normalize import make_entries
+from .test_normalize import forge_json, make_entries
 
 # (surface, icd10, standard name): no Latin-letter surface anywhere, so an acronym can only be found
 # through the English title of the code
@@ -219,16 +219,16 @@ def test_english_titles_saved_before_the_abbreviation_list_load(
     model: DiseaseNormalizer, tmp_path: Path
 ) -> None:
     model.save(tmp_path)
-    path = tmp_path / "normalizer" / "english.json"
-    data = json.loads(path.read_text(encoding="utf-8"))
+    folder = tmp_path / "normalizer"
+    data = json.loads((folder / "english.json").read_text(encoding="utf-8"))
     del data["expansions"]
-    path.write_text(json.dumps(data), encoding="utf-8")
-    manifest_path = tmp_path / "normalizer" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    manifest["files"]["english.json"]["bytes"] = path.stat().st_size  # as that ragmed wrote it
-    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    forge_json(folder, "english.json", data)  # as a ragmed before the abbreviation list wrote it
     loaded = DiseaseNormalizer.load(tmp_path)
     assert loaded.english.expansions == {} and loaded.english.titles == model.english.titles
+    data["expansions"] = {"pe": [["肺塞栓症"]]}  # damaged: no (label, evidence) pairs
+    forge_json(folder, "english.json", data)
+    with pytest.raises(IndexCorruptError, match="english.json.*rebuild"):
+        DiseaseNormalizer.load(tmp_path)
 
 
 def test_normalizer_saved_with_older_features_says_rebuild(model: DiseaseNormalizer, tmp_path: Path) -> None:
