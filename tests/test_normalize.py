@@ -17,6 +17,7 @@ from ragmed.errors import IndexCorruptError, InputError, NotFoundError
 from ragmed.manbyo import ManbyoEntry
 from ragmed.normalize import DiseaseNormalizer, Mention, normalize_key
 from ragmed.normalize.index_terms import read_package as read_index_terms
+from ragmed.normalize.jargon import rewrites as jargon_rewrites
 from ragmed.normalize.katakana import KatakanaRuns
 from ragmed.normalize.numerals import rewrites as number_rewrites
 
@@ -453,6 +454,30 @@ def test_saved_normalizer_keeps_the_numbers_step_and_older_ones_go_without(
     del manifest["numerals"]  # what a normalizer saved before the step holds
     manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
     assert DiseaseNormalizer.load(tmp_path).numerals is False
+
+
+# ------------------------------------------------------------------------------------------ jargon
+def test_jargon_is_read_only_where_a_katakana_run_is_made_of_it() -> None:
+    """マーゲンクレブス is two jargon words (胃, 癌); ヘモ is jargon for 痔核 but not inside ヘモグロビン, nor is
+    メタ (Metastase) inside メタボリック; small kana are folded as the keys fold them (ブラディ)."""
+    assert jargon_rewrites(normalize_key("マーゲンクレブス術後")) == [(0, 8, "胃癌")]
+    assert jargon_rewrites(normalize_key("肝メタ")) == [(1, 3, "転移")]
+    assert jargon_rewrites(normalize_key("ブラディ")) == [(0, 4, "徐脈")]
+    assert jargon_rewrites(normalize_key("アッペ後のヘモ")) == [(0, 3, "虫垂炎"), (5, 7, "痔核")]
+    for word in ("ヘモグロビン尿症", "メタボリック症候群", "オペラ", "糖尿病"):
+        assert jargon_rewrites(normalize_key(word)) == [], word
+
+
+def test_saved_normalizer_keeps_the_jargon_step_and_older_ones_go_without(
+    model: DiseaseNormalizer, tmp_path: Path
+) -> None:
+    model.save(tmp_path)
+    assert DiseaseNormalizer.load(tmp_path).jargon is True
+    manifest_path = tmp_path / "normalizer" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    del manifest["jargon"]  # what a normalizer saved before the step holds
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    assert DiseaseNormalizer.load(tmp_path).jargon is False
 
 
 # ------------------------------------------------------------------------------------------ mentions

@@ -16,7 +16,8 @@ them:
    applied once or twice to the query: ``cmv`` → ``サイトメガロウイルス``, ``疼痛`` → ``痛``, ``左`` → ∅; and
    Latin-letter eponyms read as the katakana of a name (:mod:`ragmed.normalize.katakana`:
    ``Ｍｅｎｉｅｒｅ病`` → メニエール病); and numbers of degree, type or stage in their other spellings
-   (:mod:`ragmed.normalize.numerals`: ``Ⅲ度房室ブロック`` → 第３度房室ブロック);
+   (:mod:`ragmed.normalize.numerals`: ``Ⅲ度房室ブロック`` → 第３度房室ブロック); and katakana ward jargon
+   read as the words of the names (:mod:`ragmed.normalize.jargon`: ``マーゲンクレブス`` → 胃癌);
 4. composite cells (``咳，発熱``) whose parts were found in the query, kept as the unit the dictionary
    assigns, in the order it writes them; and composite cells the dictionary does *not* hold, assembled
    from two names found apart in the query (or surfaces of exactly one name: 咳嗽 → 咳), in both orders,
@@ -60,6 +61,7 @@ import scipy.sparse as sp
 
 import ragmed.normalize.english as english_mod
 import ragmed.normalize.index_terms as terms_mod
+import ragmed.normalize.jargon as jargon_mod
 import ragmed.normalize.mentions as M
 import ragmed.normalize.numerals as numerals_mod
 import ragmed.normalize.rules as R
@@ -99,6 +101,7 @@ SINGLE_REWRITES = 24  # rewrites of the query tried (one rule each) …
 PAIR_REWRITES = 8  # … and pairs of the best this many
 REPEAT_COUNT = 50  # evidence given to "a piece written twice is written once"
 NUMERAL_COUNT = 50  # … and to "Ⅲ度 is 第３度" (a number in another spelling)
+JARGON_COUNT = 50  # … and to "マーゲン is 胃" (ward jargon)
 NAMES_PER_CODE = 6  # most frequent standard names filed under an index term's code, as candidates
 TRAIN_QUERIES = 20000  # leave-one-fold-out training queries sampled from the dictionary
 MIN_RANKER_QUERIES = 200  # fewer positives than this: a fixed scoring rule instead of a ranker
@@ -316,6 +319,7 @@ class DiseaseNormalizer:
         self.english: english_mod.EnglishTitles | None = None
         self.katakana: KatakanaRuns | None = None
         self.numerals = False  # numbers of degree/type/stage respelt (Ⅲ度 → 第３度); off in older saves
+        self.jargon = False  # katakana ward jargon read as Japanese (アッペ → 虫垂炎); off in older saves
         self.index_terms: terms_mod.IndexTerms | None = None
         self._code_names: dict[str, list[int]] | None = None  # ICD-10 code → single-name labels
         self.none_penalty = NONE_PENALTY
@@ -341,6 +345,7 @@ class DiseaseNormalizer:
         self.english = self._english_titles()
         self.katakana = self._katakana_runs()
         self.numerals = True
+        self.jargon = True
         terms = terms_mod.read_package()
         self.index_terms = terms_mod.IndexTerms(terms) if terms else None
         self._train_ranker(train_queries, seed)
@@ -569,6 +574,7 @@ class DiseaseNormalizer:
                 "english": self.english is not None,
                 "katakana": self.katakana is not None,
                 "numerals": self.numerals,
+                "jargon": self.jargon,
                 "index_terms": self.index_terms is not None,
                 "none_penalty": self.none_penalty,
             }
@@ -654,6 +660,7 @@ class DiseaseNormalizer:
                 raise IndexCorruptError(f"{src / 'katakana.json'}: no list of runs; rebuild the index")
             self.katakana = KatakanaRuns(runs)
         self.numerals = bool(manifest.get("numerals", False))
+        self.jargon = bool(manifest.get("jargon", False))
         if manifest.get("index_terms"):
             data = store.json("index_terms")
             try:
@@ -783,6 +790,9 @@ class DiseaseNormalizer:
         if self.numerals:  # a number of degree/type/stage in its other spellings (Ⅲ度 → 第３度)
             for a, b, rhs in numerals_mod.rewrites(key):
                 out.append(_replaced(key, a, b, rhs, NUMERAL_COUNT))
+        if self.jargon:  # ward jargon in katakana read as the names' words (マーゲンクレブス → 胃癌)
+            for a, b, rhs in jargon_mod.rewrites(key):
+                out.append(_replaced(key, a, b, rhs, JARGON_COUNT))
         best = found[:PAIR_REWRITES]
         for i, (c1, a1, b1, rhs1) in enumerate(best):
             for c2, a2, b2, rhs2 in best[i + 1 :]:
