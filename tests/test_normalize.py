@@ -444,16 +444,17 @@ def test_a_number_written_another_way_finds_the_name_with_that_number() -> None:
     assert sum(names(model.normalize(q))[0] == gold for q, gold in cases.items()) <= 2
 
 
-def test_saved_normalizer_keeps_the_numbers_step_and_older_ones_go_without(
-    model: DiseaseNormalizer, tmp_path: Path
+@pytest.mark.parametrize("step", ["numerals", "jargon"])
+def test_saved_normalizer_keeps_its_rewrite_steps_and_older_ones_go_without(
+    model: DiseaseNormalizer, tmp_path: Path, step: str
 ) -> None:
     model.save(tmp_path)
-    assert DiseaseNormalizer.load(tmp_path).numerals is True
+    assert getattr(DiseaseNormalizer.load(tmp_path), step) is True
     manifest_path = tmp_path / "normalizer" / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    del manifest["numerals"]  # what a normalizer saved before the step holds
+    del manifest[step]  # what a normalizer saved before the step holds
     manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
-    assert DiseaseNormalizer.load(tmp_path).numerals is False
+    assert getattr(DiseaseNormalizer.load(tmp_path), step) is False
 
 
 # ------------------------------------------------------------------------------------------ jargon
@@ -466,18 +467,6 @@ def test_jargon_is_read_only_where_a_katakana_run_is_made_of_it() -> None:
     assert jargon_rewrites(normalize_key("アッペ後のヘモ")) == [(0, 3, "虫垂炎"), (5, 7, "痔核")]
     for word in ("ヘモグロビン尿症", "メタボリック症候群", "オペラ", "糖尿病"):
         assert jargon_rewrites(normalize_key(word)) == [], word
-
-
-def test_saved_normalizer_keeps_the_jargon_step_and_older_ones_go_without(
-    model: DiseaseNormalizer, tmp_path: Path
-) -> None:
-    model.save(tmp_path)
-    assert DiseaseNormalizer.load(tmp_path).jargon is True
-    manifest_path = tmp_path / "normalizer" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    del manifest["jargon"]  # what a normalizer saved before the step holds
-    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
-    assert DiseaseNormalizer.load(tmp_path).jargon is False
 
 
 # ------------------------------------------------------------------------------------------ mentions
