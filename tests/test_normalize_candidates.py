@@ -225,10 +225,11 @@ def test_english_titles_saved_before_the_abbreviation_list_load(
     forge_json(folder, "english.json", data)  # as a ragmed before the abbreviation list wrote it
     loaded = DiseaseNormalizer.load(tmp_path)
     assert loaded.english.expansions == {} and loaded.english.titles == model.english.titles
-    data["expansions"] = {"pe": [["肺塞栓症"]]}  # damaged: no (label, evidence) pairs
-    forge_json(folder, "english.json", data)
-    with pytest.raises(IndexCorruptError, match="english.json.*rebuild"):
-        DiseaseNormalizer.load(tmp_path)
+    for damaged in ({"pe": [["肺塞栓症"]]}, ["pe"]):  # no (label, evidence) pairs; no mapping at all
+        data["expansions"] = damaged
+        forge_json(folder, "english.json", data)
+        with pytest.raises(IndexCorruptError, match="english.json.*rebuild"):
+            DiseaseNormalizer.load(tmp_path)
 
 
 def test_normalizer_saved_with_older_features_says_rebuild(model: DiseaseNormalizer, tmp_path: Path) -> None:

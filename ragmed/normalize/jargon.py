@@ -11,8 +11,8 @@ rewritten with their Japanese words (虫垂炎, 胃癌); the rewrite is then sco
 rules' rewrites. A run with anything else in it is left alone: ヘモ is jargon for 痔核 but not inside
 ヘモグロビン, nor is メタ (Metastase, 転移) inside メタボリック. Words that are also eponyms are left out
 (レーベル is Leber the liver, but also Leber of レーベル遺伝性視神経症; カイザー for Kaiserschnitt is also
-Kayser of カイザー・フライシャー輪); the original wording is always
-scored too, so a stray reading only adds candidates.
+Kayser of カイザー・フライシャー輪). The original wording is always scored too, so a stray reading only
+adds candidates.
 """
 
 from __future__ import annotations

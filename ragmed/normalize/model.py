@@ -651,7 +651,7 @@ class DiseaseNormalizer:
                     for abbr, hits in data.get("expansions", {}).items()
                 }
                 self.english = english_mod.EnglishTitles(data["titles"], data["labels"], expansions)
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise IndexCorruptError(f"{src / 'english.json'}: {exc!r}; rebuild the index") from exc
         if manifest.get("katakana"):
             data = store.json("katakana")
