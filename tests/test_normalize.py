@@ -444,8 +444,8 @@ def test_a_number_written_another_way_finds_the_name_with_that_number() -> None:
     assert sum(names(model.normalize(q))[0] == gold for q, gold in cases.items()) <= 2
 
 
-@pytest.mark.parametrize("step", ["numerals", "jargon"])
-def test_saved_normalizer_keeps_its_rewrite_steps_and_older_ones_go_without(
+@pytest.mark.parametrize("step", ["numerals", "jargon", "pairs"])
+def test_saved_normalizer_keeps_its_steps_and_older_ones_go_without(
     model: DiseaseNormalizer, tmp_path: Path, step: str
 ) -> None:
     model.save(tmp_path)

@@ -38,6 +38,8 @@ ROWS = [
     ("貧血", "D649", "貧血"),
     ("腎盂腎炎発熱", "N12,R509", "腎盂腎炎，発熱"),
     ("腎盂腎炎", "N12", "腎盂腎炎"),
+    ("癌性胸水", "C782", "癌性胸水"),
+    ("癌性腹水", "C786", "癌性腹水"),
     ("経過良好", "-1", "-1"),
 ]
 
@@ -200,6 +202,30 @@ def test_a_composite_the_dictionary_holds_is_not_assembled_again(model: DiseaseN
     got = names(model.normalize("腎盂腎炎・発熱", k=20))
     assert "腎盂腎炎，発熱" in got
     assert "発熱，腎盂腎炎" not in got  # the held cell, not its reversal
+
+
+def test_the_strongest_names_pair_into_a_composite_the_query_does_not_spell(model: DiseaseNormalizer) -> None:
+    """癌性胸腹水 is the file's wording for 癌性胸水，癌性腹水; neither name is inside it, so only the pairing
+    of the strongest single names reaches the composite."""
+    view = model._full_view()
+    q = model._queries(["癌性胸腹水"], view)[0]
+    model._candidates(q)
+    paired = {model.cell(lab, q): v for lab, v in q.cands.items() if v[F["comp_pair"]] > 0}
+    assert {"癌性胸水，癌性腹水", "癌性腹水，癌性胸水"} <= set(paired), list(paired)
+    v = paired["癌性胸水，癌性腹水"]
+    assert v[F["comp_new"]] == 1 and v[F["comp_in_order"]] == 1  # 胸 is written before 腹
+    assert v[F["comp_pair"]] == 0.5  # the weaker name is the second strongest
+    assert v[F["char_precision"]] == 1.0  # together the two names hold every character of the query
+    res = {r.standard_name: r for r in model.normalize("癌性胸腹水", k=30)}
+    assert sorted(res["癌性胸水，癌性腹水"].icd10.split(",")) == ["C782", "C786"]
+    # a composite the dictionary holds joins as itself, with the pairing's evidence
+    q = model._queries(["腎盂腎炎熱発"], view)[0]
+    model._candidates(q)
+    held = model.label_id["腎盂腎炎，発熱"]
+    assert held in q.cands and q.cands[held][F["comp_pair"]] > 0
+    assert not any(
+        set(parts) == {model.label_id["腎盂腎炎"], model.label_id["発熱"]} for parts in q.new.values()
+    )
 
 
 def test_one_name_gives_no_composite(model: DiseaseNormalizer) -> None:
