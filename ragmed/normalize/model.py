@@ -324,9 +324,7 @@ class DiseaseNormalizer:
         self.katakana: KatakanaRuns | None = None
         self.numerals = False  # numbers of degree/type/stage respelt (Ⅲ度 → 第３度); off in older saves
         self.jargon = False  # katakana ward jargon read as Japanese (アッペ → 虫垂炎); off in older saves
-        self.pairs = (
-            False  # the strongest names paired into composites (_paired_composites); off in older saves
-        )
+        self.pairs = False  # the strongest names paired into composites; off in older saves
         self.index_terms: terms_mod.IndexTerms | None = None
         self._code_names: dict[str, list[int]] | None = None  # ICD-10 code → single-name labels
         self.none_penalty = NONE_PENALTY
@@ -1155,7 +1153,7 @@ class DiseaseNormalizer:
             return []
         fb = self._fallback_scores(np.vstack([q.cands[lab] for lab in singles]))
         top = np.argsort(-fb)[:PAIR_SINGLES]
-        assembled = {frozenset(parts): cid for cid, parts in q.new.items()}
+        assembled = {frozenset(parts) for parts in q.new.values()}
         added: list[int] = []
         for x in range(len(top)):
             for y in range(x + 1, len(top)):
