@@ -1113,8 +1113,7 @@ class DiseaseNormalizer:
             if frozenset((l1, l2)) in seen:
                 continue
             seen.add(frozenset((l1, l2)))
-            held = [self.label_id.get(f"{self.labels[a]}，{self.labels[b]}") for a, b in ((l1, l2), (l2, l1))]
-            if any(lab is not None and counts[lab] > 0 for lab in held):
+            if self._held(l1, l2, counts):
                 continue  # the dictionary holds this composite: step 4 ranks it
             for v in self._assemble(q, l1, l2).values():
                 v[F["comp_matched"]] = 2
@@ -1139,6 +1138,11 @@ class DiseaseNormalizer:
             v[F["comp_part_prior"]] = math.log1p(min(counts[l1], counts[l2]))
         return made
 
+    def _held(self, l1: int, l2: int, counts: np.ndarray) -> list[int]:
+        """The visible composite cells of single-name labels ``l1`` and ``l2``, in either order."""
+        cells = (f"{self.labels[l1]}，{self.labels[l2]}", f"{self.labels[l2]}，{self.labels[l1]}")
+        return [lab for lab in map(self.label_id.get, cells) if lab is not None and counts[lab] > 0]
+
     def _paired_composites(self, q: _Query) -> list[int]:
         """Composites of two of the strongest single names by the fixed rule, whether or not the query
         spells either (大球性高色素性貧血 → 大球性貧血，高色素性貧血; 癌性胸腹水 → 癌性胸水，癌性腹水; 肺血栓 →
@@ -1153,22 +1157,19 @@ class DiseaseNormalizer:
             return []
         fb = self._fallback_scores(np.vstack([q.cands[lab] for lab in singles]))
         top = np.argsort(-fb)[:PAIR_SINGLES]
-        assembled = {frozenset(parts) for parts in q.new.values()}
         added: list[int] = []
         for x in range(len(top)):
             for y in range(x + 1, len(top)):
                 l1, l2 = singles[top[x]], singles[top[y]]
                 if self._place(q.key, l2) < self._place(q.key, l1):
                     l1, l2 = l2, l1
-                held = [
-                    self.label_id.get(f"{self.labels[a]}，{self.labels[b]}") for a, b in ((l1, l2), (l2, l1))
-                ]
-                labs = [lab for lab in held if lab is not None and counts[lab] > 0]
+                labs = self._held(l1, l2, counts)
+                assembled = [cid for cid, parts in q.new.items() if set(parts) == {l1, l2}]
                 if labs:
                     added += [lab for lab in labs if lab not in q.cands]
                     vs = [q.cands.setdefault(lab, np.zeros(len(FEATURES), dtype=np.float32)) for lab in labs]
-                elif frozenset((l1, l2)) in assembled:
-                    vs = [v for cid, v in q.cands.items() if q.new.get(cid) in ((l1, l2), (l2, l1))]
+                elif assembled:
+                    vs = [q.cands[cid] for cid in assembled]
                 else:
                     made = self._assemble(q, l1, l2)
                     added += list(made)
