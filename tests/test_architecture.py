@@ -233,3 +233,52 @@ def test_broad_excepts_in_ragmed_and_the_ui_always_reraise() -> None:
             if broad and not reraises:
                 offences.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert not offences, f"broad except without raise: {offences}"
+
+
+# imports that no extra of pyproject.toml installs, and why
+NOT_DECLARED = {
+    "vllm": "lives in its own environment with its own torch (README: LLM servers); imported lazily",
+}
+
+
+def third_party_imports() -> dict[str, set[str]]:
+    """Top-level third-party modules the three packages import anywhere (lazy imports included)."""
+    import sys
+
+    found: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                tops = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                tops = [node.module.split(".")[0]]
+            else:
+                continue
+            for top in tops:
+                if top not in sys.stdlib_module_names and top not in PACKAGES and top != "__future__":
+                    found.setdefault(top, set()).add(name)
+    return found
+
+
+def test_every_third_party_import_is_a_declared_dependency() -> None:
+    """An import that works only because another package happens to pull its distribution in breaks
+    when that package drops it (yaml came through transformers; threadpoolctl through scikit-learn)."""
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    def canon(dist: str) -> str:
+        return re.sub(r"[-_.]+", "-", dist).lower()
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"].values()
+    specs = project["dependencies"] + [spec for extra in extras for spec in extra]
+    declared = {canon(re.match(r"[A-Za-z0-9_.\-]+", spec).group()) for spec in specs}
+    dists = packages_distributions()
+    imports = third_party_imports()
+    assert {"numpy", "yaml", "vllm"} <= imports.keys()  # the walker sees lazy imports too
+    missing = {
+        top: sorted(users)
+        for top, users in imports.items()
+        if top not in NOT_DECLARED and not {canon(d) for d in dists.get(top, [top])} & declared
+    }
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
