@@ -1164,18 +1164,17 @@ class DiseaseNormalizer:
                 if self._place(q.key, l2) < self._place(q.key, l1):
                     l1, l2 = l2, l1
                 labs = self._held(l1, l2, counts)
-                assembled = [cid for cid, parts in q.new.items() if set(parts) == {l1, l2}]
                 if labs:
                     added += [lab for lab in labs if lab not in q.cands]
                     vs = [q.cands.setdefault(lab, np.zeros(len(FEATURES), dtype=np.float32)) for lab in labs]
-                elif assembled:
+                elif assembled := [cid for cid, parts in q.new.items() if set(parts) == {l1, l2}]:
                     vs = [q.cands[cid] for cid in assembled]
                 else:
                     made = self._assemble(q, l1, l2)
                     added += list(made)
                     vs = list(made.values())
-                for v in vs:
-                    v[F["comp_pair"]] = max(v[F["comp_pair"]], 1.0 / (1 + y))
+                for v in vs:  # each composite belongs to one pair: set once
+                    v[F["comp_pair"]] = 1.0 / (1 + y)
                     v[F["comp_pair_gap"]] = float(fb[top[0]] - fb[top[y]])
         return added
 
