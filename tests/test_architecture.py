@@ -13,10 +13,14 @@
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import inspect
 import re
+import sys
+import tomllib
 from collections.abc import Iterator
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
@@ -44,11 +48,16 @@ def modules() -> dict[str, Path]:
 MODULES = modules()
 
 
+@functools.cache
+def tree(path: Path) -> ast.Module:
+    """A module's syntax tree, parsed once for every check here (they only read it)."""
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
 def imports_of(name: str, path: Path) -> Iterator[str]:
     """Internal modules ``name`` imports anywhere in its source (resolving relative imports)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    for node in ast.walk(tree):
+    for node in ast.walk(tree(path)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield from _internal(alias.name)
@@ -168,7 +177,7 @@ def test_no_isinstance_on_a_concrete_implementation_outside_its_module() -> None
     )
     offences = []
     for name, path in MODULES.items():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(tree(path)):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("isinstance", "issubclass"):
                 classes = node.args[1].elts if isinstance(node.args[1], ast.Tuple) else [node.args[1]]
                 for cls in classes:
@@ -187,7 +196,7 @@ def test_each_shared_type_is_defined_once(name: str) -> None:
     for module, path in MODULES.items():
         if module == "ragmed.schema":
             continue
-        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        for node in tree(path).body:
             targets = []
             if isinstance(node, ast.ClassDef):
                 targets = [node.name]
@@ -225,7 +234,7 @@ def test_broad_excepts_in_ragmed_and_the_ui_always_reraise() -> None:
     for module, path in MODULES.items():
         if module.startswith("ragmed_eval"):
             continue  # eval keeps going per question by design, recording each failure
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(tree(path)):
             if not isinstance(node, ast.ExceptHandler):
                 continue
             broad = node.type is None or getattr(node.type, "id", None) in ("Exception", "BaseException")
@@ -243,11 +252,9 @@ NOT_DECLARED = {
 
 def third_party_imports() -> dict[str, set[str]]:
     """Top-level third-party modules the three packages import anywhere (lazy imports included)."""
-    import sys
-
     found: dict[str, set[str]] = {}
     for name, path in MODULES.items():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(tree(path)):
             if isinstance(node, ast.Import):
                 tops = [alias.name.split(".")[0] for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
@@ -263,8 +270,6 @@ def third_party_imports() -> dict[str, set[str]]:
 def test_every_third_party_import_is_a_declared_dependency() -> None:
     """An import that works only because another package happens to pull its distribution in breaks
     when that package drops it (yaml came through transformers; threadpoolctl through scikit-learn)."""
-    import tomllib
-    from importlib.metadata import packages_distributions
 
     def canon(dist: str) -> str:
         return re.sub(r"[-_.]+", "-", dist).lower()
