@@ -25,8 +25,8 @@ them:
 5. Latin-letter wording matched against the WHO ICD-10 English titles of the dictionary's codes
    (:mod:`ragmed.normalize.english`: ``ＣＯＰＤ`` → J44.9 "Chronic obstructive pulmonary disease" → the
    names filed under J44.9; ``Ｔｏｘｉｃ　ｓｈｏｃｋ　ｓｙｎｄｒｏｍｅ`` → A48.3), and read as English words translated
-   into the names' words, where codes disagree (:mod:`ragmed.normalize.bridge`: ``ＦＭＦ`` → familial,
-   fever → 家族, 熱 → 家族性地中海熱, filed under E85.0, not M04.1 where ICD-10-CM has the phrase);
+   into the names' words, where codes disagree (:mod:`ragmed.normalize.bridge`: ``ＦＭＦ`` → "familial
+   fever" → 家族 + 熱 → 家族性地中海熱, filed under E85.0, not M04.1 where ICD-10-CM has the phrase);
 6. the index terms of the standard disease-name master (:mod:`ragmed.normalize.index_terms`: synonyms,
    old and lay names, abbreviations → ICD-10 codes): the query is one (テニス肘 → M7712 → 上腕骨外側上顆炎),
    holds one, or becomes one once rewritten; the names filed under the term's code are candidates.
