@@ -37,7 +37,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ragmed.normalize.english import latin_runs, segment, title_words
+from ragmed.normalize.english import inverted, latin_runs, segment, title_words
 
 ITERATIONS = 8  # EM passes
 PER_WORD = 4  # translations kept per English word …
@@ -176,11 +176,7 @@ class Bridge:
     @cached_property
     def by_unit(self) -> dict[str, list[int]]:
         """Japanese word → the labels whose name holds it (built on the first Latin-letter query)."""
-        out: dict[str, list[int]] = defaultdict(list)
-        for lab, words in enumerate(self.units):
-            for w in set(words):
-                out[w].append(lab)
-        return out
+        return inverted(self.units)
 
     def senses(self, key: str) -> list[list[str]]:
         """The English readings of a key's Latin runs: each expansion of an abbreviation, a known word as
@@ -204,10 +200,13 @@ class Bridge:
 
         ＣＭＶ肝炎 reads as cytomegalovirus + 肝炎, and サイトメガロウイルス性肝炎 holds both."""
         best: dict[int, tuple[float, float]] = {}
+        senses = self.senses(key)
+        if not senses:  # nothing to translate: the Japanese alone is the other sources' work
+            return best
         by_unit = self.by_unit
         rest = _LATIN.sub(" ", key)
         native = [w for w in dict.fromkeys(japanese_words(rest)) if w in by_unit] if rest.strip() else []
-        for words in self.senses(key):
+        for words in senses:
             gain: dict[int, dict[str, float]] = defaultdict(dict)  # label → query word → best p
             explained: dict[int, set[str]] = defaultdict(set)
             options = [(w, self.translations[w]) for w in words] + [(w, [(w, 1.0)]) for w in native]

@@ -65,6 +65,15 @@ def stems(words: Iterable[str]) -> set[str]:
     return {w[: max(STEM_MIN, len(w) - STEM_CUT)] for w in words}
 
 
+def inverted(word_lists: Iterable[list[str]]) -> dict[str, list[int]]:
+    """Word → the positions of the lists holding it (each position once)."""
+    out: dict[str, list[int]] = defaultdict(list)
+    for i, words in enumerate(word_lists):
+        for w in set(words):
+            out[w].append(i)
+    return out
+
+
 def segment(run: str, words: Container[str]) -> list[str]:
     """The run split into known words (fewest pieces covering the most letters; unknown letters
     skipped): ``toxicshocksyndrome`` → toxic, shock, syndrome."""
@@ -117,11 +126,7 @@ class EnglishTitles:
 
     @cached_property
     def by_word(self) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = defaultdict(list)
-        for t, words in enumerate(self.titles):
-            for w in set(words):
-                out[w].append(t)
-        return out
+        return inverted(self.titles)
 
     @classmethod
     def build(
