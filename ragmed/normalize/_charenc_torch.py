@@ -3,12 +3,32 @@ only (imported at fit time: torch is slow to import and a saved normalizer never
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 cross_entropy = F.cross_entropy
+
+
+def encode_by_length(
+    model: nn.Module,
+    char_ids: Callable[[dict[str, int], list[str]], np.ndarray],
+    chars: dict[str, int],
+    texts: list[str],
+    chunk: int,
+) -> torch.Tensor:
+    """``model`` over ``texts`` in chunks of similar length, rows back in the texts' order: each chunk is
+    padded only to its own longest text, and padding never changes a text's encoding (it is masked)."""
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    parts = [
+        model(torch.from_numpy(char_ids(chars, [texts[i] for i in order[start : start + chunk]])))
+        for start in range(0, len(order), chunk)
+    ]
+    inverse = torch.from_numpy(np.argsort(order, kind="stable"))
+    return torch.cat(parts)[inverse]
 
 
 class Encoder(nn.Module):
