@@ -54,6 +54,23 @@ def test_an_encoding_does_not_depend_on_its_batch() -> None:
     assert np.isfinite(unseen).all() and abs(np.linalg.norm(unseen) - 1) < 1e-5
 
 
+def test_training_chunks_by_length_give_the_whole_batchs_encodings_and_gradients() -> None:
+    """Training encodes a batch in chunks of similar length (far less padding): each text's encoding,
+    and the gradient the loss sends back, are those of the batch padded as one."""
+    enc, model = _random_encoder()
+    texts = [t for t in TEXTS if t] * 3
+    whole = model(torch.from_numpy(charenc._char_ids(enc.chars, texts)))
+    chunked = T.encode_by_length(model, charenc._char_ids, enc.chars, texts, chunk=4)
+    assert chunked.shape == whole.shape
+    assert torch.allclose(chunked, whole, atol=1e-5)  # rows back in the texts' order
+    grads = []
+    for out in (whole, chunked):
+        model.zero_grad()
+        (out @ out.T).logsumexp(1).sum().backward()
+        grads.append(model.convs[0].weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-4)
+
+
 def test_save_and_load_round_trip_and_damage(tmp_path: Path) -> None:
     enc, _ = _random_encoder()
     out = Writer(tmp_path / "n")
