@@ -166,6 +166,11 @@ def test_add_makes_a_new_entry_findable() -> None:
     top = m.normalize("gout")[0]
     assert (top.standard_name, top.node_id) == ("痛風", "manbyo:fixture.csv:100")
     assert m.find_mentions("痛風発作")[0].candidates[0].standard_name == "痛風"
+    # the encoders' label encodings, kept transposed for queries, follow the added names
+    assert m.encoders, "the fixture fits character encoders"
+    for i in range(len(m.encoders)):
+        assert np.array_equal(m._label_encodings_t(i), m._label_encodings(i).T)
+        assert m._label_encodings_t(i).shape[1] == len(m.labels)
 
 
 def test_fit_rejects_empty_input() -> None:
