@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import ragmed.index.nodes as nodes_mod
-from ragmed.embeddings import Embedder, load_embedder
+from ragmed.embeddings import PASSAGE_ENCODERS, Embedder, load_embedder
 from ragmed.errors import EmbeddingMismatchError, IndexCorruptError, InputError
 from ragmed.index.store import (
     FORMAT,
@@ -189,7 +189,7 @@ class RagmedIndex:
                 if self._embedder is None:
                     # passages added later go through the encoder that wrote the index
                     recorded = str(self.manifest.embedding.get("passage_encoder"))
-                    passages = recorded if recorded in ("torch-fp32", "torch-bf16", "engine") else "auto"
+                    passages = recorded if recorded in PASSAGE_ENCODERS else "auto"
                     self._embedder = self._timed(
                         lambda: load_embedder(
                             self.manifest.embedding["name"],
