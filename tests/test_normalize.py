@@ -666,20 +666,24 @@ def test_lightgbm_trees_walked_in_numpy_score_as_lightgbm_does() -> None:
     on rows at split thresholds too (``x <= threshold`` goes left)."""
     import lightgbm
 
-    from ragmed.normalize.forest import Forest
+    from ragmed.normalize.forest import COMPACT_EVERY, Forest
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(3000, 6))
     X[:, 5] = rng.integers(0, 3, size=3000)  # a few discrete values: many rows sit on a threshold
     y = (X[:, 0] + 0.5 * X[:, 1] * X[:, 5] + rng.normal(scale=0.3, size=3000) > 0.8).astype(int)
-    ranker = lightgbm.LGBMRanker(n_estimators=30, num_leaves=7, min_child_samples=5, verbose=-1)
-    ranker.fit(X, y, group=[30] * 100)
-    forest = Forest.from_lightgbm(ranker.booster_)
-    on_thresholds = X.copy()
-    on_thresholds[:, 0] = forest.threshold[(forest.feature == 0) & ~forest.is_leaf][0]  # a split value
-    for rows in (X, on_thresholds):
-        np.testing.assert_allclose(forest.raw(rows), ranker.predict(rows, raw_score=True), rtol=0, atol=1e-9)
-    assert not np.allclose(forest.raw(X), forest.raw(X[::-1]))  # the score depends on the row
+    # small trees, and leaf-wise trees deep enough that the walk sets finished pairs aside many times
+    for leaves in (7, 31):
+        ranker = lightgbm.LGBMRanker(n_estimators=30, num_leaves=leaves, min_child_samples=5, verbose=-1)
+        ranker.fit(X, y, group=[30] * 100)
+        forest = Forest.from_lightgbm(ranker.booster_)
+        on_thresholds = X.copy()
+        on_thresholds[:, 0] = forest.threshold[(forest.feature == 0) & ~forest.is_leaf][0]  # a split value
+        for rows in (X, on_thresholds, X[:1]):
+            want = ranker.predict(rows, raw_score=True)
+            np.testing.assert_allclose(forest.raw(rows), want, rtol=0, atol=1e-9)
+        assert not np.allclose(forest.raw(X), forest.raw(X[::-1]))  # the score depends on the row
+    assert forest._walk is not None and forest._walk.depth > 3 * COMPACT_EVERY
 
 
 # variants of two names (肘部管症候群's share their stem), a synonym of each, and a "-1" row
