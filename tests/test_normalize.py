@@ -171,6 +171,11 @@ def test_add_makes_a_new_entry_findable() -> None:
     for i in range(len(m.encoders)):
         assert np.array_equal(m._label_encodings_t(i), m._label_encodings(i).T)
         assert m._label_encodings_t(i).shape[1] == len(m.labels)
+    # … and so does the label graph that real wording's nearest names are found through
+    assert len(m._label_graph()) == len(m.labels)
+    q = m._queries([normalize_key("ＧＯＵＴ")], m._full_view())[0]
+    assert q.enc is not None and q.enc.graph is m._label_graph()
+    assert m.label_id["痛風"] in q.enc.top(10, m._full_view().label_counts)[0].tolist()
 
 
 def test_fit_rejects_empty_input() -> None:
@@ -186,9 +191,61 @@ def test_save_load_round_trip_gives_identical_results(model: DiseaseNormalizer, 
     assert loaded.normalize_many(terms) == model.normalize_many(terms)
     text = "既往に2型DMとHTあり。"
     assert loaded.find_mentions(text) == model.find_mentions(text)
+    assert loaded._graph is not None and len(loaded._graph) == len(model.labels)  # read, not rebuilt
+    assert loaded._graph.to_array().tobytes() == model._label_graph().to_array().tobytes()
     # and a loaded normalizer can still take new rows
     loaded.add(make_entries([("痛風", "M109", "痛風")], start_row=200))
     assert loaded.normalize("痛風")[0].node_id == "manbyo:fixture.csv:200"
+
+
+def test_a_save_without_the_label_graph_builds_it_and_a_wrong_one_is_refused(
+    model: DiseaseNormalizer, tmp_path: Path
+) -> None:
+    """Saves from before the label graph answer the same (the graph is built on first use); a graph
+    that does not hold one node per label is named, with the fix."""
+    terms = ["DM", "左肘部管症候群", "嘔気嘔吐", "食事摂取良好"]
+    model.save(tmp_path)
+    folder = tmp_path / "normalizer"
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["label_graph"] == len(model.labels) and "encoders.graph.npy" in manifest["files"]
+    manifest["label_graph"] = len(model.labels) + 1
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(IndexCorruptError, match=r"encoders\.graph\.npy.*rebuild the index"):
+        DiseaseNormalizer.load(tmp_path)
+    del manifest["label_graph"], manifest["files"]["encoders.graph.npy"]
+    (folder / "encoders.graph.npy").unlink()
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    older = DiseaseNormalizer.load(tmp_path)
+    assert older._graph is None and older._graph_data is None
+    assert older.normalize_many(terms) == model.normalize_many(terms)
+    assert older._graph is not None and len(older._graph) == len(model.labels)
+
+
+def test_label_graph_finds_the_nearest_names_without_scoring_every_label() -> None:
+    """HNSW over 3 encoders' unit vectors side by side: the ten best by the mean cosine are found among
+    the few labels a search returns (not all of them), and a rebuild gives the same graph."""
+    from ragmed.normalize.labelgraph import EF_SEARCH, LabelGraph
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(60, 3 * 32))
+    rows = centres[rng.integers(0, 60, size=4000)] + 0.6 * rng.normal(size=(4000, 3 * 32))
+    encodings = [rows[:, i * 32 : (i + 1) * 32] for i in range(3)]
+    encodings = [(e / np.linalg.norm(e, axis=1, keepdims=True)).astype(np.float32) for e in encodings]
+    graph = LabelGraph.build(encodings)
+    assert len(graph) == 4000
+    assert graph.to_array().tobytes() == LabelGraph.build(encodings).to_array().tobytes()
+    exact = np.hstack(encodings) @ np.hstack(encodings).T / 3
+    found = 0
+    for lab in rng.choice(4000, size=50, replace=False):
+        query = np.hstack([e[lab] for e in encodings]) / 3
+        got = graph.search(query, 10)
+        assert len(got) <= EF_SEARCH < 4000
+        found += len(set(got.tolist()) & set(np.argsort(-exact[lab])[:10].tolist()))
+    assert found / 500 >= 0.95
+    # labels added later are linked in and found
+    graph.add([e[:5] * -1 for e in encodings])
+    assert len(graph) == 4005
+    assert 4000 in graph.search(np.hstack([-e[0] for e in encodings]) / 3, 10).tolist()
 
 
 def test_saved_normalizer_holds_only_arrays_and_json(model: DiseaseNormalizer, tmp_path: Path) -> None:
@@ -756,7 +813,7 @@ def test_no_training_query_is_scored_by_an_encoder_that_saw_it(monkeypatch: pyte
     assert len(model.encoders) == 3 and model._full_view().encoders == (0, 1, 2)
     assert [model._fold_encoders(f) for f in range(4)] == [(0,), (1,), (0,), (1,)]  # the other half's
     q = model.keys[0]
-    sims = model._queries([q], model._full_view())[0].enc_sims
+    sims = model._queries([q], model._full_view())[0].enc.at(np.arange(len(model.labels)))
     each = [model.encoders[i].encode([q]) @ model._label_encodings(i).T for i in (0, 1, 2)]
     np.testing.assert_allclose(sims, (sum(each) / 3)[0], atol=1e-6)  # real wording: all three
 
