@@ -198,11 +198,12 @@ def test_save_load_round_trip_gives_identical_results(model: DiseaseNormalizer, 
     assert loaded.normalize("痛風")[0].node_id == "manbyo:fixture.csv:200"
 
 
-def test_a_save_without_the_label_graph_builds_it_and_a_wrong_one_is_refused(
+def test_a_save_without_the_label_graph_answers_the_same_and_a_wrong_one_is_refused(
     model: DiseaseNormalizer, tmp_path: Path
 ) -> None:
-    """Saves from before the label graph answer the same (the graph is built on first use); a graph
-    that does not hold one node per label is named, with the fix."""
+    """Saves from before the label graph answer the same, by the exact product (no graph built per
+    process); saving one again writes the graph. A graph without one node per label is named, with the
+    fix."""
     terms = ["DM", "左肘部管症候群", "嘔気嘔吐", "食事摂取良好"]
     model.save(tmp_path)
     folder = tmp_path / "normalizer"
@@ -218,7 +219,10 @@ def test_a_save_without_the_label_graph_builds_it_and_a_wrong_one_is_refused(
     older = DiseaseNormalizer.load(tmp_path)
     assert older._graph is None and older._graph_data is None
     assert older.normalize_many(terms) == model.normalize_many(terms)
-    assert older._graph is not None and len(older._graph) == len(model.labels)
+    q = older._queries([normalize_key("DM")], older._full_view())[0]
+    assert older._graph is None and q.enc is not None and q.enc.graph is None and q.enc.dense is not None
+    older.save(tmp_path / "again")
+    assert DiseaseNormalizer.load(tmp_path / "again")._graph_data is not None
 
 
 def test_label_graph_finds_the_nearest_names_without_scoring_every_label() -> None:

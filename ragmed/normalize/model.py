@@ -412,6 +412,8 @@ class DiseaseNormalizer:
         terms = terms_mod.read_package()
         self.index_terms = terms_mod.IndexTerms(terms) if terms else None
         self._train_ranker(train_queries, seed)
+        if self.encoders:
+            self._label_graph()  # real wording's nearest names are found through it
         return self
 
     def _katakana_runs(self) -> KatakanaRuns:
@@ -632,8 +634,9 @@ class DiseaseNormalizer:
         for i, encoder in enumerate(self.encoders):
             encoder.save(out, f"encoder{i}")
             out.array(f"encoder{i}.labels", self._label_encodings(i))
-        if self.encoders:
-            out.array("encoders.graph", self._label_graph().to_array())
+        graph = self._label_graph() if self.encoders else None
+        if graph is not None:
+            out.array("encoders.graph", graph.to_array())
         for i, none_model in enumerate(self.none_models):
             none_model.save(out, f"none{i}")
         if self.english is not None:
@@ -667,7 +670,7 @@ class DiseaseNormalizer:
                 "features": FEATURES,
                 "ranker": self.ranker is not None,
                 "encoders": len(self.encoders),
-                "label_graph": len(self._label_graph()) if self.encoders else 0,
+                "label_graph": len(graph) if graph is not None else 0,
                 "none_models": len(self.none_models),
                 "english": self.english is not None,
                 "bridge": self.bridge is not None,
@@ -838,8 +841,8 @@ class DiseaseNormalizer:
         encodings = [self._label_encodings(i) for i in view.encoders]
         graph, dense = None, None
         if view.encoders and view.hidden is None and len(view.encoders) == len(self.encoders):
-            graph = self._label_graph()  # real wording: all encoders, through the graph
-        elif view.encoders:
+            graph = self._label_graph(build=False)  # real wording: all encoders, through the graph
+        if view.encoders and graph is None:
             dense = sum(v @ self._label_encodings_t(i) for i, v in zip(view.encoders, vectors, strict=True))
             dense /= len(view.encoders)
         none_p = np.zeros(len(keys))
@@ -878,10 +881,16 @@ class DiseaseNormalizer:
             have = self._label_enc_t[i] = np.ascontiguousarray(self._label_encodings(i).T)
         return have
 
-    def _label_graph(self) -> LabelGraph:
-        """The graph over every label's encodings by all encoders, linked up to the labels added since."""
+    def _label_graph(self, build: bool = True) -> LabelGraph | None:
+        """The graph over every label's encodings by all encoders, linked up to the labels added since.
+
+        ``build=False`` (queries): ``None`` where no graph was built or saved — a normalizer saved before
+        the graph answers by the exact product rather than pay ~5 s a process to build one; saving it
+        again (``index add``) writes one."""
         if self._graph is None and self._graph_data is not None:
             self._graph, self._graph_data = LabelGraph.from_array(self._graph_data), None
+        if self._graph is None and not build:
+            return None
         encodings = [self._label_encodings(i) for i in range(len(self.encoders))]
         if self._graph is None:
             self._graph = LabelGraph.build(encodings)
