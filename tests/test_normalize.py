@@ -225,6 +225,44 @@ def test_a_save_without_the_label_graph_answers_the_same_and_a_wrong_one_is_refu
     assert DiseaseNormalizer.load(tmp_path / "again")._graph_data is not None
 
 
+def test_threads_asking_first_at_once_read_the_saved_graph_once(
+    model: DiseaseNormalizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API answers from several threads: the first queries of a loaded normalizer arrive together,
+    and each must get the one graph read from the save (a slow read widens the window)."""
+    import threading
+    import time
+
+    from ragmed.normalize.labelgraph import LabelGraph
+
+    model.save(tmp_path)
+    loaded = DiseaseNormalizer.load(tmp_path)
+    reads: list[int] = []
+    real = LabelGraph.from_array.__func__  # type: ignore[attr-defined]
+
+    def slow(cls, data):  # noqa: ANN001
+        reads.append(1)
+        time.sleep(0.2)
+        return real(cls, data)
+
+    monkeypatch.setattr(LabelGraph, "from_array", classmethod(slow))
+    terms = ["DM", "左肘部管症候群", "嘔気嘔吐", "２型糖尿病疑い"]
+    start = threading.Barrier(len(terms))
+    got: dict[str, object] = {}
+
+    def ask(term: str) -> None:
+        start.wait()
+        got[term] = loaded.normalize(term)
+
+    threads = [threading.Thread(target=ask, args=(t,)) for t in terms]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(reads) == 1
+    assert got == {t: model.normalize(t) for t in terms}
+
+
 def test_label_graph_finds_the_nearest_names_without_scoring_every_label() -> None:
     """HNSW over 3 encoders' unit vectors side by side: the ten best by the mean cosine are found among
     the few labels a search returns (not all of them), and a rebuild gives the same graph."""

@@ -55,6 +55,7 @@ from __future__ import annotations
 import functools
 import math
 import string
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -373,6 +374,7 @@ class DiseaseNormalizer:
         # built on first use, or read from a save on first use (the saved bytes, memory-mapped)
         self._graph: LabelGraph | None = None
         self._graph_data: np.ndarray | None = None
+        self._graph_lock = threading.Lock()
         # P(-1 | n-grams), one model per half of the folds like the encoders (nonename)
         self.none_models: list[NoneModel] = []
         self.english: english_mod.EnglishTitles | None = None
@@ -887,16 +889,19 @@ class DiseaseNormalizer:
         ``build=False`` (queries): ``None`` where no graph was built or saved — a normalizer saved before
         the graph answers by the exact product rather than pay ~5 s a process to build one; saving it
         again (``index add``) writes one."""
-        if self._graph is None and self._graph_data is not None:
-            self._graph, self._graph_data = LabelGraph.from_array(self._graph_data), None
-        if self._graph is None and not build:
-            return None
-        encodings = [self._label_encodings(i) for i in range(len(self.encoders))]
-        if self._graph is None:
-            self._graph = LabelGraph.build(encodings)
-        elif len(self._graph) < len(self.labels):
-            self._graph.add([enc[len(self._graph) :] for enc in encodings])
-        return self._graph
+        with self._graph_lock:  # the API's threads may ask first at once: one reads (or links) the graph
+            if self._graph is None and self._graph_data is not None:
+                self._graph, self._graph_data = LabelGraph.from_array(self._graph_data), None
+            if self._graph is None and not build:
+                return None
+            if self._graph is not None and len(self._graph) == len(self.labels):
+                return self._graph
+            encodings = [self._label_encodings(i) for i in range(len(self.encoders))]
+            if self._graph is None:
+                self._graph = LabelGraph.build(encodings)
+            else:
+                self._graph.add([enc[len(self._graph) :] for enc in encodings])
+            return self._graph
 
     def _label_entries(self, lab: int) -> np.ndarray:
         if self._label_order is None:
