@@ -313,3 +313,15 @@ def test_a_rule_learned_from_a_lone_letter_is_not_applied_inside_a_latin_word() 
 
     assert found_inside("p悪化") > 0
     assert found_inside("ipf") == found_inside("pcos") == 0
+
+
+def test_edit_distance_counts_single_character_edits() -> None:
+    """The nn_edit and edit_sim features read it: insertions, deletions and substitutions of one
+    character (a full-width letter or a kanji is one), never transpositions as one edit."""
+    from ragmed.normalize.rules import levenshtein
+
+    assert levenshtein("kitten", "sitting") == 3
+    assert levenshtein("左肘部管症候群", "肘部管症候群") == 1
+    assert levenshtein("ＤＭ", "２型ＤＭ") == 2
+    assert levenshtein("ab", "ba") == 2
+    assert levenshtein("", "糖尿病") == 3 and levenshtein("糖尿病", "") == 3 and levenshtein("", "") == 0

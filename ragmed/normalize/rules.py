@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import difflib
 
+from rapidfuzz.distance import Levenshtein
+
 MAX_LHS = 10  # longest rewritten piece of a surface
 MAX_RHS = 16  # longest replacement
 MAX_AFFIX = 8  # longest prefix/suffix kept in the drop statistics
@@ -97,30 +99,6 @@ def explained(
 
 
 def levenshtein(a: str, b: str) -> int:
-    """Edit distance (Hyyrö's bit-parallel algorithm: one pass over ``b`` with integer bit ops)."""
-    if not a:
-        return len(b)
-    if not b:
-        return len(a)
-    peq: dict[str, int] = {}
-    for i, ch in enumerate(a):
-        peq[ch] = peq.get(ch, 0) | (1 << i)
-    m = len(a)
-    full = (1 << m) - 1
-    last = 1 << (m - 1)
-    pv, mv, score = full, 0, m
-    for ch in b:
-        eq = peq.get(ch, 0)
-        xv = eq | mv
-        xh = (((eq & pv) + pv) ^ pv) | eq
-        ph = mv | (~(xh | pv) & full)
-        mh = pv & xh
-        if ph & last:
-            score += 1
-        elif mh & last:
-            score -= 1
-        ph = ((ph << 1) | 1) & full
-        mh = (mh << 1) & full
-        pv = mh | (~(xv | ph) & full)
-        mv = ph & xv
-    return score
+    """Edit distance (rapidfuzz's, in C: ~0.2 µs a pair where the bit-parallel loop in Python took ~2.5;
+    a query computes ~100, and the ranker's training ~2 million)."""
+    return int(Levenshtein.distance(a, b))
