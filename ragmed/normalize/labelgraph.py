@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -37,8 +38,8 @@ class LabelGraph:
     """Every label's encodings by each encoder, side by side (label ``i`` is graph id ``i``), scaled so
     that a query's inner product with them is the encoders' mean cosine."""
 
-    def __init__(self, index: object) -> None:
-        self.index = index
+    def __init__(self, index: Any) -> None:
+        self.index = index  # a faiss.IndexHNSWSQ (faiss is imported where it is needed: slow to import)
 
     @staticmethod
     def _rows(encodings: list[np.ndarray]) -> np.ndarray:
@@ -61,10 +62,10 @@ class LabelGraph:
     def add(self, encodings: list[np.ndarray]) -> None:
         """Link new labels' encodings (their ids continue the labels')."""
         with _one_thread():
-            self.index.add(self._rows(encodings))  # type: ignore[attr-defined]
+            self.index.add(self._rows(encodings))
 
     def __len__(self) -> int:
-        return int(self.index.ntotal)  # type: ignore[attr-defined]
+        return int(self.index.ntotal)
 
     def search(self, query: np.ndarray, k: int = EF_SEARCH) -> np.ndarray:
         """Up to ``max(k, EF_SEARCH)`` labels near ``query`` (the encoders' vectors side by side, divided
@@ -73,7 +74,7 @@ class LabelGraph:
 
         ef = max(k, EF_SEARCH)
         params = faiss.SearchParametersHNSW(efSearch=ef)
-        _, ids = self.index.search(np.asarray(query, dtype=np.float32)[None, :], ef, params=params)  # type: ignore[attr-defined]
+        _, ids = self.index.search(np.asarray(query, dtype=np.float32)[None, :], ef, params=params)
         ids = ids[0]
         return ids[ids >= 0]
 
