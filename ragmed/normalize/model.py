@@ -296,12 +296,7 @@ class _EncoderSims:
         else:
             labels = np.arange(len(counts))
         labels = labels[counts[labels] > 0]
-        sims = self.at(labels)
-        if len(labels) > k:  # the k-th value and every value tied with it stay in for the tie-break
-            keep = sims >= np.partition(sims, len(sims) - k)[len(sims) - k]
-            labels, sims = labels[keep], sims[keep]
-        order = np.lexsort((labels, -sims))[:k]
-        return labels[order], sims[order]
+        return _top(labels, self.at(labels), k)
 
 
 @dataclass
@@ -1837,18 +1832,24 @@ def _repeats(key: str) -> list[tuple[int, int]]:
     return out[:4]
 
 
-def _top_positive(arr: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest positive values of ``arr``, largest first, ties by index.
-
-    A TF-IDF row is mostly zeros: selecting among its few positives is ~10x cheaper than partitioning
-    the whole row, and the explicit tie order makes a rank the same at fit and at query time."""
-    idx = np.flatnonzero(arr > 0)
-    val = arr[idx]
+def _top(idx: np.ndarray, val: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest of ``val`` and their ``idx``, largest first, ties by ``idx``: an explicit tie
+    order makes a rank the same at fit and at query time."""
     if len(idx) > k:
         kth = np.partition(val, len(val) - k)[len(val) - k]
         keep = val >= kth  # every value tied with the k-th stays in for the tie-break
         idx, val = idx[keep], val[keep]
-    return idx[np.lexsort((idx, -val))][:k]
+    order = np.lexsort((idx, -val))[:k]
+    return idx[order], val[order]
+
+
+def _top_positive(arr: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest positive values of ``arr``, largest first, ties by index.
+
+    A TF-IDF row is mostly zeros: selecting among its few positives is ~10x cheaper than partitioning
+    the whole row."""
+    idx = np.flatnonzero(arr > 0)
+    return _top(idx, arr[idx], k)[0]
 
 
 def _sigmoid(x: float) -> float:
