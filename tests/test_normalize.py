@@ -16,6 +16,8 @@ import pytest
 from ragmed.errors import IndexCorruptError, InputError, NotFoundError
 from ragmed.manbyo import ManbyoEntry
 from ragmed.normalize import DiseaseNormalizer, Mention, normalize_key
+from ragmed.normalize.abbreviations import ABBREVIATIONS
+from ragmed.normalize.abbreviations import rewrites as abbreviation_rewrites
 from ragmed.normalize.index_terms import read_package as read_index_terms
 from ragmed.normalize.jargon import rewrites as jargon_rewrites
 from ragmed.normalize.katakana import KatakanaRuns
@@ -548,7 +550,7 @@ def test_a_number_written_another_way_finds_the_name_with_that_number() -> None:
     assert sum(names(model.normalize(q))[0] == gold for q, gold in cases.items()) <= 2
 
 
-@pytest.mark.parametrize("step", ["numerals", "jargon", "pairs"])
+@pytest.mark.parametrize("step", ["numerals", "jargon", "abbreviations", "pairs"])
 def test_saved_normalizer_keeps_its_steps_and_older_ones_go_without(
     model: DiseaseNormalizer, tmp_path: Path, step: str
 ) -> None:
@@ -571,6 +573,33 @@ def test_jargon_is_read_only_where_a_katakana_run_is_made_of_it() -> None:
     assert jargon_rewrites(normalize_key("アッペ後のヘモ")) == [(0, 3, "虫垂炎"), (5, 7, "痔核")]
     for word in ("ヘモグロビン尿症", "メタボリック症候群", "オペラ", "糖尿病"):
         assert jargon_rewrites(normalize_key(word)) == [], word
+
+
+# ------------------------------------------------------------------------------------ abbreviations
+def test_a_clinical_abbreviation_is_read_only_as_a_whole_latin_run() -> None:
+    """ＧＰＡ is read; the Ｐ inside ＩＰＦ, the ＨＴ inside ＨＴＭＬ and the ＣＡ inside ＭＣＡ are not; an
+    ambiguous abbreviation gets each of its readings; runs may hold digits and hyphens (Ｔ２ＤＭ)."""
+    assert abbreviation_rewrites(normalize_key("ＧＰＡ")) == [(0, 3, "多発血管炎性肉芽腫症")]
+    assert abbreviation_rewrites(normalize_key("左ＭＣＡ動脈瘤")) == [(1, 4, "中大脳動脈")]
+    assert abbreviation_rewrites(normalize_key("高Ｃｌ血症")) == [(1, 3, "クロール")]
+    assert abbreviation_rewrites(normalize_key("ＤＭ")) == [(0, 2, "糖尿病"), (0, 2, "皮膚筋炎")]
+    assert abbreviation_rewrites(normalize_key("Ｔ２ＤＭ")) == [(0, 4, "2型糖尿病")]
+    assert abbreviation_rewrites(normalize_key("ＩｇＧ４−ＲＤ疑い")) == [(0, 7, "igg4関連疾患")]
+    assert abbreviation_rewrites(normalize_key("ＡＭＩ後のＨＦ")) == [
+        (0, 3, "急性心筋梗塞"),
+        (5, 7, "心不全"),
+    ]
+    assert abbreviation_rewrites(normalize_key("ＩＰＦ術後")) == [(0, 3, "特発性肺線維症")]  # not Ｐ
+    for word in ("ＨＴＭＬ", "ＸＹＺ", "糖尿病", "ＨＴＬＶ−１", "ＭＣＡＳ"):
+        assert abbreviation_rewrites(normalize_key(word)) == [], word
+
+
+def test_the_abbreviation_table_is_well_formed() -> None:
+    """Every entry is a whole Latin run as a key writes it (so it can be found at all) with readings
+    that are not the abbreviation again."""
+    for abbr, readings in ABBREVIATIONS.items():
+        assert abbreviation_rewrites(abbr) == [(0, len(abbr), normalize_key(r)) for r in readings.split("|")]
+        assert all(r and normalize_key(r) != abbr for r in readings.split("|")), abbr
 
 
 # ------------------------------------------------------------------------------------------ mentions

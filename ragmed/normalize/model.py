@@ -17,7 +17,9 @@ them:
    Latin-letter eponyms read as the katakana of a name (:mod:`ragmed.normalize.katakana`:
    ``Ｍｅｎｉｅｒｅ病`` → メニエール病); and numbers of degree, type or stage in their other spellings
    (:mod:`ragmed.normalize.numerals`: ``Ⅲ度房室ブロック`` → 第３度房室ブロック); and katakana ward jargon
-   read as the words of the names (:mod:`ragmed.normalize.jargon`: ``マーゲンクレブス`` → 胃癌);
+   read as the words of the names (:mod:`ragmed.normalize.jargon`: ``マーゲンクレブス`` → 胃癌); and Latin
+   clinical abbreviations read as them (:mod:`ragmed.normalize.abbreviations`: ``ＧＰＡ`` →
+   多発血管炎性肉芽腫症, ``左ＭＣＡ動脈瘤`` → 左中大脳動脈瘤);
 4. composite cells (``咳，発熱``) whose parts were found in the query, kept as the unit the dictionary
    assigns, in the order it writes them; and composite cells the dictionary does *not* hold, assembled
    from two names found apart in the query (or surfaces of exactly one name: 咳嗽 → 咳), in both orders,
@@ -64,6 +66,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+import ragmed.normalize.abbreviations as abbreviations_mod
 import ragmed.normalize.bridge as bridge_mod
 import ragmed.normalize.english as english_mod
 import ragmed.normalize.index_terms as terms_mod
@@ -110,6 +113,7 @@ PAIR_REWRITES = 8  # … and pairs of the best this many
 REPEAT_COUNT = 50  # evidence given to "a piece written twice is written once"
 NUMERAL_COUNT = 50  # … and to "Ⅲ度 is 第３度" (a number in another spelling)
 JARGON_COUNT = 50  # … and to "マーゲン is 胃" (ward jargon)
+ABBREVIATION_COUNT = 50  # … and to "ＭＣＡ is 中大脳動脈" (a clinical abbreviation)
 NAMES_PER_CODE = 6  # most frequent standard names filed under an index term's code, as candidates
 TRAIN_QUERIES = 20000  # leave-one-fold-out training queries sampled from the dictionary
 MIN_RANKER_QUERIES = 200  # fewer positives than this: a fixed scoring rule instead of a ranker
@@ -238,6 +242,10 @@ FEATURES += ["comp_pair", "comp_pair_gap"]
 # … then the English bridge (bridge): share of the query's words the name translates, share of the
 # name's words that translate one, and 1 / (1 + the name's place among the bridge's names)
 FEATURES += ["br_cover", "br_prec", "br_rank_inv"]
+# … then a clinical abbreviation read (abbreviations): 1 / steps where the rewrite that read one is the
+# name, and the share of the query a name inside such a rewrite covers — apart from the learned rules'
+# rewrites, since a table's reading is right or wrong in its own way (ＤＭ: 糖尿病 or 皮膚筋炎)
+FEATURES += ["ab_exact", "ab_sub"]
 F = {name: i for i, name in enumerate(FEATURES)}
 REL_SRC = np.asarray([F[name] for name in RELATIVE])
 REL_DST = np.asarray([F[f"rel_{name}"] for name in RELATIVE])
@@ -320,6 +328,7 @@ class _Rewrite:
     spans: list[tuple[int, int]]  # for each char of text: its span in the query key
     count: int  # evidence: the least frequent rule applied
     steps: int
+    read: bool = False  # a clinical abbreviation read is among its steps (abbreviations)
 
 
 class DiseaseNormalizer:
@@ -377,6 +386,7 @@ class DiseaseNormalizer:
         self.katakana: KatakanaRuns | None = None
         self.numerals = False  # numbers of degree/type/stage respelt (Ⅲ度 → 第３度); off in older saves
         self.jargon = False  # katakana ward jargon read as Japanese (アッペ → 虫垂炎); off in older saves
+        self.abbreviations = False  # Latin clinical abbreviations read (ＧＰＡ → 多発血管炎性肉芽腫症); ditto
         self.pairs = False  # the strongest names paired into composites; off in older saves
         self.index_terms: terms_mod.IndexTerms | None = None
         self._code_names: dict[str, list[int]] | None = None  # ICD-10 code → single-name labels
@@ -405,6 +415,7 @@ class DiseaseNormalizer:
         self.katakana = self._katakana_runs()
         self.numerals = True
         self.jargon = True
+        self.abbreviations = True
         self.pairs = True
         terms = terms_mod.read_package()
         self.index_terms = terms_mod.IndexTerms(terms) if terms else None
@@ -674,6 +685,7 @@ class DiseaseNormalizer:
                 "katakana": self.katakana is not None,
                 "numerals": self.numerals,
                 "jargon": self.jargon,
+                "abbreviations": self.abbreviations,
                 "pairs": self.pairs,
                 "index_terms": self.index_terms is not None,
                 "none_penalty": self.none_penalty,
@@ -773,6 +785,7 @@ class DiseaseNormalizer:
             self.katakana = KatakanaRuns(runs)
         self.numerals = bool(manifest.get("numerals", False))
         self.jargon = bool(manifest.get("jargon", False))
+        self.abbreviations = bool(manifest.get("abbreviations", False))
         self.pairs = bool(manifest.get("pairs", False))
         if manifest.get("index_terms"):
             data = store.json("index_terms")
@@ -920,7 +933,7 @@ class DiseaseNormalizer:
                 for rid in rids:
                     count = int(view.rule_counts[rid])
                     if count >= MIN_RULE_COUNT:
-                        found.append((count, a, b, self.rule_rhs[rid]))
+                        found.append((count, a, b, self.rule_rhs[rid], False))
                         used += 1
                         if used == RULES_PER_LHS:
                             break
@@ -930,7 +943,7 @@ class DiseaseNormalizer:
         for a, b in _repeats(key):  # a name written twice (胃癌胃癌, 肺炎・肺炎) is that name once
             spans = [(i, i + 1) for i in range(a)] + [(i, i + 1) for i in range(b, len(key))]
             out.append(_Rewrite(key[:a] + key[b:], spans, REPEAT_COUNT, 1))
-        for count, a, b, rhs in found:
+        for count, a, b, rhs, _ in found:
             out.append(_replaced(key, a, b, rhs, count))
         if self.katakana is not None:  # Latin words read as the katakana of a name (Ｍｅｎｉｅｒｅ病)
             for a, b, run, score in self.katakana.rewrites(key):
@@ -942,8 +955,13 @@ class DiseaseNormalizer:
             for a, b, rhs in jargon_mod.rewrites(key):
                 out.append(_replaced(key, a, b, rhs, JARGON_COUNT))
         best = found[:PAIR_REWRITES]
-        for i, (c1, a1, b1, rhs1) in enumerate(best):
-            for c2, a2, b2, rhs2 in best[i + 1 :]:
+        if self.abbreviations:  # Latin clinical abbreviations as the names' words (ＭＣＡ → 中大脳動脈),
+            read = [(ABBREVIATION_COUNT, a, b, rhs, True) for a, b, rhs in abbreviations_mod.rewrites(key)]
+            for _, a, b, rhs, _ in read:
+                out.append(_replaced(key, a, b, rhs, ABBREVIATION_COUNT, read=True))
+            best = best + read  # … and paired with the learned rules (左 → ∅) like one of them
+        for i, (c1, a1, b1, rhs1, r1) in enumerate(best):
+            for c2, a2, b2, rhs2, r2 in best[i + 1 :]:
                 if b1 <= a2:
                     first, second = (a1, b1, rhs1), (a2, b2, rhs2)
                 elif b2 <= a1:
@@ -955,7 +973,7 @@ class DiseaseNormalizer:
                 spans = [(j, j + 1) for j in range(fa)] + [(fa, fb)] * len(fr)
                 spans += [(j, j + 1) for j in range(fb, sa)] + [(sa, sb)] * len(sr)
                 spans += [(j, j + 1) for j in range(sb, len(key))]
-                out.append(_Rewrite(text, spans, min(c1, c2), 2))
+                out.append(_Rewrite(text, spans, min(c1, c2), 2, r1 or r2))
         return [r for r in out if r.text and r.text != key]
 
     def _candidates(self, q: _Query) -> None:
@@ -1089,6 +1107,8 @@ class DiseaseNormalizer:
                 self._term_evidence(codes, feat, "ix_rw", 1.0 / rw.steps, NAMES_PER_CODE)
             for lab in self.name_index.get(text, ()):
                 v = feat(lab)
+                if v is not None and rw.read:
+                    v[F["ab_exact"]] = max(v[F["ab_exact"]], 1.0 / rw.steps)
                 if v is not None and (1.0 / rw.steps, weight) > (
                     v[F["rw_exact_name"]],
                     v[F["rw_exact_count"]],
@@ -1116,6 +1136,8 @@ class DiseaseNormalizer:
                     ratio = (span[1] - span[0]) / nq
                     for lab in labs:
                         v = feat(lab)
+                        if v is not None and rw.read and ratio > v[F["ab_sub"]]:
+                            v[F["ab_sub"]] = ratio
                         if v is not None and ratio > v[F["rw_sub"]]:
                             v[F["rw_sub"]] = ratio
                             v[F["rw_sub_count"]] = weight
@@ -1812,10 +1834,10 @@ def _icd_title_pairs() -> tuple[tuple[list[str], list[str]], ...]:
     )
 
 
-def _replaced(key: str, a: int, b: int, rhs: str, count: int) -> _Rewrite:
+def _replaced(key: str, a: int, b: int, rhs: str, count: int, read: bool = False) -> _Rewrite:
     """``key`` with ``key[a:b]`` replaced by ``rhs`` (one step), each new char spanning the piece it replaced."""
     spans = [(i, i + 1) for i in range(a)] + [(a, b)] * len(rhs) + [(i, i + 1) for i in range(b, len(key))]
-    return _Rewrite(key[:a] + rhs + key[b:], spans, count, 1)
+    return _Rewrite(key[:a] + rhs + key[b:], spans, count, 1, read)
 
 
 def _repeats(key: str) -> list[tuple[int, int]]:
