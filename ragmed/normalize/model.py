@@ -921,7 +921,9 @@ class DiseaseNormalizer:
 
     # ------------------------------------------------------------------ candidates & features
     def _rewrites(self, key: str, view: _View) -> list[_Rewrite]:
-        """The query rewritten by the learned rules: the best single rewrites, then pairs of them."""
+        """The query rewritten: by the learned rules (the best single rewrites), by the fixed readings
+        (eponyms, numbers, ward jargon, clinical abbreviations), then by pairs of the best rules and the
+        abbreviations read."""
         table = self._rule_table()
         found = []
         for a in range(len(key)):
