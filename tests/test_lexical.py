@@ -261,3 +261,52 @@ def test_common_terms_are_answered_in_two_exact_steps(tmp_path: Path, embedder, 
     assert split == plain
     assert all(len(a) == 10 for a in plain)
     assert all(p not in exclude for a in plain[1::2] for p, _ in a)
+
+
+@pytest.mark.parametrize("side", ["writer", "loaded"])
+def test_readers_reload_only_when_asked(tmp_path: Path, side: str) -> None:
+    """tantivy's default reader reloads from a watcher thread, and each reload creates
+    ``.tantivy-meta.lock``: a failed ``index add`` deleting its build folder while that thread made its
+    first look left the folder behind (seen once in CI, under load). An index folder never changes in
+    place here, so our readers reload only when asked and the thread has nothing to do."""
+    import time
+
+    first = lexical_mod.LexicalWriter(tmp_path)
+    first.add(0, ["corpus"], [["急性", "膵炎"]])
+    params = first.finish()
+    if side == "writer":
+        opened = lexical_mod.LexicalWriter(tmp_path)
+        index = opened.index
+    else:
+        index = lexical_mod.TantivyLexical(tmp_path, 1, params).index
+    first.add(1, ["corpus"], [["気胸"]])
+    first.commit(force=True)
+    time.sleep(1.5)  # three of the watcher's polls (every 500 ms)
+    assert index.searcher().num_docs == 1
+    if side == "writer":
+        assert opened.committed() == 2  # when asked
+
+
+def test_a_failed_build_folder_is_deleted_even_while_a_thread_writes_into_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file a library thread creates while the folder is being deleted (what tantivy's watcher did)
+    makes the first pass fail on a non-empty folder: the next pass deletes it."""
+    import os
+
+    from ragmed.index.store import remove_tree
+
+    root = tmp_path / ".x.build"
+    (root / "lexical").mkdir(parents=True)
+    (root / "lexical" / "meta.json").write_text("{}", encoding="utf-8")
+    rmdir, late = os.rmdir, []
+
+    def racing_rmdir(path, *args, **kwargs):  # the thread's file lands just before the folder goes
+        if str(path) == "lexical" and not late:
+            late.append(1)
+            (root / "lexical" / ".tantivy-meta.lock").touch()
+        return rmdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rmdir", racing_rmdir)
+    assert remove_tree(root)
+    assert late and not root.exists()

@@ -52,6 +52,7 @@ from ragmed.index.store import (
     files_under,
     index_dir,
     recover,
+    remove_tree,
     sha256_file,
     swap_in,
     validate_name,
@@ -832,7 +833,7 @@ def add_to_index(
         except BaseException:
             work.close()
             tokenizer.close()
-            shutil.rmtree(root, ignore_errors=True)
+            remove_tree(root)
             raise
         tokenizer.close()
         added = work.nodes.count - work.base
@@ -856,7 +857,7 @@ def add_to_index(
         except BaseException:
             with contextlib.suppress(Exception):
                 work.close()
-            shutil.rmtree(root, ignore_errors=True)
+            remove_tree(root)
             raise
         with timed("swap"):
             swap_in(root, path)

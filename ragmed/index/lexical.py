@@ -279,6 +279,14 @@ def _link_tree(src: Path, dst: Path) -> None:
                 shutil.copy2(p, dst / p.name)
 
 
+def manual_reload(index: Any) -> None:
+    """Reload ``index``'s reader only when asked. tantivy's default reader reloads from a thread that
+    watches ``meta.json``, and each reload creates ``.tantivy-meta.lock``: a failed build's folder being
+    deleted while that thread first looked was left behind holding the file. An index folder never
+    changes in place here (a build swaps in a new folder; a writer reloads after its own commits)."""
+    index.config_reader("manual")
+
+
 class LexicalWriter:
     """Writes an index's BM25 postings with tantivy: documents appended by position, committed with the
     build's checkpoints. Memory is the writer's buffer, whatever the corpus size; the scores are computed
@@ -296,6 +304,7 @@ class LexicalWriter:
         self.schema = _schema()
         try:
             self.index = tantivy.Index(self.schema, path=str(self.path), reuse=True)
+            manual_reload(self.index)
         except (OSError, ValueError) as exc:
             raise InputError(f"{self.path}: cannot open the lexical index ({exc})") from None
         self._writer: Any = None
@@ -358,11 +367,13 @@ class LexicalWriter:
                 "segments": int(searcher.num_segments)}  # fmt: skip
 
     def close(self) -> None:
-        """Drop uncommitted documents (an aborted build)."""
+        """Drop uncommitted documents (an aborted build) and let go of the index, whose folder is
+        about to be deleted."""
         if self._writer is not None:
             with contextlib.suppress(ValueError):
                 self._writer.rollback()
             self._writer = None
+        self.index = None
 
 
 # --------------------------------------------------------------------------- the loaded component
@@ -432,6 +443,7 @@ class TantivyLexical(Lexical):
         super().__init__(root, count, params, DIR)
         try:
             self.index = tantivy.Index.open(str(self.path))
+            manual_reload(self.index)
             self.searcher = self.index.searcher()
         except (OSError, ValueError) as exc:
             raise self.corrupt(f"unreadable lexical index ({exc})") from None

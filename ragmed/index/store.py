@@ -18,9 +18,11 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +32,8 @@ from pydantic import BaseModel, Field, ValidationError
 from ragmed import __version__
 from ragmed.errors import IndexCorruptError, IndexNotFoundError, InputError
 from ragmed.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 #: The on-disk layout written by this version (1: nodes.jsonl + vectors.npy + bm25/, ragmed ≤ 0.x).
@@ -228,6 +232,22 @@ def recover(path: Path) -> None:
     olds = sorted(path.parent.glob(f".{path.name}.old-*"))
     if olds and (olds[-1] / MANIFEST).is_file():
         olds[-1].rename(path)
+
+
+def remove_tree(root: Path, attempts: int = 5) -> bool:
+    """Delete a build's working folder after it failed; True when it is gone.
+
+    A thread of a library may still be closing files in it (tantivy's reader watcher, sqlite), so a
+    folder that is not empty after one pass is tried again, briefly. What is still left is not an
+    error of its own: the failure being reported matters more, and the next build clears the folder.
+    """
+    for attempt in range(attempts):
+        shutil.rmtree(root, ignore_errors=True)
+        if not root.exists():
+            return True
+        time.sleep(0.05 * (attempt + 1))
+    log.warning("could not delete %s; the next build of this index will", root)
+    return False
 
 
 def clean_stale(path: Path) -> list[Path]:
