@@ -53,6 +53,11 @@ def romaji(run: str) -> str:
     return jaconv.kana2alphabet(jaconv.kata2hira(run))
 
 
+def runs_of(key: str) -> list[str]:
+    """The katakana runs of a name key (パスツレラ of パスツレラ症; プラダー and ウイリー of プラダー・ウイリー症候群)."""
+    return [m.group() for m in _RUN.finditer(key)]
+
+
 class KatakanaRuns:
     """The katakana runs of the standard names (as matching keys), looked up by a Latin word's reading."""
 
@@ -63,7 +68,7 @@ class KatakanaRuns:
 
     @classmethod
     def build(cls, name_keys: Iterable[str]) -> KatakanaRuns:
-        return cls(sorted({m.group() for key in name_keys for m in _RUN.finditer(key)}))
+        return cls(sorted({run for key in name_keys for run in runs_of(key)}))
 
     def _keys(self) -> list[str]:
         if self._romaji is None:

@@ -79,7 +79,7 @@ from ragmed.manbyo import NO_CODE, ManbyoEntry
 from ragmed.normalize.charenc import CharEncoder
 from ragmed.normalize.forest import FIELDS as FOREST_FIELDS
 from ragmed.normalize.forest import Forest
-from ragmed.normalize.katakana import KatakanaRuns
+from ragmed.normalize.katakana import KatakanaRuns, runs_of
 from ragmed.normalize.labelgraph import LabelGraph
 from ragmed.normalize.lookup import Lookup
 from ragmed.normalize.nonename import NoneModel
@@ -114,6 +114,7 @@ REPEAT_COUNT = 50  # evidence given to "a piece written twice is written once"
 NUMERAL_COUNT = 50  # … and to "Ⅲ度 is 第３度" (a number in another spelling)
 JARGON_COUNT = 50  # … and to "マーゲン is 胃" (ward jargon)
 ABBREVIATION_COUNT = 50  # … and to "ＭＣＡ is 中大脳動脈" (a clinical abbreviation)
+RUN_HOLDERS = 20  # most frequent names holding a katakana run read from a Latin word, as candidates
 NAMES_PER_CODE = 6  # most frequent standard names filed under an index term's code, as candidates
 TRAIN_QUERIES = 20000  # leave-one-fold-out training queries sampled from the dictionary
 MIN_RANKER_QUERIES = 200  # fewer positives than this: a fixed scoring rule instead of a ranker
@@ -246,6 +247,9 @@ FEATURES += ["br_cover", "br_prec", "br_rank_inv"]
 # name, and the share of the query a name inside such a rewrite covers — apart from the learned rules'
 # rewrites, since a table's reading is right or wrong in its own way (ＤＭ: 糖尿病 or 皮膚筋炎)
 FEATURES += ["ab_exact", "ab_sub"]
+# … then the names holding a katakana word a Latin word of the query reads as (katakana): the reading's
+# similarity, and 1 / the names holding that word (Ｐａｓｔｅｕｒｅｌｌａ肺炎 → パスツレラ症)
+FEATURES += ["ka_held", "ka_share"]
 F = {name: i for i, name in enumerate(FEATURES)}
 REL_SRC = np.asarray([F[name] for name in RELATIVE])
 REL_DST = np.asarray([F[f"rel_{name}"] for name in RELATIVE])
@@ -394,6 +398,7 @@ class DiseaseNormalizer:
         self._view: _View | None = None
         self._label_order: tuple[np.ndarray, np.ndarray] | None = None
         self._heads: dict[str, int] | None = None
+        self._run_holders: dict[str, tuple[tuple[int, ...], int]] | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -426,6 +431,24 @@ class DiseaseNormalizer:
 
     def _katakana_runs(self) -> KatakanaRuns:
         return KatakanaRuns.build(normalize_key(n) for n in self.labels if n != NO_CODE)
+
+    def _holders(self) -> dict[str, tuple[tuple[int, ...], int]]:
+        """Katakana run → (the most frequent labels whose name holds it, how many hold it); built on
+        first use. A Latin word read as a run names the organism or eponym, and the dictionary's name is
+        often a longer one holding it: Ｐａｓｔｅｕｒｅｌｌａ肺炎 is filed under パスツレラ症, Ｗｉｌｌｉ症候群
+        under プラダー・ウイリー症候群."""
+        if self._run_holders is None:
+            held: dict[str, list[int]] = defaultdict(list)
+            for lab, name in enumerate(self.labels):
+                if name != NO_CODE:
+                    for run in set(runs_of(normalize_key(name))):
+                        held[run].append(lab)
+            counts = np.bincount(self.entry_label, minlength=len(self.labels))
+            self._run_holders = {
+                run: (tuple(sorted(labs, key=lambda lab: -counts[lab])[:RUN_HOLDERS]), len(labs))
+                for run, labs in held.items()
+            }
+        return self._run_holders
 
     def _english_titles(self) -> english_mod.EnglishTitles:
         """The WHO ICD-10 English titles of the codes each standard name is filed under, and the finer
@@ -521,6 +544,7 @@ class DiseaseNormalizer:
         self._label_order = None
         self._view = None
         self._heads = None
+        self._run_holders = None
 
     def _learn_from(self, idx: int, lab: int, tally: list[int]) -> None:
         """Affix and rewrite-rule counts of one entry (kept per entry so a fold can be taken out)."""
@@ -586,6 +610,7 @@ class DiseaseNormalizer:
         self._X = self._name_X = None  # only fold views (fit) need them
         if self.katakana is not None:  # new names' katakana can be read into, too
             self.katakana = self._katakana_runs()
+        self._run_holders = None
         self._code_names = None  # … and found by the index terms' codes
         if self.bridge is not None:  # … and by the English bridge
             self.bridge.extend(self._name_words(range(len(self.bridge.units), len(self.labels))))
@@ -1102,6 +1127,16 @@ class DiseaseNormalizer:
                     v[F["br_cover"]] = cover
                     v[F["br_prec"]] = precision
                     v[F["br_rank_inv"]] = 1.0 / (1 + rank)
+        # 2e. … and read as the katakana word of a name: the names holding that word
+        if self.katakana is not None and latin:
+            holders = self._holders()
+            for _, _, run, similarity in self.katakana.rewrites(key):
+                labs, n_held = holders.get(run, ((), 0))
+                for lab in labs:
+                    v = feat(lab)
+                    if v is not None and similarity / 100 > v[F["ka_held"]]:
+                        v[F["ka_held"]] = similarity / 100
+                        v[F["ka_share"]] = 1.0 / n_held
         # 3. the query rewritten by learned rules: names and surfaces it then is, or contains
         for rw in self._rewrites(key, view):
             text, weight = rw.text, math.log1p(rw.count)
