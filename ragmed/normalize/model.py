@@ -610,7 +610,6 @@ class DiseaseNormalizer:
         self._X = self._name_X = None  # only fold views (fit) need them
         if self.katakana is not None:  # new names' katakana can be read into, too
             self.katakana = self._katakana_runs()
-        self._run_holders = None
         self._code_names = None  # … and found by the index terms' codes
         if self.bridge is not None:  # … and by the English bridge
             self.bridge.extend(self._name_words(range(len(self.bridge.units), len(self.labels))))
