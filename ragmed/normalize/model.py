@@ -443,7 +443,7 @@ class DiseaseNormalizer:
                 if name != NO_CODE:
                     for run in set(runs_of(normalize_key(name))):
                         held[run].append(lab)
-            counts = np.bincount(self.entry_label, minlength=len(self.labels))
+            counts = self._label_counts()
             self._run_holders = {
                 run: (tuple(sorted(labs, key=lambda lab: -counts[lab])[:RUN_HOLDERS]), len(labs))
                 for run, labs in held.items()
@@ -466,7 +466,7 @@ class DiseaseNormalizer:
         for code, terms in cm_terms(wanted).items():
             have = titles.setdefault(code, [])
             have += [t for t in terms if t not in have]
-        counts = np.bincount(self.entry_label, minlength=len(self.labels))
+        counts = self._label_counts()
         return english_mod.EnglishTitles.build(
             ((lab, cs, int(counts[lab])) for lab, cs in codes.items()), titles, abbreviation_expansions()
         )
@@ -835,10 +835,15 @@ class DiseaseNormalizer:
         return self
 
     # ------------------------------------------------------------------ views
+    def _label_counts(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Entries per label (every label, zeros included), over all entries or the ``rows`` mask."""
+        labels = self.entry_label if rows is None else self.entry_label[rows]
+        return np.bincount(labels, minlength=len(self.labels))
+
     def _full_view(self) -> _View:
         if self._view is None or len(self._view.label_counts) != len(self.labels):
             assert self.prof_XT is not None
-            counts = np.bincount(self.entry_label, minlength=len(self.labels))
+            counts = self._label_counts()
             self._view = _View(counts, self.prefix_counts, self.suffix_counts, self.rule_counts, self.prof_XT)
             self._view.drops = self._drops(self.rule_counts)
             self._view.encoders = tuple(range(len(self.encoders)))
@@ -853,7 +858,7 @@ class DiseaseNormalizer:
         }
 
     def _fold_view(self, hidden: np.ndarray) -> _View:
-        counts = np.bincount(self.entry_label[~hidden], minlength=len(self.labels))
+        counts = self._label_counts(~hidden)
         prefix, suffix = Counter(self.prefix_counts), Counter(self.suffix_counts)
         rule_counts = self.rule_counts.copy()
         for e in np.flatnonzero(hidden):
