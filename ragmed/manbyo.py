@@ -12,4 +12,5 @@ from ragmed.ingest.manbyo import (  # noqa: F401
     fetch_manbyo,
     load_manbyo,
     nfkc,
+    split_names,
 )

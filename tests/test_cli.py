@@ -109,6 +109,27 @@ def test_normalize_term_text_and_batch(cli, tmp_path: Path) -> None:
     ]
 
 
+def test_normalize_json_names_of_a_cell_with_a_trailing_comma(cli, tmp_path: Path) -> None:
+    # rows as the real release writes them: a cell that ends in "，" names one disease, and the JSON's
+    # standard_names says so (no empty name), while standard_name keeps the cell as written
+    csv = tmp_path / "odd.csv"
+    csv.write_text(
+        "出現形,出現形よみ,ICD10コード,標準病名,信頼度LEVEL,頻度LEVEL\n"
+        "２型糖尿病性腎症第２期,,E112,２型糖尿病性腎症第２期,,\n"
+        '糖尿病性腎症第２期,,"E14,E112",２型糖尿病性腎症第２期，,,\n'
+        "糖尿病,,E14,糖尿病,,\n"
+        "嘔気嘔吐,,R11,嘔気，嘔吐症,,\n",
+        encoding="utf-8",
+    )
+    cli("index", "build", "--name", "odd", "--manbyo", str(csv))
+    got = json.loads(cli("normalize", "--index", "odd", "糖尿病性腎症第２期", "-k", "5", "--json").stdout)
+    names = {n["metadata"]["standard_name"]: n["metadata"]["standard_names"] for n in got}
+    assert names["２型糖尿病性腎症第２期，"] == ["２型糖尿病性腎症第２期"]
+    assert all(all(part for part in parts) for parts in names.values())
+    got = json.loads(cli("normalize", "--index", "odd", "嘔気嘔吐", "-k", "1", "--json").stdout)
+    assert got[0]["metadata"]["standard_names"] == ["嘔気", "嘔吐症"]
+
+
 def test_errors_are_one_clear_line(cli, tmp_path: Path) -> None:
     missing = cli("search", "--index", "nope", "x", ok=False)
     assert missing.returncode == 2 and "Available in" in missing.stderr and "demo" in missing.stderr

@@ -46,6 +46,16 @@ def test_multi_code_multi_name_and_minus_one() -> None:
     assert none.icd10_codes == [] and none.standard_names == []
 
 
+def test_a_cell_with_a_trailing_comma_names_one_disease(tmp_path: Path) -> None:
+    # three rows of the real release end their 標準病名 cell with "，" (two codes, one name); the cell is
+    # kept as written, its names are not padded with an empty one
+    path = write(tmp_path, '糖尿病性腎症第２期,,"E14,E112",２型糖尿病性腎症第２期，,,\n')
+    [entry] = load_manbyo(path)
+    assert entry.standard_name == "２型糖尿病性腎症第２期，"
+    assert entry.standard_names == ["２型糖尿病性腎症第２期"]
+    assert entry.icd10_codes == ["E14", "E112"]
+
+
 def test_cp932_file(tmp_path: Path) -> None:
     path = write(tmp_path, "心房細動,シンボウサイドウ,I489,心房細動,S,90-95\n", encoding="cp932")
     [entry] = load_manbyo(path)

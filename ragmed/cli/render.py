@@ -91,7 +91,7 @@ def name_json(index: Any, c: Any) -> dict[str, Any]:
     record = index.by_id([c.node_id]).get(c.node_id)
     meta = {
         "standard_name": c.standard_name,
-        "standard_names": [] if c.standard_name == "-1" else c.standard_name.split("，"),
+        "standard_names": c.standard_names,
         "icd10": c.icd10,
         "level": c.level,
         "surface": c.surface,

@@ -50,6 +50,12 @@ LEVELS = ("S", "A", "B", "C", "D", "E", "F")
 NO_CODE = "-1"
 
 
+def split_names(cell: str) -> list[str]:
+    """The names of a 標準病名 cell: ``"嘔気，嘔吐症"`` → two, ``"-1"`` → none. Empty parts are dropped:
+    the release has cells with a trailing ``，`` (``２型糖尿病性腎症第２期，``), which name one disease."""
+    return [] if cell == NO_CODE else [n for n in cell.split("，") if n]
+
+
 class ManbyoEntry(BaseModel):
     """One dictionary row: a surface form linked to standard name(s) and ICD-10 code(s)."""
 
@@ -68,7 +74,7 @@ class ManbyoEntry(BaseModel):
 
     @property
     def standard_names(self) -> list[str]:
-        return [] if self.standard_name == NO_CODE else [n for n in self.standard_name.split("，") if n]
+        return split_names(self.standard_name)
 
     @property
     def node_id(self) -> str:

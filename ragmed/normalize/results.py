@@ -10,7 +10,7 @@ class NormalizedName(BaseModel):
 
     rank: int
     standard_name: str  # the 標準病名 cell as in the file ("嘔気，嘔吐症" stays one unit; "-1" = none)
-    standard_names: list[str]  # the cell split on "，" ([] for "-1")
+    standard_names: list[str]  # the cell split on "，", empty parts dropped ([] for "-1")
     # A composite cell the dictionary does not hold (assembled from two names found in the query) has one
     # supporting entry per name: icd10 joins their codes with "," and surface their surfaces with "，"
     # (as the dictionary writes a composite's row); node_id is the first name's entry.

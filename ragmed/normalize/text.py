@@ -5,7 +5,8 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Callable
 
-from ragmed.manbyo import NO_CODE, nfkc
+from ragmed.manbyo import nfkc
+from ragmed.manbyo import split_names as split_names  # one definition, in the ingest layer
 
 # Standard names are written with the JIS-level spellings of the MEDIS disease-name master, while
 # clinical wording uses the full kanji (胆嚢 vs 胆のう: ~900 surfaces vs ~1,000 names in Manbyo).
@@ -19,11 +20,6 @@ ORTHOGRAPHY.update({"−": "-", "‐": "-", "–": "-", "—": "-", "―": "-"})
 def normalize_key(text: str) -> str:
     """Matching key: NFKC (full-width ＤＭ → DM), lower case, no whitespace, name-master spellings."""
     return "".join(ORTHOGRAPHY.get(ch, ch) for ch in "".join(nfkc(text).lower().split()))
-
-
-def split_names(cell: str) -> list[str]:
-    """The names of a 標準病名 cell (``"嘔気，嘔吐症"`` → two names; ``"-1"`` → none)."""
-    return [] if cell == NO_CODE else [n for n in cell.split("，") if n]
 
 
 def is_latin(ch: str) -> bool:
