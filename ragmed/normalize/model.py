@@ -19,7 +19,8 @@ them:
    (:mod:`ragmed.normalize.numerals`: ``Ⅲ度房室ブロック`` → 第３度房室ブロック); and katakana ward jargon
    read as the words of the names (:mod:`ragmed.normalize.jargon`: ``マーゲンクレブス`` → 胃癌); and Latin
    clinical abbreviations read as them (:mod:`ragmed.normalize.abbreviations`: ``ＧＰＡ`` →
-   多発血管炎性肉芽腫症, ``左ＭＣＡ動脈瘤`` → 左中大脳動脈瘤);
+   多発血管炎性肉芽腫症, ``左ＭＣＡ動脈瘤`` → 左中大脳動脈瘤); and names typed as their kana reading
+   (:mod:`ragmed.normalize.readings`: ``はいえん`` → 肺炎, ``胃ガン`` → 胃癌);
 4. composite cells (``咳，発熱``) whose parts were found in the query, kept as the unit the dictionary
    assigns, in the order it writes them; and composite cells the dictionary does *not* hold, assembled
    from two names found apart in the query (or surfaces of exactly one name: 咳嗽 → 咳), in both orders,
@@ -73,6 +74,7 @@ import ragmed.normalize.index_terms as terms_mod
 import ragmed.normalize.jargon as jargon_mod
 import ragmed.normalize.mentions as M
 import ragmed.normalize.numerals as numerals_mod
+import ragmed.normalize.readings as readings_mod
 import ragmed.normalize.rules as R
 from ragmed.errors import IndexCorruptError, InputError, NotFoundError
 from ragmed.manbyo import NO_CODE, ManbyoEntry
@@ -114,6 +116,7 @@ REPEAT_COUNT = 50  # evidence given to "a piece written twice is written once"
 NUMERAL_COUNT = 50  # … and to "Ⅲ度 is 第３度" (a number in another spelling)
 JARGON_COUNT = 50  # … and to "マーゲン is 胃" (ward jargon)
 ABBREVIATION_COUNT = 50  # … and to "ＭＣＡ is 中大脳動脈" (a clinical abbreviation)
+READING_COUNT = 50  # … and to "ハイエン is 肺炎" (a name's kana reading)
 RUN_HOLDERS = 20  # most frequent names holding a katakana run read from a Latin word, as candidates
 NAMES_PER_CODE = 6  # most frequent standard names filed under an index term's code, as candidates
 TRAIN_QUERIES = 20000  # leave-one-fold-out training queries sampled from the dictionary
@@ -393,12 +396,14 @@ class DiseaseNormalizer:
         self.abbreviations = False  # Latin clinical abbreviations read (ＧＰＡ → 多発血管炎性肉芽腫症); ditto
         self.pairs = False  # the strongest names paired into composites; off in older saves
         self.index_terms: terms_mod.IndexTerms | None = None
+        self.readings: readings_mod.Readings | None = None  # kana readings → names; off in older saves
         self._code_names: dict[str, list[int]] | None = None  # ICD-10 code → single-name labels
         self.none_penalty = NONE_PENALTY
         self._view: _View | None = None
         self._label_order: tuple[np.ndarray, np.ndarray] | None = None
         self._heads: dict[str, int] | None = None
         self._run_holders: dict[str, tuple[tuple[int, ...], int]] | None = None
+        self._master_readings: list[tuple[str, str]] | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -424,10 +429,21 @@ class DiseaseNormalizer:
         self.pairs = True
         terms = terms_mod.read_package()
         self.index_terms = terms_mod.IndexTerms(terms) if terms else None
+        self.readings = readings_mod.Readings.build(self._reading_pairs(entries), self._written_keys())
         self._train_ranker(train_queries, seed)
         if self.encoders:
             self._label_graph()  # real wording's nearest names are found through it
         return self
+
+    def _reading_pairs(self, entries: list[ManbyoEntry]) -> list[tuple[str, str]]:
+        """(reading, written form): the names' readings from the disease-name master (read once per
+        process), then the dictionary's own 出現形よみ where the release fills it."""
+        if self._master_readings is None:
+            self._master_readings = readings_mod.read_package() or []
+        return self._master_readings + [(e.reading, e.surface) for e in entries if e.reading]
+
+    def _written_keys(self) -> set[str]:
+        return set(self.keys) | {normalize_key(n) for n in self.labels if n != NO_CODE}
 
     def _katakana_runs(self) -> KatakanaRuns:
         return KatakanaRuns.build(normalize_key(n) for n in self.labels if n != NO_CODE)
@@ -611,6 +627,8 @@ class DiseaseNormalizer:
         if self.katakana is not None:  # new names' katakana can be read into, too
             self.katakana = self._katakana_runs()
         self._code_names = None  # … and found by the index terms' codes
+        if self.readings is not None:  # … and typed as their reading
+            self.readings.extend(self._reading_pairs(entries), self._written_keys())
         if self.bridge is not None:  # … and by the English bridge
             self.bridge.extend(self._name_words(range(len(self.bridge.units), len(self.labels))))
 
@@ -695,6 +713,8 @@ class DiseaseNormalizer:
             out.json("katakana", {"runs": self.katakana.runs})
         if self.index_terms is not None:
             out.json("index_terms", {"terms": self.index_terms.terms})
+        if self.readings is not None:
+            out.json("readings", {"readings": self.readings.readings})
         out.manifest(
             {
                 "entries": len(self.keys),
@@ -712,6 +732,7 @@ class DiseaseNormalizer:
                 "abbreviations": self.abbreviations,
                 "pairs": self.pairs,
                 "index_terms": self.index_terms is not None,
+                "readings": self.readings is not None,
                 "none_penalty": self.none_penalty,
             }
         )
@@ -817,6 +838,12 @@ class DiseaseNormalizer:
                 self.index_terms = terms_mod.IndexTerms(data["terms"])
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise IndexCorruptError(f"{src / 'index_terms.json'}: {exc!r}; rebuild the index") from exc
+        if manifest.get("readings"):
+            data = store.json("readings")
+            try:
+                self.readings = readings_mod.Readings(data["readings"])
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise IndexCorruptError(f"{src / 'readings.json'}: {exc!r}; rebuild the index") from exc
         self.none_penalty = float(manifest.get("none_penalty", NONE_PENALTY))
         if len(label_parts) != len(self.labels):
             raise IndexCorruptError(f"{src / 'entries.json'}: label counts disagree; rebuild the index")
@@ -991,6 +1018,9 @@ class DiseaseNormalizer:
             for _, a, b, rhs, _ in read:
                 out.append(_replaced(key, a, b, rhs, ABBREVIATION_COUNT, read=True))
             best = best + read  # … and paired with the learned rules (左 → ∅) like one of them
+        if self.readings is not None:  # a name typed as its kana reading (はいえん → 肺炎), read like a table
+            for a, b, rhs in self.readings.rewrites(key):
+                out.append(_replaced(key, a, b, rhs, READING_COUNT, read=True))
         for i, (c1, a1, b1, rhs1, r1) in enumerate(best):
             for c2, a2, b2, rhs2, r2 in best[i + 1 :]:
                 if b1 <= a2:
@@ -1702,23 +1732,32 @@ class DiseaseNormalizer:
             labs = list(q.cands)
             s = scores[pos : pos + len(labs)]
             pos += len(labs)
-            exact = {int(self.entry_label[e]) for e in self.surface_index.get(q.key, ())}
-            # an exact dictionary hit is what the dictionary says: it goes first, with score 1.0
+            # an exact dictionary hit is what the dictionary says: it goes first, with score 1.0; so,
+            # where there is none, does a name the whole query is the kana reading of (はいえん → 肺炎)
+            exact = self._exact(q.key)
             order = sorted(range(len(labs)), key=lambda i: (labs[i] not in exact, -s[i]))
             ranked = [(lab, 1.0) for lab in exact if lab not in q.cands]
             ranked += [(labs[i], 1.0 if labs[i] in exact else _sigmoid(s[i])) for i in order]
             results.append(
                 [
-                    self._result(lab, score, q, rank, lab in exact)
+                    self._result(lab, score, q, rank, exact.get(lab))
                     for rank, (lab, score) in enumerate(ranked[:k], 1)
                 ]
             )
         return results
 
-    def _support(self, lab: int, q: _Query, exact: bool) -> int:
+    def _exact(self, key: str) -> dict[int, int]:
+        """Label → its entry, for the dictionary rows whose surface is ``key`` — or, where there are
+        none, whose surface is what the whole ``key`` is the kana reading of."""
+        out: dict[int, int] = {}
+        written = self.readings.exact(key) if self.readings is not None else []
+        for k in [key] if key in self.surface_index else written:
+            for e in self.surface_index.get(k, ()):
+                out.setdefault(int(self.entry_label[e]), int(e))
+        return out
+
+    def _support(self, lab: int, q: _Query) -> int:
         """The entry of label ``lab`` that best supports it for this query (its row, ICD-10, node)."""
-        if exact:
-            return next(e for e in self.surface_index.get(q.key) if self.entry_label[e] == lab)
         idx = self._label_entries(lab)
         best = int(idx[int(np.argmax(q.sims[idx]))])
         names = set(self.label_parts[lab]) | {",".join(self.label_parts[lab])}
@@ -1727,12 +1766,13 @@ class DiseaseNormalizer:
             best = int(same[0]) if same else best
         return best
 
-    def _result(self, lab: int, score: float, q: _Query, rank: int, exact: bool) -> NormalizedName:
+    def _result(self, lab: int, score: float, q: _Query, rank: int, entry: int | None) -> NormalizedName:
         # a composite the query assembled is supported by one entry per name: their ICD-10 codes joined
         # with "," (as the dictionary writes a composite's codes), their surfaces with "，"; the node is
         # the first name's
-        support = [self._support(part, q, False) for part in q.new[lab]] if lab in q.new else []
-        best = support[0] if support else self._support(lab, q, exact)
+        # (``entry``: the row an exact hit found, when it found one)
+        support = [self._support(part, q) for part in q.new[lab]] if lab in q.new else []
+        best = support[0] if support else entry if entry is not None else self._support(lab, q)
         cell = self.cell(lab, q)
         return NormalizedName(
             rank=rank,
@@ -1844,7 +1884,7 @@ class DiseaseNormalizer:
             labs = {int(self.entry_label[e]) for e in entries}
             if k == 1 and len(labs) == 1 and normalize_key(text[spans[a][0] : spans[b - 1][1]]) == norm[a:b]:
                 q = _Query(norm[a:b], np.zeros(0), np.zeros(0), np.zeros(0), self._full_view())
-                out[i] = [self._result(labs.pop(), 1.0, q, 1, True)]
+                out[i] = [self._result(labs.pop(), 1.0, q, 1, int(entries[0]))]
             else:
                 slow.append(i)
         ranked = self.normalize_many(
