@@ -630,6 +630,13 @@ def test_a_kana_run_is_read_as_the_name_it_is_the_reading_of() -> None:
     assert readings.rewrites(normalize_key("かんせんしゅ")) == [(0, 6, "肝腺腫"), (0, 6, "汗腺腫")]
     for word in ("ガンマグロブリン", "インフルエンザ", "ゼンソク", "肺炎", "ノ"):
         assert readings.rewrites(normalize_key(word)) == [], word
+    # a short run is not read without its 症 (腎嚢胞's key is 腎のう胞: ノウ + ショウ is 脳症), nor a
+    # loanword into a name that holds it (アメーバ腸炎 is no アメーバ症腸炎)
+    known |= {normalize_key("脳症"), normalize_key("アメーバ症")}
+    readings = Readings.build(pairs + [("ノウショウ", "脳症"), ("アメーバショウ", "アメーバ症")], known)
+    assert readings.rewrites(normalize_key("腎嚢胞")) == []
+    assert readings.rewrites(normalize_key("アメーバ腸炎")) == []
+    assert readings.rewrites(normalize_key("のうしょう")) == [(0, 5, "脳症")]
 
 
 def test_the_name_master_gives_readings_of_the_dictionarys_names() -> None:
@@ -668,6 +675,15 @@ def test_readings_find_their_name_and_are_saved(tmp_path: Path) -> None:
     forge_json(tmp_path / "normalizer", "readings.json", {"readings": ["ハイエン"]})
     with pytest.raises(IndexCorruptError, match="readings.json.*rebuild"):
         DiseaseNormalizer.load(tmp_path)
+
+
+def test_a_name_added_later_is_found_by_its_reading(tmp_path: Path) -> None:
+    """`ragmed index add` extends a saved normalizer: the new name's reading is looked up too."""
+    DiseaseNormalizer.fit(make_entries(ROWS)).save(tmp_path)
+    loaded = DiseaseNormalizer.load(tmp_path)
+    assert "肺炎" not in names(loaded.normalize("はいえん", k=5))
+    loaded.add(make_entries([("肺炎", "J189", "肺炎")], start_row=500))
+    assert names(loaded.normalize("はいえん", k=1)) == ["肺炎"]
 
 
 # ------------------------------------------------------------------------------------------ mentions

