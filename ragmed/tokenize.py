@@ -111,6 +111,21 @@ def morphemes(text: str) -> list[str]:
     return [w.surface for w in _words(text)]
 
 
+def spelled(text: str) -> list[tuple[str, str, str, str]]:
+    """(surface, katakana spelling, part of speech, lemma) of every morpheme of ``text`` as it is (no
+    normalization): すい臓 → スイゾウ, 名詞, 膵臓; the spelling and lemma are the surface where the
+    dictionary has none (an unknown word). Read from MeCab's text output, like :func:`tokenize`."""
+    tagger = _tagger()
+    out: list[tuple[str, str, str, str]] = []
+    for piece in bounded_pieces(text):
+        for line in tagger.parse(piece).split("\n"):
+            fields = line.split("\t", 5)
+            if len(fields) > 4 and fields[0]:
+                surface = fields[0]
+                out.append((surface, fields[2] or surface, fields[4].split("-", 1)[0], fields[3] or surface))
+    return out
+
+
 # --------------------------------------------------------------------------- language and English words
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]")

