@@ -781,6 +781,45 @@ def test_find_mentions_half_width_kana_maps_back_to_both_chars() -> None:
     assert [(f.start, f.end, f.text) for f in found] == [(2, 10, "ｶﾞﾝｸﾞﾘｵﾝ"), (11, 13, "肺炎")]
 
 
+def test_find_mentions_reads_words_typed_in_kana_and_not_pieces_of_them() -> None:
+    """胃かいよう is 胃潰瘍, not the dictionary surface よう (癰) found inside かいよう; the mention covers what
+    was typed and keeps its status; kana mentions that are words of their own (めまい, しびれ) stay."""
+    m = DiseaseNormalizer.fit(
+        make_entries(
+            ROWS
+            + [
+                ("よう", "L029", "よう"),
+                ("胃潰瘍", "K259", "胃潰瘍"),
+                ("膀胱炎", "N309", "膀胱炎"),
+                ("心筋梗塞", "I219", "心筋梗塞"),
+                ("めまい", "R42", "めまい"),
+                ("しびれ", "R202", "しびれ感"),
+            ]
+        )
+    )
+    text = "胃かいようの既往、ぼうこう炎疑い。心筋こうそくなし。めまいあり、しびれなし"
+    found = m.find_mentions(text, k=1)
+    assert flags(found) == [
+        ("胃かいよう", "-"),
+        ("ぼうこう炎", "S"),
+        ("心筋こうそく", "N"),
+        ("めまい", "-"),
+        ("しびれ", "N"),
+    ]
+    assert [f.candidates[0].standard_name for f in found] == [
+        "胃潰瘍",
+        "膀胱炎",
+        "心筋梗塞",
+        "めまい",
+        "しびれ感",
+    ]
+    assert all(text[f.start : f.end] == f.text for f in found)
+    assert m.readings is not None
+    m.readings.words = {}  # as a normalizer saved before the words: nothing read, and still no よう
+    assert flags(m.find_mentions("胃かいようの既往")) == []
+    assert flags(m.find_mentions("ようの再発")) == [("よう", "-")]
+
+
 def flags(found: list[Mention]) -> list[tuple[str, str]]:
     """(mention, N/S/-) for negated / suspected / neither."""
     return [(m.text, "N" if m.negated else "S" if m.suspected else "-") for m in found]

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import string
 import threading
 from collections import Counter, defaultdict
@@ -125,6 +126,7 @@ NAMES_PER_CODE = 6  # most frequent standard names filed under an index term's c
 TRAIN_QUERIES = 20000  # leave-one-fold-out training queries sampled from the dictionary
 MIN_RANKER_QUERIES = 200  # fewer positives than this: a fixed scoring rule instead of a ranker
 MIN_MENTION = 2  # shortest dictionary key that counts as a mention in free text
+_KANA_CHAR = re.compile(r"[ぁ-ゖァ-ヺ]")
 RANKER_PARAMS = {  # LightGBM LambdaRank: candidates are ordered within each query, which is the task
     "objective": "lambdarank",
     "n_estimators": 200,
@@ -1823,6 +1825,16 @@ class DiseaseNormalizer:
         """Disease mentions in free text: longest dictionary matches (surface forms and standard names)
         with their ranked names and their negation/suspicion (:mod:`ragmed.normalize.mentions`)."""
         norm, spans = normalize_with_offsets(text)
+        cuts_kana = None  # where kana are: does a match start or end inside a word (よう of 胃かいよう)?
+        if _KANA_CHAR.search(norm):
+            morphs = readings_mod.morphemes(norm)
+            if morphs and self.readings is not None:  # words typed in kana read first (すい臓がん → 膵臓癌)
+                picks = self.readings.word_picks(morphs)
+                if picks:
+                    norm, spans = _read_words(norm, spans, picks)
+                    morphs = readings_mod.morphemes(norm)
+            if morphs:
+                cuts_kana = readings_mod.word_cutter(norm, morphs)
         found: list[tuple[int, int]] = []
         trailing: dict[int, M.Cue] = {}
         heads = self._mention_heads()
@@ -1834,8 +1846,8 @@ class DiseaseNormalizer:
                 sub = norm[i:j]
                 if not self._disease_key(sub):
                     continue
-                if cuts_word(norm, i, j):  # "HT" inside "HTML" is no mention
-                    continue
+                if cuts_word(norm, i, j) or (cuts_kana is not None and cuts_kana(i, j)):
+                    continue  # "HT" inside "HTML" is no mention, nor よう inside かいよう
                 a, b = spans[i][0], spans[j - 1][1]
                 if unit_like(text[a:b], text[max(0, a - 3) : a]):  # the mL of pg/mL is no ML (リンパ腫)
                     continue
@@ -1883,18 +1895,20 @@ class DiseaseNormalizer:
         """Ranked names per mention. A mention is a dictionary key, so with ``k=1`` (query linking) and a
         surface of a single label, that label is the answer normalize() gives: no ranking needed."""
         out: list[list[NormalizedName] | None] = [None] * len(found)
-        slow = []
+        slow, queries = [], []
         for i, (a, b) in enumerate(found):
             entries = self.surface_index.get(norm[a:b])
             labs = {int(self.entry_label[e]) for e in entries}
-            if k == 1 and len(labs) == 1 and normalize_key(text[spans[a][0] : spans[b - 1][1]]) == norm[a:b]:
+            query = text[spans[a][0] : spans[b - 1][1]]
+            if normalize_key(query) != norm[a:b]:
+                query = norm[a:b]  # a word typed in kana, read: ranked as the key it was read into
+            if k == 1 and len(labs) == 1 and normalize_key(query) == norm[a:b]:
                 q = _Query(norm[a:b], np.zeros(0), np.zeros(0), np.zeros(0), self._full_view())
                 out[i] = [self._result(labs.pop(), 1.0, q, 1, int(entries[0]))]
             else:
                 slow.append(i)
-        ranked = self.normalize_many(
-            [text[spans[found[i][0]][0] : spans[found[i][1] - 1][1]] for i in slow], k=k
-        )
+                queries.append(query)
+        ranked = self.normalize_many(queries, k=k)
         for i, names in zip(slow, ranked, strict=True):
             out[i] = names
         return [names or [] for names in out]
@@ -1937,6 +1951,19 @@ def _replaced_all(
         last = b
     spans += [(i, i + 1) for i in range(last, len(key))]
     return _Rewrite(text + key[last:], spans, count, steps, read)
+
+
+def _read_words(
+    norm: str, spans: list[tuple[int, int]], picks: list[tuple[int, int, list[str]]]
+) -> tuple[str, list[tuple[int, int]]]:
+    """Running text ``norm`` with each word typed in kana replaced by its first reading, each new char
+    spanning, in the original text, the whole word it replaced (so a mention of it covers what was typed)."""
+    text, out, last = "", [], 0
+    for a, b, words in picks:
+        text += norm[last:a] + words[0]
+        out += spans[last:a] + [(spans[a][0], spans[b - 1][1])] * len(words[0])
+        last = b
+    return text + norm[last:], out + spans[last:]
 
 
 def _repeats(key: str) -> list[tuple[int, int]]:

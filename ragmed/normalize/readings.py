@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 from ragmed.normalize.index_terms import package_data, string_lists
 from ragmed.normalize.text import normalize_key
@@ -47,7 +47,8 @@ _KANJI = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff々]")
 NAME_SPAN = 2  # morphemes of a name filed together as one word (髄膜 may be 髄 + 膜)
 QUERY_SPAN = 3  # morphemes of the query read together as one word (こうじょう + せん → 甲状腺)
 KANA_SHARE = 0.05  # a word the names write in kana this often is not read (てんかん: 50 of 54 times)
-_PARTICLE = {"助詞", "助動詞"}
+_ENDS_WORD = {"助詞", "助動詞", "動詞", "形容詞"}  # a kana morpheme of these parts of speech ends a word
+_STATUS = {"無し", "有り"}  # … and so do なし and あり (MeCab's lemmas), which it calls nouns
 # parts of speech a word is made of: nouns and their affixes (not 伴う, 多い, nor the の of 肺の)
 _WORD_POS = {"名詞", "接頭辞", "接尾辞"}
 
@@ -188,70 +189,119 @@ class Readings:
     def word_rewrites(self, key: str) -> list[list[tuple[int, int, str]]]:
         """Readings of the words of a matching key typed in kana among kanji, each a list of
         (start, end, written word): ``すい臓がん`` → [(0, 5, ``膵臓癌``)]; ``ぼうこう炎`` → [(0, 5, ``膀胱炎``)].
-        Read left to right, the longest run of morphemes first; where a word has several written forms
-        (homophones), each is a reading of its own, and one that reads several words takes the first."""
+        Where a word has several written forms (homophones), each is a reading of its own, and one that
+        reads several words takes the first."""
         if not self.words or not _KANA.search(key):
-            return []
-        morphs = spelled(key)
-        if "".join(m[0] for m in morphs) != key:  # MeCab dropped or changed a character: offsets unknown
-            return []
-        starts = [0]
-        for surface, *_ in morphs:
-            starts.append(starts[-1] + len(surface))
-        picks: list[tuple[int, int, list[str]]] = []
-        i = 0
-        while i < len(morphs):
-            for j in range(min(len(morphs), i + QUERY_SPAN), i, -1):
-                if _cuts_kana(morphs, i, j):
-                    continue
-                written = self._read(key[starts[i] : starts[j]], morphs[i:j])
-                if written:
-                    picks.append((starts[i], starts[j], written))
-                    i = j
-                    break
-            else:
-                i += 1
+            return []  # MeCab is not run for wording without kana
+        picks = self.word_picks(morphemes(key) or [])
         out = [[(a, b, w)] for a, b, ws in picks for w in ws]
         if len(picks) > 1:
             out.append([(a, b, ws[0]) for a, b, ws in picks])
         return out
 
-    def _read(self, surface: str, group: list[tuple[str, str, str, str]]) -> list[str]:
-        """The names' words that the morphemes ``group`` (written ``surface``) spell, where they are a
-        word typed in kana. None if the group has no kana, is no noun, holds a word the names often write
-        in kana (てんかん, めまい, the のう of 胆のう), or is itself written so by the names (がん性, ひ素). A
-        word must add kanji and keep those the group has (すい臓 may be 膵臓, not 膵炎; バロー病 is no
-        バロウ病), and a kana word MeCab knows must be read as MeCab reads it (the のう of のう腫 is 嚢, not
-        膿; カキ is 牡蠣, not 柿); one it does not know is read only as four kana or more that it split
-        (こうじょう + せん → 甲状腺)."""
-        if not _KANA.search(surface) or any(m[2] not in _WORD_POS for m in group):
+    def word_picks(self, morphs: list[Morph]) -> list[tuple[int, int, list[str]]]:
+        """(start, end, written words) for each word typed in kana among the morphemes ``morphs`` of a
+        key (:func:`morphemes`), read left to right, the longest run of morphemes first."""
+        if not self.words or not any(_KANA.search(m.surface) for m in morphs):
             return []
-        kana = [m for m in group if _RUN.fullmatch(m[0])]
-        for _, spelling, _, _ in kana:
-            in_kana, in_kanji = self.kana_counts.get(katakana(spelling), (0, 0))
+        picks: list[tuple[int, int, list[str]]] = []
+        i = 0
+        while i < len(morphs):
+            for j in range(min(len(morphs), i + QUERY_SPAN), i, -1):
+                if morphs[j - 1].end - morphs[i].start != sum(len(m.surface) for m in morphs[i:j]):
+                    continue  # across a space
+                if _cuts_kana(morphs, i, j):
+                    continue
+                written = self._read(morphs[i:j])
+                if written:
+                    picks.append((morphs[i].start, morphs[j - 1].end, written))
+                    i = j
+                    break
+            else:
+                i += 1
+        return picks
+
+    def _read(self, group: list[Morph]) -> list[str]:
+        """The names' words that the morphemes ``group`` spell, where they are a word typed in kana.
+        None if the group has no kana, is no noun, holds a word the names often write in kana (てんかん,
+        めまい, the のう of 胆のう), or is itself written so by the names (がん性, ひ素). A word must add
+        kanji and keep those the group has (すい臓 may be 膵臓, not 膵炎; バロー病 is no バロウ病), and a kana
+        word MeCab knows must be read as MeCab reads it (the のう of のう腫 is 嚢, not 膿; カキ is 牡蠣, not
+        柿; ホー of ホーマンズ has no kanji). One it does not know is read only as four kana or more that it
+        split (こうじょう + せん → 甲状腺)."""
+        surface = "".join(m.surface for m in group)
+        if not _KANA.search(surface) or any(m.pos not in _WORD_POS for m in group):
+            return []
+        kana = [m for m in group if _RUN.fullmatch(m.surface)]
+        for m in kana:
+            in_kana, in_kanji = self.kana_counts.get(katakana(m.spelling), (0, 0))
             if in_kana >= KANA_SHARE * (in_kana + in_kanji) > 0:
                 return []
-        words = self.words.get(katakana("".join(m[1] for m in group)), [])
+        words = self.words.get(katakana("".join(m.spelling for m in group)), [])
         if surface in words:
             return []
         least = len(_KANJI.findall(surface))
         words = [w for w in words if len(_KANJI.findall(w)) > least and _keeps(surface, w)]
-        split = len(kana) > 1 and sum(len(m[0]) for m in kana) >= MIN_CLIPPED  # a word MeCab did not know
+        split = len(kana) > 1 and sum(len(m.surface) for m in kana) >= MIN_CLIPPED  # MeCab did not know it
         if not split:
-            for _, _, _, lemma in (m for m in group if _KANA.search(m[0])):
-                if not _KANJI.search(lemma):
+            for m in group:
+                if not _KANA.search(m.surface):
+                    continue
+                if not _KANJI.search(m.lemma):
                     return []  # a kana word MeCab knows no kanji for (ヒダリ, しゅう) stays as written
-                words = [w for w in words if lemma in w]
+                words = [w for w in words if m.lemma in w]
         return words
 
 
-def _cuts_kana(morphs: list[tuple[str, str, str, str]], i: int, j: int) -> bool:
-    """Morphemes ``i:j`` start or end inside a kana word MeCab split (ホー of ホーマンズ, ガラス of
-    すりガラス): the morpheme at the edge and the one beside it are both kana, and that one is no
-    particle (the の of 後のぜんそく is one)."""
+class Morph(NamedTuple):
+    """A morpheme of a key, where it stands in it (MeCab's surface, spelling, part of speech, lemma)."""
 
-    def joined(edge: tuple[str, str, str, str], beside: tuple[str, str, str, str]) -> bool:
-        return bool(_RUN.fullmatch(edge[0]) and _RUN.fullmatch(beside[0])) and beside[2] not in _PARTICLE
+    start: int
+    end: int
+    surface: str
+    spelling: str
+    pos: str
+    lemma: str
+
+
+def morphemes(key: str) -> list[Morph] | None:
+    """The morphemes of ``key`` with their offsets; None where MeCab changed a character (spaces, which
+    it drops, are skipped)."""
+    out, at = [], 0
+    for surface, spelling, pos, lemma in spelled(key):
+        while at < len(key) and key[at].isspace():
+            at += 1
+        if not key.startswith(surface, at):
+            return None
+        out.append(Morph(at, at + len(surface), surface, spelling, pos, lemma))
+        at += len(surface)
+    return out
+
+
+def word_cutter(key: str, morphs: list[Morph]) -> Callable[[int, int], bool]:
+    """Whether ``key[a:b]`` starts or ends with kana inside a morpheme of ``key``: the よう of 胃かいよう
+    (癰) is no mention, as "HT" inside "HTML" is none; めまい of めまいあり is one."""
+    starts, ends = {m.start for m in morphs}, {m.end for m in morphs}
+
+    def cuts(a: int, b: int) -> bool:
+        return bool(
+            _KANA.fullmatch(key[a]) and a not in starts or _KANA.fullmatch(key[b - 1]) and b not in ends
+        )
+
+    return cuts
+
+
+def _cuts_kana(morphs: list[Morph], i: int, j: int) -> bool:
+    """Morphemes ``i:j`` start or end beside more kana: a kana word MeCab split may go on there (ドラー of
+    キンドラー, イロ of スパイロ, ましん of じんましん). A particle, verb or adjective (の, する, ない) ends
+    the word, and so do なし and あり, which MeCab calls nouns."""
+
+    def joined(edge: Morph, beside: Morph) -> bool:
+        return (
+            bool(_RUN.fullmatch(edge.surface) and _RUN.fullmatch(beside.surface))
+            and beside.pos not in _ENDS_WORD
+            and beside.lemma not in _STATUS
+        )
 
     return (i > 0 and joined(morphs[i], morphs[i - 1])) or (
         j < len(morphs) and joined(morphs[j - 1], morphs[j])
