@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 import string
 import threading
 from collections import Counter, defaultdict
@@ -126,7 +125,6 @@ NAMES_PER_CODE = 6  # most frequent standard names filed under an index term's c
 TRAIN_QUERIES = 20000  # leave-one-fold-out training queries sampled from the dictionary
 MIN_RANKER_QUERIES = 200  # fewer positives than this: a fixed scoring rule instead of a ranker
 MIN_MENTION = 2  # shortest dictionary key that counts as a mention in free text
-_KANA_CHAR = re.compile(r"[ぁ-ゖァ-ヺ]")
 RANKER_PARAMS = {  # LightGBM LambdaRank: candidates are ordered within each query, which is the task
     "objective": "lambdarank",
     "n_estimators": 200,
@@ -1826,7 +1824,7 @@ class DiseaseNormalizer:
         with their ranked names and their negation/suspicion (:mod:`ragmed.normalize.mentions`)."""
         norm, spans = normalize_with_offsets(text)
         cuts_kana = None  # where kana are: does a match start or end inside a word (よう of 胃かいよう)?
-        if _KANA_CHAR.search(norm):
+        if readings_mod.has_kana(norm):
             morphs = readings_mod.morphemes(norm)
             if morphs and self.readings is not None:  # words typed in kana read first (すい臓がん → 膵臓癌)
                 picks = self.readings.word_picks(morphs)

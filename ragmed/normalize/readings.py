@@ -53,6 +53,11 @@ _STATUS = {"無し", "有り"}  # … and so do なし and あり (MeCab's lemma
 _WORD_POS = {"名詞", "接頭辞", "接尾辞"}
 
 
+def has_kana(text: str) -> bool:
+    """Whether ``text`` holds hiragana or katakana (only then is it split into morphemes here)."""
+    return _KANA.search(text) is not None
+
+
 def katakana(text: str) -> str:
     """Hiragana as katakana (はいえん → ハイエン); everything else as it is."""
     return "".join(chr(ord(ch) + 0x60) if "ぁ" <= ch <= "ゖ" else ch for ch in text)
@@ -121,14 +126,14 @@ class Readings:
         how often a one-morpheme word is written in kana and with kanji."""
         counts: dict[str, Counter[str]] = defaultdict(Counter)
         for name in names:
-            morphs = spelled(name)
+            morphs = morphemes(name) or []
             for i in range(len(morphs)):
                 for j in range(i + 1, min(len(morphs), i + NAME_SPAN) + 1):
                     group = morphs[i:j]
-                    if any(m[2] not in _WORD_POS for m in group):
+                    if any(m.pos not in _WORD_POS for m in group):
                         break
-                    written = "".join(m[0] for m in group)
-                    spelling = katakana("".join(m[1] for m in group))
+                    written = "".join(m.surface for m in group)
+                    spelling = katakana("".join(m.spelling for m in group))
                     if not _RUN.fullmatch(spelling) or len(spelling) < MIN_RUN:
                         continue
                     kanji = bool(_KANJI.search(written))
@@ -191,7 +196,7 @@ class Readings:
         (start, end, written word): ``すい臓がん`` → [(0, 5, ``膵臓癌``)]; ``ぼうこう炎`` → [(0, 5, ``膀胱炎``)].
         Where a word has several written forms (homophones), each is a reading of its own, and one that
         reads several words takes the first."""
-        if not self.words or not _KANA.search(key):
+        if not self.words or not has_kana(key):
             return []  # MeCab is not run for wording without kana
         picks = self.word_picks(morphemes(key) or [])
         out = [[(a, b, w)] for a, b, ws in picks for w in ws]
