@@ -206,8 +206,9 @@ class Readings:
 
     def word_picks(self, morphs: list[Morph]) -> list[tuple[int, int, list[str]]]:
         """(start, end, written words) for each word typed in kana among the morphemes ``morphs`` of a
-        key (:func:`morphemes`), read left to right, the longest run of morphemes first."""
-        if not self.words or not any(_KANA.search(m.surface) for m in morphs):
+        key (:func:`morphemes`; split only where :func:`has_kana`), read left to right, the longest run
+        of morphemes first."""
+        if not self.words:
             return []
         picks: list[tuple[int, int, list[str]]] = []
         i = 0
