@@ -1054,7 +1054,7 @@ def test_no_training_query_is_scored_by_an_encoder_that_saw_it(monkeypatch: pyte
     hidden) are scored by the odd folds' encoder, which also never sees those families; the anchors (a
     name's own row) and no "-1" row are in both. A third learns from every row and scores real wording
     with them. The real encoder trains; this only records its input."""
-    from ragmed.normalize.charenc import CharEncoder
+    from ragmed.normalize.charenc import CharEncoder, trainer
 
     model = DiseaseNormalizer.fit(make_entries(FAMILY_ROWS))
     seen: list[set[str]] = []
@@ -1067,11 +1067,15 @@ def test_no_training_query_is_scored_by_an_encoder_that_saw_it(monkeypatch: pyte
     monkeypatch.setattr(CharEncoder, "train", classmethod(recording))
     fold = np.asarray([0, 1, 0, 1, 2, 3, 0])  # entries 0, 2, 4, 6 in even folds; 1, 3, 5 in odd …
     family = np.asarray([1])  # … and 右肘部管症候群 is the family of a query in an even fold
-    model._train_encoders(fold, family, model._anchors(), seed=0)
+    with trainer(len(FAMILY_ROWS), encoders=3) as train:  # a small fit: trained in this process
+        full = model._train_encoders(fold, family, model._anchors(), seed=0, train=train)
     keys = [normalize_key(s) for s, _, _ in FAMILY_ROWS]
     assert seen[0] == {keys[i] for i in (2, 3, 5)}  # odd folds minus the family, plus the anchors
     assert seen[1] == {keys[i] for i in (0, 2, 4, 5)}  # even folds plus the anchors; never "-1"
     assert seen[2] == {keys[i] for i in range(6)}  # the third learns from every named row
+    assert len(model.encoders) == 2 and model._full_view().encoders == (0, 1)  # the halves first …
+    assert full is not None
+    model._add_encoder(full.result())  # … the third once the training queries are done
     assert len(model.encoders) == 3 and model._full_view().encoders == (0, 1, 2)
     assert [model._fold_encoders(f) for f in range(4)] == [(0,), (1,), (0,), (1,)]  # the other half's
     q = model.keys[0]

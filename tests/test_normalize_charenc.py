@@ -3,6 +3,7 @@ learns from real (surface, standard name) pairs, and it saves and loads as check
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import ragmed.normalize._charenc_torch as T
 from ragmed.errors import IndexCorruptError
 from ragmed.manbyo import load_manbyo
 from ragmed.normalize import charenc
-from ragmed.normalize.charenc import CharEncoder
+from ragmed.normalize.charenc import ARRAYS, CharEncoder, trainer
 from ragmed.normalize.store import Reader, Writer
 from ragmed.normalize.text import normalize_key
 from ragmed.normalize.tfidf import CharTfidf
@@ -109,3 +110,36 @@ def test_it_learns_the_dictionarys_pieces_beyond_spelling() -> None:
     base = np.mean([names[i] == g for i, g in zip(theirs, gold, strict=True)])
     print(f"held-out top-1: encoder {acc:.3f}, char n-gram nearest name {base:.3f} ({len(held)} queries)")
     assert acc >= base + 0.04, (acc, base)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="workers train only on two cores or more")
+def test_encoders_trained_in_worker_processes_do_not_depend_on_which_worker_or_when() -> None:
+    """A big fit trains its encoders in spawned workers, one torch thread each, the third beside the
+    caller's own work: the same seed gives the same weights on any worker, in any order, and the
+    weights of the same training here up to the float order of another thread count."""
+    rows = [e for e in load_manbyo(MANBYO_DEV) if e.standard_name != "-1"][:400]
+    surfaces = [normalize_key(e.surface) for e in rows]
+    names = [normalize_key(e.standard_name) for e in rows]
+    with trainer(len(rows), encoders=3, min_pairs=0) as train:
+        assert train.workers == 2
+        jobs = [train.submit(surfaces, names, seed=s) for s in (0, 1, 0)]
+        first, other, again = (job.result() for job in jobs)
+    for name in ARRAYS:
+        np.testing.assert_array_equal(getattr(first, name), getattr(again, name))
+    assert first.chars == again.chars
+    assert not np.allclose(first.out_w, other.out_w)  # the seed matters
+    here = CharEncoder.train(surfaces, names, seed=0)
+    queries = surfaces[:50]
+    np.testing.assert_allclose(first.encode(queries), here.encode(queries), atol=2e-3)
+    with trainer(len(rows), encoders=3) as train:  # a fit this small trains here
+        assert train.workers == 0
+        assert train.submit(surfaces[:40], names[:40], seed=0).done()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="workers train only on two cores or more")
+def test_a_worker_that_fails_says_why_in_its_own_traceback() -> None:
+    """A worker's crash is a bug, not bad input: the error carries the worker's traceback."""
+    with trainer(10, encoders=2, min_pairs=0) as train:
+        job = train.submit(["肺炎", "胃癌", "腸炎"], ["肺炎"], seed=0)  # fewer names than surfaces
+        with pytest.raises(RuntimeError, match=r"worker exited with 1:[\s\S]*Traceback[\s\S]*Error"):
+            job.result()

@@ -61,6 +61,7 @@ import string
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,6 +71,7 @@ import scipy.sparse as sp
 
 import ragmed.normalize.abbreviations as abbreviations_mod
 import ragmed.normalize.bridge as bridge_mod
+import ragmed.normalize.charenc as charenc_mod
 import ragmed.normalize.english as english_mod
 import ragmed.normalize.index_terms as terms_mod
 import ragmed.normalize.jargon as jargon_mod
@@ -1529,12 +1531,35 @@ class DiseaseNormalizer:
         if len(pool) < MIN_RANKER_QUERIES:
             pool = rng.permutation(n)
         chosen = pool[: min(n_queries, len(pool))]
+        family = self._families(chosen[fold[chosen] % FAMILY_EVERY == 0], anchor)
+        with charenc_mod.trainer(n, encoders=3) as train:
+            full = self._train_encoders(fold, family[:, 1], anchor, seed, train)
+            self._train_none_models(fold, family[:, 1], anchor)
+            rows, ys = self._ranker_rows(chosen, fold, family, n_folds, rng)
+            if full is not None:  # trained meanwhile, in a worker where the fit is big
+                self._add_encoder(full.result())
+        self._X = self._name_X = None  # fit-time only
+        if sum(ys) < MIN_RANKER_QUERIES:
+            self.ranker = None  # too few entries to learn from: a fixed scoring rule instead
+            return
+        import lightgbm  # fit time only: slow to import
+
+        X, y, group = np.vstack(rows), np.asarray(ys), [len(r) for r in rows]
+        forests = []
+        for i in range(RANKERS):
+            ranker = lightgbm.LGBMRanker(**RANKER_PARAMS, random_state=seed + i)
+            forests.append(Forest.from_lightgbm(ranker.fit(X, y, group=group).booster_))
+        self.ranker = Forest.mean(forests)
+
+    def _ranker_rows(
+        self, chosen: np.ndarray, fold: np.ndarray, family: np.ndarray, n_folds: int, rng: np.random.Generator
+    ) -> tuple[list[np.ndarray], list[int]]:
+        """The ranker's training rows: each chosen query's candidates (feature block, gold or not) as its
+        fold's view gives them — the gold, "-1", the assembled ones and the hard negatives, and a sample
+        of the easy ones."""
         rows: list[np.ndarray] = []
         ys: list[int] = []
         none_lab = self.label_id.get(NO_CODE)
-        family = self._families(chosen[fold[chosen] % FAMILY_EVERY == 0], anchor)
-        self._train_encoders(fold, family[:, 1], anchor, seed)
-        self._train_none_models(fold, family[:, 1], anchor)
         for f in range(n_folds):
             mine = chosen[fold[chosen] == f]
             if not len(mine):
@@ -1573,18 +1598,7 @@ class DiseaseNormalizer:
                     keep = np.flatnonzero(keep)
                     rows.append(block[keep])
                     ys.extend(int(labs[j] == gold) for j in keep)
-        self._X = self._name_X = None  # fit-time only
-        if sum(ys) < MIN_RANKER_QUERIES:
-            self.ranker = None  # too few entries to learn from: a fixed scoring rule instead
-            return
-        import lightgbm  # fit time only: slow to import
-
-        X, y, group = np.vstack(rows), np.asarray(ys), [len(r) for r in rows]
-        forests = []
-        for i in range(RANKERS):
-            ranker = lightgbm.LGBMRanker(**RANKER_PARAMS, random_state=seed + i)
-            forests.append(Forest.from_lightgbm(ranker.fit(X, y, group=group).booster_))
-        self.ranker = Forest.mean(forests)
+        return rows, ys
 
     def _named_entries(self) -> np.ndarray:
         """Per entry: its label has a standard name (it is not "-1")."""
@@ -1599,37 +1613,43 @@ class DiseaseNormalizer:
         without_family[family] = False
         return (fold % 2 == 1) & without_family, fold % 2 == 0
 
-    def _train_encoders(self, fold: np.ndarray, family: np.ndarray, anchor: np.ndarray, seed: int) -> None:
+    def _train_encoders(
+        self, fold: np.ndarray, family: np.ndarray, anchor: np.ndarray, seed: int, train: charenc_mod.Trainer
+    ) -> Future[CharEncoder] | None:
         """Two character encoders, one per half of the folds (:meth:`_halves`): the queries of even folds
         are scored by the encoder of the odd folds, trained without their families of variants as well
         (as their fold views hide them), and the other way round — so no training query's encoder saw
         it or, where its family is hidden, its siblings. A third learns from every row: real wording,
         unseen by all three, is scored by their mean (on the grouped and random held-out splits the
         three gave +0.003 and +0.006 top-1 over the two halves' mean; the full one alone, −0.001 and
-        +0.005)."""
+        +0.005). The halves' encoders are in place on return (the training queries need them); the
+        third is returned still training (``train`` may run it in a worker), for :meth:`_add_encoder`."""
         named = self._named_entries()
-        encoders: list[CharEncoder] = []
+        jobs: list[tuple[np.ndarray, int]] = []
         for half, keep in enumerate(self._halves(fold, family)):
             rows = np.flatnonzero(named & (keep | anchor))
             if len(np.unique(self.entry_label[rows])) < 2:  # nothing to contrast: no encoders
-                encoders = []
+                jobs = []
                 break
-            encoders.append(self._encoder(rows, seed + half))
-        if encoders:
-            encoders.append(self._encoder(np.flatnonzero(named), seed + len(encoders)))
-        self.encoders = encoders
+            jobs.append((rows, seed + half))
+        if jobs:
+            jobs.append((np.flatnonzero(named), seed + len(jobs)))
+        training = [train.submit(*self._encoder_pairs(rows), seed=s) for rows, s in jobs]
+        self.encoders, self.label_enc, self._label_enc_t = [], [], {}
+        for job in training[:-1]:
+            self._add_encoder(job.result())
+        return training[-1] if training else None
+
+    def _add_encoder(self, encoder: CharEncoder) -> None:
+        self.encoders.append(encoder)
         # the labels' encodings are computed on first use (_label_encodings)
-        self.label_enc = [np.zeros((0, len(e.out_b)), dtype=np.float32) for e in encoders]
-        self._label_enc_t = {}
+        self.label_enc.append(np.zeros((0, len(encoder.out_b)), dtype=np.float32))
         self._graph = self._graph_data = None
         self._view = None  # the full view scores by all encoders
 
-    def _encoder(self, rows: np.ndarray, seed: int) -> CharEncoder:
-        return CharEncoder.train(
-            [self.keys[e] for e in rows],
-            [self._label_text(int(self.entry_label[e])) for e in rows],
-            seed=seed,
-        )
+    def _encoder_pairs(self, rows: np.ndarray) -> tuple[list[str], list[str]]:
+        """(surfaces, their names' texts) of entries ``rows``: what an encoder learns from."""
+        return [self.keys[e] for e in rows], [self._label_text(int(self.entry_label[e])) for e in rows]
 
     def _train_none_models(self, fold: np.ndarray, family: np.ndarray, anchor: np.ndarray) -> None:
         """Two nameless-wording models (P(-1 | n-grams)), one per half of the folds like the encoders, so
