@@ -143,3 +143,56 @@ def test_a_worker_that_fails_says_why_in_its_own_traceback() -> None:
         job = train.submit(["肺炎", "胃癌", "腸炎"], ["肺炎"], seed=0)  # fewer names than surfaces
         with pytest.raises(RuntimeError, match=r"worker exited with 1:[\s\S]*Traceback[\s\S]*Error"):
             job.result()
+
+
+def _workers_of(parent: int) -> list[tuple[int, Path]]:
+    """Live (not zombie) worker processes started by ``parent`` and their folders, found by their
+    command line."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if b"ragmed.normalize.charenc" in cmd and str(parent).encode() in cmd and state != "Z":
+            found.append((int(proc.name), Path(cmd[3].decode())))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the workers through /proc")
+def test_a_build_killed_mid_fit_leaves_no_worker_training(tmp_path: Path) -> None:
+    """kill -9 of the process that fits (nothing of it runs to stop its workers): they stop by
+    themselves within seconds, where they would otherwise train on for a minute for nobody, and remove
+    the folder of pairs the parent would have removed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "fit.py"
+    script.write_text(
+        "from ragmed.normalize.charenc import trainer\n"
+        "pairs = [(f'表記{i}', f'病名{i % 3000}') for i in range(60000)]\n"
+        "with trainer(len(pairs), encoders=2, min_pairs=0) as train:\n"
+        "    train.submit([s for s, _ in pairs], [n for _, n in pairs], seed=0).result()\n",
+        encoding="utf-8",
+    )
+    parent = subprocess.Popen([sys.executable, str(script)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (workers := _workers_of(parent.pid)):
+            assert time.monotonic() < deadline, "no worker started"
+            assert parent.poll() is None, "the fit ended before its worker was seen"
+            time.sleep(0.2)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 15
+        while _workers_of(parent.pid):
+            assert time.monotonic() < deadline, f"workers {workers} still running after their parent died"
+            time.sleep(0.2)
+        assert not any(folder.exists() for _, folder in workers)  # their pairs removed too
+    finally:
+        parent.kill()
+        for pid, _ in _workers_of(parent.pid):
+            os.kill(pid, signal.SIGKILL)

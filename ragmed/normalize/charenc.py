@@ -15,9 +15,12 @@ from plain arrays, so a saved normalizer loads without torch and no pickle is ev
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -216,7 +219,7 @@ def _train_in_worker(surfaces: list[str], names: list[str], seed: int, threads: 
             "PYTHONPATH": os.pathsep.join(filter(None, (here, os.environ.get("PYTHONPATH")))),
         }
         done = subprocess.run(
-            [sys.executable, "-m", "ragmed.normalize.charenc", str(folder)],
+            [sys.executable, "-m", "ragmed.normalize.charenc", str(folder), str(os.getpid())],
             capture_output=True,
             text=True,
             check=False,
@@ -229,10 +232,12 @@ def _train_in_worker(surfaces: list[str], names: list[str], seed: int, threads: 
         return CharEncoder.load(Reader(folder / "out"), "encoder")
 
 
-def _worker(folder: Path) -> None:
-    """A worker's whole life: read the pairs, train with the threads it was given, write the weights."""
+def _worker(folder: Path, parent: int) -> None:
+    """A worker's whole life: read the pairs, train with the threads it was given, write the weights.
+    It stops when its parent does (a build killed mid-fit leaves no worker training for nobody)."""
     import torch  # fit time only
 
+    threading.Thread(target=_exit_with, args=(parent, folder), daemon=True).start()
     job = Reader(folder).json("pairs")
     torch.set_num_threads(int(job["threads"]))
     encoder = CharEncoder.train(job["surfaces"], job["names"], seed=int(job["seed"]))
@@ -254,5 +259,12 @@ def _char_ids(chars: dict[str, int], texts: list[str]) -> np.ndarray:
     return out
 
 
+def _exit_with(parent: int, folder: Path) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    shutil.rmtree(folder, ignore_errors=True)  # the parent would have removed it
+    os._exit(1)
+
+
 if __name__ == "__main__":  # a worker of :class:`Trainer`
-    _worker(Path(sys.argv[1]))
+    _worker(Path(sys.argv[1]), int(sys.argv[2]))
