@@ -22,7 +22,7 @@ from ragmed.normalize.index_terms import read_package as read_index_terms
 from ragmed.normalize.jargon import rewrites as jargon_rewrites
 from ragmed.normalize.katakana import KatakanaRuns
 from ragmed.normalize.numerals import rewrites as number_rewrites
-from ragmed.normalize.readings import Readings
+from ragmed.normalize.readings import Readings, morphemes
 from ragmed.normalize.readings import read_package as read_master_readings
 
 # (surface, icd10, standard name) — invented rows in Manbyo's style (full-width letters, "，" cells)
@@ -818,6 +818,29 @@ def test_find_mentions_reads_words_typed_in_kana_and_not_pieces_of_them() -> Non
     m.readings.words = {}  # as a normalizer saved before the words: nothing read, and still no よう
     assert flags(m.find_mentions("胃かいようの既往")) == []
     assert flags(m.find_mentions("ようの再発")) == [("よう", "-")]
+
+
+def test_the_gan_mecab_splits_before_nashi_or_ari_is_read_as_a_word() -> None:
+    """MeCab splits the がん of 大腸がんなし and すい臓がんあり into the particle が and the interjection ん
+    (大腸がん alone is 大腸 / がん), so no kana word was read there and neither was a mention; read as one
+    noun, がん is 癌. が of a verb's subject stays a particle (熱がある)."""
+    m = DiseaseNormalizer.fit(
+        make_entries(
+            ROWS
+            + [
+                ("大腸癌", "C189", "大腸癌"),
+                ("膵臓癌", "C259", "膵癌"),
+                ("膵臓嚢胞", "K862", "膵臓嚢胞"),
+                ("発熱", "R509", "発熱"),
+            ]
+        )
+    )
+    text = "既往にすい臓がんあり。大腸がんなし。熱がある"
+    found = m.find_mentions(text, k=1)
+    assert flags(found) == [("すい臓がん", "-"), ("大腸がん", "N")]
+    assert [f.candidates[0].standard_name for f in found] == ["膵癌", "大腸癌"]
+    assert all(text[f.start : f.end] == f.text for f in found)
+    assert [x.surface for x in morphemes("熱がある") or []] == ["熱", "が", "ある"]
 
 
 def flags(found: list[Mention]) -> list[tuple[str, str]]:

@@ -273,15 +273,34 @@ class Morph(NamedTuple):
 def morphemes(key: str) -> list[Morph] | None:
     """The morphemes of ``key`` with their offsets; None where MeCab changed a character (spaces, which
     it drops, are skipped)."""
-    out, at = [], 0
+    out: list[Morph] = []
+    at = 0
     for surface, spelling, pos, lemma in spelled(key):
         while at < len(key) and key[at].isspace():
             at += 1
         if not key.startswith(surface, at):
             return None
-        out.append(Morph(at, at + len(surface), surface, spelling, pos, lemma))
+        m = Morph(at, at + len(surface), surface, spelling, pos, lemma)
+        if len(out) > 1 and _split_gan(out[-2], out[-1], m):
+            out[-1] = Morph(out[-1].start, m.end, "がん", "ガン", "名詞", "癌")
+        else:
+            out.append(m)
         at += len(surface)
     return out
+
+
+def _split_gan(noun: Morph, ga: Morph, n: Morph) -> bool:
+    """MeCab's split of the がん after a kanji noun into the particle が and the interjection ん (大腸がんなし
+    → 大腸 / が / ん / なし, 甲状腺がん再発 likewise, where 大腸がん alone is 大腸 / がん): clinical text
+    means 癌."""
+    return (
+        ga.surface == "が"
+        and ga.pos == "助詞"
+        and n.surface == "ん"
+        and n.pos == "感動詞"
+        and noun.pos in _WORD_POS
+        and bool(_KANJI.search(noun.surface[-1]))
+    )
 
 
 def word_cutter(key: str, morphs: list[Morph]) -> Callable[[int, int], bool]:
