@@ -781,22 +781,26 @@ def test_find_mentions_half_width_kana_maps_back_to_both_chars() -> None:
     assert [(f.start, f.end, f.text) for f in found] == [(2, 10, "ｶﾞﾝｸﾞﾘｵﾝ"), (11, 13, "肺炎")]
 
 
+# names whose words free text types in kana (胃かいよう, すい臓がん), beside a kana surface (よう) and kana
+# names (めまい) that are words of their own
+KANA_WORD_ROWS = [
+    ("よう", "L029", "よう"),
+    ("胃潰瘍", "K259", "胃潰瘍"),
+    ("膀胱炎", "N309", "膀胱炎"),
+    ("心筋梗塞", "I219", "心筋梗塞"),
+    ("めまい", "R42", "めまい"),
+    ("しびれ", "R202", "しびれ感"),
+    ("大腸癌", "C189", "大腸癌"),
+    ("膵臓癌", "C259", "膵癌"),
+    ("膵臓嚢胞", "K862", "膵臓嚢胞"),
+    ("発熱", "R509", "発熱"),
+]
+
+
 def test_find_mentions_reads_words_typed_in_kana_and_not_pieces_of_them() -> None:
     """胃かいよう is 胃潰瘍, not the dictionary surface よう (癰) found inside かいよう; the mention covers what
     was typed and keeps its status; kana mentions that are words of their own (めまい, しびれ) stay."""
-    m = DiseaseNormalizer.fit(
-        make_entries(
-            ROWS
-            + [
-                ("よう", "L029", "よう"),
-                ("胃潰瘍", "K259", "胃潰瘍"),
-                ("膀胱炎", "N309", "膀胱炎"),
-                ("心筋梗塞", "I219", "心筋梗塞"),
-                ("めまい", "R42", "めまい"),
-                ("しびれ", "R202", "しびれ感"),
-            ]
-        )
-    )
+    m = DiseaseNormalizer.fit(make_entries(ROWS + KANA_WORD_ROWS))
     text = "胃かいようの既往、ぼうこう炎疑い。心筋こうそくなし。めまいあり、しびれなし"
     found = m.find_mentions(text, k=1)
     assert flags(found) == [
@@ -824,17 +828,7 @@ def test_the_gan_mecab_splits_before_nashi_or_ari_is_read_as_a_word() -> None:
     """MeCab splits the がん of 大腸がんなし and すい臓がんあり into the particle が and the interjection ん
     (大腸がん alone is 大腸 / がん), so no kana word was read there and neither was a mention; read as one
     noun, がん is 癌. が of a verb's subject stays a particle (熱がある)."""
-    m = DiseaseNormalizer.fit(
-        make_entries(
-            ROWS
-            + [
-                ("大腸癌", "C189", "大腸癌"),
-                ("膵臓癌", "C259", "膵癌"),
-                ("膵臓嚢胞", "K862", "膵臓嚢胞"),
-                ("発熱", "R509", "発熱"),
-            ]
-        )
-    )
+    m = DiseaseNormalizer.fit(make_entries(ROWS + KANA_WORD_ROWS))
     text = "既往にすい臓がんあり。大腸がんなし。熱がある"
     found = m.find_mentions(text, k=1)
     assert flags(found) == [("すい臓がん", "-"), ("大腸がん", "N")]

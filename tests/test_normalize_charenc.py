@@ -112,9 +112,14 @@ def test_it_learns_the_dictionarys_pieces_beyond_spelling() -> None:
     assert acc >= base + 0.04, (acc, base)
 
 
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="workers train only on two cores or more")
+needs_two_cores = pytest.mark.skipif(
+    (os.cpu_count() or 1) < 2, reason="workers train only on two cores or more"
+)
+
+
+@needs_two_cores
 def test_encoders_trained_in_worker_processes_do_not_depend_on_which_worker_or_when() -> None:
-    """A big fit trains its encoders in spawned workers, one torch thread each, the third beside the
+    """A big fit trains its encoders in worker processes, one torch thread each, the third beside the
     caller's own work: the same seed gives the same weights on any worker, in any order, and the
     weights of the same training here up to the float order of another thread count."""
     rows = [e for e in load_manbyo(MANBYO_DEV) if e.standard_name != "-1"][:400]
@@ -136,7 +141,7 @@ def test_encoders_trained_in_worker_processes_do_not_depend_on_which_worker_or_w
         assert train.submit(surfaces[:40], names[:40], seed=0).done()
 
 
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="workers train only on two cores or more")
+@needs_two_cores
 def test_a_worker_that_fails_says_why_in_its_own_traceback() -> None:
     """A worker's crash is a bug, not bad input: the error carries the worker's traceback."""
     with trainer(10, encoders=2, min_pairs=0) as train:
