@@ -14,7 +14,7 @@ import ragmed.normalize._charenc_torch as T
 from ragmed.errors import IndexCorruptError
 from ragmed.manbyo import load_manbyo
 from ragmed.normalize import charenc
-from ragmed.normalize.charenc import ARRAYS, CharEncoder, trainer
+from ragmed.normalize.charenc import ARRAYS, WORKER_ENTRY, CharEncoder, trainer
 from ragmed.normalize.store import Reader, Writer
 from ragmed.normalize.text import normalize_key
 from ragmed.normalize.tfidf import CharTfidf
@@ -160,16 +160,19 @@ def _workers_of(parent: int) -> list[tuple[int, Path]]:
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-        if b"ragmed.normalize.charenc" in cmd and str(parent).encode() in cmd and state != "Z":
+        if WORKER_ENTRY.encode() in cmd and str(parent).encode() in cmd and state != "Z":
             found.append((int(proc.name), Path(cmd[3].decode())))
     return found
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the workers through /proc")
-def test_a_build_killed_mid_fit_leaves_no_worker_training(tmp_path: Path) -> None:
+@pytest.mark.parametrize("after", [0.0, 0.5, 1.0])
+def test_a_build_killed_mid_fit_leaves_no_worker_training(tmp_path: Path, after: float) -> None:
     """kill -9 of the process that fits (nothing of it runs to stop its workers): they stop by
     themselves within seconds, where they would otherwise train on for a minute for nobody, and remove
-    the folder of pairs the parent would have removed."""
+    the folder of pairs the parent would have removed. Killed ``after`` seconds into the worker's
+    start too: a worker still importing finds its pairs gone under it and must not die leaving the
+    folder half removed."""
     import signal
     import subprocess
     import sys
@@ -190,6 +193,7 @@ def test_a_build_killed_mid_fit_leaves_no_worker_training(tmp_path: Path) -> Non
             assert time.monotonic() < deadline, "no worker started"
             assert parent.poll() is None, "the fit ended before its worker was seen"
             time.sleep(0.2)
+        time.sleep(after)
         parent.send_signal(signal.SIGKILL)
         parent.wait()
         deadline = time.monotonic() + 15

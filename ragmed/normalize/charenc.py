@@ -49,6 +49,9 @@ ARRAYS = ("emb", "conv_w", "conv_b", "out_w", "out_b")
 # a fit with at least this many training pairs trains its encoders in worker processes: below it a
 # worker's start (~3 s, mostly torch's import) costs more than the overlap saves
 PARALLEL_PAIRS = 20_000
+# a worker's program: imported, not run as ``-m`` (which would execute this module a second time
+# beside the copy the package already imported)
+WORKER_ENTRY = "import sys; from ragmed.normalize.charenc import _worker_main; _worker_main(sys.argv[1:])"
 
 
 @dataclass
@@ -168,7 +171,7 @@ class Trainer:
     processes of one thread each, two train at once, and the third trains beside the caller's own
     single-threaded work (the training queries' candidates, which need only the first two).
 
-    A worker is a fresh interpreter (``python -m ragmed.normalize.charenc``), not a multiprocessing
+    A worker is a fresh interpreter (``python -c`` :data:`WORKER_ENTRY`), not a multiprocessing
     child: nothing of the caller is re-imported (a fit from ``python -`` or from a script without a
     ``__main__`` guard works), no torch threads are forked half-made, and it reads its pairs and writes
     its weights as the normalizer's own checked files, so no pickle crosses. It seeds itself, so the
@@ -218,33 +221,42 @@ def _train_in_worker(surfaces: list[str], names: list[str], seed: int, threads: 
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, (here, os.environ.get("PYTHONPATH")))),
         }
-        done = subprocess.run(
-            [sys.executable, "-m", "ragmed.normalize.charenc", str(folder), str(os.getpid())],
-            capture_output=True,
-            text=True,
-            check=False,
-            env=env,
-        )
-        if done.returncode != 0:  # a bug, not bad input: the worker's own traceback says where
-            raise RuntimeError(
-                f"a character encoder's worker exited with {done.returncode}:\n{done.stderr[-4000:]}"
+        # output to a file, not a pipe: a pipe would break under a worker whose parent was killed
+        log = folder / "worker.log"
+        with log.open("w", encoding="utf-8") as out:
+            done = subprocess.run(
+                [sys.executable, "-c", WORKER_ENTRY, str(folder), str(os.getpid())],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+                env=env,
             )
+        if done.returncode != 0:  # a bug, not bad input: the worker's own traceback says where
+            said = log.read_text(encoding="utf-8", errors="replace")
+            raise RuntimeError(f"a character encoder's worker exited with {done.returncode}:\n{said[-4000:]}")
         return CharEncoder.load(Reader(folder / "out"), "encoder")
 
 
 def _worker(folder: Path, parent: int) -> None:
     """A worker's whole life: read the pairs, train with the threads it was given, write the weights.
-    It stops when its parent does (a build killed mid-fit leaves no worker training for nobody)."""
-    import torch  # fit time only
-
+    It stops when its parent does (a build killed mid-fit leaves no worker training for nobody), and
+    the folder of pairs goes with it however it stops (the parent would have removed it)."""
     threading.Thread(target=_exit_with, args=(parent, folder), daemon=True).start()
-    job = Reader(folder).json("pairs")
-    torch.set_num_threads(int(job["threads"]))
-    encoder = CharEncoder.train(job["surfaces"], job["names"], seed=int(job["seed"]))
-    (folder / "out").mkdir()
-    out = Writer(folder / "out")
-    encoder.save(out, "encoder")
-    out.manifest({})
+    try:
+        import torch  # fit time only
+
+        job = Reader(folder).json("pairs")
+        torch.set_num_threads(int(job["threads"]))
+        encoder = CharEncoder.train(job["surfaces"], job["names"], seed=int(job["seed"]))
+        (folder / "out").mkdir()
+        out = Writer(folder / "out")
+        encoder.save(out, "encoder")
+        out.manifest({})
+    finally:
+        # orphaned: the watchdog may be removing the folder as this thread fails on its missing files,
+        # and it dies with the interpreter once this thread ends, so this thread removes it too
+        if os.getppid() != parent:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _char_ids(chars: dict[str, int], texts: list[str]) -> np.ndarray:
@@ -266,5 +278,6 @@ def _exit_with(parent: int, folder: Path) -> None:
     os._exit(1)
 
 
-if __name__ == "__main__":  # a worker of :class:`Trainer`
-    _worker(Path(sys.argv[1]), int(sys.argv[2]))
+def _worker_main(argv: list[str]) -> None:
+    """The worker's command line (:data:`WORKER_ENTRY`): its folder of pairs and its parent's pid."""
+    _worker(Path(argv[0]), int(argv[1]))
