@@ -188,6 +188,40 @@ def test_fit_rejects_empty_input() -> None:
 
 
 # ------------------------------------------------------------------------------------------ storage
+def test_the_same_rows_fit_to_the_same_saved_files_in_any_process(tmp_path: Path) -> None:
+    """Two processes with different string hashing (so every set iterates in another order) fit the
+    same rows to byte-identical files: a rebuilt index answers as the one it replaces. The names' words
+    and a composite's names once came out in set order (ties among a spelling's written forms kept
+    different ones, so がん性皮膚潰瘍 read its がん as 癌 in one process and as 癌性 in another)."""
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps(ROWS + KANA_WORD_ROWS, ensure_ascii=False), encoding="utf-8")
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from ragmed.manbyo import ManbyoEntry\n"
+        "from ragmed.normalize import DiseaseNormalizer\n"
+        "rows = json.loads(Path(sys.argv[1]).read_text(encoding='utf-8'))\n"
+        "entries = [ManbyoEntry(surface=s, icd10=c, standard_name=n, level='S', source='fixture.csv',"
+        " row=2 + i) for i, (s, c, n) in enumerate(rows)]\n"
+        "DiseaseNormalizer.fit(entries).save(Path(sys.argv[2]))\n"
+    )
+    fits = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(rows), str(tmp_path / seed)],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        for seed in ("1", "2")
+    ]
+    assert [fit.wait(timeout=600) for fit in fits] == [0, 0]
+
+    def files(folder: Path) -> dict[str, bytes]:
+        return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+    one, two = files(tmp_path / "1"), files(tmp_path / "2")
+    assert "normalizer/readings.json" in one and one.keys() == two.keys()
+    assert [name for name in one if one[name] != two[name]] == []
+
+
 def test_save_load_round_trip_gives_identical_results(model: DiseaseNormalizer, tmp_path: Path) -> None:
     terms = ["DM", "左肘部管症候群", "嘔気嘔吐", "食事摂取良好", "２型糖尿病疑い", "不明な語"]
     model.save(tmp_path)

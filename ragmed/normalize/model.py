@@ -449,9 +449,11 @@ class DiseaseNormalizer:
             self._master_readings = readings_mod.read_package() or []
         return self._master_readings + [(e.reading, e.surface) for e in entries if e.reading]
 
-    def _single_names(self, labs: Iterable[int]) -> set[str]:
-        """The keys of the names of labels ``labs`` (each name of a composite cell on its own)."""
-        return {part for lab in labs for part in self.label_parts[lab] if part != NO_CODE}
+    def _single_names(self, labs: Iterable[int]) -> list[str]:
+        """The keys of the names of labels ``labs`` (each name of a composite cell on its own), once each,
+        in the labels' order: the readings' words keep the first name's spelling where two tie, so a set's
+        order would make the same file fit differently in another process."""
+        return list(dict.fromkeys(part for lab in labs for part in self.label_parts[lab] if part != NO_CODE))
 
     def _written_keys(self) -> set[str]:
         return set(self.keys) | {normalize_key(n) for n in self.labels if n != NO_CODE}
@@ -534,11 +536,12 @@ class DiseaseNormalizer:
         """A label is found by each of its names and by the whole cell (its names joined by ",")."""
         if not parts:
             return
-        for name in {*parts, ",".join(parts)}:
+        # dicts, not sets, for their order: the same file fits to the same saved files in any process
+        for name in dict.fromkeys([*parts, ",".join(parts)]):
             self.name_index.append(name, lab)
             self.name_pairs.append((name, lab))
         if len(parts) > 1:
-            for part in set(parts):
+            for part in dict.fromkeys(parts):
                 self.part_composites[part].append(lab)
 
     def _add_entries(self, entries: list[ManbyoEntry]) -> None:

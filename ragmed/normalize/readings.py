@@ -143,7 +143,7 @@ class Readings:
                         self.kana_counts.setdefault(spelling, [0, 0])[kanji] += 1
         for spelling, c in counts.items():
             have = self.words.setdefault(spelling, [])
-            have.extend(w for w, _ in c.most_common() if w not in have)
+            have.extend(w for w, _ in c.most_common() if w not in have)  # ties: the first name's first
             del have[PER_READING:]
         # only words some name writes in kana are kept (a later name's count starts from its own names)
         self.kana_counts = {k: v for k, v in self.kana_counts.items() if v[0]}
