@@ -676,7 +676,8 @@ def test_a_kana_run_is_read_as_the_name_it_is_the_reading_of() -> None:
 def test_a_word_typed_in_kana_among_kanji_is_read_as_the_names_write_it() -> None:
     """The names' own words, by their spelling, read into wording that types one of them in kana (a
     word MeCab split, こうじょう + せん, too); several words read at once as well as one by one;
-    homophones each. Not read: a word the names write in kana (めまい, てんかん), one MeCab reads as
+    homophones each; kana MeCab takes for no word, with the kanji after it (ずい膜炎, 急性すい炎, 肝こう変).
+    Not read: a word the names write in kana (めまい, てんかん), one MeCab reads as
     another kanji (のう of のう腫 is 嚢, not 膿; カキ is 牡蠣, not 柿), a piece of a longer kana word
     (ホー of ホーマンズ), a kana word MeCab knows no kanji for (ヒダリ), and wording already in kanji."""
     names = [
@@ -699,6 +700,10 @@ def test_a_word_typed_in_kana_among_kanji_is_read_as_the_names_write_it() -> Non
             "柿胃石",
             "胞状奇胎",
             "左室肥大",
+            "細菌性髄膜炎",
+            "急性膵炎",
+            "肝硬変",
+            "子宮内膜症",
         )
     ]
     readings = Readings.build([], set(), names)
@@ -712,6 +717,11 @@ def test_a_word_typed_in_kana_among_kanji_is_read_as_the_names_write_it() -> Non
     ]
     assert read(normalize_key("へんとう周囲のうよう"))[-1] == [(0, 6, "扁桃周囲"), (6, 10, "膿瘍")]
     assert read(normalize_key("かんせん性胃腸炎")) == [[(0, 5, "感染性")], [(0, 5, "乾癬性")]]
+    # kana MeCab takes for no word (symbols, adverbs, an auxiliary after a noun) read with the kanji after
+    assert read(normalize_key("ずい膜炎")) == [[(0, 4, "髄膜炎")]]
+    assert read(normalize_key("細菌性ずい膜炎")) == [[(3, 7, "髄膜炎")]]
+    assert read(normalize_key("急性すい炎")) == [[(2, 5, "膵炎")]]
+    assert read(normalize_key("肝こう変")) == [[(1, 4, "硬変")]]
     for query in (
         "浮動性めまい",
         "てんかん性障害",
@@ -721,6 +731,8 @@ def test_a_word_typed_in_kana_among_kanji_is_read_as_the_names_write_it() -> Non
         "ヒダリ卵巣膿腫",
         "膵臓癌",
         "肺の腫瘍",
+        "見えない膜",  # ない after a verb is no ナイ of 内膜
+        "こう変わった",  # こう before a verb
     ):
         assert read(normalize_key(query)) == [], query
     assert Readings.build([], set()).word_rewrites(normalize_key("すい臓がん")) == []  # no names, no words

@@ -51,6 +51,7 @@ _ENDS_WORD = {"助詞", "助動詞", "動詞", "形容詞"}  # a kana morpheme o
 _STATUS = {"無し", "有り"}  # … and so do なし and あり (MeCab's lemmas), which it calls nouns
 # parts of speech a word is made of: nouns and their affixes (not 伴う, 多い, nor the の of 肺の)
 _WORD_POS = {"名詞", "接頭辞", "接尾辞"}
+_UNREAD_POS = {"記号", "副詞", "感動詞"}  # what MeCab makes of kana it does not know as a word
 
 
 def has_kana(text: str) -> bool:
@@ -102,6 +103,7 @@ class Readings:
             ):
                 raise ValueError(f"readings' kana counts: {spelling!r}: two counts expected")
             self.kana_counts[spelling] = counts
+        self._written: defaultdict[str, list[str]] | None = None  # word → its spellings, made when needed
 
     @classmethod
     def build(cls, pairs: Iterable[tuple[str, str]], known: set[str], names: Iterable[str] = ()) -> Readings:
@@ -224,8 +226,64 @@ class Readings:
                     i = j
                     break
             else:
-                i += 1
+                j, written = self._read_before_kanji(morphs, i)
+                if written:
+                    picks.append((morphs[i].start, morphs[j - 1].end, written))
+                i = j
         return picks
+
+    def _read_before_kanji(self, morphs: list[Morph], i: int) -> tuple[int, list[str]]:
+        """(end, written words) for a kana run at morpheme ``i`` that MeCab took for no word (ずい of
+        ずい膜炎 as two symbols, or as an auxiliary and an interjection after 細菌性; すい of 急性すい炎 and
+        こう of 肝こう変 as adverbs), read together with the kanji morphemes after it: its spelling and one
+        of theirs spell a word of the names that holds those kanji (ズイ + マク → 髄膜, スイ + エン → 膵炎,
+        コウ + ヘン → 硬変). ``(i + 1, [])`` where none."""
+        k = i
+        while (
+            k < len(morphs)
+            and _RUN.fullmatch(morphs[k].surface)
+            and _unread(morphs[k], morphs[k - 1] if k else None)
+        ):
+            k += 1
+        kana = "".join(m.surface for m in morphs[i:k])
+        if len(kana) < MIN_RUN or _cuts_kana(morphs, i, k) or k == len(morphs):
+            return i + 1, []
+        if (i > 0 and morphs[i].start != morphs[i - 1].end) or morphs[k].start != morphs[k - 1].end:
+            return i + 1, []  # across a space
+        in_kana, in_kanji = self.kana_counts.get(katakana(kana), (0, 0))
+        if in_kana >= KANA_SHARE * (in_kana + in_kanji) > 0:
+            return i + 1, []  # a word the names write in kana (のう)
+        for j in range(min(len(morphs), k + NAME_SPAN), k, -1):
+            group = morphs[k:j]
+            if any(
+                m.pos not in _WORD_POS or not _KANJI.fullmatch(m.surface[0]) or _KANA.search(m.surface)
+                for m in group
+            ) or group[-1].end - group[0].start != sum(len(m.surface) for m in group):
+                continue
+            surface = kana + "".join(m.surface for m in group)
+            least = len(_KANJI.findall(surface))
+            words: list[str] = []
+            for spelling in self._spellings(group):
+                for w in self.words.get(katakana(kana) + spelling, []):
+                    if w not in words and len(_KANJI.findall(w)) > least and _keeps(surface, w):
+                        words.append(w)
+            if words:
+                return j, words
+        return i + 1, []
+
+    def _spellings(self, group: list[Morph]) -> list[str]:
+        """The spellings the kanji morphemes ``group`` have together: MeCab's here, and each one's as a
+        word of the names (炎 alone is ホノオ to MeCab, エン in 膵炎)."""
+        if self._written is None:
+            self._written = defaultdict(list)
+            for spelling, words in self.words.items():
+                for w in words:
+                    self._written[w].append(spelling)
+        out = [""]
+        for m in group:
+            own = [katakana(m.spelling), *self._written.get(m.surface, [])]
+            out = [a + b for a in out for b in dict.fromkeys(own)]
+        return out
 
     def _read(self, group: list[Morph]) -> list[str]:
         """The names' words that the morphemes ``group`` spell, where they are a word typed in kana.
@@ -331,6 +389,17 @@ def _cuts_kana(morphs: list[Morph], i: int, j: int) -> bool:
     return (i > 0 and joined(morphs[i], morphs[i - 1])) or (
         j < len(morphs) and joined(morphs[j - 1], morphs[j])
     )
+
+
+def _unread(m: Morph, before: Morph | None) -> bool:
+    """A kana morpheme MeCab took for no word the names could hold: a symbol, adverb or interjection, a
+    noun it knows no kanji for, or an auxiliary no verb comes before (the ず of 細菌性ずい膜炎); not a
+    particle, verb or adjective (の, する, ない), nor なし or あり."""
+    if m.lemma in _STATUS:
+        return False
+    if m.pos == "助動詞":
+        return before is None or before.pos in _WORD_POS
+    return m.pos in _UNREAD_POS or (m.pos in _WORD_POS and not _KANJI.search(m.lemma))
 
 
 def _keeps(surface: str, word: str) -> bool:
