@@ -840,7 +840,35 @@ KANA_WORD_ROWS = [
     ("膵臓癌", "C259", "膵癌"),
     ("膵臓嚢胞", "K862", "膵臓嚢胞"),
     ("発熱", "R509", "発熱"),
+    ("肺炎", "J189", "肺炎"),
+    ("頭痛", "R51", "頭痛"),
 ]
+
+
+def test_running_text_reads_whole_names_typed_in_kana_whatever_mecab_made_of_them() -> None:
+    """はいえん is three interjections to MeCab, ずつう a particle and one, こうけつあつ 高潔 and an adjective:
+    each is read as the name it is the reading of (こうけつあつ without its 症). Not read: a run that a kana
+    word before it may go on into (むかしはいえん), three kana that MeCab takes for a verb (いえ + ん is no 胃炎),
+    a kana noun MeCab knows whole as another word (こうけつ is 高潔, no 硬結), one or two kana (せき)."""
+    pairs = [
+        ("ハイエン", "肺炎"),
+        ("イエン", "胃炎"),
+        ("ズツウ", "頭痛"),
+        ("コウケツ", "硬結"),
+        ("コウケツアツショウ", "高血圧症"),
+        ("シンキンコウソク", "心筋梗塞"),
+        ("セキ", "咳"),
+    ]
+    readings = Readings.build(pairs, {w for _, w in pairs})
+
+    def read(text: str) -> list[tuple[str, list[str]]]:
+        return [(text[a:b], names) for a, b, names in readings.name_picks(morphemes(text) or [])]
+
+    assert read("はいえん疑い") == [("はいえん", ["肺炎"])]
+    assert read("ずつうとこうけつあつあり") == [("ずつう", ["頭痛"]), ("こうけつあつ", ["高血圧症"])]
+    assert read("しんきんこうそくの既往") == [("しんきんこうそく", ["心筋梗塞"])]  # しんきん alone is 信金
+    for text in ("むかしはいえんになった", "こうけつな人", "せきあり", "ありがとうございました"):
+        assert read(text) == [], text
 
 
 def test_find_mentions_reads_words_typed_in_kana_and_not_pieces_of_them() -> None:
@@ -868,6 +896,20 @@ def test_find_mentions_reads_words_typed_in_kana_and_not_pieces_of_them() -> Non
     m.readings.words = {}  # as a normalizer saved before the words: nothing read, and still no よう
     assert flags(m.find_mentions("胃かいようの既往")) == []
     assert flags(m.find_mentions("ようの再発")) == [("よう", "-")]
+
+
+def test_find_mentions_reads_whole_names_typed_in_kana() -> None:
+    """A name typed as its reading in running text is a mention of that name with its status; the
+    mention covers what was typed. Without the reading nothing is found there."""
+    m = DiseaseNormalizer.fit(make_entries(ROWS + KANA_WORD_ROWS))
+    text = "はいえん疑い。ずつうなし、こうけつあつあり"
+    found = m.find_mentions(text, k=1)
+    assert flags(found) == [("はいえん", "S"), ("ずつう", "N"), ("こうけつあつ", "-")]
+    assert [f.candidates[0].standard_name for f in found] == ["肺炎", "頭痛", "高血圧症"]
+    assert all(text[f.start : f.end] == f.text for f in found)
+    assert m.readings is not None
+    m.readings.readings = {}
+    assert flags(m.find_mentions(text)) == []
 
 
 def test_the_gan_mecab_splits_before_nashi_or_ari_is_read_as_a_word() -> None:

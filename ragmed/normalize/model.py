@@ -1849,8 +1849,8 @@ class DiseaseNormalizer:
         cuts_kana = None  # where kana are: does a match start or end inside a word (よう of 胃かいよう)?
         if readings_mod.has_kana(norm):
             morphs = readings_mod.morphemes(norm)
-            if morphs and self.readings is not None:  # words typed in kana read first (すい臓がん → 膵臓癌)
-                picks = self.readings.word_picks(morphs)
+            if morphs and self.readings is not None:  # kana read first (すい臓がん → 膵臓癌, はいえん → 肺炎)
+                picks = self.readings.text_picks(morphs)
                 if picks:
                     norm, spans = _read_words(norm, spans, picks)
                     morphs = readings_mod.morphemes(norm)

@@ -46,11 +46,13 @@ _KANA = re.compile(r"[ぁ-ゖァ-ヺ]")
 _KANJI = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff々]")
 NAME_SPAN = 2  # morphemes of a name filed together as one word (髄膜 may be 髄 + 膜)
 QUERY_SPAN = 3  # morphemes of the query read together as one word (こうじょう + せん → 甲状腺)
+TEXT_SPAN = 6  # morphemes of running text read together as a name (はい + え + ん → 肺炎)
 KANA_SHARE = 0.05  # a word the names write in kana this often is not read (てんかん: 50 of 54 times)
 _ENDS_WORD = {"助詞", "助動詞", "動詞", "形容詞"}  # a kana morpheme of these parts of speech ends a word
 _STATUS = {"無し", "有り"}  # … and so do なし and あり (MeCab's lemmas), which it calls nouns
 # parts of speech a word is made of: nouns and their affixes (not 伴う, 多い, nor the の of 肺の)
 _WORD_POS = {"名詞", "接頭辞", "接尾辞"}
+_VERBS = {"動詞", "形容詞"}
 _UNREAD_POS = {"記号", "副詞", "感動詞"}  # what MeCab makes of kana it does not know as a word
 
 
@@ -205,6 +207,52 @@ class Readings:
         if len(picks) > 1:
             out.append([(a, b, ws[0]) for a, b, ws in picks])
         return out
+
+    def text_picks(self, morphs: list[Morph]) -> list[tuple[int, int, list[str]]]:
+        """What running text types in kana, read: whole names (:meth:`name_picks`) and, where none is,
+        words of names among kanji (:meth:`word_picks`); (start, end, written forms) in text order."""
+        names = self.name_picks(morphs)
+        words = [w for w in self.word_picks(morphs) if not any(w[0] < b and a < w[1] for a, b, _ in names)]
+        return sorted(names + words)
+
+    def name_picks(self, morphs: list[Morph]) -> list[tuple[int, int, list[str]]]:
+        """(start, end, written names) for each run of whole kana morphemes of running text that is, as
+        a whole, the reading of a name, or that without its 症 (はいえん疑い → 肺炎, whatever MeCab made of
+        はいえん: はい / え / ん, three interjections; こうけつあつあり → 高血圧症), and not a piece of a longer kana
+        word (:func:`_cuts_kana`). Four kana or more, or three MeCab split into no verb (ずつ + う → 頭痛, not
+        いえ + ん → 胃炎 in むかしはいえんになった); a kana noun MeCab knows whole must be read as it reads it
+        (こうけつ alone is 高潔, no 硬結), where a run it split is read whole (しんきん + こうそく → 心筋梗塞).
+        Readings of one or two kana are left alone in text: too many ordinary words."""
+        picks: list[tuple[int, int, list[str]]] = []
+        i = 0
+        while i < len(morphs):
+            for j in range(min(len(morphs), i + TEXT_SPAN), i, -1):
+                group = morphs[i:j]
+                surface = "".join(m.surface for m in group)
+                short = len(surface) < MIN_CLIPPED  # three kana: only where MeCab found no word
+                if (
+                    len(surface) < MIN_CLIPPED - 1
+                    or short
+                    and (j == i + 1 or any(m.pos in _VERBS for m in group))
+                    or not all(_RUN.fullmatch(m.surface) for m in group)
+                    or group[-1].end - group[0].start != len(surface)  # across a space
+                    or _cuts_kana(morphs, i, j)
+                ):
+                    continue
+                run = katakana(surface)
+                names = self.readings.get(run, []) or (
+                    self.readings.get(run + SUFFIXES[1], []) if len(run) >= MIN_CLIPPED else []
+                )
+                one = group[0]
+                if j == i + 1 and one.pos in _WORD_POS and _KANJI.search(one.lemma):
+                    names = [n for n in names if one.lemma in n]
+                if names:
+                    picks.append((group[0].start, group[-1].end, names))
+                    i = j
+                    break
+            else:
+                i += 1
+        return picks
 
     def word_picks(self, morphs: list[Morph]) -> list[tuple[int, int, list[str]]]:
         """(start, end, written words) for each word typed in kana among the morphemes ``morphs`` of a
