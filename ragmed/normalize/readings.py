@@ -236,7 +236,7 @@ class Readings:
                     or short
                     and (j == i + 1 or any(m.pos in _VERBS for m in group))
                     or not all(_RUN.fullmatch(m.surface) for m in group)
-                    or group[-1].end - group[0].start != len(surface)  # across a space
+                    or not _contiguous(group)
                     or _cuts_kana(morphs, i, j)
                 ):
                     continue
@@ -265,8 +265,8 @@ class Readings:
         i = 0
         while i < len(morphs):
             for j in range(min(len(morphs), i + QUERY_SPAN), i, -1):
-                if morphs[j - 1].end - morphs[i].start != sum(len(m.surface) for m in morphs[i:j]):
-                    continue  # across a space
+                if not _contiguous(morphs[i:j]):
+                    continue
                 if _cuts_kana(morphs, i, j):
                     continue
                 written = self._read(morphs[i:j])
@@ -299,15 +299,14 @@ class Readings:
             return i + 1, []
         if (i > 0 and morphs[i].start != morphs[i - 1].end) or morphs[k].start != morphs[k - 1].end:
             return i + 1, []  # across a space
-        in_kana, in_kanji = self.kana_counts.get(katakana(kana), (0, 0))
-        if in_kana >= KANA_SHARE * (in_kana + in_kanji) > 0:
+        if self._kana_word(kana):
             return i + 1, []  # a word the names write in kana (のう)
         for j in range(min(len(morphs), k + NAME_SPAN), k, -1):
             group = morphs[k:j]
             if any(
                 m.pos not in _WORD_POS or not _KANJI.fullmatch(m.surface[0]) or _KANA.search(m.surface)
                 for m in group
-            ) or group[-1].end - group[0].start != sum(len(m.surface) for m in group):
+            ) or not _contiguous(group):
                 continue
             surface = kana + "".join(m.surface for m in group)
             least = len(_KANJI.findall(surface))
@@ -334,6 +333,11 @@ class Readings:
             out = [a + b for a in out for b in dict.fromkeys(own)]
         return out
 
+    def _kana_word(self, kana: str) -> bool:
+        """The names write this kana word in kana often (:data:`KANA_SHARE`): てんかん, めまい, のう."""
+        in_kana, in_kanji = self.kana_counts.get(katakana(kana), (0, 0))
+        return in_kana >= KANA_SHARE * (in_kana + in_kanji) > 0
+
     def _read(self, group: list[Morph]) -> list[str]:
         """The names' words that the morphemes ``group`` spell, where they are a word typed in kana.
         None if the group has no kana, is no noun, holds a word the names often write in kana (てんかん,
@@ -346,10 +350,8 @@ class Readings:
         if not _KANA.search(surface) or any(m.pos not in _WORD_POS for m in group):
             return []
         kana = [m for m in group if _RUN.fullmatch(m.surface)]
-        for m in kana:
-            in_kana, in_kanji = self.kana_counts.get(katakana(m.spelling), (0, 0))
-            if in_kana >= KANA_SHARE * (in_kana + in_kanji) > 0:
-                return []
+        if any(self._kana_word(m.spelling) for m in kana):
+            return []
         words = self.words.get(katakana("".join(m.spelling for m in group)), [])
         if surface in words:
             return []
@@ -438,6 +440,11 @@ def _cuts_kana(morphs: list[Morph], i: int, j: int) -> bool:
     return (i > 0 and joined(morphs[i], morphs[i - 1])) or (
         j < len(morphs) and joined(morphs[j - 1], morphs[j])
     )
+
+
+def _contiguous(group: list[Morph]) -> bool:
+    """The morphemes ``group`` follow one another with no space between (a word is not read across one)."""
+    return group[-1].end - group[0].start == sum(len(m.surface) for m in group)
 
 
 def _unread(m: Morph, before: Morph | None) -> bool:
