@@ -855,6 +855,11 @@ KANA_WORD_ROWS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def kana_word_model() -> DiseaseNormalizer:
+    return DiseaseNormalizer.fit(make_entries(ROWS + KANA_WORD_ROWS))
+
+
 def test_running_text_reads_whole_names_typed_in_kana_whatever_mecab_made_of_them() -> None:
     """はいえん is three interjections to MeCab, ずつう a particle and one, こうけつあつ 高潔 and an adjective:
     each is read as the name it is the reading of (こうけつあつ without its 症). Not read: a run that a kana
@@ -881,10 +886,12 @@ def test_running_text_reads_whole_names_typed_in_kana_whatever_mecab_made_of_the
         assert read(text) == [], text
 
 
-def test_find_mentions_reads_words_typed_in_kana_and_not_pieces_of_them() -> None:
+def test_find_mentions_reads_words_typed_in_kana_and_not_pieces_of_them(
+    kana_word_model: DiseaseNormalizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """胃かいよう is 胃潰瘍, not the dictionary surface よう (癰) found inside かいよう; the mention covers what
     was typed and keeps its status; kana mentions that are words of their own (めまい, しびれ) stay."""
-    m = DiseaseNormalizer.fit(make_entries(ROWS + KANA_WORD_ROWS))
+    m = kana_word_model
     text = "胃かいようの既往、ぼうこう炎疑い。心筋こうそくなし。めまいあり、しびれなし"
     found = m.find_mentions(text, k=1)
     assert flags(found) == [
@@ -903,30 +910,34 @@ def test_find_mentions_reads_words_typed_in_kana_and_not_pieces_of_them() -> Non
     ]
     assert all(text[f.start : f.end] == f.text for f in found)
     assert m.readings is not None
-    m.readings.words = {}  # as a normalizer saved before the words: nothing read, and still no よう
+    monkeypatch.setattr(m.readings, "words", {})  # as saved before the words: nothing read, still no よう
     assert flags(m.find_mentions("胃かいようの既往")) == []
     assert flags(m.find_mentions("ようの再発")) == [("よう", "-")]
 
 
-def test_find_mentions_reads_whole_names_typed_in_kana() -> None:
+def test_find_mentions_reads_whole_names_typed_in_kana(
+    kana_word_model: DiseaseNormalizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A name typed as its reading in running text is a mention of that name with its status; the
     mention covers what was typed. Without the reading nothing is found there."""
-    m = DiseaseNormalizer.fit(make_entries(ROWS + KANA_WORD_ROWS))
+    m = kana_word_model
     text = "はいえん疑い。ずつうなし、こうけつあつあり"
     found = m.find_mentions(text, k=1)
     assert flags(found) == [("はいえん", "S"), ("ずつう", "N"), ("こうけつあつ", "-")]
     assert [f.candidates[0].standard_name for f in found] == ["肺炎", "頭痛", "高血圧症"]
     assert all(text[f.start : f.end] == f.text for f in found)
     assert m.readings is not None
-    m.readings.readings = {}
+    monkeypatch.setattr(m.readings, "readings", {})
     assert flags(m.find_mentions(text)) == []
 
 
-def test_the_gan_mecab_splits_before_nashi_or_ari_is_read_as_a_word() -> None:
+def test_the_gan_mecab_splits_before_nashi_or_ari_is_read_as_a_word(
+    kana_word_model: DiseaseNormalizer,
+) -> None:
     """MeCab splits the がん of 大腸がんなし and すい臓がんあり into the particle が and the interjection ん
     (大腸がん alone is 大腸 / がん), so no kana word was read there and neither was a mention; read as one
     noun, がん is 癌. が of a verb's subject stays a particle (熱がある)."""
-    m = DiseaseNormalizer.fit(make_entries(ROWS + KANA_WORD_ROWS))
+    m = kana_word_model
     text = "既往にすい臓がんあり。大腸がんなし。熱がある"
     found = m.find_mentions(text, k=1)
     assert flags(found) == [("すい臓がん", "-"), ("大腸がん", "N")]
