@@ -166,7 +166,10 @@ def test_empty_and_blank_terms_give_no_names(model: DiseaseNormalizer) -> None:
 def test_add_makes_a_new_entry_findable() -> None:
     m = DiseaseNormalizer.fit(make_entries(ROWS))
     assert "痛風" not in names(m.normalize("ＧＯＵＴ"))
+    assert "痛風" not in m._name_heads()  # built by that query, before the add
     m.add(make_entries([("ＧＯＵＴ", "M109", "痛風"), ("痛風", "M109", "痛風")], start_row=100))
+    # the spans of a rewritten query tried as names reach the added name's length
+    assert m._name_heads()["痛風"] == max(len(key) for key in m.name_index if key.startswith("痛風"))
     top = m.normalize("gout")[0]
     assert (top.standard_name, top.node_id) == ("痛風", "manbyo:fixture.csv:100")
     assert m.find_mentions("痛風発作")[0].candidates[0].standard_name == "痛風"

@@ -91,12 +91,12 @@ from ragmed.normalize.nonename import NoneModel
 from ragmed.normalize.results import Mention, NormalizedName
 from ragmed.normalize.store import Reader, Writer
 from ragmed.normalize.text import (
-    cuts_word,
     is_latin_letter,
     normalize_key,
     normalize_with_offsets,
     split_names,
     unit_like,
+    word_cuts,
 )
 from ragmed.normalize.tfidf import CharTfidf
 
@@ -407,6 +407,7 @@ class DiseaseNormalizer:
         self._view: _View | None = None
         self._label_order: tuple[np.ndarray, np.ndarray] | None = None
         self._heads: dict[str, int] | None = None
+        self._name_head_len: dict[str, int] | None = None
         self._run_holders: dict[str, tuple[tuple[int, ...], int]] | None = None
         self._master_readings: list[tuple[str, str]] | None = None
 
@@ -537,6 +538,7 @@ class DiseaseNormalizer:
         if not parts:
             return
         # dicts, not sets, for their order: the same file fits to the same saved files in any process
+        self._name_head_len = None
         for name in dict.fromkeys([*parts, ",".join(parts)]):
             self.name_index.append(name, lab)
             self.name_pairs.append((name, lab))
@@ -996,10 +998,11 @@ class DiseaseNormalizer:
         abbreviations read."""
         table = self._rule_table()
         found = []
+        cut = word_cuts(key, is_latin_letter)
         for a in range(len(key)):
             for b in range(a + 1, min(len(key), a + R.MAX_LHS) + 1):
                 rids = table.get(key[a:b])
-                if not rids or cuts_word(key, a, b, is_latin_letter):
+                if not rids or cut[a] or cut[b]:
                     continue
                 used = 0
                 for rid in rids:
@@ -1105,9 +1108,10 @@ class DiseaseNormalizer:
         # 2. dictionary keys (surface forms, names) that are substrings of the query
         matched_parts: dict[str, list[tuple[int, int]]] = defaultdict(list)
         subs = set()
+        cut = word_cuts(key, is_latin_letter)
         for a in range(len(key)):
             for b in range(a + 1, min(len(key), a + MAX_SUBSTRING) + 1):
-                if cuts_word(key, a, b, is_latin_letter):  # Ｐ (歯周炎) is no mention inside ＡＰＳ
+                if cut[a] or cut[b]:  # Ｐ (歯周炎) is no mention inside ＡＰＳ
                     continue
                 sub = key[a:b]
                 subs.add(sub)
@@ -1179,6 +1183,7 @@ class DiseaseNormalizer:
                         v[F["ka_held"]] = similarity / 100
                         v[F["ka_share"]] = 1.0 / n_held
         # 3. the query rewritten by learned rules: names and surfaces it then is, or contains
+        heads = self._name_heads()
         for rw in self._rewrites(key, view):
             text, weight = rw.text, math.log1p(rw.count)
             if self.index_terms is not None and (codes := self.index_terms.get(text)):
@@ -1201,10 +1206,12 @@ class DiseaseNormalizer:
                         v[F["rw_exact_surface"]] = max(v[F["rw_exact_surface"]], 1.0 / rw.steps)
                         v[F["rw_exact_count"]] = max(v[F["rw_exact_count"]], weight)
             n = len(text)
+            cut = word_cuts(text, is_latin_letter)
             for a in range(n):
-                for b in range(a + 2, min(n, a + MAX_SUBSTRING) + 1):
+                longest = heads.get(text[a : a + 2], 0)  # no name starts here: no span from a is one
+                for b in range(a + 2, min(n, a + MAX_SUBSTRING, a + longest) + 1):
                     sub = text[a:b]
-                    if sub in subs or (a == 0 and b == n) or cuts_word(text, a, b, is_latin_letter):
+                    if sub in subs or (a == 0 and b == n) or cut[a] or cut[b]:
                         continue
                     labs = self.name_index.get(sub)
                     if not labs:
@@ -1824,6 +1831,17 @@ class DiseaseNormalizer:
         none_lab = self.label_id.get(NO_CODE)
         return any(int(self.entry_label[e]) != none_lab for e in self.surface_index.get(key, ()))
 
+    def _name_heads(self) -> dict[str, int]:
+        """First two characters of every name key → the longest name key that starts with them (built on
+        first use): the spans of a rewritten query that can be a name, without trying the rest."""
+        if self._name_head_len is None:
+            heads: dict[str, int] = {}
+            for key in self.name_index:
+                if len(key) >= 2:
+                    heads[key[:2]] = max(heads.get(key[:2], 0), len(key))
+            self._name_head_len = heads
+        return self._name_head_len
+
     def _mention_heads(self) -> dict[str, int]:
         """First characters of every key → the longest key that starts with them (built on first use)."""
         if self._heads is None:
@@ -1860,6 +1878,7 @@ class DiseaseNormalizer:
         trailing: dict[int, M.Cue] = {}
         heads = self._mention_heads()
         i, n = 0, len(norm)
+        cut = word_cuts(norm)
         while i < n:
             match = None
             longest = heads.get(norm[i : i + MIN_MENTION], 0)  # no key starts here: skip at once
@@ -1867,7 +1886,7 @@ class DiseaseNormalizer:
                 sub = norm[i:j]
                 if not self._disease_key(sub):
                     continue
-                if cuts_word(norm, i, j) or (cuts_kana is not None and cuts_kana(i, j)):
+                if cut[i] or cut[j] or (cuts_kana is not None and cuts_kana(i, j)):
                     continue  # "HT" inside "HTML" is no mention, nor よう inside かいよう
                 a, b = spans[i][0], spans[j - 1][1]
                 if unit_like(text[a:b], text[max(0, a - 3) : a]):  # the mL of pg/mL is no ML (リンパ腫)

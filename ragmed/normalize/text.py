@@ -30,15 +30,13 @@ def is_latin_letter(ch: str) -> bool:
     return ch.isascii() and ch.isalpha()
 
 
-def cuts_word(text: str, a: int, b: int, letter: Callable[[str], bool] = is_latin) -> bool:
-    """``text[a:b]`` starts or ends inside a run of ``letter`` chars: "HT" inside "HTML" is no
-    mention, and a rule or surface learned from a letter written alone (Ｐ → 歯周炎) says nothing about
-    that letter inside an acronym (ＩＰＦ)."""
-
-    def inside(i: int, j: int) -> bool:
-        return i >= 0 and j < len(text) and letter(text[i]) and letter(text[j])
-
-    return inside(a - 1, a) or inside(b - 1, b)
+def word_cuts(text: str, letter: Callable[[str], bool] = is_latin) -> list[bool]:
+    """For each cut point ``0..len(text)``: does it fall inside a run of ``letter`` chars? A span
+    ``text[a:b]`` cuts a word when ``cuts[a] or cuts[b]``: "HT" inside "HTML" is no mention, and a rule
+    or surface learned from a letter written alone (Ｐ → 歯周炎) says nothing about that letter inside an
+    acronym (ＩＰＦ). Made once per text: a query's few hundred spans test it by index."""
+    flags = [letter(ch) for ch in text]
+    return [False, *(x and y for x, y in zip(flags, flags[1:], strict=False)), False]
 
 
 def unit_like(original: str, before: str) -> bool:
