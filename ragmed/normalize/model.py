@@ -538,7 +538,6 @@ class DiseaseNormalizer:
         if not parts:
             return
         # dicts, not sets, for their order: the same file fits to the same saved files in any process
-        self._name_head_len = None
         for name in dict.fromkeys([*parts, ",".join(parts)]):
             self.name_index.append(name, lab)
             self.name_pairs.append((name, lab))
@@ -575,7 +574,7 @@ class DiseaseNormalizer:
         self.rules_by_lhs = {}  # rebuilt on demand
         self._label_order = None
         self._view = None
-        self._heads = None
+        self._heads = self._name_head_len = None
         self._run_holders = None
 
     def _learn_from(self, idx: int, lab: int, tally: list[int]) -> None:
@@ -1835,29 +1834,21 @@ class DiseaseNormalizer:
         """First two characters of every name key → the longest name key that starts with them (built on
         first use): the spans of a rewritten query that can be a name, without trying the rest."""
         if self._name_head_len is None:
-            heads: dict[str, int] = {}
-            for key in self.name_index:
-                if len(key) >= 2:
-                    heads[key[:2]] = max(heads.get(key[:2], 0), len(key))
-            self._name_head_len = heads
+            self._name_head_len = _longest_by_head(self.name_index, 2)
         return self._name_head_len
 
     def _mention_heads(self) -> dict[str, int]:
         """First characters of every key → the longest key that starts with them (built on first use)."""
         if self._heads is None:
-            heads: dict[str, int] = {}
             none_lab = self.label_id.get(NO_CODE)
-            for key, idx in self.surface_index.one.items():
-                if len(key) >= MIN_MENTION and (
-                    int(self.entry_label[idx]) != none_lab
-                    or key in self.surface_index.many
-                    or key in self.name_index
-                ):
-                    heads[key[:MIN_MENTION]] = max(heads.get(key[:MIN_MENTION], 0), len(key))
-            for key in self.name_index:
-                if len(key) >= MIN_MENTION:
-                    heads[key[:MIN_MENTION]] = max(heads.get(key[:MIN_MENTION], 0), len(key))
-            self._heads = heads
+            surfaces = (
+                key
+                for key, idx in self.surface_index.one.items()
+                if int(self.entry_label[idx]) != none_lab
+                or key in self.surface_index.many
+                or key in self.name_index
+            )
+            self._heads = _longest_by_head([*surfaces, *self.name_index], MIN_MENTION)
         return self._heads
 
     def find_mentions(self, text: str, k: int = 3) -> list[Mention]:
@@ -2038,6 +2029,16 @@ def _top_positive(arr: np.ndarray, k: int) -> np.ndarray:
     the whole row."""
     idx = np.flatnonzero(arr > 0)
     return _top(idx, arr[idx], k)[0]
+
+
+def _longest_by_head(keys: Iterable[str], size: int) -> dict[str, int]:
+    """The first ``size`` characters of each key at least that long → the longest key starting with them:
+    how far a span starting there can reach and still be a key."""
+    heads: dict[str, int] = {}
+    for key in keys:
+        if len(key) >= size:
+            heads[key[:size]] = max(heads.get(key[:size], 0), len(key))
+    return heads
 
 
 def _sigmoid(x: float) -> float:
