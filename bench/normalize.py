@@ -338,13 +338,16 @@ def full_fit(entries: list[ManbyoEntry], keep: Path | None) -> dict[str, object]
     }
 
 
-def real_estimates(mixes: list[dict[str, object]]) -> dict[str, object]:
+def real_estimates(
+    mixes: list[dict[str, object]], issue_mix: dict[int, dict[str, float]] = ISSUE_VERSION_MIX
+) -> dict[str, object]:
     """The real figure estimated as a real figure of issue 11 plus the mean gain over its version on the
     same draws: over the issue's version (paired: same queries; draws with a known figure of it only) and
     over the char n-gram baseline (measured in this run). Each is unbiased only if the gain carries over
     from the split to real wording as it did between the baseline and the issue's version (it did not
     quite: the split put that gain at +0.108 / +0.041 averaged over four draws, the real wording +0.088 /
-    +0.035), so neither is the answer alone; the two and ``real_mix`` itself bracket it."""
+    +0.035), so neither is the answer alone; the two and ``real_mix`` itself bracket it. ``issue_mix`` is
+    that version's figure per draw: measured on manbyo_dev.csv's sections, so empty for any other file."""
 
     def anchored(real: dict[str, float], gains: list[dict[str, float]]) -> dict[str, float] | None:
         if not gains:
@@ -355,9 +358,9 @@ def real_estimates(mixes: list[dict[str, object]]) -> dict[str, object]:
         return {m: ours[m] - other[m] for m in ("top1", "top5")}
 
     paired = [
-        gain(d["real_mix"]["ours"], ISSUE_VERSION_MIX[d["seed"]])  # type: ignore[index]
+        gain(d["real_mix"]["ours"], issue_mix[d["seed"]])  # type: ignore[index]
         for d in mixes
-        if d["seed"] in ISSUE_VERSION_MIX
+        if d["seed"] in issue_mix
     ]
     return {
         "anchored_issue_version": anchored(ISSUE_VERSION_REAL, paired),
@@ -449,7 +452,7 @@ def main() -> None:
                 for who in ("ours", "baseline")
             },
             "per_draw": {f"seed{d['seed']}": d["real_mix"]["ours"] for d in mixes},  # type: ignore[index]
-            "estimates": real_estimates(mixes),
+            "estimates": real_estimates(mixes, ISSUE_VERSION_MIX if sections is SECTIONS else {}),
         }
     out["results"] = results
     out["load_avg_1m"] = round(os.getloadavg()[0], 1)  # the 2 cores are shared: context for wall times

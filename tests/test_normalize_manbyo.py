@@ -486,3 +486,4 @@ def test_bench_real_estimates_pair_each_draw_with_the_issue_versions_figure_on_i
         "top5": round(base["top5"] + ((0.9078 - 0.80) + (0.90 - 0.81)) / 2, 4),
     }
     assert bench.real_estimates([draws[1]])["anchored_issue_version"] is None
+    assert bench.real_estimates(draws, {})["anchored_issue_version"] is None  # another file: no figures
