@@ -1178,6 +1178,70 @@ def test_bagged_rankers_score_the_mean_of_their_trees() -> None:
     np.testing.assert_allclose(mean.raw(X), (forests[0].raw(X) + forests[1].raw(X)) / 2, rtol=0, atol=1e-9)
 
 
+def test_the_head_of_the_bagged_trees_picks_which_candidates_the_whole_ranker_scores() -> None:
+    """Forest.mean puts each ranker's first trees first (its head); head and rest sum to the whole
+    score. A query's candidates the head ranks best (``keep`` of each query's block) get exactly the
+    whole ranker's score less the "-1" penalty, the others -inf; a forest saved before the head scores
+    every row."""
+    import lightgbm
+
+    from ragmed.normalize.forest import Forest
+    from ragmed.normalize.model import FEATURES, F
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(2400, len(FEATURES)))
+    X[:, F["is_none"]] = rng.random(2400) < 0.1
+    y = (X[:, 3] + X[:, 7] * X[:, 11] + rng.normal(scale=0.5, size=2400) > 0.5).astype(int)
+    forests = [
+        Forest.from_lightgbm(
+            lightgbm.LGBMRanker(
+                n_estimators=n, num_leaves=15, min_child_samples=5, verbose=-1, random_state=i
+            )
+            .fit(X, y, group=[24] * 100)
+            .booster_
+        )
+        for i, n in enumerate((30, 8))
+    ]
+    mean = Forest.mean(forests, head=10)
+    assert mean.head == 10 + 8  # the second ranker is all head
+    np.testing.assert_allclose(mean.raw(X), (forests[0].raw(X) + forests[1].raw(X)) / 2, rtol=0, atol=1e-9)
+    stages = mean.stages()
+    assert stages is not None
+    head, rest = stages
+    np.testing.assert_allclose(head.raw(X) + rest.raw(X), mean.raw(X), rtol=0, atol=1e-9)
+    want_head = (_first_trees(forests[0], 10).raw(X) + forests[1].raw(X)) / 2
+    np.testing.assert_allclose(head.raw(X), want_head, rtol=0, atol=1e-9)
+
+    model = DiseaseNormalizer()
+    model.ranker = mean
+    sizes = [30, 3, 25, 8]
+    rows = X[: sum(sizes)]
+    whole = model._raw_scores(rows)
+    np.testing.assert_allclose(whole, mean.raw(rows) - model.none_penalty * rows[:, F["is_none"]], atol=1e-9)
+    out = model._raw_scores(rows, sizes, keep=8)
+    first = head.raw(rows) - model.none_penalty * rows[:, F["is_none"]]
+    start = 0
+    for size in sizes:
+        got, want, pre = out[start : start + size], whole[start : start + size], first[start : start + size]
+        scored = np.isfinite(got)
+        assert scored.sum() == min(size, 8)
+        np.testing.assert_allclose(got[scored], want[scored], rtol=0, atol=1e-9)
+        assert set(np.flatnonzero(scored)) == set(np.argsort(-pre)[:8])  # the head's best, not the whole's
+        start += size
+    # … and that differs from the whole ranker's best 8 here, so the check above tells the two apart
+    assert not np.array_equal(np.isfinite(out[:30]), whole[:30] >= np.sort(whole[:30])[-8])
+    older = Forest(**mean.arrays())  # saved before the head: every row scored by every tree
+    model.ranker = older
+    assert older.stages() is None
+    np.testing.assert_allclose(model._raw_scores(rows, sizes, keep=8), whole, rtol=0, atol=1e-9)
+
+
+def _first_trees(forest, n: int):  # noqa: ANN001, ANN202
+    from ragmed.normalize.forest import FIELDS, Forest
+
+    return Forest(**{k: getattr(forest, k)[:n] for k in FIELDS if k != "baseline"}, baseline=forest.baseline)
+
+
 def test_no_training_query_is_scored_by_an_encoder_that_saw_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two character encoders learn from the two halves of the folds; even folds (whose families are
     hidden) are scored by the odd folds' encoder, which also never sees those families; the anchors (a

@@ -10,6 +10,9 @@ import numpy as np
 FIELDS = ("feature", "threshold", "left", "right", "is_leaf", "value", "baseline")
 WALK_ROWS = 64  # rows walked together (one query scores ~40 candidates)
 COMPACT_EVERY = 3  # steps between setting aside the (tree, row) pairs that reached a leaf
+# trees of each bagged model placed first by :meth:`Forest.mean`: the head that scores every candidate,
+# where the rest of the trees score only the candidates it ranks highest (see ``DiseaseNormalizer``)
+HEAD_TREES = 50
 
 
 @dataclass
@@ -29,7 +32,9 @@ class Forest:
     is_leaf: np.ndarray  # bool
     value: np.ndarray  # float64
     baseline: np.ndarray  # (1,) raw-score offset
+    head: int = 0  # trees [0, head) are the head of :meth:`stages` (0: no head; saves before it)
     _walk: _Walk | None = field(default=None, repr=False, compare=False)
+    _stages: tuple[Forest, Forest] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_lightgbm(cls, booster: Any) -> Forest:
@@ -60,9 +65,13 @@ class Forest:
         )
 
     @classmethod
-    def mean(cls, forests: list[Forest]) -> Forest:
-        """One forest scoring the mean of ``forests`` (their trees side by side, leaf values divided)."""
+    def mean(cls, forests: list[Forest], head: int = HEAD_TREES) -> Forest:
+        """One forest scoring the mean of ``forests`` (their trees side by side, leaf values divided).
+
+        The first ``head`` trees of each forest go first, as the mean's head (:meth:`stages`): boosting's
+        first trees carry most of a model's ranking, so they are the cheap first look at a candidate."""
         width = max(f.feature.shape[1] for f in forests)
+        firsts = [min(head, len(f.feature)) for f in forests]
 
         def stack(name: str, padding: object = 0) -> np.ndarray:
             parts = []
@@ -70,7 +79,10 @@ class Forest:
                 a = getattr(f, name)
                 pad = np.full((a.shape[0], width - a.shape[1]), padding, dtype=a.dtype)
                 parts.append(np.concatenate([a, pad], axis=1))
-            return np.concatenate(parts)
+            return np.concatenate(
+                [p[:n] for p, n in zip(parts, firsts, strict=True)]
+                + [p[n:] for p, n in zip(parts, firsts, strict=True)]
+            )
 
         return cls(
             feature=stack("feature"),
@@ -80,10 +92,27 @@ class Forest:
             is_leaf=stack("is_leaf", True),
             value=stack("value") / len(forests),
             baseline=np.mean([f.baseline for f in forests], axis=0),
+            head=sum(firsts) if head else 0,
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in FIELDS}
+
+    def stages(self) -> tuple[Forest, Forest] | None:
+        """The head and the rest of the trees as two forests (``raw`` is their sum; the baseline goes
+        with the head), or None for a forest without a head."""
+        if not 0 < self.head < len(self.feature):
+            return None
+        if self._stages is None:
+            cut = self.head
+
+            def part(trees: slice, baseline: np.ndarray) -> Forest:
+                return Forest(
+                    **{k: getattr(self, k)[trees] for k in FIELDS if k != "baseline"}, baseline=baseline
+                )
+
+            self._stages = (part(slice(0, cut), self.baseline), part(slice(cut, None), np.zeros(1)))
+        return self._stages
 
     def raw(self, X: np.ndarray) -> np.ndarray:
         """The raw score of each row of ``X`` (log-odds for a classifier; a ranking score for a ranker)."""
