@@ -83,8 +83,11 @@ class CharEncoder:
         mask = (ids > 0)[:, :, None].astype(np.float32)
         h = self.emb[ids]  # padding rows are zero and stay zero: every update is masked
         half = KERNEL // 2
+        # zeros on both ends of every text, filled in per layer (np.pad's own bookkeeping cost more
+        # than the convolution on a query's one short text)
+        padded = np.zeros((h.shape[0], h.shape[1] + 2 * half, h.shape[2]), dtype=h.dtype)
         for layer in range(len(self.conv_w)):
-            padded = np.pad(h, ((0, 0), (half, half), (0, 0)))
+            padded[:, half : half + h.shape[1]] = h
             window = np.concatenate([padded[:, j : j + h.shape[1]] for j in range(KERNEL)], axis=2)
             h = h + np.maximum(window @ self.conv_w[layer] + self.conv_b[layer], 0.0) * mask
         count = mask.sum(axis=1)
