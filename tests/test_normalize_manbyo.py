@@ -148,6 +148,29 @@ def test_the_whole_ranker_scores_only_the_candidates_its_head_picks_and_answers_
     assert loaded.normalize_many(terms[:50], k=5) == cascade[:50]
 
 
+def test_bench_times_queries_in_a_fresh_process_that_loads_the_saved_normalizer(tmp_path: Path) -> None:
+    """bench/normalize.py's query latency is a serving process's: a child loads the saved normalizer,
+    warms up and times each term; a folder with no normalizer fails the bench with the child's error."""
+    from ragmed.manbyo import ManbyoEntry
+
+    rows = [
+        ("ＤＭ", "E14", "糖尿病"),
+        ("糖尿病", "E14", "糖尿病"),
+        ("高血圧症", "I10", "高血圧症"),
+        ("ＨＴ", "I10", "高血圧症"),
+    ]
+    entries = [
+        ManbyoEntry(surface=s, icd10=c, standard_name=n, level="S", source="t.csv", row=i + 2)
+        for i, (s, c, n) in enumerate(rows)
+    ]
+    DiseaseNormalizer.fit(entries).save(tmp_path)
+    got = bench.serving_latency(tmp_path, ["ＤＭ", "高血圧", "糖尿病疑い"], ["ＨＴ"])
+    assert set(got) == {"query_ms_p50", "query_ms_p99", "serving_load_ms"}
+    assert 0 < got["query_ms_p50"] <= got["query_ms_p99"] and got["serving_load_ms"] > 0
+    with pytest.raises(SystemExit, match="latency process failed"):
+        bench.serving_latency(tmp_path / "nothing", ["ＤＭ"], [])
+
+
 def test_cases_of_each_kind(full_model: DiseaseNormalizer, split) -> None:
     assert_unseen_with_known_gold(split[0], [(q, g) for q, g, _ in KIND_CASES])
     ranked = top_names(full_model, KIND_CASES)
