@@ -470,6 +470,12 @@ def main() -> None:
         split = grouped_split if name == "grouped" else random_split
         for i, seed in enumerate(seeds if name == "grouped" else random_seeds):
             train, test = split(entries, seed)
+            if not test:  # nothing to score, and nothing to time: say so before a fit of minutes
+                raise SystemExit(
+                    f"{args.csv}: the {name} split (seed {seed}) holds out no variant rows (rows whose surface "
+                    f"differs from their standard name) of its {len(entries)}: nothing to score. Give a file "
+                    "with variant rows, or more rows (the random split holds out 10 % of them)."
+                )
             res = run_split(name, train, test, args.dump, seed, sections)
             results[name if i == 0 else f"{name}_seed{seed}"] = res
             if name == "grouped":

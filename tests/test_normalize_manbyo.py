@@ -171,6 +171,52 @@ def test_bench_times_queries_in_a_fresh_process_that_loads_the_saved_normalizer(
         bench.serving_latency(tmp_path / "nothing", ["ＤＭ"], [])
 
 
+def test_bench_on_a_file_with_no_variant_rows_to_hold_out_says_so_before_fitting(tmp_path: Path) -> None:
+    """A file of standard names only (each surface its own name) leaves the split nothing to score: the
+    bench stops naming the file and the split, not in a percentile of an empty list after the fit."""
+    import subprocess
+    import sys
+
+    names = [
+        "糖尿病",
+        "高血圧症",
+        "脂質異常症",
+        "胃癌",
+        "肺炎",
+        "気管支喘息",
+        "脳梗塞",
+        "心房細動",
+        "腎不全",
+        "貧血",
+    ]
+    csv = tmp_path / "names_only.csv"
+    csv.write_text(
+        "出現形,出現形よみ,ICD10コード,標準病名,信頼度LEVEL,頻度LEVEL\n"
+        + "".join(f"{n},,X00,{n},S,\n" for n in names * 3),
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "normalize.py"),
+            "--csv",
+            str(csv),
+            "--splits",
+            "random",
+            "--random-seeds",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "names_only.csv: the random split (seed 1) holds out no variant rows" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
 def test_cases_of_each_kind(full_model: DiseaseNormalizer, split) -> None:
     assert_unseen_with_known_gold(split[0], [(q, g) for q, g, _ in KIND_CASES])
     ranked = top_names(full_model, KIND_CASES)
