@@ -1047,6 +1047,22 @@ NEGATION_CASES = [
     # a bare sign right after a finding, as review-of-systems lines write it; not a sign inside a word
     ("DM -, HT +", [("DM", "N"), ("HT", "-")]),
     ("DM+HTの既往", [("DM", "-"), ("HT", "-")]),
+    # a question or a guess is a suspicion, though it holds ない (isn't it …?, it may be …)
+    ("肺炎ではないかと考えた", [("肺炎", "S")]),
+    ("心不全ではないだろうか", [("心不全", "S")]),
+    ("肺炎かもしれない", [("肺炎", "S")]),
+    ("肺炎ではないかもしれない", [("肺炎", "S")]),
+    ("肺炎らしい", [("肺炎", "S")]),
+    ("肺炎ではなさそう", [("肺炎", "N")]),
+    ("肺炎はめずらしい", [("肺炎", "-")]),  # a word that holds らしい
+    # a work-up to rule a finding out: suspected until it is ruled out
+    ("肺炎を否定するため胸部CTを施行", [("肺炎", "S")]),
+    ("肺炎除外のため胸部CT", [("肺炎", "S")]),
+    ("DM、HTの除外目的で入院", [("DM", "S"), ("HT", "S")]),
+    ("肺炎を否定する所見", [("肺炎", "N")]),
+    # a recurrence negated: the finding the patient had is not absent
+    ("心不全の再発は認めない", [("心不全", "-")]),
+    ("肺炎の再燃なし", [("肺炎", "-")]),
 ]
 
 

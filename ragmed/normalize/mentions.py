@@ -6,10 +6,13 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
 * **negated**: なし/無し/なく/無かった, 認めず/認めない/認められない/認めませんでした, みられない,
   否定(的/された), 陰性, 除外, ルールアウト, 消失/消退, (-) or a bare - right after the finding
   (咳嗽 -, ending the item), ではない, 考えにくい/考えがたい, ありません, 疑わない/疑わず,
-  (所見に)乏しい, negative, no …; and 低い/少ない right after a suspicion (可能性は低い,
+  (所見に)乏しい, なさそう, negative, no …; and 低い/少ない right after a suspicion (可能性は低い,
   可能性が極めて低い, 疑いは少ない — but 肺炎疑いで食事量が少ない keeps the suspicion).
 * **suspected**: 疑い/疑う/疑われる, の可能性, 示唆, 考えられる/思われる, 鑑別, 懸念, ? (right after the
-  finding: 肺炎?; the ? that ends a question 「HTの降圧目標は?」 is no suspicion), r/o, s/o; and the
+  finding: 肺炎?; the ? that ends a question 「HTの降圧目標は?」 is no suspicion), r/o, s/o; a question
+  or a guess, though it holds ない: ではないか/ではないだろうか (isn't it …?), かもしれない, らしい,
+  疑わしい; a work-up to rule the finding out: 否定するため, 除外のため/除外目的 (肺炎を否定するためCT:
+  suspected until it is ruled out; 肺炎を否定する alone negates); and the
   double negatives 否定できない/否定しきれない/否定し得ない/否定されない/否定しがたい, 除外できない,
   除外が必要, ルールアウトできない, なしとは言えない, and とは言えない after any negation
   (認めないとは言えない) — *cannot be ruled out* is suspicion, not negation. A cue is matched
@@ -17,7 +20,8 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
 * **present** (closes the phrase, no flag): あり/有り/ある, 認める/認めた, 陽性, (+) or a bare +, positive,
   出現, 合併, 発症, 判断; and the course of a finding negated — 改善しない/改善なし, 軽快せず, 変化なし,
   増悪なし, 増大なし, 進行はみられない, 治らない, 下がらない, 反応しない, 消失を認めない: a finding not
-  improving (or not worsening) is still there. 消失/消退 alone negate; 発症していない, an onset negated,
+  improving (or not worsening) is still there; so, as a history, is one whose recurrence is negated
+  (心不全の再発は認めない, 肺炎の再燃なし). 消失/消退 alone negate; 発症していない, an onset negated,
   is an absence; 肺炎疑いで治療するも改善なし stays suspected. The ない of 少ない/足りない/危ない is no
   negation.
 
@@ -54,7 +58,7 @@ for _words, _kind in (
         "陰性 除外 除外された ではない でない ではなく でなく ありません 考えにくい 考えがたい 考え難い 考えづらい "
         "可能性は低い 可能性低い ルールアウト ルールアウトされた ルールアウトした "
         "(-) (ー) - 無かった 認めません 認めませんでした ありませんでした みられません 見られません "
-        "疑わない 疑わず 疑われない 疑われず 乏しい 乏しく negative 可能性少ない",
+        "疑わない 疑わず 疑われない 疑われず 乏しい 乏しく negative 可能性少ない なさそう",
         NEG,
     ),
     (
@@ -64,7 +68,13 @@ for _words, _kind in (
         "なしとは言えない なしとはいえない ないとは言えない ないとはいえない とは言い切れない とはいいきれない "
         "とは言えない とはいえない とは言えず とはいえず とは限らない とはかぎらない "
         "否定されない 否定されず 否定しがたい 否定し難い 否定困難 除外が必要 除外必要 除外を要する 要除外 "
-        "ルールアウトできない ルールアウトできず ルールアウト出来ない ルールアウトが必要 ルールアウト必要",
+        "ルールアウトできない ルールアウトできず ルールアウト出来ない ルールアウトが必要 ルールアウト必要 "
+        # a question or a guess: 肺炎ではないか (isn't it …?), 肺炎かもしれない, 肺炎らしい
+        "ではないか ではないだろうか ではなかろうか じゃないか ではないかもしれない かもしれない かも知れない "
+        "かもしれず かも知れず らしい 疑わしい "
+        # a work-up to rule a finding out: it is suspected until it is (肺炎を否定するためCT)
+        "否定するため 否定のため 否定目的 否定する目的 除外するため 除外のため 除外目的 除外する目的 "
+        "ルールアウトのため ルールアウト目的",
         SUSP,
     ),
     (
@@ -83,7 +93,8 @@ for _words, _kind in (
         LOW,
     ),
     # the course of a finding: negated, 改善しない / 軽快せず / 変化なし / 消失を認めない say it is still there
-    ("改善 軽快 治癒 回復 縮小 寛解 解熱 変化 進行 増悪 悪化 増加 増大 減少 拡大", COURSE),
+    # (再発/再燃 too: 心不全の再発は認めない leaves the heart failure the patient had unflagged)
+    ("改善 軽快 治癒 回復 縮小 寛解 解熱 変化 進行 増悪 悪化 増加 増大 減少 拡大 再発 再燃", COURSE),
     ("消失 消退", GONE),
     (
         "治らない 治らず 下がらない 下がらず 止まらない 止まらず 変わらない 変わらず 消えない 消えず "
@@ -94,7 +105,7 @@ for _words, _kind in (
     # separators あるいは/ないし, なく inside 間もなく (肺炎は間もなく軽快: soon, not "without")
     (
         "あるいは ないし 間もなく まもなく 程なく ほどなく 余儀なく やむなく 難なく 問題なく 滞りなく 間もない まもない "
-        "少ない 少なく 危ない 足りない",
+        "少ない 少なく 危ない 足りない めずらしい すばらしい あたらしい",
         WORD,
     ),
 ):
