@@ -11,7 +11,7 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
 * **suspected**: 疑い/疑う/疑われる, の可能性, 示唆, 考えられる/思われる, 鑑別, 懸念, ? (right after the
   finding: 肺炎?; the ? that ends a question 「HTの降圧目標は?」 is no suspicion), r/o, s/o; a question
   or a guess, though it holds ない: ではないか/ではないだろうか (isn't it …?), かもしれない, らしい,
-  疑わしい; a work-up to rule the finding out: 否定するため, 除外のため/除外目的 (肺炎を否定するためCT:
+  疑わしい, かどうか/か否か (whether); a work-up to rule the finding out: 否定するため, 除外のため/除外目的 (肺炎を否定するためCT:
   suspected until it is ruled out; 肺炎を否定する alone negates); and the
   double negatives 否定できない/否定しきれない/否定し得ない/否定されない/否定しがたい, 除外できない,
   除外が必要, ルールアウトできない, なしとは言えない, and とは言えない after any negation
@@ -71,7 +71,7 @@ for _words, _kind in (
         "ルールアウトできない ルールアウトできず ルールアウト出来ない ルールアウトが必要 ルールアウト必要 "
         # a question or a guess: 肺炎ではないか (isn't it …?), 肺炎かもしれない, 肺炎らしい
         "ではないか ではないだろうか ではなかろうか じゃないか ではないかもしれない かもしれない かも知れない "
-        "かもしれず かも知れず らしい 疑わしい "
+        "かもしれず かも知れず らしい 疑わしい かどうか か否か "
         # a work-up to rule a finding out: it is suspected until it is (肺炎を否定するためCT)
         "否定するため 否定のため 否定目的 否定する目的 除外するため 除外のため 除外目的 除外する目的 "
         "ルールアウトのため ルールアウト目的",
