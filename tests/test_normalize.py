@@ -537,6 +537,50 @@ def test_a_synonym_the_dictionary_lacks_finds_its_name_by_the_index_terms() -> N
     assert sum(names(model.normalize(q))[0] == gold for q, gold in cases.items()) <= 1
 
 
+# an index term whose code files more names than become candidates by it: Ｃｏｗｄｅｎ病 is a term of
+# Q85.8, and カウデン病, the rarest name filed there, is proposed by the katakana reading alone
+PHAKOMATOSIS_ROWS = (
+    ROWS
+    + [
+        (surface, "Q858", name)
+        for name in (
+            "フォンヒッペル・リンダウ病",
+            "ポイツ・ジェガース症候群",
+            "スタージ・ウェーバー症候群",
+            "プロテウス症候群",
+            "クリッペル・トレノネー症候群",
+            "母斑症",
+            "過誤腫症候群",
+        )
+        for surface in (name, name + "疑い")
+    ]
+    + [("カウデン病", "Q858", "カウデン病")]
+)
+
+
+def test_an_index_term_gives_its_evidence_to_every_candidate_filed_under_its_code() -> None:
+    """The six names filed most often under the term's code become candidates by it; a rarer one there
+    that another source proposes gets the same evidence (it had none, and Ｃｏｗｄｅｎ病 went to
+    フォンヒッペル・リンダウ病 on the random split's first draw)."""
+    from ragmed.normalize.model import F
+
+    model = DiseaseNormalizer.fit(make_entries(PHAKOMATOSIS_ROWS))
+    assert model.index_terms is not None and model.index_terms.get(normalize_key("Ｃｏｗｄｅｎ病")) == [
+        "Q858"
+    ]
+    q = model._queries([normalize_key("Ｃｏｗｄｅｎ病")], model._full_view())[0]
+    model._candidates(q)
+    under_code = [
+        model.label_id[name] for name in dict.fromkeys(n for _, c, n in PHAKOMATOSIS_ROWS if c == "Q858")
+    ]
+    assert all(lab in q.cands for lab in under_code[:-1])  # 7 names, 6 by the term: one came otherwise
+    cowden = q.cands[model.label_id["カウデン病"]]
+    assert cowden[F["rw_exact_name"]] == 1.0  # proposed by the reading (カウデン) …
+    assert (cowden[F["ix_exact"]], cowden[F["ix_share"]]) == (1.0, pytest.approx(1 / 8))  # … and the term
+    assert all(q.cands[lab][F["ix_exact"]] == 1.0 for lab in under_code)
+    assert names(model.normalize("Ｃｏｗｄｅｎ病"))[0] == "カウデン病"
+
+
 def test_saved_index_terms_are_checked_on_load(model: DiseaseNormalizer, tmp_path: Path) -> None:
     model.save(tmp_path)
     assert DiseaseNormalizer.load(tmp_path).index_terms.terms == model.index_terms.terms

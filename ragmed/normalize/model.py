@@ -1111,6 +1111,8 @@ class DiseaseNormalizer:
                 v = feat(int(lab))
                 if v is not None:
                     v[F["enc_rank_inv"]] = 1.0 / (1 + rank)
+        # index terms matched: evidence for the names under their codes that other sources propose
+        later: list[tuple[list[int], str, float, float]] = []
         # 2. dictionary keys (surface forms, names) that are substrings of the query
         matched_parts: dict[str, list[tuple[int, int]]] = defaultdict(list)
         subs = set()
@@ -1126,9 +1128,9 @@ class DiseaseNormalizer:
                 if self.index_terms is not None and b - a >= MIN_MENTION:  # 2c. index terms
                     codes = self.index_terms.get(sub)
                     if codes and a == 0 and b == len(key):
-                        self._term_evidence(codes, feat, "ix_exact", 1.0, NAMES_PER_CODE)
+                        self._term_evidence(codes, feat, "ix_exact", 1.0, NAMES_PER_CODE, later)
                     elif codes:
-                        self._term_evidence(codes, feat, "ix_sub", ratio, NAMES_PER_CODE // 2)
+                        self._term_evidence(codes, feat, "ix_sub", ratio, NAMES_PER_CODE // 2, None)
                 surface_labs = set()
                 for e in self.surface_index.get(sub, ()):
                     if (a == 0 and b == len(key)) or not visible(e):
@@ -1193,7 +1195,7 @@ class DiseaseNormalizer:
         for rw in self._rewrites(key, view):
             text, weight = rw.text, math.log1p(rw.count)
             if self.index_terms is not None and (codes := self.index_terms.get(text)):
-                self._term_evidence(codes, feat, "ix_rw", 1.0 / rw.steps, NAMES_PER_CODE)
+                self._term_evidence(codes, feat, "ix_rw", 1.0 / rw.steps, NAMES_PER_CODE, later)
             for lab in self.name_index.get(text, ()):
                 v = feat(lab)
                 if v is not None and rw.read:
@@ -1274,6 +1276,14 @@ class DiseaseNormalizer:
         none_lab = self.label_id.get(NO_CODE)
         if none_lab is not None:
             feat(none_lab)
+        # 6. an index term's evidence for the names under its code beyond the most frequent, where
+        # another source proposed them (Ｃｏｗｄｅｎ病 is a term of Q85.8, whose ten names include カウデン病)
+        for names, feature, value, share in later:
+            for lab in names:
+                v = q.cands.get(lab)
+                if v is not None:
+                    v[F[feature]] = max(v[F[feature]], value)
+                    v[F["ix_share"]] = max(v[F["ix_share"]], share)
         self._candidate_features(q, top_sim, tops)
 
     def _names_of_codes(self, codes: list[str]) -> list[int]:
@@ -1298,13 +1308,17 @@ class DiseaseNormalizer:
         feature: str,
         value: float,
         limit: int,
+        later: list[tuple[list[int], str, float, float]] | None,
     ) -> None:
         """An index term matched: the names filed under its codes get ``feature`` (the first ``limit``
-        of them become candidates if they are not already)."""
+        of them become candidates if they are not already; the rest get it in ``later`` if another
+        source makes them candidates)."""
         names = self._names_of_codes(codes)
         if not names:
             return
         share = 1.0 / len(names)
+        if later is not None and len(names) > limit:
+            later.append((names[limit:], feature, value, share))
         for lab in names[:limit]:
             v = feat(lab)
             if v is not None:
