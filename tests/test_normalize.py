@@ -1100,6 +1100,12 @@ NEGATION_CASES = [
     ("肺炎かどうか胸部CTで確認", [("肺炎", "S")]),
     ("肺炎か心不全か鑑別を要する", [("肺炎", "S"), ("心不全", "S")]),
     ("肺炎ではなさそう", [("肺炎", "N")]),
+    # not found, or never began, in the ず form
+    ("胸部CTで肺炎を指摘できず", [("肺炎", "N")]),
+    ("肺炎は指摘されず", [("肺炎", "N")]),
+    ("術後に心不全を発症せず経過", [("心不全", "N")]),
+    ("肺炎は改善せず", [("肺炎", "-")]),  # a course negated: still there
+    ("肺炎の陰影は消失せず", [("肺炎", "-")]),
     ("肺炎はめずらしい", [("肺炎", "-")]),  # a word that holds らしい
     # a work-up to rule a finding out: suspected until it is ruled out
     ("肺炎を否定するため胸部CTを施行", [("肺炎", "S")]),

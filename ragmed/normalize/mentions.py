@@ -6,7 +6,7 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
 * **negated**: なし/無し/なく/無かった, 認めず/認めない/認められない/認めませんでした, みられない,
   否定(的/された), 陰性, 除外, ルールアウト, 消失/消退, (-) or a bare - right after the finding
   (咳嗽 -, ending the item), ではない, 考えにくい/考えがたい, ありません, 疑わない/疑わず,
-  (所見に)乏しい, なさそう, negative, no …; and 低い/少ない right after a suspicion (可能性は低い,
+  (所見に)乏しい, なさそう, 指摘できず/指摘されず/検出されず, 発症せず/合併せず, negative, no …; and 低い/少ない right after a suspicion (可能性は低い,
   可能性が極めて低い, 疑いは少ない — but 肺炎疑いで食事量が少ない keeps the suspicion).
 * **suspected**: 疑い/疑う/疑われる, の可能性, 示唆, 考えられる/思われる, 鑑別, 懸念, ? (right after the
   finding: 肺炎?; the ? that ends a question 「HTの降圧目標は?」 is no suspicion), r/o, s/o; a question
@@ -19,7 +19,7 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
   longest-first, so 否定できない never reads as 否定.
 * **present** (closes the phrase, no flag): あり/有り/ある, 認める/認めた, 陽性, (+) or a bare +, positive,
   出現, 合併, 発症, 判断; and the course of a finding negated — 改善しない/改善なし, 軽快せず, 変化なし,
-  増悪なし, 増大なし, 進行はみられない, 治らない, 下がらない, 反応しない, 消失を認めない: a finding not
+  増悪なし, 増大なし, 進行はみられない, 治らない, 下がらない, 反応しない, 消失を認めない, 消失せず: a finding not
   improving (or not worsening) is still there; so, as a history, is one whose recurrence is negated
   (心不全の再発は認めない, 肺炎の再燃なし). 消失/消退 alone negate; 発症していない, an onset negated,
   is an absence; 肺炎疑いで治療するも改善なし stays suspected. The ない of 少ない/足りない/危ない is no
@@ -58,7 +58,9 @@ for _words, _kind in (
         "陰性 除外 除外された ではない でない ではなく でなく ありません 考えにくい 考えがたい 考え難い 考えづらい "
         "可能性は低い 可能性低い ルールアウト ルールアウトされた ルールアウトした "
         "(-) (ー) - 無かった 認めません 認めませんでした ありませんでした みられません 見られません "
-        "疑わない 疑わず 疑われない 疑われず 乏しい 乏しく negative 可能性少ない なさそう",
+        "疑わない 疑わず 疑われない 疑われず 乏しい 乏しく negative 可能性少ない なさそう "
+        # a finding not found, or an onset that did not happen, in the ず form (the ない forms end in ない)
+        "指摘できず 指摘出来ず 指摘されず 検出されず 検出せず 同定されず 発症せず 合併せず 併発せず 出現せず 来さず",
         NEG,
     ),
     (
@@ -97,7 +99,7 @@ for _words, _kind in (
     ("改善 軽快 治癒 回復 縮小 寛解 解熱 変化 進行 増悪 悪化 増加 増大 減少 拡大 再発 再燃", COURSE),
     ("消失 消退", GONE),
     (
-        "治らない 治らず 下がらない 下がらず 止まらない 止まらず 変わらない 変わらず 消えない 消えず "
+        "治らない 治らず 下がらない 下がらず 止まらない 止まらず 変わらない 変わらず 消えない 消えず 消失せず 消退せず "
         "引かない 取れない 取れず 反応しない 反応せず 反応不良",
         AFFIRM,
     ),
