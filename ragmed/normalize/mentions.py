@@ -16,7 +16,9 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
   double negatives 否定できない/否定しきれない/否定し得ない/否定されない/否定しがたい, 除外できない,
   除外が必要, ルールアウトできない, なしとは言えない, and とは言えない after any negation
   (認めないとは言えない) — *cannot be ruled out* is suspicion, not negation. A cue is matched
-  longest-first, so 否定できない never reads as 否定.
+  longest-first, so 否定できない never reads as 否定. Each word is also read in its past and polite
+  forms (``inflections``: 否定できなかった, 除外できませんでした, 考えにくかった, 考えられました,
+  認められませんでした), and the questions ではなかったか / ではないでしょうか are suspicions.
 * **present** (closes the phrase, no flag): あり/有り/ある, 認める/認めた, 陽性, (+) or a bare +, positive,
   出現, 合併, 発症, 判断; and the course of a finding negated — 改善しない/改善なし, 軽快せず, 変化なし,
   増悪なし, 増大なし, 進行はみられない, 治らない, 下がらない, 反応しない, 消失を認めない, 消失せず: a finding not
@@ -113,6 +115,42 @@ for _words, _kind in (
 ):
     for _word in _words.split():
         CUES[_word] = _kind
+
+# The i and e rows of kana: a verb whose ない form stems in one of them is ichidan (でき, 認められ, 言え),
+# so its polite forms share the stem (否定できません); a godan stem (治ら) does not (治りません).
+_ICHIDAN = set("いきぎしじちにひびぴみりえけげせぜてでねへべぺめれ得")
+
+
+def inflections(word: str) -> list[str]:
+    """The past and polite forms of a status word, which mean what it means: 否定できない →
+    否定できなかった / 否定できません / 否定できませんでした, 考えにくい → 考えにくかった, 考えられる →
+    考えられた / 考えられます / 考えられました. Notes are written in either register and either tense; a
+    past form read as its pieces (否定 + なかった) would turn a double negative into a negation."""
+    if word.endswith("ない"):
+        stem = word[:-2]
+        forms = [stem + "なかった"]
+        if len(stem) > 1 and stem[-1] in _ICHIDAN:  # not で of でない
+            forms += [stem + "ません", stem + "ませんでした"]
+        return forms
+    if word.endswith("い") and not word.endswith("疑い") and len(word) > 1:  # an adjective: 乏しい, 低い
+        return [word[:-1] + "かった"]
+    if word.endswith("る") and len(word) > 1 and word[-2] in _ICHIDAN:  # 疑われる, 考えられる
+        return [word[:-1] + suffix for suffix in ("た", "ます", "ました")]
+    return []
+
+
+for _word, _kind in list(CUES.items()):
+    for _form in inflections(_word):
+        CUES.setdefault(_form, _kind)  # a form written out above keeps its own kind
+# a question in the past or polite register (肺炎ではなかったか, 肺炎ではないでしょうか); the polite
+# copula negated (肺炎ではありません) negates, and like ではない turns a negation into a doubt
+for _word in "ではなかったか でなかったか ではないでしょうか ではありませんか ではなかったでしょうか".split():
+    CUES[_word] = SUSP
+NOT_COPULA = frozenset(
+    {"ではない", "でない", "ではなかった", "でなかった", "ではありません", "ではありませんでした"}
+)
+for _word in NOT_COPULA:
+    CUES.setdefault(_word, NEG)
 MAX_CUE = max(map(len, CUES))
 PREFIX_CUES = {"r/o": SUSP, "s/o": SUSP, "疑)": SUSP, "no": NEG}  # cues written before the finding
 LIST_SEPARATORS = (
@@ -252,7 +290,11 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
     return result
 
 
-JUDGEMENT = frozenset({"考えられる", "思われる", "判断", "判断した", "判断された", "判断される"})
+JUDGEMENT = frozenset(
+    word
+    for base in ("考えられる", "思われる", "判断", "判断した", "判断された", "判断される")
+    for word in (base, *inflections(base))
+)
 
 
 def _combine(status: str | None, cue: Cue, after_course: bool = False) -> str | None:
@@ -266,7 +308,7 @@ def _combine(status: str | None, cue: Cue, after_course: bool = False) -> str | 
         return status  # 可能性は低いと考えられる, 肺炎はないと判断: the judgement keeps what it judges
     if cue.kind == AFFIRM and status == SUSP:
         return SUSP  # 肺炎疑いあり: still a suspicion
-    if cue.kind == NEG and status == NEG and cue.text in ("ではない", "でない"):
+    if cue.kind == NEG and status == NEG and cue.text in NOT_COPULA:
         return SUSP  # 陰性ではない / 否定的ではない: no longer ruled out
     return cue.kind
 
