@@ -1132,6 +1132,18 @@ NEGATION_CASES = [
     ("肺炎はありませんでした", [("肺炎", "N")]),  # guards: forms read right before
     ("肺炎は指摘されなかった", [("肺炎", "N")]),
     ("肺炎は改善しなかった", [("肺炎", "-")]),
+    # hard to rule out; a diagnosis considered; presence to be checked; equivocal; a diagnosis not reached
+    ("肺炎は否定しにくい", [("肺炎", "S")]),
+    ("心不全の合併は除外困難", [("心不全", "S")]),
+    ("肺炎を考え抗菌薬を開始", [("肺炎", "S")]),
+    ("DM、HTも考慮", [("DM", "S"), ("HT", "S")]),
+    ("肺炎を念頭に胸部CT", [("肺炎", "S")]),
+    ("肺炎の有無を確認", [("肺炎", "S")]),
+    ("肺炎（±）", [("肺炎", "S")]),
+    ("肺炎の診断には至らず", [("肺炎", "N")]),
+    ("肺炎の診断基準を満たさず", [("肺炎", "N")]),
+    ("肺炎の治療方針を考える", [("肺炎", "-")]),  # guards: the treatment is considered, not the disease
+    ("肺炎は否定的と考える", [("肺炎", "N")]),  # a judgement keeps what it judges
 ]
 
 

@@ -6,13 +6,16 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
 * **negated**: なし/無し/なく/無かった, 認めず/認めない/認められない/認めませんでした, みられない,
   否定(的/された), 陰性, 除外, ルールアウト, 消失/消退, (-) or a bare - right after the finding
   (咳嗽 -, ending the item), ではない, 考えにくい/考えがたい, ありません, 疑わない/疑わず,
-  (所見に)乏しい, なさそう, 指摘できず/指摘されず/検出されず, 発症せず/合併せず, negative, no …; and 低い/少ない right after a suspicion (可能性は低い,
+  (所見に)乏しい, なさそう, 指摘できず/指摘されず/検出されず, 発症せず/合併せず, a diagnosis not reached (診断には至らず,
+  診断基準を満たさず), negative, no …; and 低い/少ない right after a suspicion (可能性は低い,
   可能性が極めて低い, 疑いは少ない — but 肺炎疑いで食事量が少ない keeps the suspicion).
 * **suspected**: 疑い/疑う/疑われる, の可能性, 示唆, 考えられる/思われる, 鑑別, 懸念, ? (right after the
   finding: 肺炎?; the ? that ends a question 「HTの降圧目標は?」 is no suspicion), r/o, s/o; a question
   or a guess, though it holds ない: ではないか/ではないだろうか (isn't it …?), かもしれない, らしい,
   疑わしい, かどうか/か否か (whether); a work-up to rule the finding out: 否定するため, 除外のため/除外目的 (肺炎を否定するためCT:
-  suspected until it is ruled out; 肺炎を否定する alone negates); and the
+  suspected until it is ruled out; 肺炎を否定する alone negates); a diagnosis considered, right after
+  the finding (肺炎を考え抗菌薬開始, 肺炎も考慮, 肺炎を念頭に; not 肺炎の治療方針を考える), presence to be
+  checked (肺炎の有無), equivocal (±), hard to rule out (否定しにくい, 除外困難); and the
   double negatives 否定できない/否定しきれない/否定し得ない/否定されない/否定しがたい, 除外できない,
   除外が必要, ルールアウトできない, なしとは言えない, and とは言えない after any negation
   (認めないとは言えない) — *cannot be ruled out* is suspicion, not negation. A cue is matched
@@ -62,7 +65,9 @@ for _words, _kind in (
         "(-) (ー) - 無かった 認めません 認めませんでした ありませんでした みられません 見られません "
         "疑わない 疑わず 疑われない 疑われず 乏しい 乏しく negative 可能性少ない なさそう "
         # a finding not found, or an onset that did not happen, in the ず form (the ない forms end in ない)
-        "指摘できず 指摘出来ず 指摘されず 検出されず 検出せず 同定されず 発症せず 合併せず 併発せず 出現せず 来さず",
+        "指摘できず 指摘出来ず 指摘されず 検出されず 検出せず 同定されず 発症せず 合併せず 併発せず 出現せず 来さず "
+        # a diagnosis not reached (肺炎の診断には至らず, 診断基準を満たさず)
+        "至らず 至らない 満たさず 満たさない",
         NEG,
     ),
     (
@@ -78,7 +83,9 @@ for _words, _kind in (
         "かもしれず かも知れず らしい 疑わしい かどうか か否か "
         # a work-up to rule a finding out: it is suspected until it is (肺炎を否定するためCT)
         "否定するため 否定のため 否定目的 否定する目的 除外するため 除外のため 除外目的 除外する目的 "
-        "ルールアウトのため ルールアウト目的",
+        "ルールアウトのため ルールアウト目的 "
+        # hard to rule out; a diagnosis considered (肺炎を考え抗菌薬開始, 肺炎を念頭に); presence to be checked
+        "否定しにくい 否定しづらい 除外しにくい 除外困難 ルールアウト困難 考える 考えた 考え 考慮 念頭 有無 (±) ±",
         SUSP,
     ),
     (
@@ -172,8 +179,16 @@ LIST_SEPARATORS = (
 )
 BOUNDARIES = ("。", ".", "!", "\n", ";", "が、", "しかし", "ただし", "一方")
 MAX_GAP = 10  # other characters allowed between a finding (or a status word) and its next status word
-SIGNS = {"-", "+"}  # 咳嗽 -, 発熱 +: a bare sign after a finding, then the end of the item …
+SIGNS = {"-", "+", "±"}  # 咳嗽 -, 発熱 +: a bare sign after a finding, then the end of the item …
 SIGN_ENDS = " 、,。.;/)\n・"  # … (not DM+HT, not IL-6)
+# a diagnosis considered reads as a suspicion only right after it (肺炎を考える, 肺炎と考え, 肺炎も考慮):
+# in 肺炎の治療方針を考える the pneumonia is the one being treated
+NEAR_ONLY = frozenset(
+    word
+    for base in ("考える", "考えた", "考え", "考慮", "念頭", "有無")
+    for word in (base, *inflections(base))
+)
+NEAR_GAP = 3  # を, と, も, として
 ADJACENT_ONLY = {"?", *SIGNS}  # 肺炎? is a suspicion; in 「HTの降圧目標は?」 the ? ends a question
 
 
@@ -276,7 +291,7 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
         assert isinstance(cue, Cue)
         # 肺炎疑いで食事量が少ない: a 少ない away from the suspicion is not about it
         adjacent = cue.text in ADJACENT_ONLY or cue.kind == LOW
-        too_far = len(gap.strip()) > (0 if adjacent else MAX_GAP)
+        too_far = len(gap.strip()) > (0 if adjacent else NEAR_GAP if cue.text in NEAR_ONLY else MAX_GAP)
         if not group or _boundary_in(gap) or too_far or _other_phrase(gap):
             if group:
                 settle()
@@ -292,7 +307,18 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
 
 JUDGEMENT = frozenset(
     word
-    for base in ("考えられる", "思われる", "判断", "判断した", "判断された", "判断される")
+    for base in (
+        "考えられる",
+        "思われる",
+        "考える",
+        "考えた",
+        "考え",
+        "考慮",
+        "判断",
+        "判断した",
+        "判断された",
+        "判断される",
+    )
     for word in (base, *inflections(base))
 )
 
