@@ -1144,6 +1144,7 @@ NEGATION_CASES = [
     ("肺炎の診断基準を満たさず", [("肺炎", "N")]),
     ("肺炎の治療方針を考える", [("肺炎", "-")]),  # guards: the treatment is considered, not the disease
     ("肺炎は否定的と考える", [("肺炎", "N")]),  # a judgement keeps what it judges
+    ("肺炎は可能性として低い", [("肺炎", "N")]),
 ]
 
 

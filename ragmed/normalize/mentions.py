@@ -8,7 +8,7 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
   (咳嗽 -, ending the item), ではない, 考えにくい/考えがたい, ありません, 疑わない/疑わず,
   (所見に)乏しい, なさそう, 指摘できず/指摘されず/検出されず, 発症せず/合併せず, a diagnosis not reached (診断には至らず,
   診断基準を満たさず), negative, no …; and 低い/少ない right after a suspicion (可能性は低い,
-  可能性が極めて低い, 疑いは少ない — but 肺炎疑いで食事量が少ない keeps the suspicion).
+  可能性が極めて低い, 可能性として低い, 疑いは少ない — but 肺炎疑いで食事量が少ない keeps the suspicion).
 * **suspected**: 疑い/疑う/疑われる, の可能性, 示唆, 考えられる/思われる, 鑑別, 懸念, ? (right after the
   finding: 肺炎?; the ? that ends a question 「HTの降圧目標は?」 is no suspicion), r/o, s/o; a question
   or a guess, though it holds ない: ではないか/ではないだろうか (isn't it …?), かもしれない, らしい,
@@ -97,7 +97,7 @@ for _words, _kind in (
     (
         " ".join(
             particle + adverb + word
-            for particle in "はがも"
+            for particle in ("は", "が", "も", "として", "としては")
             for adverb in ("", "極めて", "きわめて", "非常に", "かなり")
             for word in ("低い", "低く", "少ない", "少なく")
         ),
