@@ -122,7 +122,8 @@ def diseases_line(tpl: PromptTemplate, linked: Sequence[LinkedDisease]) -> str:
         seen.setdefault(d.standard_name, d)
     items = []
     for d in list(seen.values())[:MAX_LINKED_IN_PROMPT]:
-        notes = [f"ICD-10: {d.icd10}"] + (["否定"] if d.negated else []) + (["疑い"] if d.suspected else [])
+        flags = (("否定", d.negated), ("疑い", d.suspected), ("家族歴", d.family))
+        notes = [f"ICD-10: {d.icd10}"] + [w for w, on in flags if on]
         items.append(f"{d.mention} → {d.standard_name}（{'、'.join(notes)}）")
     if not items:
         return ""

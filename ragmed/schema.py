@@ -112,6 +112,9 @@ class LinkedDisease(BaseModel):
     negated: bool = False
     #: The text says the disease is suspected (…疑い, …の可能性).
     suspected: bool = False
+    #: The disease is a relative's, not the patient's (家族歴：父 胃癌, 母に糖尿病): it still expands
+    #: retrieval (a family history is what the question is about), and the prompt says whose it is.
+    family: bool = False
 
 
 class Chunk(BaseModel):

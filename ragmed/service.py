@@ -63,6 +63,7 @@ class DictionaryRow(BaseModel):
     how: Literal["linked", "normalized", "search"]
     negated: bool = False
     suspected: bool = False
+    family: bool = False
 
 
 class RagService:
@@ -181,6 +182,7 @@ class RagService:
                             how="linked",
                             negated=m.negated,
                             suspected=m.suspected,
+                            family=m.family,
                         )
                     )
             if not rows and len(text.strip()) <= 40:  # a bare term: normalize it whole

@@ -91,6 +91,11 @@ def test_normalize_term_text_and_batch(cli, tmp_path: Path) -> None:
     text = "既往に2型DMとHTあり。"
     for m in mentions:
         assert text[m["metadata"]["start"] : m["metadata"]["end"]] == m["metadata"]["mention"]
+    assert not any(m["metadata"]["family"] for m in mentions)
+    family = json.loads(cli("normalize", "--index", "demo", "--text", "家族歴：母 HT", "--json").stdout)
+    assert [(m["metadata"]["mention"], m["metadata"]["family"]) for m in family] == [("HT", True)]
+    shown = cli("normalize", "--index", "demo", "--text", "家族歴：母 HT").stdout
+    assert "(family)" in shown
     terms = tmp_path / "terms.txt"
     # as an editor on another system may save it: a byte-order mark, CRLF endings, a blank line, and a
     # term with a line separator (U+2028) inside — one answer per line, each beside its own term

@@ -1156,6 +1156,42 @@ def test_negation_and_suspicion(text_model: DiseaseNormalizer, text: str, expect
         assert text[m.start : m.end] == m.text
 
 
+FAMILY_CASES = [
+    # a family-history heading: every mention on its line, up to the next heading
+    ("家族歴：父 喘息、母 DM", [("喘息", True), ("DM", True)]),
+    ("既往歴：HT。家族歴：父 喘息\n現病歴：肺炎", [("HT", False), ("喘息", True), ("肺炎", False)]),
+    ("FH: DM, HT", [("DM", True), ("HT", True)]),
+    ("家族歴なし。肺炎で入院", [("肺炎", False)]),  # no list follows the heading
+    # a relative word before the mention, or before the list it starts, in the same clause
+    ("父が喘息", [("喘息", True)]),
+    ("母にDM、HTあり", [("DM", True), ("HT", True)]),
+    ("母方祖母に喘息", [("喘息", True)]),
+    ("父が喘息、本人はDM", [("喘息", True), ("DM", False)]),  # the patient named again
+    ("父が肺炎、母が心不全。本人は喘息", [("肺炎", True), ("心不全", True), ("喘息", False)]),
+    ("母が付き添いで来院し、肺炎と診断", [("肺炎", False)]),  # too far from the relative
+    ("父が喘息で手術後、肺炎で入院", [("喘息", True), ("肺炎", False)]),
+    # 家族歴 after the mention (and its list); a family history negated is both
+    ("DM、HTの家族歴あり", [("DM", True), ("HT", True)]),
+    ("喘息の家族歴なし", [("喘息", True)]),
+    # words that hold a relative's kanji are no relative: 酵母, 母体
+    ("母体の心不全", [("心不全", False)]),
+    ("酵母様真菌による肺炎", [("肺炎", False)]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), FAMILY_CASES, ids=[c[0] for c in FAMILY_CASES])
+def test_a_relatives_finding_is_flagged_family(
+    text_model: DiseaseNormalizer, text: str, expected: list
+) -> None:
+    found = [m for m in text_model.find_mentions(text) if m.text in {t for t, _ in expected}]
+    assert [(m.text, m.family) for m in found] == expected
+
+
+def test_a_family_history_negated_is_negated_and_family(text_model: DiseaseNormalizer) -> None:
+    (m,) = text_model.find_mentions("喘息の家族歴なし")
+    assert m.negated and m.family and not m.suspected
+
+
 def test_linking_shortcut_gives_what_normalize_gives(text_model: DiseaseNormalizer) -> None:
     """With k=1 a mention that is a surface of one label skips the ranker: same answer as normalize()."""
     text = "既往に2型DMとHTあり、ＨＴＬＶ－１感染症と嘔気嘔吐、肺炎疑い"

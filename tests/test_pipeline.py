@@ -14,7 +14,7 @@ from ragmed.context import BackendTokenCounter, HFTokenCounter, fixed_cost, make
 from ragmed.errors import ContextTooSmallError, TooLargeError
 from ragmed.generate.echo import EchoBackend
 from ragmed.generate.openai_client import LLMClient
-from ragmed.pipeline import MAX_LINKED_IN_PROMPT, ChatPrompt, RagPipeline
+from ragmed.pipeline import MAX_LINKED_IN_PROMPT, ChatPrompt, RagPipeline, diseases_line
 from ragmed.prompts import load_template
 from ragmed.schema import Answer, LinkedDisease, Retrieved
 from ragmed.settings import Settings
@@ -54,6 +54,18 @@ class RepeatingLinker:
     def link(self, text: str) -> list[LinkedDisease]:
         pairs = [("DM", "2型糖尿病", "E11"), ("HT", "高血圧症", "I10")] * 20
         return [LinkedDisease(mention=m, start=0, end=2, standard_name=n, icd10=c) for m, n, c in pairs]
+
+
+def test_the_prompt_says_whose_disease_and_in_what_status() -> None:
+    """A relative's disease is named as family history, a negated one as absent, a suspected one as such."""
+    linked = [
+        LinkedDisease(mention="胃癌", start=0, end=2, standard_name="胃癌", icd10="C169", family=True),
+        LinkedDisease(mention="DM", start=3, end=5, standard_name="糖尿病", icd10="E14", negated=True),
+        LinkedDisease(mention="肺炎", start=6, end=8, standard_name="肺炎", icd10="J189", suspected=True),
+    ]
+    line = diseases_line(TEMPLATE, linked)
+    assert "胃癌 → 胃癌（ICD-10: C169、家族歴）" in line
+    assert "DM → 糖尿病（ICD-10: E14、否定）" in line and "肺炎 → 肺炎（ICD-10: J189、疑い）" in line
 
 
 @pytest.fixture()

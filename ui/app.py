@@ -34,7 +34,17 @@ DISCLAIMER = (
     "⚠️ **研究用ツールです。医療上の助言・診断には使用できません。** "
     "This is a research tool, not medical advice: answers may be wrong; always check the cited sources."
 )
-DICT_COLUMNS = ["mention", "standard_name", "icd10", "level", "score", "how", "negated", "suspected"]
+DICT_COLUMNS = [
+    "mention",
+    "standard_name",
+    "icd10",
+    "level",
+    "score",
+    "how",
+    "negated",
+    "suspected",
+    "family",
+]
 EVAL_COLUMNS = ["mode", "correct", "n", "accuracy", "95% CI", "score", "total"]
 
 CSS = """
@@ -98,7 +108,11 @@ def _linked_html(linked: Sequence[LinkedDisease], english: Sequence[str] = ()) -
         return ""
     items = []
     for d in linked:
-        flags = "".join(f" <i>({w})</i>" for w, on in (("否定", d.negated), ("疑い", d.suspected)) if on)
+        flags = "".join(
+            f" <i>({w})</i>"
+            for w, on in (("否定", d.negated), ("疑い", d.suspected), ("家族歴", d.family))
+            if on
+        )
         items.append(
             f"{html.escape(d.mention)} → <b>{html.escape(d.standard_name)}</b> ({html.escape(d.icd10)}){flags}"
         )

@@ -45,7 +45,8 @@ class SearchHit(BaseModel):
 
 class NameHit(BaseModel):
     """One line of ``ragmed normalize --json``: a standard name for a term, or a linked mention
-    (``--text``: ``metadata`` then also holds mention, start, end, negated, suspected, candidates)."""
+    (``--text``: ``metadata`` then also holds mention, start, end, negated, suspected, family,
+    candidates)."""
 
     rank: int
     score: float
@@ -119,6 +120,7 @@ def mention_rows(index: Any, text: str, k: int) -> list[dict[str, Any]]:
             end=m.end,
             negated=m.negated,
             suspected=m.suspected,
+            family=m.family,
             candidates=[name_json(index, c) for c in m.candidates],
         )
         rows.append(row)
@@ -132,7 +134,7 @@ def show_names(query: str, rows: list[dict[str, Any]]) -> None:
     for r in rows:
         m = r["metadata"]
         mention = m.get("mention", "")
-        flags = [w for w, on in (("negated", m.get("negated")), ("suspected", m.get("suspected"))) if on]
+        flags = [w for w in ("negated", "suspected", "family") if m.get(w)]
         if flags:
             mention += f" ({', '.join(flags)})"
         table.add_row(

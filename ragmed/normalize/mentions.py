@@ -1,4 +1,7 @@
-"""Negation and suspicion of disease mentions in Japanese clinical text.
+"""Negation, suspicion and family history of disease mentions in Japanese clinical text.
+
+Whose finding it is (the patient's or a relative's: 家族歴：父 胃癌, 母に糖尿病, 糖尿病の家族歴) is read
+by :func:`family_flags`, below; the rest of this note is about status.
 
 Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎疑い (suspected), 肺炎あり
 (present). A mention's status is read from the chain of status words that follows it in its clause:
@@ -358,3 +361,138 @@ def trailing_cue(key: str) -> Cue | None:
         if kind in (NEG, SUSP, GONE) and j < len(key):
             return Cue(len(key) - j, len(key), kind, key[-j:])
     return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Whose finding it is: the patient's, or a relative's (家族歴). Negation and suspicion say whether the
+# disease is there; this says in whom. A relative's cancer is family history, not the patient's disease.
+
+RELATIVES = tuple(
+    sorted(
+        (
+            "父 母 父母 父親 母親 実父 実母 祖父 祖母 祖父母 曾祖父 曾祖母 曽祖父 曽祖母 父方 母方 兄 姉 弟 妹 兄弟 姉妹 同胞 兄姉 弟妹 叔父 叔母 伯父 伯母 "
+            "おじ おば 息子 娘 長男 長女 次男 次女 三男 三女 子供 子ども こども 孫 いとこ 従兄弟 従姉妹 家族 親族 "
+            "血縁者 血縁 家系 近親者 両親 家族内 家系内 family"
+        ).split(),
+        key=len,
+        reverse=True,
+    )
+)
+#: the patient named as the subject again: 父が胃癌、本人は糖尿病
+PATIENT = ("本人", "患者", "自身", "当人", "本症例", "本例")
+#: a family-history heading, whose list runs to the end of its line: 家族歴：父 胃癌、母 糖尿病
+FAMILY_HEADINGS = ("家族歴", "家族背景", "fh", "family history")
+#: after a mention: 糖尿病の家族歴あり, 大腸癌家族歴なし
+FAMILY_AFTER = ("の家族歴", "家族歴", "の遺伝歴", "の家系")
+#: what may follow a relative word for it to be one (父が, 母は, 兄に, 父：, 父 胃癌), not 母体, 母乳, 父性
+_AFTER_RELATIVE = set("がはにのもと:：)） 、,/") | {"】"}
+RELATIVE_GAP = 8  # characters allowed between a relative (or a heading) and the first mention it owns
+_HEADING_END = ("\n", "【", "■", "●", "#")
+
+
+def _relative_at(text: str, i: int, blocked: bytearray, after_relative: bool = False) -> int:
+    """The end of a relative word starting at ``i`` (0 when none): a whole word, outside a mention."""
+    for word in RELATIVES:
+        j = i + len(word)
+        if text.startswith(word, i) and not any(blocked[i:j]):
+            if word.isascii() and not _word_edges(text, i, j):
+                continue
+            if (
+                not after_relative
+                and i > 0
+                and not blocked[i - 1]
+                and _is_kanji(text[i - 1])
+                and _is_kanji(word[0])
+            ):
+                continue  # the 母 of 酵母 or 保母, the 父 of 神父
+            if j < len(text) and text[j] not in _AFTER_RELATIVE and not blocked[j]:
+                more = _relative_at(text, j, blocked, after_relative=True)
+                if more:
+                    return more  # 母方祖母, 父方叔父
+                continue  # 母体, 母乳, 父性: another word
+            return j
+    return 0
+
+
+def _is_kanji(ch: str) -> bool:
+    return "\u4e00" <= ch <= "\u9fff"
+
+
+def family_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
+    """For each mention span (sorted, in normalized ``text``): is the finding a relative's?
+
+    A mention is a relative's when it follows a family-history heading on the same line (家族歴：父 胃癌、
+    母 糖尿病), when a relative word stands just before it or before the list it belongs to, in the same
+    clause (父が胃癌, 母に糖尿病、高血圧あり, 兄弟に同症なし), or when 家族歴 follows it (糖尿病の家族歴あり).
+    The patient named again (本人, 患者) ends a relative's reach: 父が胃癌、本人は糖尿病.
+    """
+    blocked = bytearray(len(text))
+    for a, b in spans:
+        blocked[a:b] = b"\x01" * (b - a)
+    lowered = text.lower()
+    flags = [False] * len(spans)
+    # family-history headings: every mention after one, to the end of its line or the next heading
+    for heading in FAMILY_HEADINGS:
+        start = 0
+        while (pos := lowered.find(heading, start)) >= 0:
+            start = pos + len(heading)
+            if any(blocked[pos:start]):
+                continue
+            rest = text[start:]
+            if heading.isascii() and not _word_edges(lowered, pos, start):
+                continue
+            if not rest[:1] or rest[:1] not in ":：】) 　":
+                if not rest.startswith(("に", "では", "は")):
+                    continue  # 家族歴なし: no list follows; 家族歴に糖尿病: a relative word (below)
+            end = len(text)
+            for mark in _HEADING_END:
+                cut = text.find(mark, start + 1)
+                if cut >= 0:
+                    end = min(end, cut)
+            cut = text.find("歴", start + 1)  # the next heading (既往歴：, 生活歴：) ends the list
+            if cut >= 0:
+                end = min(end, cut)
+            for i, (a, _) in enumerate(spans):
+                if start <= a < end:
+                    flags[i] = True
+    # relative words before a mention, in the same clause; the list that mention starts goes with it
+    events: list[tuple[int, int, str]] = [(a, b, "m") for a, b in spans]
+    i = 0
+    while i < len(text):
+        if blocked[i]:
+            i += 1
+            continue
+        j = _relative_at(text, i, blocked)
+        if not j and text.startswith(PATIENT, i):
+            j = i + next(len(w) for w in PATIENT if text.startswith(w, i))
+            events.append((i, j, "p"))
+        elif j:
+            events.append((i, j, "r"))
+        i = max(j, i + 1)
+    events.sort()
+    owner = False  # a relative word is in reach
+    chained = False  # the mention before belongs to a relative: its list does too
+    last = 0
+    n = 0
+    for a, b, what in events:
+        gap = text[last:a]
+        if _boundary_in(gap):
+            owner = chained = False
+        if what != "m":
+            owner, chained, last = what == "r", False, b
+            continue
+        if (chained and _is_separator(gap)) or (owner and not chained and len(gap.strip()) <= RELATIVE_GAP):
+            flags[n] = chained = True
+        else:
+            owner = chained = False
+        last = b
+        n += 1
+    # 家族歴 after a mention, and after the list it ends: 糖尿病、高血圧の家族歴あり
+    after = [False] * len(spans)
+    for n in range(len(spans) - 1, -1, -1):
+        b = spans[n][1]
+        if text.startswith(FAMILY_AFTER, b) or (
+            n + 1 < len(spans) and after[n + 1] and _is_separator(text[b : spans[n + 1][0]])
+        ):
+            after[n] = flags[n] = True
+    return flags

@@ -1944,10 +1944,11 @@ class DiseaseNormalizer:
         if not found:
             return []
         status = M.statuses(norm, found, trailing)
+        family = M.family_flags(norm, found)
         cands = self._mention_candidates(text, norm, spans, found, k)
         none_lab = self.label_id.get(NO_CODE)
         mentions = []
-        for (a, b), cand, st in zip(found, cands, status, strict=True):
+        for (a, b), cand, st, fam in zip(found, cands, status, family, strict=True):
             start, end = spans[a][0], spans[b - 1][1]
             hits = [e for e in self.surface_index.get(norm[a:b], ()) if int(self.entry_label[e]) != none_lab]
             surface = self.cols["surface"][hits[0]] if hits else (cand[0].surface if cand else norm[a:b])
@@ -1960,6 +1961,7 @@ class DiseaseNormalizer:
                     candidates=cand,
                     negated=st == M.NEG,
                     suspected=st == M.SUSP,
+                    family=fam,
                 )
             )
         return mentions

@@ -33,3 +33,5 @@ class Mention(BaseModel):
     negated: bool = False
     #: The text says the disease is suspected (…疑い, …の可能性, 否定できない, r/o …).
     suspected: bool = False
+    #: The finding is a relative's, not the patient's (家族歴：父 胃癌, 母に糖尿病あり, 糖尿病の家族歴).
+    family: bool = False

@@ -80,6 +80,7 @@ class DictionaryLinker:
                         level=best[0].level or None,
                         negated=m.negated,
                         suspected=m.suspected,
+                        family=m.family,
                     )
                 )
         return linked
