@@ -1170,6 +1170,9 @@ FAMILY_CASES = [
     ("父が肺炎、母が心不全。本人は喘息", [("肺炎", True), ("心不全", True), ("喘息", False)]),
     ("母が付き添いで来院し、肺炎と診断", [("肺炎", False)]),  # too far from the relative
     ("父が喘息で手術後、肺炎で入院", [("喘息", True), ("肺炎", False)]),
+    ("父の介護中に喘息", [("喘息", False)]),  # the words between say it is the patient's
+    ("家族歴：兄が喘息。本人は心不全", [("喘息", True), ("心不全", False)]),
+    ("夫が肺炎", [("肺炎", True)]),
     # 家族歴 after the mention (and its list); a family history negated is both
     ("DM、HTの家族歴あり", [("DM", True), ("HT", True)]),
     ("喘息の家族歴なし", [("喘息", True)]),

@@ -372,7 +372,7 @@ RELATIVES = tuple(
         (
             "父 母 父母 父親 母親 実父 実母 祖父 祖母 祖父母 曾祖父 曾祖母 曽祖父 曽祖母 父方 母方 兄 姉 弟 妹 兄弟 姉妹 同胞 兄姉 弟妹 叔父 叔母 伯父 伯母 "
             "おじ おば 息子 娘 長男 長女 次男 次女 三男 三女 子供 子ども こども 孫 いとこ 従兄弟 従姉妹 家族 親族 "
-            "血縁者 血縁 家系 近親者 両親 家族内 家系内 family"
+            "血縁者 血縁 家系 近親者 両親 家族内 家系内 夫 妻 配偶者 family"
         ).split(),
         key=len,
         reverse=True,
@@ -386,8 +386,12 @@ FAMILY_HEADINGS = ("家族歴", "家族背景", "fh", "family history")
 FAMILY_AFTER = ("の家族歴", "家族歴", "の遺伝歴", "の家系")
 #: what may follow a relative word for it to be one (父が, 母は, 兄に, 父：, 父 胃癌), not 母体, 母乳, 父性
 _AFTER_RELATIVE = set("がはにのもと:：)） 、,/") | {"】"}
-RELATIVE_GAP = 8  # characters allowed between a relative (or a heading) and the first mention it owns
-_HEADING_END = ("\n", "【", "■", "●", "#")
+RELATIVE_GAP = 8  # characters allowed between a relative word and the first mention it owns …
+#: … all of them particles, punctuation, ages and times (父が60歳で胃癌, 父は以前から胃癌): in 父の介護中に腰痛
+#: or 娘の結婚式の後から頭痛 the words between say the finding is the patient's
+_RELATIVE_GAP_CHARS = set("がはにものでとからまでして:;、,/・()[] 　0123456789歳代頃年時前以来既往歴")
+#: a family-history heading's list ends at the end of its line or sentence, or at the next heading
+_HEADING_END = ("\n", "。", "【", "■", "●", "#")
 
 
 def _relative_at(text: str, i: int, blocked: bytearray, after_relative: bool = False) -> int:
@@ -449,9 +453,10 @@ def family_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
                 cut = text.find(mark, start + 1)
                 if cut >= 0:
                     end = min(end, cut)
-            cut = text.find("歴", start + 1)  # the next heading (既往歴：, 生活歴：) ends the list
-            if cut >= 0:
-                end = min(end, cut)
+            for mark in ("歴", *PATIENT):  # the next heading (既往歴：), or the patient named (本人は)
+                cut = text.find(mark, start + 1)
+                if cut >= 0:
+                    end = min(end, cut)
             for i, (a, _) in enumerate(spans):
                 if start <= a < end:
                     flags[i] = True
@@ -481,7 +486,8 @@ def family_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
         if what != "m":
             owner, chained, last = what == "r", False, b
             continue
-        if (chained and _is_separator(gap)) or (owner and not chained and len(gap.strip()) <= RELATIVE_GAP):
+        near = len(gap.strip()) <= RELATIVE_GAP and set(gap) <= _RELATIVE_GAP_CHARS
+        if (chained and _is_separator(gap)) or (owner and not chained and near):
             flags[n] = chained = True
         else:
             owner = chained = False
