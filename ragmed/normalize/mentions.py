@@ -425,9 +425,10 @@ def _is_kanji(ch: str) -> bool:
 def family_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
     """For each mention span (sorted, in normalized ``text``): is the finding a relative's?
 
-    A mention is a relative's when it follows a family-history heading on the same line (家族歴：父 胃癌、
-    母 糖尿病), when a relative word stands just before it or before the list it belongs to, in the same
-    clause (父が胃癌, 母に糖尿病、高血圧あり, 兄弟に同症なし), or when 家族歴 follows it (糖尿病の家族歴あり).
+    A mention is a relative's when it follows a family-history heading in the same sentence (家族歴：父 胃癌、
+    母 糖尿病), when a relative word stands just before it or before the list it starts, in the same clause
+    with only particles, ages and times between (父が胃癌, 母に糖尿病、高血圧あり, 父が60歳で胃癌), or when
+    家族歴 follows it or its list (糖尿病の家族歴あり).
     The patient named again (本人, 患者) ends a relative's reach: 父が胃癌、本人は糖尿病.
     """
     blocked = bytearray(len(text))
@@ -447,7 +448,7 @@ def family_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
                 continue
             if not rest[:1] or rest[:1] not in ":：】) 　":
                 if not rest.startswith(("に", "では", "は")):
-                    continue  # 家族歴なし: no list follows; 家族歴に糖尿病: a relative word (below)
+                    continue  # 家族歴なし: no list follows (家族歴に糖尿病 and 家族歴は… do)
             end = len(text)
             for mark in _HEADING_END:
                 cut = text.find(mark, start + 1)
