@@ -52,6 +52,7 @@ absent, not the cancer).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 
 NEG, SUSP, AFFIRM, WORD, LOW = "negated", "suspected", "present", "word", "low"
@@ -378,6 +379,7 @@ RELATIVES = tuple(
         reverse=True,
     )
 )
+_RELATIVE_FIRST = frozenset(w[0] for w in RELATIVES)
 #: the patient named as the subject again: 父が胃癌、本人は糖尿病
 PATIENT = ("本人", "患者", "自身", "当人", "本症例", "本例")
 #: a family-history heading, whose list runs to the end of its line: 家族歴：父 胃癌、母 糖尿病
@@ -396,6 +398,8 @@ _HEADING_END = ("\n", "。", "【", "■", "●", "#")
 
 def _relative_at(text: str, i: int, blocked: bytearray, after_relative: bool = False) -> int:
     """The end of a relative word starting at ``i`` (0 when none): a whole word, outside a mention."""
+    if text[i] not in _RELATIVE_FIRST:
+        return 0
     for word in RELATIVES:
         j = i + len(word)
         if text.startswith(word, i) and not any(blocked[i:j]):
@@ -436,6 +440,7 @@ def family_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
         blocked[a:b] = b"\x01" * (b - a)
     lowered = text.lower()
     flags = [False] * len(spans)
+    starts = [a for a, _ in spans]
     # family-history headings: every mention after one, to the end of its line or the next heading
     for heading in FAMILY_HEADINGS:
         start = 0
@@ -458,9 +463,8 @@ def family_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
                 cut = text.find(mark, start + 1)
                 if cut >= 0:
                     end = min(end, cut)
-            for i, (a, _) in enumerate(spans):
-                if start <= a < end:
-                    flags[i] = True
+            for i in range(bisect_left(starts, start), bisect_left(starts, end)):
+                flags[i] = True
     # relative words before a mention, in the same clause; the list that mention starts goes with it
     events: list[tuple[int, int, str]] = [(a, b, "m") for a, b in spans]
     i = 0
@@ -469,7 +473,7 @@ def family_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
             i += 1
             continue
         j = _relative_at(text, i, blocked)
-        if not j and text.startswith(PATIENT, i):
+        if not j and text[i] in "本患自当" and text.startswith(PATIENT, i):
             j = i + next(len(w) for w in PATIENT if text.startswith(w, i))
             events.append((i, j, "p"))
         elif j:
