@@ -512,10 +512,15 @@ def test_mentions_in_a_clinical_sentence(full_model: DiseaseNormalizer) -> None:
         ("心不全", False, True),
     ]
     assert "出現" not in [m.text for m in found]  # a "-1" surface: a word, not a disease
+    assert [m.candidates[0].standard_name for m in found][:2] == ["２型糖尿病", "高血圧症"]
+    for m in found:
+        assert text[m.start : m.end] == m.text
     assert not any(m.family for m in found)
     # a family history: its heading's list and a 家族歴 after the mention are the relatives'
-    text = "現病歴：発熱と咳嗽で受診。既往歴：高血圧症。家族歴：父 胃癌、母 ２型糖尿病。大腸癌の家族歴なし。"
-    got = [(m.text, m.negated, m.family) for m in full_model.find_mentions(text)]
+    family_text = (
+        "現病歴：発熱と咳嗽で受診。既往歴：高血圧症。家族歴：父 胃癌、母 ２型糖尿病。大腸癌の家族歴なし。"
+    )
+    got = [(m.text, m.negated, m.family) for m in full_model.find_mentions(family_text)]
     assert got == [
         ("発熱", False, False),
         ("咳嗽", False, False),
@@ -524,9 +529,6 @@ def test_mentions_in_a_clinical_sentence(full_model: DiseaseNormalizer) -> None:
         ("２型糖尿病", False, True),
         ("大腸癌", True, True),
     ]
-    assert [m.candidates[0].standard_name for m in found][:2] == ["２型糖尿病", "高血圧症"]
-    for m in found:
-        assert text[m.start : m.end] == m.text
 
 
 # (two names run together, neither composite order a cell of the file)
