@@ -1145,6 +1145,13 @@ NEGATION_CASES = [
     ("肺炎の治療方針を考える", [("肺炎", "-")]),  # guards: the treatment is considered, not the disease
     ("肺炎は否定的と考える", [("肺炎", "N")]),  # a judgement keeps what it judges
     ("肺炎は可能性として低い", [("肺炎", "N")]),
+    # the copula holds ある: 否定的である stays negated
+    ("肺炎は否定的である", [("肺炎", "N")]),
+    ("肺炎は否定的であり、心不全を疑う", [("肺炎", "N"), ("心不全", "S")]),
+    # a form's items: 無 / 有 right after the finding (a colon between), then the end of the item
+    ("DM: 無, HT: 有", [("DM", "N"), ("HT", "-")]),
+    ("肺炎(無)", [("肺炎", "N")]),
+    ("肺炎は無症状", [("肺炎", "-")]),  # guard: 無 inside a word
 ]
 
 

@@ -516,6 +516,10 @@ def test_mentions_in_a_clinical_sentence(full_model: DiseaseNormalizer) -> None:
     for m in found:
         assert text[m.start : m.end] == m.text
     assert not any(m.family for m in found)
+    # the dictionary's own surfaces that end in a status word (浮腫無 → 浮腫) are read as the finding and
+    # its status
+    got = [(m.text, m.negated) for m in full_model.find_mentions("下腿浮腫無、出血無")]
+    assert got == [("下腿浮腫", True), ("出血", True)]
     # a family history: its heading's list and a 家族歴 after the mention are the relatives'
     family_text = (
         "現病歴：発熱と咳嗽で受診。既往歴：高血圧症。家族歴：父 胃癌、母 ２型糖尿病。大腸癌の家族歴なし。"

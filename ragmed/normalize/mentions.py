@@ -8,7 +8,7 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
 
 * **negated**: なし/無し/なく/無かった, 認めず/認めない/認められない/認めませんでした, みられない,
   否定(的/された), 陰性, 除外, ルールアウト, 消失/消退, (-) or a bare - right after the finding
-  (咳嗽 -, ending the item), ではない, 考えにくい/考えがたい, ありません, 疑わない/疑わず,
+  (咳嗽 -, ending the item), 無 / (無) the same way (DM: 無, HT: 有; the dictionary's surfaces 浮腫無, 出血無), neg, ではない, 考えにくい/考えがたい, ありません, 疑わない/疑わず,
   (所見に)乏しい, なさそう, 指摘できず/指摘されず/検出されず, 発症せず/合併せず, a diagnosis not reached (診断には至らず,
   診断基準を満たさず), negative, no …; and 低い/少ない right after a suspicion (可能性は低い,
   可能性が極めて低い, 可能性として低い, 疑いは少ない — but 肺炎疑いで食事量が少ない keeps the suspicion).
@@ -31,7 +31,7 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
   improving (or not worsening) is still there; so, as a history, is one whose recurrence is negated
   (心不全の再発は認めない, 肺炎の再燃なし). 消失/消退 alone negate; 発症していない, an onset negated,
   is an absence; 肺炎疑いで治療するも改善なし stays suspected. The ない of 少ない/足りない/危ない is no
-  negation.
+  negation, nor is the ある of the copula (肺炎は否定的である stays negated).
 
 The last status word of the chain decides, except that あり after 疑い keeps the suspicion
 (肺炎疑いあり is still a suspicion), a judgement keeps what it judges (可能性は低いと考えられる and
@@ -66,7 +66,7 @@ for _words, _kind in (
         "みられない 見られない みられず 見られず みとめず 否定 否定的 否定された 否定される 否定できる "
         "陰性 除外 除外された ではない でない ではなく でなく ありません 考えにくい 考えがたい 考え難い 考えづらい "
         "可能性は低い 可能性低い ルールアウト ルールアウトされた ルールアウトした "
-        "(-) (ー) - 無かった 認めません 認めませんでした ありませんでした みられません 見られません "
+        "(-) (ー) - 無 (無) neg 無かった 認めません 認めませんでした ありませんでした みられません 見られません "
         "疑わない 疑わず 疑われない 疑われず 乏しい 乏しく negative 可能性少ない なさそう "
         # a finding not found, or an onset that did not happen, in the ず form (the ない forms end in ない)
         "指摘できず 指摘出来ず 指摘されず 検出されず 検出せず 同定されず 発症せず 合併せず 併発せず 出現せず 来さず "
@@ -93,7 +93,7 @@ for _words, _kind in (
         SUSP,
     ),
     (
-        "あり 有り ある 認める 認めた 認め 認められる 認められた 陽性 (+) + 出現 合併 発症 を呈 伴う positive "
+        "あり 有り 有 (有) ある 認める 認めた 認め 認められる 認められた 陽性 (+) + 出現 合併 発症 を呈 伴う positive "
         "判断 判断した 判断された 判断される",
         AFFIRM,
     ),
@@ -120,7 +120,9 @@ for _words, _kind in (
     # separators あるいは/ないし, なく inside 間もなく (肺炎は間もなく軽快: soon, not "without")
     (
         "あるいは ないし 間もなく まもなく 程なく ほどなく 余儀なく やむなく 難なく 問題なく 滞りなく 間もない まもない "
-        "少ない 少なく 危ない 足りない めずらしい すばらしい あたらしい",
+        "少ない 少なく 危ない 足りない めずらしい すばらしい あたらしい "
+        # the copula holds ある (肺炎は否定的である, 否定的であり: still negated)
+        "である であり であります でありました であれば であって であろう ではある",
         WORD,
     ),
 ):
@@ -183,7 +185,7 @@ LIST_SEPARATORS = (
 )
 BOUNDARIES = ("。", ".", "!", "\n", ";", "が、", "しかし", "ただし", "一方")
 MAX_GAP = 10  # other characters allowed between a finding (or a status word) and its next status word
-SIGNS = {"-", "+", "±"}  # 咳嗽 -, 発熱 +: a bare sign after a finding, then the end of the item …
+SIGNS = {"-", "+", "±", "無", "有"}  # 咳嗽 -, 発熱 +: a bare sign after a finding, then the end of the item …
 SIGN_ENDS = " 、,。.;/)\n・"  # … (not DM+HT, not IL-6)
 # a diagnosis considered reads as a suspicion only right after it (肺炎を考える, 肺炎と考え, 肺炎も考慮):
 # in 肺炎の治療方針を考える the pneumonia is the one being treated
@@ -295,6 +297,8 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
         assert isinstance(cue, Cue)
         # 肺炎疑いで食事量が少ない: a 少ない away from the suspicion is not about it
         adjacent = cue.text in ADJACENT_ONLY or cue.kind == LOW
+        if cue.text in SIGNS:
+            gap = gap.replace(":", "")  # a form's item: 咳嗽: -, 肺炎: 無
         too_far = len(gap.strip()) > (0 if adjacent else NEAR_GAP if cue.text in NEAR_ONLY else MAX_GAP)
         if not group or _boundary_in(gap) or too_far or _other_phrase(gap):
             if group:
