@@ -1152,6 +1152,7 @@ NEGATION_CASES = [
     ("DM: 無, HT: 有", [("DM", "N"), ("HT", "-")]),
     ("肺炎(無)", [("肺炎", "N")]),
     ("肺炎は無症状", [("肺炎", "-")]),  # guard: 無 inside a word
+    ("肺炎はr/o済み", [("肺炎", "N")]),  # ruled out already, not r/o (to rule out)
 ]
 
 

@@ -7,7 +7,7 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
 (present). A mention's status is read from the chain of status words that follows it in its clause:
 
 * **negated**: なし/無し/なく/無かった, 認めず/認めない/認められない/認めませんでした, みられない,
-  否定(的/された), 陰性, 除外, ルールアウト, 消失/消退, (-) or a bare - right after the finding
+  否定(的/された), 陰性, 除外(済み), ルールアウト, r/o済み, 消失/消退, (-) or a bare - right after the finding
   (咳嗽 -, ending the item), 無 / (無) the same way (DM: 無, HT: 有; the dictionary's surfaces 浮腫無, 出血無), neg, ではない, 考えにくい/考えがたい, ありません, 疑わない/疑わず,
   (所見に)乏しい, なさそう, 指摘できず/指摘されず/検出されず, 発症せず/合併せず, a diagnosis not reached (診断には至らず,
   診断基準を満たさず), negative, no …; and 低い/少ない right after a suspicion (可能性は低い,
@@ -66,7 +66,7 @@ for _words, _kind in (
         "みられない 見られない みられず 見られず みとめず 否定 否定的 否定された 否定される 否定できる "
         "陰性 除外 除外された ではない でない ではなく でなく ありません 考えにくい 考えがたい 考え難い 考えづらい "
         "可能性は低い 可能性低い ルールアウト ルールアウトされた ルールアウトした "
-        "(-) (ー) - 無 (無) neg 無かった 認めません 認めませんでした ありませんでした みられません 見られません "
+        "(-) (ー) - 無 (無) neg r/o済み r/o済 r/oされた r/oした ルールアウト済み 除外済み 無かった 認めません 認めませんでした ありませんでした みられません 見られません "
         "疑わない 疑わず 疑われない 疑われず 乏しい 乏しく negative 可能性少ない なさそう "
         # a finding not found, or an onset that did not happen, in the ず form (the ない forms end in ない)
         "指摘できず 指摘出来ず 指摘されず 検出されず 検出せず 同定されず 発症せず 合併せず 併発せず 出現せず 来さず "
