@@ -1153,6 +1153,12 @@ NEGATION_CASES = [
     ("肺炎(無)", [("肺炎", "N")]),
     ("肺炎は無症状", [("肺炎", "-")]),  # guard: 無 inside a word
     ("肺炎はr/o済み", [("肺炎", "N")]),  # ruled out already, not r/o (to rule out)
+    # a resemblance or a worry is a suspicion; cannot be ruled out in the ず form
+    ("肺炎のようだ", [("肺炎", "S")]),
+    ("肺炎っぽい", [("肺炎", "S")]),
+    ("心不全の合併が危惧される", [("心不全", "S")]),
+    ("肺炎を否定しきれず", [("肺炎", "S")]),
+    ("肺炎を疑うような所見なし", [("肺炎", "N")]),  # guard: the last status word decides
 ]
 
 

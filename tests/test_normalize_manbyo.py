@@ -520,6 +520,9 @@ def test_mentions_in_a_clinical_sentence(full_model: DiseaseNormalizer) -> None:
     # its status
     got = [(m.text, m.negated) for m in full_model.find_mentions("下腿浮腫無、出血無")]
     assert got == [("下腿浮腫", True), ("出血", True)]
+    # よう is the dictionary's kana for 癰, and grammar in 肺炎のような / のようだ: no mention there
+    got = [(m.text, m.suspected) for m in full_model.find_mentions("肺炎のような陰影。右頬によう")]
+    assert got == [("肺炎", True), ("よう", False)]
     # a family history: its heading's list and a 家族歴 after the mention are the relatives'
     family_text = (
         "現病歴：発熱と咳嗽で受診。既往歴：高血圧症。家族歴：父 胃癌、母 ２型糖尿病。大腸癌の家族歴なし。"

@@ -18,7 +18,8 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
   疑わしい, かどうか/か否か (whether); a work-up to rule the finding out: 否定するため, 除外のため/除外目的 (肺炎を否定するためCT:
   suspected until it is ruled out; 肺炎を否定する alone negates); a diagnosis considered, right after
   the finding (肺炎を考え抗菌薬開始, 肺炎も考慮, 肺炎を念頭に; not 肺炎の治療方針を考える), presence to be
-  checked (肺炎の有無), equivocal (±), hard to rule out (否定しにくい, 除外困難); and the
+  checked (肺炎の有無), equivocal (±), hard to rule out (否定しにくい, 除外困難, 否定しきれず), a
+  resemblance (肺炎のようだ, のような, っぽい, みたい) and a worry (危惧される); and the
   double negatives 否定できない/否定しきれない/否定し得ない/否定されない/否定しがたい, 除外できない,
   除外が必要, ルールアウトできない, なしとは言えない, and とは言えない after any negation
   (認めないとは言えない) — *cannot be ruled out* is suspicion, not negation. A cue is matched
@@ -89,7 +90,10 @@ for _words, _kind in (
         "否定するため 否定のため 否定目的 否定する目的 除外するため 除外のため 除外目的 除外する目的 "
         "ルールアウトのため ルールアウト目的 "
         # hard to rule out; a diagnosis considered (肺炎を考え抗菌薬開始, 肺炎を念頭に); presence to be checked
-        "否定しにくい 否定しづらい 除外しにくい 除外困難 ルールアウト困難 考える 考えた 考え 考慮 念頭 有無 (±) ±",
+        "否定しにくい 否定しづらい 除外しにくい 除外困難 ルールアウト困難 考える 考えた 考え 考慮 念頭 有無 (±) ± "
+        # cannot be ruled out, in the ず form; a resemblance (肺炎のようだ, 肺炎っぽい); a worry
+        "否定しきれず 否定し得ず 否定しえず 除外しきれず ようだ ようです ようである ような っぽい みたい "
+        "危惧 危惧される",
         SUSP,
     ),
     (

@@ -49,6 +49,7 @@ QUERY_SPAN = 3  # morphemes of the query read together as one word (こうじょ
 TEXT_SPAN = 6  # morphemes of running text read together as a name (はい + え + ん → 肺炎)
 KANA_SHARE = 0.05  # a word the names write in kana this often is not read (てんかん: 50 of 54 times)
 _ENDS_WORD = {"助詞", "助動詞", "動詞", "形容詞"}  # a kana morpheme of these parts of speech ends a word
+_GRAMMAR_POS = {"形状詞", "助動詞", "助詞"}  # a kana morpheme of these, before an auxiliary, is grammar
 _STATUS = {"無し", "有り"}  # … and so do なし and あり (MeCab's lemmas), which it calls nouns
 # parts of speech a word is made of: nouns and their affixes (not 伴う, 多い, nor the の of 肺の)
 _WORD_POS = {"名詞", "接頭辞", "接尾辞"}
@@ -414,12 +415,27 @@ def _split_gan(noun: Morph, ga: Morph, n: Morph) -> bool:
 
 def word_cutter(key: str, morphs: list[Morph]) -> Callable[[int, int], bool]:
     """Whether ``key[a:b]`` starts or ends with kana inside a morpheme of ``key``: the よう of 胃かいよう
-    (癰) is no mention, as "HT" inside "HTML" is none; めまい of めまいあり is one."""
+    (癰) is no mention, as "HT" inside "HTML" is none; めまい of めまいあり is one. Nor is a kana
+    morpheme MeCab reads as grammar: the よう of 肺炎のようだ / のような / のように (a 形状詞 before an
+    auxiliary, or after の at the end), which is also the dictionary's kana spelling of 癰."""
     starts, ends = {m.start for m in morphs}, {m.end for m in morphs}
+    grammar = set()
+    for n, m in enumerate(morphs):
+        if m.pos in _GRAMMAR_POS and _KANA.fullmatch(m.surface[0]):
+            nxt = morphs[n + 1] if n + 1 < len(morphs) else None
+            prev = morphs[n - 1] if n > 0 else None
+            if (nxt is not None and nxt.pos == "助動詞") or (
+                nxt is None and prev is not None and (prev.surface == "の" or prev.pos == "連体詞")
+            ):
+                grammar.add((m.start, m.end))
 
     def cuts(a: int, b: int) -> bool:
         return bool(
-            _KANA.fullmatch(key[a]) and a not in starts or _KANA.fullmatch(key[b - 1]) and b not in ends
+            _KANA.fullmatch(key[a])
+            and a not in starts
+            or _KANA.fullmatch(key[b - 1])
+            and b not in ends
+            or (a, b) in grammar
         )
 
     return cuts
