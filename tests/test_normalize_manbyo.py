@@ -523,6 +523,11 @@ def test_mentions_in_a_clinical_sentence(full_model: DiseaseNormalizer) -> None:
     # よう is the dictionary's kana for 癰, and grammar in 肺炎のような / のようだ: no mention there
     got = [(m.text, m.suspected) for m in full_model.find_mentions("肺炎のような陰影。右頬によう")]
     assert got == [("肺炎", True), ("よう", False)]
+    # うつ (depression) is also a verb: 注射をうつ (to give an injection) is none
+    assert [m.text for m in full_model.find_mentions("注射をうつ。うつ状態、食事でむせる")] == [
+        "うつ状態",
+        "むせる",
+    ]
     # a family history: its heading's list and a 家族歴 after the mention are the relatives'
     family_text = (
         "現病歴：発熱と咳嗽で受診。既往歴：高血圧症。家族歴：父 胃癌、母 ２型糖尿病。大腸癌の家族歴なし。"

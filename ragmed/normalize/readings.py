@@ -417,7 +417,8 @@ def word_cutter(key: str, morphs: list[Morph]) -> Callable[[int, int], bool]:
     """Whether ``key[a:b]`` starts or ends with kana inside a morpheme of ``key``: the よう of 胃かいよう
     (癰) is no mention, as "HT" inside "HTML" is none; めまい of めまいあり is one. Nor is a kana
     morpheme MeCab reads as grammar: the よう of 肺炎のようだ / のような / のように (a 形状詞 before an
-    auxiliary, or after の at the end), which is also the dictionary's kana spelling of 癰."""
+    auxiliary, or after の at the end), which is also the dictionary's kana spelling of 癰, nor a kana
+    verb with an object (the うつ of 注射をうつ)."""
     starts, ends = {m.start for m in morphs}, {m.end for m in morphs}
     grammar = set()
     for n, m in enumerate(morphs):
@@ -428,6 +429,10 @@ def word_cutter(key: str, morphs: list[Morph]) -> Callable[[int, int], bool]:
                 nxt is None and prev is not None and (prev.surface == "の" or prev.pos == "連体詞")
             ):
                 grammar.add((m.start, m.end))
+        elif m.pos == "動詞" and n > 0 and morphs[n - 1].surface == "を" and _KANA.fullmatch(m.surface[0]):
+            grammar.add(
+                (m.start, m.end)
+            )  # a verb with an object: 注射をうつ (to give), not うつ (depression)
 
     def cuts(a: int, b: int) -> bool:
         return bool(
