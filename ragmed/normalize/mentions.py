@@ -391,7 +391,7 @@ _RELATIVE_FIRST = frozenset(w[0] for w in RELATIVES)
 #: the patient named as the subject again: 父が胃癌、本人は糖尿病
 PATIENT = ("本人", "患者", "自身", "当人", "本症例", "本例")
 #: a family-history heading, whose list runs to the end of its line: 家族歴：父 胃癌、母 糖尿病
-FAMILY_HEADINGS = ("家族歴", "家族背景", "fh", "family history")
+FAMILY_HEADINGS = ("家族歴", "家族背景", "fhx", "fh", "family history")
 #: after a mention: 糖尿病の家族歴あり, 大腸癌家族歴なし
 FAMILY_AFTER = ("の家族歴", "家族歴", "の遺伝歴", "の家系")
 #: what may follow a relative word for it to be one (父が, 母は, 兄に, 父：, 父 胃癌), not 母体, 母乳, 父性
