@@ -122,8 +122,7 @@ def diseases_line(tpl: PromptTemplate, linked: Sequence[LinkedDisease]) -> str:
         seen.setdefault(d.standard_name, d)
     items = []
     for d in list(seen.values())[:MAX_LINKED_IN_PROMPT]:
-        flags = (("否定", d.negated), ("疑い", d.suspected), ("家族歴", d.family))
-        notes = [f"ICD-10: {d.icd10}"] + [w for w, on in flags if on]
+        notes = [f"ICD-10: {d.icd10}", *d.status_words()]
         items.append(f"{d.mention} → {d.standard_name}（{'、'.join(notes)}）")
     if not items:
         return ""

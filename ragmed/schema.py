@@ -116,6 +116,12 @@ class LinkedDisease(BaseModel):
     #: retrieval (a family history is what the question is about), and the prompt says whose it is.
     family: bool = False
 
+    def status_words(self) -> list[str]:
+        """The flags as the prompt and the UI write them beside the name: 否定, 疑い, 家族歴."""
+        return [
+            w for w, on in (("否定", self.negated), ("疑い", self.suspected), ("家族歴", self.family)) if on
+        ]
+
 
 class Chunk(BaseModel):
     """One retrieved node. ``n`` is its number in the prompt when it was packed into one."""

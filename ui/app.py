@@ -108,11 +108,7 @@ def _linked_html(linked: Sequence[LinkedDisease], english: Sequence[str] = ()) -
         return ""
     items = []
     for d in linked:
-        flags = "".join(
-            f" <i>({w})</i>"
-            for w, on in (("否定", d.negated), ("疑い", d.suspected), ("家族歴", d.family))
-            if on
-        )
+        flags = "".join(f" <i>({w})</i>" for w in d.status_words())
         items.append(
             f"{html.escape(d.mention)} → <b>{html.escape(d.standard_name)}</b> ({html.escape(d.icd10)}){flags}"
         )

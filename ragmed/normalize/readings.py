@@ -420,7 +420,7 @@ def word_cutter(key: str, morphs: list[Morph]) -> Callable[[int, int], bool]:
     auxiliary, or after の at the end), which is also the dictionary's kana spelling of 癰, nor a kana
     verb with an object (the うつ of 注射をうつ)."""
     starts, ends = {m.start for m in morphs}, {m.end for m in morphs}
-    grammar = set()
+    grammar: set[tuple[int, int]] = set()
     for n, m in enumerate(morphs):
         if m.pos in _GRAMMAR_POS and _KANA.fullmatch(m.surface[0]):
             nxt = morphs[n + 1] if n + 1 < len(morphs) else None
@@ -430,16 +430,13 @@ def word_cutter(key: str, morphs: list[Morph]) -> Callable[[int, int], bool]:
             ):
                 grammar.add((m.start, m.end))
         elif m.pos == "動詞" and n > 0 and morphs[n - 1].surface == "を" and _KANA.fullmatch(m.surface[0]):
-            grammar.add(
-                (m.start, m.end)
-            )  # a verb with an object: 注射をうつ (to give), not うつ (depression)
+            # a verb with an object: 注射をうつ (to give), not うつ (depression)
+            grammar.add((m.start, m.end))
 
     def cuts(a: int, b: int) -> bool:
         return bool(
-            _KANA.fullmatch(key[a])
-            and a not in starts
-            or _KANA.fullmatch(key[b - 1])
-            and b not in ends
+            (_KANA.fullmatch(key[a]) and a not in starts)
+            or (_KANA.fullmatch(key[b - 1]) and b not in ends)
             or (a, b) in grammar
         )
 
