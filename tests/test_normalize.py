@@ -1143,6 +1143,8 @@ NEGATION_CASES = [
     ("肺炎の診断には至らず", [("肺炎", "N")]),
     ("肺炎の診断基準を満たさず", [("肺炎", "N")]),
     ("肺炎の治療方針を考える", [("肺炎", "-")]),  # guards: the treatment is considered, not the disease
+    ("肺炎の考え方", [("肺炎", "-")]),  # a topic (の), not a diagnosis considered (を, と, も)
+    ("心不全の考慮すべき点", [("心不全", "-")]),
     ("肺炎は否定的と考える", [("肺炎", "N")]),  # a judgement keeps what it judges
     ("肺炎は可能性として低い", [("肺炎", "N")]),
     # the copula holds ある: 否定的である stays negated

@@ -124,7 +124,7 @@ for _words, _kind in (
     # separators あるいは/ないし, なく inside 間もなく (肺炎は間もなく軽快: soon, not "without")
     (
         "あるいは ないし 間もなく まもなく 程なく ほどなく 余儀なく やむなく 難なく 問題なく 滞りなく 間もない まもない "
-        "少ない 少なく 危ない 足りない めずらしい すばらしい あたらしい "
+        "少ない 少なく 危ない 足りない めずらしい すばらしい あたらしい 考え方 "
         # the copula holds ある (肺炎は否定的である, 否定的であり: still negated)
         "である であり であります でありました であれば であって であろう ではある",
         WORD,
@@ -193,12 +193,13 @@ SIGNS = {"-", "+", "±", "無", "有"}  # 咳嗽 -, 発熱 +: a bare sign after 
 SIGN_ENDS = " 、,。.;/)\n・"  # … (not DM+HT, not IL-6)
 # a diagnosis considered reads as a suspicion only right after it (肺炎を考える, 肺炎と考え, 肺炎も考慮):
 # in 肺炎の治療方針を考える the pneumonia is the one being treated
-NEAR_ONLY = frozenset(
-    word
-    for base in ("考える", "考えた", "考え", "考慮", "念頭", "有無")
+# only through a particle that makes it the thing considered (を, と, も, として), not の: 市中肺炎の考え方 and
+# 心不全の考慮すべき点 are topics; 有無 takes の (肺炎の有無)
+NEAR_ONLY = {
+    word: frozenset({"", "を", "と", "も", "として", "とも", "をも"})
+    for base in ("考える", "考えた", "考え", "考慮", "念頭")
     for word in (base, *inflections(base))
-)
-NEAR_GAP = 3  # を, と, も, として
+} | {"有無": frozenset({"", "の", "も"})}
 ADJACENT_ONLY = {"?", *SIGNS}  # 肺炎? is a suspicion; in 「HTの降圧目標は?」 the ? ends a question
 
 
@@ -303,7 +304,10 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
         adjacent = cue.text in ADJACENT_ONLY or cue.kind == LOW
         if cue.text in SIGNS:
             gap = gap.replace(":", "")  # a form's item: 咳嗽: -, 肺炎: 無
-        too_far = len(gap.strip()) > (0 if adjacent else NEAR_GAP if cue.text in NEAR_ONLY else MAX_GAP)
+        if cue.text in NEAR_ONLY:
+            too_far = gap.strip() not in NEAR_ONLY[cue.text]
+        else:
+            too_far = len(gap.strip()) > (0 if adjacent else MAX_GAP)
         if not group or _boundary_in(gap) or too_far or _other_phrase(gap):
             if group:
                 settle()
