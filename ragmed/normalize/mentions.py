@@ -17,7 +17,8 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
   or a guess, though it holds ない: ではないか/ではないだろうか (isn't it …?), かもしれない, らしい,
   疑わしい, かどうか/か否か (whether); a work-up to rule the finding out: 否定するため, 除外のため/除外目的 (肺炎を否定するためCT:
   suspected until it is ruled out; 肺炎を否定する alone negates); a diagnosis considered, right after
-  the finding (肺炎を考え抗菌薬開始, 肺炎も考慮, 肺炎を念頭に; not 肺炎の治療方針を考える), presence to be
+  the finding through を/と/も (肺炎を考え抗菌薬開始, 肺炎も考慮, 肺炎を念頭に; not 肺炎の治療方針を考える, nor
+  the topic 肺炎の考え方), presence to be
   checked (肺炎の有無), equivocal (±), hard to rule out (否定しにくい, 除外困難, 否定しきれず), a
   resemblance (肺炎のようだ, のような, っぽい, みたい) and a worry (危惧される); and the
   double negatives 否定できない/否定しきれない/否定し得ない/否定されない/否定しがたい, 除外できない,
