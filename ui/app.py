@@ -26,7 +26,7 @@ from ragmed.generate.base import ChatBackend
 from ragmed.hosts import check_bind
 from ragmed.index import RagmedIndex, list_indexes
 from ragmed.schema import RETRIEVAL_MODES, Answer, LinkedDisease, Retrieved, Source
-from ragmed.service import RagService
+from ragmed.service import DictionaryRow, RagService
 from ragmed.settings import Settings, get_settings
 from ragmed.tokenize import tokenize
 
@@ -34,17 +34,7 @@ DISCLAIMER = (
     "⚠️ **研究用ツールです。医療上の助言・診断には使用できません。** "
     "This is a research tool, not medical advice: answers may be wrong; always check the cited sources."
 )
-DICT_COLUMNS = [
-    "mention",
-    "standard_name",
-    "icd10",
-    "level",
-    "score",
-    "how",
-    "negated",
-    "suspected",
-    "family",
-]
+DICT_COLUMNS = list(DictionaryRow.model_fields)  # the Dictionary tab shows every field of a row
 EVAL_COLUMNS = ["mode", "correct", "n", "accuracy", "95% CI", "score", "total"]
 
 CSS = """

@@ -157,6 +157,11 @@ def inflections(word: str) -> list[str]:
     return []
 
 
+def with_inflections(*words: str) -> list[str]:
+    """The words and their past and polite forms."""
+    return [form for word in words for form in (word, *inflections(word))]
+
+
 for _word, _kind in list(CUES.items()):
     for _form in inflections(_word):
         CUES.setdefault(_form, _kind)  # a form written out above keeps its own kind
@@ -192,14 +197,12 @@ BOUNDARIES = ("。", ".", "!", "\n", ";", "が、", "しかし", "ただし", "�
 MAX_GAP = 10  # other characters allowed between a finding (or a status word) and its next status word
 SIGNS = {"-", "+", "±", "無", "有"}  # 咳嗽 -, 発熱 +: a bare sign after a finding, then the end of the item …
 SIGN_ENDS = " 、,。.;/)\n・"  # … (not DM+HT, not IL-6)
-# a diagnosis considered reads as a suspicion only right after it (肺炎を考える, 肺炎と考え, 肺炎も考慮):
-# in 肺炎の治療方針を考える the pneumonia is the one being treated
-# only through a particle that makes it the thing considered (を, と, も, として), not の: 市中肺炎の考え方 and
-# 心不全の考慮すべき点 are topics; 有無 takes の (肺炎の有無)
+# a diagnosis considered is a suspicion only right after the finding, through a particle that makes it the
+# thing considered (肺炎を考える, 肺炎と考え, 肺炎も考慮): in 肺炎の治療方針を考える the pneumonia is the one
+# being treated, and 市中肺炎の考え方 / 心不全の考慮すべき点 are topics; 有無 takes の (肺炎の有無)
 NEAR_ONLY = {
     word: frozenset({"", "を", "と", "も", "として", "とも", "をも"})
-    for base in ("考える", "考えた", "考え", "考慮", "念頭")
-    for word in (base, *inflections(base))
+    for word in with_inflections("考える", "考えた", "考え", "考慮", "念頭")
 } | {"有無": frozenset({"", "の", "も"})}
 ADJACENT_ONLY = {"?", *SIGNS}  # 肺炎? is a suspicion; in 「HTの降圧目標は?」 the ? ends a question
 
@@ -214,9 +217,7 @@ class Cue:
 
 def scan_cues(text: str, blocked: list[tuple[int, int]]) -> list[Cue]:
     """Status words in ``text`` (normalized), longest match first, outside the ``blocked`` spans."""
-    inside = bytearray(len(text))
-    for a, b in blocked:
-        inside[a:b] = b"\x01" * (b - a)
+    inside = _span_mask(len(text), blocked)
     cues = []
     i = 0
     while i < len(text):
@@ -237,6 +238,15 @@ def scan_cues(text: str, blocked: list[tuple[int, int]]) -> list[Cue]:
             break
         i += 1
     return cues
+
+
+def _span_mask(length: int, spans: list[tuple[int, int]]) -> bytearray:
+    """One byte per character of the text, 1 inside a mention span: cues and relative words are
+    looked for outside mentions only."""
+    mask = bytearray(length)
+    for a, b in spans:
+        mask[a:b] = b"\x01" * (b - a)
+    return mask
 
 
 def _word_edges(text: str, i: int, j: int) -> bool:
@@ -323,8 +333,7 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
 
 
 JUDGEMENT = frozenset(
-    word
-    for base in (
+    with_inflections(
         "考えられる",
         "思われる",
         "考える",
@@ -336,7 +345,6 @@ JUDGEMENT = frozenset(
         "判断された",
         "判断される",
     )
-    for word in (base, *inflections(base))
 )
 
 
@@ -395,18 +403,20 @@ RELATIVES = tuple(
 _RELATIVE_FIRST = frozenset(w[0] for w in RELATIVES)
 #: the patient named as the subject again: 父が胃癌、本人は糖尿病
 PATIENT = ("本人", "患者", "自身", "当人", "本症例", "本例")
+_PATIENT_FIRST = frozenset(w[0] for w in PATIENT)
 #: a family-history heading, whose list runs to the end of its line: 家族歴：父 胃癌、母 糖尿病
 FAMILY_HEADINGS = ("家族歴", "家族背景", "fhx", "fh", "family history")
 #: after a mention: 糖尿病の家族歴あり, 大腸癌家族歴なし
 FAMILY_AFTER = ("の家族歴", "家族歴", "の遺伝歴", "の家系")
+_HEADING_END = ("\n", "。", "【", "■", "●", "#", "歴", *PATIENT)
 #: what may follow a relative word for it to be one (父が, 母は, 兄に, 父：, 父 胃癌), not 母体, 母乳, 父性
-_AFTER_RELATIVE = set("がはにのもと:：)） 、,/") | {"】"}
+_AFTER_RELATIVE = set("がはにのもと:) 、,/】")  # (the text is NFKC: ： and ） are : and ) here)
 RELATIVE_GAP = 8  # characters allowed between a relative word and the first mention it owns …
 #: … all of them particles, punctuation, ages and times (父が60歳で胃癌, 父は以前から胃癌): in 父の介護中に腰痛
 #: or 娘の結婚式の後から頭痛 the words between say the finding is the patient's
-_RELATIVE_GAP_CHARS = set("がはにものでとからまでして:;、,/・()[] 　0123456789歳代頃年時前以来既往歴")
-#: a family-history heading's list ends at the end of its line or sentence, or at the next heading
-_HEADING_END = ("\n", "。", "【", "■", "●", "#")
+_RELATIVE_GAP_CHARS = set("がはにものでとからまでして:;、,/・()[] 0123456789歳代頃年時前以来既往歴")
+#: a family-history heading's list ends at the end of its line or sentence, at the next heading (既往歴：,
+#: 【…】) or at the patient named (本人は)
 
 
 def _relative_at(text: str, i: int, blocked: bytearray, after_relative: bool = False) -> int:
@@ -448,31 +458,24 @@ def family_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
     家族歴 follows it or its list (糖尿病の家族歴あり).
     The patient named again (本人, 患者) ends a relative's reach: 父が胃癌、本人は糖尿病.
     """
-    blocked = bytearray(len(text))
-    for a, b in spans:
-        blocked[a:b] = b"\x01" * (b - a)
-    lowered = text.lower()
+    blocked = _span_mask(len(text), spans)
     flags = [False] * len(spans)
     starts = [a for a, _ in spans]
     # family-history headings: every mention after one, to the end of its line or the next heading
     for heading in FAMILY_HEADINGS:
         start = 0
-        while (pos := lowered.find(heading, start)) >= 0:
+        while (pos := text.find(heading, start)) >= 0:
             start = pos + len(heading)
             if any(blocked[pos:start]):
                 continue
-            rest = text[start:]
-            if heading.isascii() and not _word_edges(lowered, pos, start):
+            if heading.isascii() and not _word_edges(text, pos, start):
                 continue
-            if not rest[:1] or rest[:1] not in ":：】) 　":
-                if not rest.startswith(("に", "では", "は")):
+            nxt = text[start : start + 1]
+            if not nxt or nxt not in ":】) ":
+                if not text.startswith(("に", "では", "は"), start):
                     continue  # 家族歴なし: no list follows (家族歴に糖尿病 and 家族歴は… do)
             end = len(text)
             for mark in _HEADING_END:
-                cut = text.find(mark, start + 1)
-                if cut >= 0:
-                    end = min(end, cut)
-            for mark in ("歴", *PATIENT):  # the next heading (既往歴：), or the patient named (本人は)
                 cut = text.find(mark, start + 1)
                 if cut >= 0:
                     end = min(end, cut)
@@ -486,11 +489,12 @@ def family_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
             i += 1
             continue
         j = _relative_at(text, i, blocked)
-        if not j and text[i] in "本患自当" and text.startswith(PATIENT, i):
-            j = i + next(len(w) for w in PATIENT if text.startswith(w, i))
-            events.append((i, j, "p"))
-        elif j:
+        if j:
             events.append((i, j, "r"))
+        elif text[i] in _PATIENT_FIRST:
+            j = next((i + len(w) for w in PATIENT if text.startswith(w, i)), 0)
+            if j:
+                events.append((i, j, "p"))
         i = max(j, i + 1)
     events.sort()
     owner = False  # a relative word is in reach
