@@ -180,9 +180,7 @@ class RagService:
                             level=c.level or "",
                             score=round(float(c.score), 4) if c.score is not None else None,
                             how="linked",
-                            negated=m.negated,
-                            suspected=m.suspected,
-                            family=m.family,
+                            **m.flags(),
                         )
                     )
             if not rows and len(text.strip()) <= 40:  # a bare term: normalize it whole

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from rich.table import Table
 
 from ragmed.cli.base import out
+from ragmed.normalize.results import FLAGS
 from ragmed.schema import Chunk, Citation, Source
 
 #: ``ragmed search --json``: the fields of each hit, in order.
@@ -118,9 +119,7 @@ def mention_rows(index: Any, text: str, k: int) -> list[dict[str, Any]]:
             mention=m.text,
             start=m.start,
             end=m.end,
-            negated=m.negated,
-            suspected=m.suspected,
-            family=m.family,
+            **m.flags(),
             candidates=[name_json(index, c) for c in m.candidates],
         )
         rows.append(row)
@@ -134,7 +133,7 @@ def show_names(query: str, rows: list[dict[str, Any]]) -> None:
     for r in rows:
         m = r["metadata"]
         mention = m.get("mention", "")
-        flags = [w for w in ("negated", "suspected", "family") if m.get(w)]
+        flags = [w for w in FLAGS if m.get(w)]
         if flags:
             mention += f" ({', '.join(flags)})"
         table.add_row(

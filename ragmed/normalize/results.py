@@ -35,3 +35,12 @@ class Mention(BaseModel):
     suspected: bool = False
     #: The finding is a relative's, not the patient's (家族歴：父 胃癌, 母に糖尿病あり, 糖尿病の家族歴).
     family: bool = False
+
+    def flags(self) -> dict[str, bool]:
+        """The flags by name, for the records that carry them on (a linked disease, a dictionary row,
+        a ``--json`` line): a flag added here reaches them all."""
+        return {name: getattr(self, name) for name in FLAGS}
+
+
+#: The flags a mention carries, in the order the CLI shows them.
+FLAGS = ("negated", "suspected", "family")

@@ -78,9 +78,7 @@ class DictionaryLinker:
                         icd10=best[0].icd10,
                         score=best[0].score,
                         level=best[0].level or None,
-                        negated=m.negated,
-                        suspected=m.suspected,
-                        family=m.family,
+                        **m.flags(),
                     )
                 )
         return linked
