@@ -115,12 +115,19 @@ class LinkedDisease(BaseModel):
     #: The disease is a relative's, not the patient's (家族歴：父 胃癌, 母に糖尿病): it still expands
     #: retrieval (a family history is what the question is about), and the prompt says whose it is.
     family: bool = False
+    #: The note files the disease as past history (既往歴：胃潰瘍, 胃癌術後): it still expands retrieval,
+    #: and the prompt says 既往 beside it.
+    historical: bool = False
 
     def status_words(self) -> list[str]:
-        """The flags as the prompt and the UI write them beside the name: 否定, 疑い, 家族歴."""
-        return [
-            w for w, on in (("否定", self.negated), ("疑い", self.suspected), ("家族歴", self.family)) if on
-        ]
+        """The flags as the prompt and the UI write them beside the name: 否定, 疑い, 家族歴, 既往."""
+        words = (
+            ("否定", self.negated),
+            ("疑い", self.suspected),
+            ("家族歴", self.family),
+            ("既往", self.historical),
+        )
+        return [w for w, on in words if on]
 
 
 class Chunk(BaseModel):

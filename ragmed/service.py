@@ -64,6 +64,7 @@ class DictionaryRow(BaseModel):
     negated: bool = False
     suspected: bool = False
     family: bool = False
+    historical: bool = False
 
 
 class RagService:

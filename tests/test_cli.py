@@ -96,6 +96,12 @@ def test_normalize_term_text_and_batch(cli, tmp_path: Path) -> None:
     assert [(m["metadata"]["mention"], m["metadata"]["family"]) for m in family] == [("HT", True)]
     shown = cli("normalize", "--index", "demo", "--text", "家族歴：母 HT").stdout
     assert "(family)" in shown
+    past = json.loads(cli("normalize", "--index", "demo", "--text", "HTの既往あり。今回AMI", "--json").stdout)
+    assert [(m["metadata"]["mention"], m["metadata"]["historical"]) for m in past] == [
+        ("HT", True),
+        ("AMI", False),
+    ]
+    assert "(historical)" in cli("normalize", "--index", "demo", "--text", "既往歴：HT").stdout
     terms = tmp_path / "terms.txt"
     # as an editor on another system may save it: a byte-order mark, CRLF endings, a blank line, and a
     # term with a line separator (U+2028) inside — one answer per line, each beside its own term

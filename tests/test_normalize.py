@@ -1192,6 +1192,7 @@ FAMILY_CASES = [
     # 家族歴 after the mention (and its list); a family history negated is both
     ("DM、HTの家族歴あり", [("DM", True), ("HT", True)]),
     ("喘息の家族歴なし", [("喘息", True)]),
+    ("家族歴：喘息(手術歴あり)、DM", [("喘息", True), ("DM", True)]),  # 手術歴あり ends no list
     # words that hold a relative's kanji are no relative: 酵母, 母体
     ("母体の心不全", [("心不全", False)]),
     ("酵母様真菌による肺炎", [("肺炎", False)]),
@@ -1204,6 +1205,85 @@ def test_a_relatives_finding_is_flagged_family(
 ) -> None:
     found = [m for m in text_model.find_mentions(text) if m.text in {t for t, _ in expected}]
     assert [(m.text, m.family) for m in found] == expected
+
+
+# disease words that name a vaccine, test, antibody or organism, and the past history: more diseases
+PAST_ROWS = TEXT_ROWS + [
+    ("胃癌", "C169", "胃癌"),
+    ("腫瘍", "D489", "腫瘍"),
+    ("インフルエンザ", "J111", "インフルエンザ"),
+    ("風疹", "B069", "風疹"),
+]
+
+
+@pytest.fixture(scope="module")
+def past_model() -> DiseaseNormalizer:
+    return DiseaseNormalizer.fit(make_entries(PAST_ROWS))
+
+
+HISTORY_CASES = [
+    # a past-history heading: its list, to the next heading or to the note's now (今回, 入院時)
+    ("既往歴：DM、HT\n現病歴：肺炎", [("DM", True), ("HT", True), ("肺炎", False)]),
+    ("既往に喘息、今回肺炎で入院", [("喘息", True), ("肺炎", False)]),
+    ("既往としてDM", [("DM", True)]),
+    ("PMH: DM, HT", [("DM", True), ("HT", True)]),
+    ("既往歴なし。肺炎で入院", [("肺炎", False)]),  # no list follows the heading
+    ("既往歴：喘息(手術歴あり)、DM", [("喘息", True), ("DM", True)]),  # 手術歴あり is in the list
+    ("既往歴：DM、家族歴に胃癌", [("DM", True), ("胃癌", False)]),  # the next heading ends it
+    # 既往, a history word or 術後 after the mention and its list
+    ("喘息の既往あり", [("喘息", True)]),
+    ("DM、HTの既往あり", [("DM", True), ("HT", True)]),
+    ("肺炎で入院歴あり", [("肺炎", True)]),
+    ("胃癌術後、再発なし", [("胃癌", True)]),
+    ("肺炎治療後も心不全が残る", [("肺炎", True), ("心不全", False)]),
+    # a time in the past just before it or its list
+    ("10年前に喘息", [("喘息", True)]),
+    ("半年前に心不全で入院", [("心不全", True)]),
+    ("30歳時に喘息", [("喘息", True)]),
+    ("2015年に胃癌で手術", [("胃癌", True)]),
+    ("以前に肺炎、心不全で入院", [("肺炎", True), ("心不全", True)]),
+    ("既往の喘息が増悪", [("喘息", True)]),
+    # guards: the illness now (days and weeks ago) and what goes on since then
+    ("3日前に肺炎", [("肺炎", False)]),
+    ("1週間前から喘息", [("喘息", False)]),
+    ("以前から高血圧", [("高血圧", False)]),
+    ("3年前より糖尿病", [("糖尿病", False)]),
+    ("10年前に父が胃癌", [("胃癌", False)]),  # a relative's: the time is his
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), HISTORY_CASES, ids=[c[0] for c in HISTORY_CASES])
+def test_the_past_history_is_flagged_historical(
+    past_model: DiseaseNormalizer, text: str, expected: list
+) -> None:
+    found = past_model.find_mentions(text)
+    assert [(m.text, m.historical) for m in found] == expected
+
+
+def test_a_history_negated_is_negated_and_historical(past_model: DiseaseNormalizer) -> None:
+    (m,) = past_model.find_mentions("肺炎の既往なし")
+    assert m.negated and m.historical and not m.family and not m.suspected
+    (m,) = past_model.find_mentions("既往歴：DM、家族歴に胃癌")[1:]
+    assert m.family and not m.historical
+
+
+OTHER_THING_CASES = [
+    ("腫瘍マーカー上昇なし", []),  # a test
+    ("インフルエンザワクチン接種済み", []),  # a vaccine
+    ("インフルエンザの予防接種歴あり", []),
+    ("風疹抗体陰性", []),  # an antibody: no immunity, not no rubella
+    ("肺炎球菌尿中抗原陽性", []),  # an organism
+    ("肺炎球菌による肺炎", [("肺炎", "-")]),  # the disease it causes is one
+    ("インフルエンザ抗原陽性", [("インフルエンザ", "-")]),  # guard: an antigen found is the infection
+    ("腫瘍の増大なし", [("腫瘍", "-")]),  # guard: the course of the tumour negated, the tumour is there
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), OTHER_THING_CASES, ids=[c[0] for c in OTHER_THING_CASES])
+def test_a_disease_word_naming_a_vaccine_test_or_organism_is_no_mention(
+    past_model: DiseaseNormalizer, text: str, expected: list
+) -> None:
+    assert flags(past_model.find_mentions(text)) == expected
 
 
 def test_a_family_history_negated_is_negated_and_family(text_model: DiseaseNormalizer) -> None:

@@ -516,6 +516,7 @@ def test_mentions_in_a_clinical_sentence(full_model: DiseaseNormalizer) -> None:
     for m in found:
         assert text[m.start : m.end] == m.text
     assert not any(m.family for m in found)
+    assert [m.historical for m in found] == [True, True, False, False, False, False]  # 既往歴's list, to 今回
     # the dictionary's own surfaces that end in a status word (浮腫無 → 浮腫) are read as the finding and
     # its status
     got = [(m.text, m.negated) for m in full_model.find_mentions("下腿浮腫無、出血無")]
@@ -532,15 +533,22 @@ def test_mentions_in_a_clinical_sentence(full_model: DiseaseNormalizer) -> None:
     family_text = (
         "現病歴：発熱と咳嗽で受診。既往歴：高血圧症。家族歴：父 胃癌、母 ２型糖尿病。大腸癌の家族歴なし。"
     )
-    got = [(m.text, m.negated, m.family) for m in full_model.find_mentions(family_text)]
+    got = [(m.text, m.negated, m.family, m.historical) for m in full_model.find_mentions(family_text)]
     assert got == [
-        ("発熱", False, False),
-        ("咳嗽", False, False),
-        ("高血圧症", False, False),
-        ("胃癌", False, True),
-        ("２型糖尿病", False, True),
-        ("大腸癌", True, True),
+        ("発熱", False, False, False),
+        ("咳嗽", False, False, False),
+        ("高血圧症", False, False, True),
+        ("胃癌", False, True, False),
+        ("２型糖尿病", False, True, False),
+        ("大腸癌", True, True, False),
     ]
+    # the dictionary's own 胃潰瘍既往 and 今回肺炎: history, and the illness now; a vaccine, a tumour
+    # marker and the organism 肺炎球菌 name no disease of the patient
+    history_text = (
+        "胃潰瘍既往あり。10年前に胃癌で手術。今回肺炎で入院。肺炎球菌ワクチン接種済み、腫瘍マーカー正常"
+    )
+    got = [(m.text, m.historical) for m in full_model.find_mentions(history_text)]
+    assert got == [("胃潰瘍既往", True), ("胃癌", True), ("今回肺炎", False)]
 
 
 # (two names run together, neither composite order a cell of the file)

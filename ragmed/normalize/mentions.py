@@ -1,7 +1,9 @@
-"""Negation, suspicion and family history of disease mentions in Japanese clinical text.
+"""Negation, suspicion, family and past history of disease mentions in Japanese clinical text.
 
 Whose finding it is (the patient's or a relative's: 家族歴：父 胃癌, 母に糖尿病, 糖尿病の家族歴) is read
-by :func:`family_flags`, below; the rest of this note is about status.
+by :func:`family_flags`, below, and when (the past history: 既往歴：胃潰瘍, 胃潰瘍の既往, 10年前に胃癌) by
+:func:`history_flags`; a disease word that only names a vaccine, test, antibody or organism (麻疹ワクチン,
+腫瘍マーカー, 肺炎球菌) is no mention (:func:`names_other_thing`). The rest of this note is about status.
 
 Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎疑い (suspected), 肺炎あり
 (present). A mention's status is read from the chain of status words that follows it in its clause:
@@ -54,7 +56,9 @@ absent, not the cancer).
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass
 
 NEG, SUSP, AFFIRM, WORD, LOW = "negated", "suspected", "present", "word", "low"
@@ -376,6 +380,19 @@ def _prefix_status(text: str, start: int) -> str | None:
     return None
 
 
+#: what a disease word before it only names the kind of: a vaccine or its shot (麻疹ワクチン, インフルエンザの
+#: 予防接種), a test (腫瘍マーカー), an antibody (風疹抗体陰性: no immunity, not no rubella) or an organism
+#: (肺炎球菌, 肺炎桿菌). Such a disease word is no mention; 肺炎球菌性肺炎 still holds the second 肺炎.
+NOT_FINDING_HEADS = ("ワクチン", "予防接種", "トキソイド", "マーカー", "抗体", "球菌", "桿菌")
+
+
+def names_other_thing(text: str, end: int) -> bool:
+    """Does a disease word ending at ``end`` only name a vaccine, test, antibody or organism after it?"""
+    if text.startswith("の", end):
+        end += 1
+    return text.startswith(NOT_FINDING_HEADS, end)
+
+
 def trailing_cue(key: str) -> Cue | None:
     """A status word at the end of a matched dictionary surface (喘息疑い → 疑い)."""
     for j in range(min(len(key), MAX_CUE), 0, -1):
@@ -408,15 +425,35 @@ _PATIENT_FIRST = frozenset(w[0] for w in PATIENT)
 FAMILY_HEADINGS = ("家族歴", "家族背景", "fhx", "fh", "family history")
 #: after a mention: 糖尿病の家族歴あり, 大腸癌家族歴なし
 FAMILY_AFTER = ("の家族歴", "家族歴", "の遺伝歴", "の家系")
-_HEADING_END = ("\n", "。", "【", "■", "●", "#", "歴", *PATIENT)
+#: a heading's list ends at the end of its line or sentence, or at the next heading: a mark, a word ending
+#: in 歴 and a colon (手術歴: …), or a heading's word (家族歴に…); a 手術歴あり inside the list does not end it
+HEADING_WORDS = (
+    "家族歴",
+    "既往歴",
+    "現病歴",
+    "生活歴",
+    "内服歴",
+    "服薬歴",
+    "喫煙歴",
+    "飲酒歴",
+    "職業歴",
+    "アレルギー歴",
+    "社会歴",
+    "生育歴",
+    "嗜好",
+    "内服薬",
+    "主訴",
+)
+_SECTION_END = ("\n", "。", "【", "■", "●", "#", "歴:", "歴】", "歴 ", *HEADING_WORDS)
+#: … and a family history's list where the patient is named (家族歴：父 胃癌。本人は…)
+_HEADING_END = (*_SECTION_END, *PATIENT)
+_HEADING_PARTICLES = ("に", "では", "は", "として")  # 家族歴に糖尿病, 既往としてDM: the heading is the topic
 #: what may follow a relative word for it to be one (父が, 母は, 兄に, 父：, 父 胃癌), not 母体, 母乳, 父性
 _AFTER_RELATIVE = set("がはにのもと:) 、,/】")  # (the text is NFKC: ： and ） are : and ) here)
 RELATIVE_GAP = 8  # characters allowed between a relative word and the first mention it owns …
 #: … all of them particles, punctuation, ages and times (父が60歳で胃癌, 父は以前から胃癌): in 父の介護中に腰痛
 #: or 娘の結婚式の後から頭痛 the words between say the finding is the patient's
 _RELATIVE_GAP_CHARS = set("がはにものでとからまでして:;、,/・()[] 0123456789歳代頃年時前以来既往歴")
-#: a family-history heading's list ends at the end of its line or sentence, at the next heading (既往歴：,
-#: 【…】) or at the patient named (本人は)
 
 
 def _relative_at(text: str, i: int, blocked: bytearray, after_relative: bool = False) -> int:
@@ -459,10 +496,41 @@ def family_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
     The patient named again (本人, 患者) ends a relative's reach: 父が胃癌、本人は糖尿病.
     """
     blocked = _span_mask(len(text), spans)
+    flags = _under_headings(text, spans, blocked, FAMILY_HEADINGS, _HEADING_END)
+    # relative words before a mention, in the same clause; the list that mention starts goes with it
+    owners: list[tuple[int, int, str]] = []
+    i = 0
+    while i < len(text):
+        if blocked[i]:
+            i += 1
+            continue
+        j = _relative_at(text, i, blocked)
+        if j:
+            owners.append((i, j, "r"))
+        elif text[i] in _PATIENT_FIRST:
+            j = next((i + len(w) for w in PATIENT if text.startswith(w, i)), 0)
+            if j:
+                owners.append((i, j, "p"))
+        i = max(j, i + 1)
+    owned = _owned(text, spans, owners, _RELATIVE_GAP_CHARS, RELATIVE_GAP)
+    after = _before_words(text, spans, lambda b: text.startswith(FAMILY_AFTER, b))
+    return [any(f) for f in zip(flags, owned, after, strict=True)]
+
+
+def _under_headings(
+    text: str,
+    spans: list[tuple[int, int]],
+    blocked: bytearray,
+    headings: tuple[str, ...],
+    ends: tuple[str, ...],
+) -> list[bool]:
+    """Mentions in the list a heading starts (家族歴：…, 既往歴：…), up to the first of ``ends`` after it.
+
+    A heading is one when a colon, bracket or space follows it, or a particle that makes it the topic
+    (家族歴に糖尿病, 既往としてDM); 家族歴なし and 既往歴なし start no list."""
     flags = [False] * len(spans)
     starts = [a for a, _ in spans]
-    # family-history headings: every mention after one, to the end of its line or the next heading
-    for heading in FAMILY_HEADINGS:
+    for heading in headings:
         start = 0
         while (pos := text.find(heading, start)) >= 0:
             start = pos + len(heading)
@@ -472,55 +540,141 @@ def family_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
                 continue
             nxt = text[start : start + 1]
             if not nxt or nxt not in ":】) ":
-                if not text.startswith(("に", "では", "は"), start):
-                    continue  # 家族歴なし: no list follows (家族歴に糖尿病 and 家族歴は… do)
+                if not text.startswith(_HEADING_PARTICLES, start):
+                    continue
             end = len(text)
-            for mark in _HEADING_END:
+            for mark in ends:
                 cut = text.find(mark, start + 1)
                 if cut >= 0:
                     end = min(end, cut)
             for i in range(bisect_left(starts, start), bisect_left(starts, end)):
                 flags[i] = True
-    # relative words before a mention, in the same clause; the list that mention starts goes with it
-    events: list[tuple[int, int, str]] = [(a, b, "m") for a, b in spans]
-    i = 0
-    while i < len(text):
-        if blocked[i]:
-            i += 1
-            continue
-        j = _relative_at(text, i, blocked)
-        if j:
-            events.append((i, j, "r"))
-        elif text[i] in _PATIENT_FIRST:
-            j = next((i + len(w) for w in PATIENT if text.startswith(w, i)), 0)
-            if j:
-                events.append((i, j, "p"))
-        i = max(j, i + 1)
-    events.sort()
-    owner = False  # a relative word is in reach
-    chained = False  # the mention before belongs to a relative: its list does too
+    return flags
+
+
+def _owned(
+    text: str,
+    spans: list[tuple[int, int]],
+    owners: list[tuple[int, int, str]],
+    gap_chars: set[str],
+    max_gap: int,
+) -> list[bool]:
+    """Mentions owned by a word before them (kind "r": 父が, 10年前に) in the same clause, with at most
+    ``max_gap`` characters, all of ``gap_chars``, between; the list such a mention starts is owned too.
+    A word of kind "p" (本人, 今回) ends every reach."""
+    flags = [False] * len(spans)
+    events = sorted([*((a, 0, b, k) for a, b, k in owners), *((a, 1, b, "m") for a, b in spans)])
+    owner = False  # an owning word is in reach
+    chained = False  # the mention before is owned: its list is too
     last = 0
     n = 0
-    for a, b, what in events:
+    for a, _, b, what in events:
         gap = text[last:a]
         if _boundary_in(gap):
             owner = chained = False
         if what != "m":
-            owner, chained, last = what == "r", False, b
+            owner, chained, last = what == "r", False, max(last, b)
             continue
-        near = len(gap.strip()) <= RELATIVE_GAP and set(gap) <= _RELATIVE_GAP_CHARS
+        near = len(gap.strip()) <= max_gap and set(gap) <= gap_chars
         if (chained and _is_separator(gap)) or (owner and not chained and near):
             flags[n] = chained = True
         else:
             owner = chained = False
         last = b
         n += 1
-    # 家族歴 after a mention, and after the list it ends: 糖尿病、高血圧の家族歴あり
-    after = [False] * len(spans)
+    return flags
+
+
+def _before_words(text: str, spans: list[tuple[int, int]], followed: Callable[[int], bool]) -> list[bool]:
+    """Mentions a word follows (``followed(end)``: 糖尿病の家族歴, 胃潰瘍の既往), and the list each ends
+    (糖尿病、高血圧の家族歴あり)."""
+    flags = [False] * len(spans)
     for n in range(len(spans) - 1, -1, -1):
         b = spans[n][1]
-        if text.startswith(FAMILY_AFTER, b) or (
-            n + 1 < len(spans) and after[n + 1] and _is_separator(text[b : spans[n + 1][0]])
-        ):
-            after[n] = flags[n] = True
+        if followed(b) or (n + 1 < len(spans) and flags[n + 1] and _is_separator(text[b : spans[n + 1][0]])):
+            flags[n] = True
     return flags
+
+
+# ---------------------------------------------------------------------------------------------------
+# When it was: the patient's past history (既往) or the illness now. A finding of the past history may
+# still go on (既往歴：高血圧 内服中); the flag says the note files it as history, not as what brings the
+# patient now.
+
+#: a past-history heading, whose list runs to the end of its line: 既往歴：胃潰瘍、虫垂炎(20歳)
+HISTORY_HEADINGS = ("既往歴", "既往症", "既往", "pmh", "phx", "past medical history", "past history")
+#: … and ends where a family-history list ends (the next heading, 家族歴 and 現病歴 included), or where the
+#: note turns to now: 既往に喘息、今回肺炎で入院
+NOW = ("今回", "本日", "今朝", "昨日", "昨夜", "今日", "入院時", "来院時", "受診時", "主訴")
+_HISTORY_END = (*_SECTION_END, *NOW)
+#: right after a mention, or after the list it ends (の, で or にて between): 胃潰瘍の既往, 結核既往あり,
+#: DM、HTの既往歴, 肺炎で入院歴あり, 胃癌術後, 虫垂炎の手術後
+HISTORY_AFTER = (
+    "既往",
+    "病歴",
+    "罹患歴",
+    "治療歴",
+    "加療歴",
+    "手術歴",
+    "入院歴",
+    "通院歴",
+    "感染歴",
+    "術後",
+    "手術後",
+    "切除後",
+    "治療後",
+    "加療後",
+    "治癒後",
+    "罹患後",
+)
+_HISTORY_LINKS = ("", "の", "で", "にて", "による", "に対する", "に対して", "に対し")
+#: a time in the past before a mention, with only に, は, で or a comma between: 10年前に胃癌, 以前に肺炎,
+#: 30歳時に虫垂炎, 2015年に胃癌で手術; and 既往の (既往の胃潰瘍). Not 3日前に / 1週間前に (the illness now),
+#: and not 以前から / 3年前より (since then: it goes on).
+PAST_TIME = re.compile(
+    r"(?:\d+|数|十数|何|半)(?:年半?|か月|ヶ月|ヵ月|カ月|ケ月)(?:ほど|程|くらい|ぐらい)?前"
+    r"|(?:19|20)\d\d年|(?:昭和|平成|令和|[shr])\d+年"
+    r"|\d+歳(?:時|頃|ごろ|の時|のとき)"
+    r"|以前|過去|昔|幼少期|幼少時|幼児期|小児期|学童期|思春期|若年時|若い頃|若いころ|学生時代|若年期"
+    r"|既往の"  # 既往の胃潰瘍が再発
+)
+_PAST_GAP_CHARS = set("にはで、, ")
+PAST_GAP = 2
+
+
+def history_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
+    """For each mention span (sorted, in normalized ``text``): does the note file it as past history?
+
+    A mention is history when it follows a past-history heading in the same sentence (既往歴：胃潰瘍、
+    虫垂炎; 既往に喘息), until the next heading or the note turns to now (今回, 本日, 入院時); when 既往, a
+    history word (治療歴, 入院歴) or 術後 follows it or its list (胃潰瘍の既往, DM、HTの既往あり, 胃癌術後);
+    when the mention itself ends so (the dictionary's 胃潰瘍既往, 結核罹患歴); or when a time in the past
+    stands just before it or its list (10年前に胃癌, 以前に肺炎、心不全). A mention that begins with a
+    word of now (the dictionary's 今回肺炎) is the illness now.
+    """
+    blocked = _span_mask(len(text), spans)
+    flags = _under_headings(text, spans, blocked, HISTORY_HEADINGS, _HISTORY_END)
+    owners: list[tuple[int, int, str]] = [
+        (m.start(), m.end(), "r") for m in PAST_TIME.finditer(text) if not any(blocked[m.start() : m.end()])
+    ]
+    for word in NOW:  # inside a mention too: 今回肺炎 ends a reach
+        start = 0
+        while (pos := text.find(word, start)) >= 0:
+            owners.append((pos, pos + len(word), "p"))
+            start = pos + 1
+    owned = _owned(text, spans, owners, _PAST_GAP_CHARS, PAST_GAP)
+    after = _before_words(text, spans, lambda b: _history_word_at(text, b))
+    out = []
+    for (a, b), *on in zip(spans, flags, owned, after, strict=True):
+        key = text[a:b]
+        if key.startswith(NOW):
+            out.append(False)
+        else:
+            out.append(any(on) or key.endswith(HISTORY_AFTER))
+    return out
+
+
+def _history_word_at(text: str, i: int) -> bool:
+    return any(
+        text.startswith(link, i) and text.startswith(HISTORY_AFTER, i + len(link)) for link in _HISTORY_LINKS
+    )

@@ -1931,6 +1931,9 @@ class DiseaseNormalizer:
             if match is None:
                 i += 1
                 continue
+            if M.names_other_thing(norm, match):  # 腫瘍マーカー, 麻疹ワクチン, 肺炎球菌: no disease
+                i = match
+                continue
             key = norm[i:match]
             if key not in self.name_index:
                 cue = M.trailing_cue(key)  # the surface 喘息疑い: the mention is 喘息, 疑い its status
@@ -1945,10 +1948,11 @@ class DiseaseNormalizer:
             return []
         status = M.statuses(norm, found, trailing)
         family = M.family_flags(norm, found)
+        history = M.history_flags(norm, found)
         cands = self._mention_candidates(text, norm, spans, found, k)
         none_lab = self.label_id.get(NO_CODE)
         mentions = []
-        for (a, b), cand, st, fam in zip(found, cands, status, family, strict=True):
+        for (a, b), cand, st, fam, past in zip(found, cands, status, family, history, strict=True):
             start, end = spans[a][0], spans[b - 1][1]
             hits = [e for e in self.surface_index.get(norm[a:b], ()) if int(self.entry_label[e]) != none_lab]
             surface = self.cols["surface"][hits[0]] if hits else (cand[0].surface if cand else norm[a:b])
@@ -1962,6 +1966,7 @@ class DiseaseNormalizer:
                     negated=st == M.NEG,
                     suspected=st == M.SUSP,
                     family=fam,
+                    historical=past,
                 )
             )
         return mentions

@@ -35,6 +35,8 @@ class Mention(BaseModel):
     suspected: bool = False
     #: The finding is a relative's, not the patient's (家族歴：父 胃癌, 母に糖尿病あり, 糖尿病の家族歴).
     family: bool = False
+    #: The note files the finding as past history (既往歴：胃潰瘍, 胃潰瘍の既往, 胃癌術後, 10年前に胃癌).
+    historical: bool = False
 
     def flags(self) -> dict[str, bool]:
         """The flags by name, for the records that carry them on (a linked disease, a dictionary row,
@@ -43,4 +45,4 @@ class Mention(BaseModel):
 
 
 #: The flags a mention carries, in the order the CLI shows them.
-FLAGS = ("negated", "suspected", "family")
+FLAGS = ("negated", "suspected", "family", "historical")
