@@ -22,7 +22,9 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
   the finding through を/と/も (肺炎を考え抗菌薬開始, 肺炎も考慮, 肺炎を念頭に; not 肺炎の治療方針を考える, nor
   the topic 肺炎の考え方), presence to be
   checked (肺炎の有無), equivocal (±), hard to rule out (否定しにくい, 除外困難, 否定しきれず), a
-  resemblance (肺炎のようだ, のような, っぽい, みたい) and a worry (危惧される); and the
+  resemblance (肺炎のようだ, のような, っぽい, みたい), a worry (危惧される), alternatives (肺炎 vs 心不全,
+  肺炎か心不全か, 肺炎または心不全: none is settled, unless a status word decides) and a differential's
+  list (鑑別診断：肺炎、心不全; DD: …; 鑑別として肺炎); and the
   double negatives 否定できない/否定しきれない/否定し得ない/否定されない/否定しがたい, 除外できない,
   除外が必要, ルールアウトできない, なしとは言えない, and とは言えない after any negation
   (認めないとは言えない) — *cannot be ruled out* is suspicion, not negation. A cue is matched
@@ -196,6 +198,26 @@ LIST_SEPARATORS = (
     "&",
     "あるいは",
     "ないし",
+    "もしくは",
+    "or",
+    "vs",
+    "vs.",
+    "v.s.",
+)
+#: separators that join alternatives: the diagnosis is one of them, none is settled (肺炎 vs 心不全,
+#: 肺炎か心不全か, 肺炎または心不全による呼吸不全); a status word still decides (肺炎または心不全の既往なし)
+ALTERNATIVES = frozenset(
+    {"か", "または", "又は", "あるいは", "ないし", "もしくは", "or", "vs", "vs.", "v.s."}
+)
+#: a differential-diagnosis heading: its list is suspected (鑑別診断：肺炎、心不全; DD: …; 鑑別として肺炎)
+DIFFERENTIAL_HEADINGS = (
+    "鑑別診断",
+    "鑑別疾患",
+    "鑑別",
+    "ddx",
+    "dd",
+    "differential diagnosis",
+    "differential",
 )
 BOUNDARIES = ("。", ".", "!", "\n", ";", "が、", "しかし", "ただし", "一方")
 MAX_GAP = 10  # other characters allowed between a finding (or a status word) and its next status word
@@ -293,11 +315,13 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
     status: str | None = None  # the status the chain of words has given the group so far
     closed = False  # a status word has been read for the group: a new mention starts a new group
     course = False  # the last status word was a course word (改善, 消失): a negation after it is the course's
+    alternative = False  # the group's mentions are alternatives: suspected unless a status word decides
     last_end = 0
 
     def settle() -> None:
         for i in group:
-            result[i] = NEG if status == GONE else AFFIRM if status == COURSE else status
+            settled = NEG if status == GONE else AFFIRM if status == COURSE else status
+            result[i] = SUSP if settled is None and alternative else settled
 
     for start, end, what, item in events:
         gap = text[last_end:start]
@@ -305,7 +329,9 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
             i = int(item)  # type: ignore[arg-type]
             if group and (closed or not _is_separator(gap)):
                 settle()
-                group, status, closed, course = [], None, False, False
+                group, status, closed, course, alternative = [], None, False, False, False
+            elif group and gap.strip() in ALTERNATIVES:
+                alternative = True
             if not group:
                 status = _prefix_status(text, start)
             group.append(i)
@@ -326,14 +352,17 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
         if not group or _boundary_in(gap) or too_far or _other_phrase(gap):
             if group:
                 settle()
-            group, status, closed, course = [], None, False, False
+            group, status, closed, course, alternative = [], None, False, False, False
             last_end = end
             continue
         status, closed = _combine(status, cue, course), True
         course = cue.kind in (COURSE, GONE)
         last_end = end
     settle()
-    return result
+    differential = _under_headings(
+        text, spans, _span_mask(len(text), spans), DIFFERENTIAL_HEADINGS, _SECTION_END
+    )
+    return [SUSP if r is None and d else r for r, d in zip(result, differential, strict=True)]
 
 
 JUDGEMENT = frozenset(
