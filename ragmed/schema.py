@@ -118,14 +118,18 @@ class LinkedDisease(BaseModel):
     #: The note files the disease as past history (既往歴：胃潰瘍, 胃癌術後): it still expands retrieval,
     #: and the prompt says 既往 beside it.
     historical: bool = False
+    #: The text only supposes the disease (発熱時は再診, 肺炎予防, 脳梗塞のリスク): it still expands
+    #: retrieval, and the prompt says 仮定 beside it.
+    hypothetical: bool = False
 
     def status_words(self) -> list[str]:
-        """The flags as the prompt and the UI write them beside the name: 否定, 疑い, 家族歴, 既往."""
+        """The flags as the prompt and the UI write them beside the name: 否定, 疑い, 家族歴, 既往, 仮定."""
         words = (
             ("否定", self.negated),
             ("疑い", self.suspected),
             ("家族歴", self.family),
             ("既往", self.historical),
+            ("仮定", self.hypothetical),
         )
         return [w for w, on in words if on]
 

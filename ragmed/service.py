@@ -65,6 +65,7 @@ class DictionaryRow(BaseModel):
     suspected: bool = False
     family: bool = False
     historical: bool = False
+    hypothetical: bool = False
 
 
 class RagService:

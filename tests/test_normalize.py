@@ -1277,6 +1277,40 @@ def test_a_history_negated_is_negated_and_historical(past_model: DiseaseNormaliz
     assert m.family and not m.historical
 
 
+HYPOTHETICAL_CASES = [
+    # a condition: a verb of coming about, then たら / れば / 場合 / 際 / 時
+    ("肺炎になったら受診", [("肺炎", True)]),
+    ("喘息があれば吸入", [("喘息", True)]),
+    ("心不全が出現した際は連絡", [("心不全", True)]),
+    ("肺炎や心不全を発症した場合は入院", [("肺炎", True), ("心不全", True)]),  # the list it ends
+    ("肺炎を認めた場合は抗菌薬", [("肺炎", True)]),
+    ("喘息時 吸入", [("喘息", True)]),  # an order's 時 right after the finding
+    # prevention, a risk, a caution
+    ("肺炎予防", [("肺炎", True)]),
+    ("肺炎の予防のため", [("肺炎", True)]),
+    ("心不全のリスク", [("心不全", True)]),
+    ("肺炎に注意", [("肺炎", True)]),
+    # guards: the finding is there, or was
+    ("心不全が増悪した場合は入院", [("心不全", False)]),  # the worsening is supposed, not the heart failure
+    ("肺炎が改善しなければ入院", [("肺炎", False)]),
+    ("心不全の再発予防", [("心不全", False)]),
+    ("肺炎を認めた時点で抗菌薬", [("肺炎", False)]),
+    ("肺炎を認めた際に血液培養", [("肺炎", False)]),  # a report as much as a rule: left present
+    ("胃癌診断時に肺炎", [("胃癌", False), ("肺炎", False)]),
+    ("肺炎があり時々喘息", [("肺炎", False), ("喘息", False)]),
+    ("肺炎で入院した", [("肺炎", False)]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), HYPOTHETICAL_CASES, ids=[c[0] for c in HYPOTHETICAL_CASES])
+def test_a_supposed_finding_is_flagged_hypothetical(
+    past_model: DiseaseNormalizer, text: str, expected: list
+) -> None:
+    found = past_model.find_mentions(text)
+    assert [(m.text, m.hypothetical) for m in found] == expected
+    assert not any(m.negated or m.suspected for m in found)  # a flag of its own: not a status
+
+
 OTHER_THING_CASES = [
     ("腫瘍マーカー上昇なし", []),  # a test
     ("インフルエンザワクチン接種済み", []),  # a vaccine

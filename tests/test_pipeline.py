@@ -58,17 +58,20 @@ class RepeatingLinker:
 
 def test_the_prompt_says_whose_disease_and_in_what_status() -> None:
     """A relative's disease is named as family history, a negated one as absent, a suspected one as such,
-    one of the past history as such."""
+    one of the past history or only supposed as such."""
     linked = [
         LinkedDisease(mention="胃癌", start=0, end=2, standard_name="胃癌", icd10="C169", family=True),
         LinkedDisease(mention="DM", start=3, end=5, standard_name="糖尿病", icd10="E14", negated=True),
         LinkedDisease(mention="肺炎", start=6, end=8, standard_name="肺炎", icd10="J189", suspected=True),
         LinkedDisease(mention="HT", start=9, end=11, standard_name="高血圧症", icd10="I10", historical=True),
+        LinkedDisease(
+            mention="喘息", start=12, end=14, standard_name="喘息", icd10="J459", hypothetical=True
+        ),
     ]
     line = diseases_line(TEMPLATE, linked)
     assert "胃癌 → 胃癌（ICD-10: C169、家族歴）" in line
     assert "DM → 糖尿病（ICD-10: E14、否定）" in line and "肺炎 → 肺炎（ICD-10: J189、疑い）" in line
-    assert "HT → 高血圧症（ICD-10: I10、既往）" in line
+    assert "HT → 高血圧症（ICD-10: I10、既往）" in line and "喘息 → 喘息（ICD-10: J459、仮定）" in line
 
 
 @pytest.fixture()

@@ -123,7 +123,13 @@ def test_dictionary_tab_links_terms(page, shots: Path) -> None:
         "document.querySelector('#ragmed-dict').innerText.includes('I21')", timeout=120_000, polling=500
     )
     text = page.locator("#ragmed-dict").inner_text()
-    assert "急性心筋梗塞" in text and "standard_name" in text and "family" in text and "historical" in text
+    assert (
+        "急性心筋梗塞" in text
+        and "standard_name" in text
+        and "family" in text
+        and "historical" in text
+        and "hypothetical" in text
+    )
     path = shots / "dictionary.png"
     page.screenshot(path=str(path), full_page=True)
     print(f"\nUI screenshot: {path}")

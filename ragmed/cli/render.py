@@ -46,8 +46,7 @@ class SearchHit(BaseModel):
 
 class NameHit(BaseModel):
     """One line of ``ragmed normalize --json``: a standard name for a term, or a linked mention
-    (``--text``: ``metadata`` then also holds mention, start, end, negated, suspected, family, historical,
-    candidates)."""
+    (``--text``: ``metadata`` then also holds mention, start, end, the flags of ``FLAGS`` and candidates)."""
 
     rank: int
     score: float

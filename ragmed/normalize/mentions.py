@@ -1,8 +1,9 @@
-"""Negation, suspicion, family and past history of disease mentions in Japanese clinical text.
+"""Negation, suspicion, whose, when and hypotheticals: disease mentions in Japanese clinical text.
 
 Whose finding it is (the patient's or a relative's: 家族歴：父 胃癌, 母に糖尿病, 糖尿病の家族歴) is read
 by :func:`family_flags`, below, and when (the past history: 既往歴：胃潰瘍, 胃潰瘍の既往, 10年前に胃癌) by
-:func:`history_flags`; a disease word that only names a vaccine, test, antibody or organism (麻疹ワクチン,
+:func:`history_flags`, and whether the text only supposes it (発熱時は再診, 肺炎予防) by
+:func:`hypothetical_flags`; a disease word that only names a vaccine, test, antibody or organism (麻疹ワクチン,
 腫瘍マーカー, 肺炎球菌) is no mention (:func:`names_other_thing`). The rest of this note is about status.
 
 Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎疑い (suspected), 肺炎あり
@@ -707,3 +708,61 @@ def _history_word_at(text: str, i: int) -> bool:
     return any(
         text.startswith(link, i) and text.startswith(HISTORY_AFTER, i + len(link)) for link in _HISTORY_LINKS
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# A finding the text only supposes: if it comes (発熱時は再診, 胸痛があれば救急要請, 肺炎になったら受診), to be
+# prevented or watched for (肺炎予防, 誤嚥に注意), a risk (脳梗塞のリスク). Not there now, and not suspected
+# either: ConText's "hypothetical".
+
+#: right after a mention (or the list it ends): 頭痛時, 肺炎予防, 肺炎の予防, 脳梗塞のリスク, 誤嚥に注意
+HYPOTHETICAL_AFTER = (
+    "予防",
+    "の予防",
+    "の発症予防",
+    "発症予防",
+    "リスク",
+    "のリスク",
+    "の危険",
+    "に注意",
+    "に留意",
+    "に警戒",
+    "の出現に注意",
+    "の発症に注意",
+    "の合併に注意",
+)
+#: a mention, a particle, a verb of coming about and a condition: 胸痛があれば, 肺炎になったら, 発熱が出現
+#: した際, 心不全を発症した場合. Not a verb of course: in 心不全が増悪した場合 the heart failure is there.
+_CONDITION = re.compile(
+    r"(?:が|を|に|と|の|は)?"
+    r"(出現|発症|発生|再発|再燃|出|起こ|起き|生じ|見られ|みられ|認め|あ|な)"
+    r"([^、,。.;!\n]{0,5}?)"
+    r"(たら|だら|れば|場合|際|時(?![点間期代刻々]))"
+)
+_NOT_WHEN = frozenset("点間期代刻々")  # 時点, 時間, 時期, 時代, 時刻, 時々: no condition
+_SEEN = frozenset({"認め", "見られ", "みられ"})  # 肺炎を認めた際 is also a report: only 場合/たら/れば
+
+
+def hypothetical_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
+    """For each mention span (sorted, in normalized ``text``): does the text only suppose the finding?
+
+    Hypothetical: a condition (頭痛時, 発熱時は再診, 胸痛があれば, 肺炎になったら, 咳嗽が出現した際, 心不全を発症
+    した場合), prevention (肺炎予防, 肺炎の予防), a risk (脳梗塞のリスク) or a caution (誤嚥に注意), after the
+    mention or the list it ends (発熱や咳嗽が出現した際は連絡: both). 時 right after the finding is a
+    condition (an order's 頭痛時 カロナール); after another word it is a condition only after a verb of coming
+    about (発熱出現時), not in 胃癌診断時 or 肺炎を認めた時点."""
+
+    def followed(b: int) -> bool:
+        if text.startswith(HYPOTHETICAL_AFTER, b):
+            return True
+        if text.startswith("時", b) and text[b + 1 : b + 2] not in _NOT_WHEN:
+            return True
+        m = _CONDITION.match(text, b)
+        return bool(m) and not (m.group(1) in _SEEN and m.group(3) in ("際", "時"))
+
+    out = _before_words(text, spans, followed)
+    for n, (a, b) in enumerate(spans):
+        key = text[a:b]
+        if key.endswith("時") and len(key) > 2:  # the dictionary's 頭痛時, 発熱時
+            out[n] = True
+    return out

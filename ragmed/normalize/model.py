@@ -1949,10 +1949,13 @@ class DiseaseNormalizer:
         status = M.statuses(norm, found, trailing)
         family = M.family_flags(norm, found)
         history = M.history_flags(norm, found)
+        supposed = M.hypothetical_flags(norm, found)
         cands = self._mention_candidates(text, norm, spans, found, k)
         none_lab = self.label_id.get(NO_CODE)
         mentions = []
-        for (a, b), cand, st, fam, past in zip(found, cands, status, family, history, strict=True):
+        for (a, b), cand, st, fam, past, hyp in zip(
+            found, cands, status, family, history, supposed, strict=True
+        ):
             start, end = spans[a][0], spans[b - 1][1]
             hits = [e for e in self.surface_index.get(norm[a:b], ()) if int(self.entry_label[e]) != none_lab]
             surface = self.cols["surface"][hits[0]] if hits else (cand[0].surface if cand else norm[a:b])
@@ -1967,6 +1970,7 @@ class DiseaseNormalizer:
                     suspected=st == M.SUSP,
                     family=fam,
                     historical=past,
+                    hypothetical=hyp,
                 )
             )
         return mentions

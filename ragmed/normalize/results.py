@@ -37,6 +37,8 @@ class Mention(BaseModel):
     family: bool = False
     #: The note files the finding as past history (既往歴：胃潰瘍, 胃潰瘍の既往, 胃癌術後, 10年前に胃癌).
     historical: bool = False
+    #: The text only supposes the finding: a condition, prevention, a risk (発熱時は再診, 胸痛があれば, 肺炎予防).
+    hypothetical: bool = False
 
     def flags(self) -> dict[str, bool]:
         """The flags by name, for the records that carry them on (a linked disease, a dictionary row,
@@ -45,4 +47,4 @@ class Mention(BaseModel):
 
 
 #: The flags a mention carries, in the order the CLI shows them.
-FLAGS = ("negated", "suspected", "family", "historical")
+FLAGS = ("negated", "suspected", "family", "historical", "hypothetical")
