@@ -1171,6 +1171,7 @@ NEGATION_CASES = [
     ("鑑別として肺炎を挙げる", [("肺炎", "S")]),
     ("鑑別：肺炎は否定的、心不全", [("肺炎", "N"), ("心不全", "S")]),
     ("肺炎、心不全あり", [("肺炎", "-"), ("心不全", "-")]),  # guard: a list of findings
+    ("鑑別に苦慮したが肺炎と診断", [("肺炎", "-")]),  # a topic, then other words: no differential's list
 ]
 
 

@@ -557,7 +557,8 @@ def _under_headings(
     """Mentions in the list a heading starts (家族歴：…, 既往歴：…), up to the first of ``ends`` after it.
 
     A heading is one when a colon, bracket or space follows it, or a particle that makes it the topic
-    (家族歴に糖尿病, 既往としてDM); 家族歴なし and 既往歴なし start no list."""
+    and a mention right after that (家族歴に糖尿病, 既往としてDM, 既往歴では父が…); 家族歴なし, 既往歴なし and
+    鑑別に苦慮したが…肺炎 start no list."""
     flags = [False] * len(spans)
     starts = [a for a, _ in spans]
     for heading in headings:
@@ -570,8 +571,10 @@ def _under_headings(
                 continue
             nxt = text[start : start + 1]
             if not nxt or nxt not in ":】) ":
-                if not text.startswith(_HEADING_PARTICLES, start):
-                    continue
+                particle = next((w for w in _HEADING_PARTICLES if text.startswith(w, start)), None)
+                first = bisect_left(starts, start)
+                if particle is None or first == len(starts) or starts[first] - start - len(particle) > 2:
+                    continue  # 鑑別に苦慮したが最終的に肺炎と診断: a topic, then other words, no list
             end = len(text)
             for mark in ends:
                 cut = text.find(mark, start + 1)
