@@ -1286,6 +1286,7 @@ HYPOTHETICAL_CASES = [
     ("肺炎や心不全を発症した場合は入院", [("肺炎", True), ("心不全", True)]),  # the list it ends
     ("肺炎を認めた場合は抗菌薬", [("肺炎", True)]),
     ("喘息時 吸入", [("喘息", True)]),  # an order's 時 right after the finding
+    ("喘息症状出現時は吸入", [("喘息", True)]),
     # prevention, a risk, a caution
     ("肺炎予防", [("肺炎", True)]),
     ("肺炎の予防のため", [("肺炎", True)]),

@@ -549,6 +549,11 @@ def test_mentions_in_a_clinical_sentence(full_model: DiseaseNormalizer) -> None:
     )
     got = [(m.text, m.historical) for m in full_model.find_mentions(history_text)]
     assert got == [("胃潰瘍既往", True), ("胃癌", True), ("今回肺炎", False)]
+    # an order's 頭痛時 (the dictionary's own surface) and a condition are supposed; a recurrence prevented
+    # happened
+    supposed = "頭痛時 カロナール。感冒症状出現時は受診。脳梗塞再発予防のため抗血小板薬継続"
+    got = [(m.text, m.hypothetical) for m in full_model.find_mentions(supposed)]
+    assert got == [("頭痛時", True), ("感冒", True), ("脳梗塞再発", False)]
 
 
 # (two names run together, neither composite order a cell of the file)

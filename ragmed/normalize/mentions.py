@@ -737,7 +737,7 @@ HYPOTHETICAL_AFTER = (
 #: a mention, a particle, a verb of coming about and a condition: 胸痛があれば, 肺炎になったら, 発熱が出現
 #: した際, 心不全を発症した場合. Not a verb of course: in 心不全が増悪した場合 the heart failure is there.
 _CONDITION = re.compile(
-    r"(?:が|を|に|と|の|は)?"
+    r"(?:の?症状)?(?:が|を|に|と|の|は)?"  # 感冒症状出現時
     r"(出現|発症|発生|再発|再燃|出|起こ|起き|生じ|見られ|みられ|認め|あ|な)"
     r"([^、,。.;!\n]{0,5}?)"
     r"(たら|だら|れば|場合|際|時(?![点間期代刻々]))"
@@ -768,4 +768,6 @@ def hypothetical_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
         key = text[a:b]
         if key.endswith("時") and len(key) > 2:  # the dictionary's 頭痛時, 発熱時
             out[n] = True
+        elif key.endswith(("再発", "再燃")):  # 脳梗塞再発予防: the infarct happened
+            out[n] = out[n] and not text.startswith(("予防", "の予防"), b)
     return out
