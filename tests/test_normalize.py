@@ -1314,22 +1314,28 @@ def test_a_supposed_finding_is_flagged_hypothetical(
 
 
 OTHER_THING_CASES = [
-    ("腫瘍マーカー上昇なし", []),  # a test
-    ("インフルエンザワクチン接種済み", []),  # a vaccine
-    ("インフルエンザの予防接種歴あり", []),
-    ("風疹抗体陰性", []),  # an antibody: no immunity, not no rubella
-    ("肺炎球菌尿中抗原陽性", []),  # an organism
-    ("肺炎球菌による肺炎", [("肺炎", "-")]),  # the disease it causes is one
-    ("インフルエンザ抗原陽性", [("インフルエンザ", "-")]),  # guard: an antigen found is the infection
-    ("腫瘍の増大なし", [("腫瘍", "-")]),  # guard: the course of the tumour negated, the tumour is there
+    # (text, [(mention, status, hypothetical)]): the disease is only supposed, and the status words are
+    # the vaccine's, the test's or the antibody's
+    ("腫瘍マーカー上昇なし", [("腫瘍", "-", True)]),  # a test: not "no tumour"
+    ("インフルエンザワクチン接種済み", [("インフルエンザ", "-", True)]),  # a vaccine
+    ("インフルエンザの予防接種歴あり", [("インフルエンザ", "-", True)]),
+    ("風疹抗体陰性", [("風疹", "-", True)]),  # an antibody: no immunity, not no rubella
+    ("肺炎球菌尿中抗原陽性", [("肺炎", "-", True)]),  # an organism
+    ("肺炎球菌による肺炎", [("肺炎", "-", True), ("肺炎", "-", False)]),  # the disease it causes is there
+    ("インフルエンザ抗原陽性", [("インフルエンザ", "-", False)]),  # guard: an antigen found is the infection
+    (
+        "腫瘍の増大なし",
+        [("腫瘍", "-", False)],
+    ),  # guard: the course of the tumour negated, the tumour is there
 ]
 
 
 @pytest.mark.parametrize(("text", "expected"), OTHER_THING_CASES, ids=[c[0] for c in OTHER_THING_CASES])
-def test_a_disease_word_naming_a_vaccine_test_or_organism_is_no_mention(
+def test_a_disease_word_naming_a_vaccine_test_or_organism_is_supposed(
     past_model: DiseaseNormalizer, text: str, expected: list
 ) -> None:
-    assert flags(past_model.find_mentions(text)) == expected
+    found = past_model.find_mentions(text)
+    assert [(*f, m.hypothetical) for f, m in zip(flags(found), found, strict=True)] == expected
 
 
 def test_a_family_history_negated_is_negated_and_family(text_model: DiseaseNormalizer) -> None:

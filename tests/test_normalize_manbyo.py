@@ -542,13 +542,19 @@ def test_mentions_in_a_clinical_sentence(full_model: DiseaseNormalizer) -> None:
         ("２型糖尿病", False, True, False),
         ("大腸癌", True, True, False),
     ]
-    # the dictionary's own 胃潰瘍既往 and 今回肺炎: history, and the illness now; a vaccine, a tumour
-    # marker and the organism 肺炎球菌 name no disease of the patient
+    # the dictionary's own 胃潰瘍既往 and 今回肺炎: history, and the illness now; a vaccine (肺炎球菌, a "-1"
+    # surface, holds the disease key 肺炎) and a tumour marker only suppose their disease
     history_text = (
-        "胃潰瘍既往あり。10年前に胃癌で手術。今回肺炎で入院。肺炎球菌ワクチン接種済み、腫瘍マーカー正常"
+        "胃潰瘍既往あり。10年前に胃癌で手術。今回肺炎で入院。肺炎球菌ワクチン接種済み、腫瘍マーカー上昇なし"
     )
-    got = [(m.text, m.historical) for m in full_model.find_mentions(history_text)]
-    assert got == [("胃潰瘍既往", True), ("胃癌", True), ("今回肺炎", False)]
+    got = [(m.text, m.historical, m.hypothetical, m.negated) for m in full_model.find_mentions(history_text)]
+    assert got == [
+        ("胃潰瘍既往", True, False, False),
+        ("胃癌", True, False, False),
+        ("今回肺炎", False, False, False),
+        ("肺炎", False, True, False),
+        ("腫瘍", False, True, False),
+    ]
     # an order's 頭痛時 (the dictionary's own surface) and a condition are supposed; a recurrence prevented
     # happened
     supposed = "頭痛時 カロナール。感冒症状出現時は受診。脳梗塞再発予防のため抗血小板薬継続"

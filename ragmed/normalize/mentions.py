@@ -4,7 +4,7 @@ Whose finding it is (the patient's or a relative's: 家族歴：父 胃癌, 母�
 by :func:`family_flags`, below, and when (the past history: 既往歴：胃潰瘍, 胃潰瘍の既往, 10年前に胃癌) by
 :func:`history_flags`, and whether the text only supposes it (発熱時は再診, 肺炎予防) by
 :func:`hypothetical_flags`; a disease word that only names a vaccine, test, antibody or organism (麻疹ワクチン,
-腫瘍マーカー, 肺炎球菌) is no mention (:func:`names_other_thing`). The rest of this note is about status.
+腫瘍マーカー, 肺炎球菌) is supposed too, with no status (:func:`names_other_thing`). The rest of this note is about status.
 
 Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎疑い (suspected), 肺炎あり
 (present). A mention's status is read from the chain of status words that follows it in its clause:
@@ -412,12 +412,15 @@ def _prefix_status(text: str, start: int) -> str | None:
 
 #: what a disease word before it only names the kind of: a vaccine or its shot (麻疹ワクチン, インフルエンザの
 #: 予防接種), a test (腫瘍マーカー), an antibody (風疹抗体陰性: no immunity, not no rubella) or an organism
-#: (肺炎球菌, 肺炎桿菌). Such a disease word is no mention; 肺炎球菌性肺炎 still holds the second 肺炎.
+#: (肺炎球菌, 肺炎桿菌). Such a disease is only supposed (prevented, looked for, a cause): the mention is
+#: hypothetical, and the status words after it are the vaccine's or the test's (腫瘍マーカー上昇なし does not
+#: negate the tumour); 肺炎球菌性肺炎 still holds a second 肺炎 of its own.
 NOT_FINDING_HEADS = ("ワクチン", "予防接種", "トキソイド", "マーカー", "抗体", "球菌", "桿菌")
 
 
 def names_other_thing(text: str, end: int) -> bool:
-    """Does a disease word ending at ``end`` only name a vaccine, test, antibody or organism after it?"""
+    """Does a disease word ending at ``end`` only name a vaccine, test, antibody or organism after it?
+    (:meth:`DiseaseNormalizer.find_mentions` then flags it hypothetical, with no status.)"""
     if text.startswith("の", end):
         end += 1
     return text.startswith(NOT_FINDING_HEADS, end)
