@@ -1323,10 +1323,9 @@ OTHER_THING_CASES = [
     ("肺炎球菌尿中抗原陽性", [("肺炎", "-", True)]),  # an organism
     ("肺炎球菌による肺炎", [("肺炎", "-", True), ("肺炎", "-", False)]),  # the disease it causes is there
     ("インフルエンザ抗原陽性", [("インフルエンザ", "-", False)]),  # guard: an antigen found is the infection
-    (
-        "腫瘍の増大なし",
-        [("腫瘍", "-", False)],
-    ),  # guard: the course of the tumour negated, the tumour is there
+    ("腫瘍の増大なし", [("腫瘍", "-", False)]),  # guard: the tumour's course negated, the tumour is there
+    ("DM、腫瘍マーカー上昇なし", [("DM", "-", False), ("腫瘍", "-", True)]),  # the なし is the marker's alone
+    ("腫瘍マーカー、DMなし", [("腫瘍", "-", True), ("DM", "N", False)]),
 ]
 
 

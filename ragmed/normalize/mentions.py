@@ -301,11 +301,14 @@ def _other_phrase(gap: str) -> bool:
     return False
 
 
-def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) -> list[str | None]:
+def statuses(
+    text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue], alone: frozenset[int] = frozenset()
+) -> list[str | None]:
     """The status (NEG, SUSP, AFFIRM or None) of each mention span (sorted, in normalized ``text``).
 
     ``trailing`` maps a mention's index to a status word that ends the mention itself (the dictionary
-    surface 喘息疑い carries its own 疑い).
+    surface 喘息疑い carries its own 疑い). A mention of ``alone`` starts a list of its own: the status words
+    after 腫瘍マーカー上昇なし are the marker's, and do not reach the DM of DM、腫瘍マーカー上昇なし.
     """
     cues = scan_cues(text, spans)
     events: list[tuple[int, int, str, object]] = [(a, b, "m", i) for i, (a, b) in enumerate(spans)]
@@ -328,7 +331,7 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
         gap = text[last_end:start]
         if what == "m":
             i = int(item)  # type: ignore[arg-type]
-            if group and (closed or not _is_separator(gap)):
+            if group and (closed or not _is_separator(gap) or i in alone):
                 settle()
                 group, status, closed, course, alternative = [], None, False, False, False
             elif group and gap.strip() in ALTERNATIVES:

@@ -1948,7 +1948,7 @@ class DiseaseNormalizer:
             i = match
         if not found:
             return []
-        status = M.statuses(norm, found, trailing)
+        status = M.statuses(norm, found, trailing, frozenset(other))
         family = M.family_flags(norm, found)
         history = M.history_flags(norm, found)
         supposed = M.hypothetical_flags(norm, found)
