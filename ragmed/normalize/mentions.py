@@ -740,15 +740,15 @@ HYPOTHETICAL_AFTER = (
     "の発症に注意",
     "の合併に注意",
 )
+_NOT_WHEN = "点間期代刻々"  # after 時: 時点, 時間, 時期, 時代, 時刻, 時々 are no condition
 #: a mention, a particle, a verb of coming about and a condition: 胸痛があれば, 肺炎になったら, 発熱が出現
 #: した際, 心不全を発症した場合. Not a verb of course: in 心不全が増悪した場合 the heart failure is there.
 _CONDITION = re.compile(
     r"(?:の?症状)?(?:が|を|に|と|の|は)?"  # 感冒症状出現時
     r"(出現|発症|発生|再発|再燃|出|起こ|起き|生じ|見られ|みられ|認め|あ|な)"
     r"([^、,。.;!\n]{0,5}?)"
-    r"(たら|だら|れば|場合|際|時(?![点間期代刻々]))"
+    rf"(たら|だら|れば|場合|際|時(?![{_NOT_WHEN}]))"
 )
-_NOT_WHEN = frozenset("点間期代刻々")  # 時点, 時間, 時期, 時代, 時刻, 時々: no condition
 _SEEN = frozenset({"認め", "見られ", "みられ"})  # 肺炎を認めた際 is also a report: only 場合/たら/れば
 
 
@@ -764,7 +764,7 @@ def hypothetical_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
     def followed(b: int) -> bool:
         if text.startswith(HYPOTHETICAL_AFTER, b):
             return True
-        if text.startswith("時", b) and text[b + 1 : b + 2] not in _NOT_WHEN:
+        if text.startswith("時", b) and not (text[b + 1 : b + 2] and text[b + 1] in _NOT_WHEN):
             return True
         m = _CONDITION.match(text, b)
         return bool(m) and not (m.group(1) in _SEEN and m.group(3) in ("際", "時"))
