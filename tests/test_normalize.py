@@ -1254,6 +1254,11 @@ HISTORY_CASES = [
     ("2015年に胃癌で手術", [("胃癌", True)]),
     ("以前に肺炎、心不全で入院", [("肺炎", True), ("心不全", True)]),
     ("既往の喘息が増悪", [("喘息", True)]),
+    # the ward's English: history of, status post
+    ("HTあり、h/o DM", [("HT", False), ("DM", True)]),
+    ("H/O: 喘息, DM", [("喘息", True), ("DM", True)]),
+    ("s/p 心不全", [("心不全", True)]),
+    ("胃癌 s/p ope", [("胃癌", True)]),
     # guards: the illness now (days and weeks ago) and what goes on since then
     ("3日前に肺炎", [("肺炎", False)]),
     ("1週間前から喘息", [("喘息", False)]),

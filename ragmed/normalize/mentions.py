@@ -665,10 +665,11 @@ HISTORY_AFTER = (
     "加療後",
     "治癒後",
     "罹患後",
+    "s/p",  # 胃癌 s/p ope: status post
 )
-_HISTORY_LINKS = ("", "の", "で", "にて", "による", "に対する", "に対して", "に対し")
+_HISTORY_LINKS = ("", " ", "の", "で", "にて", "による", "に対する", "に対して", "に対し")
 #: a time in the past before a mention, with only に, は, で or a comma between: 10年前に胃癌, 以前に肺炎,
-#: 30歳時に虫垂炎, 2015年に胃癌で手術; and 既往の (既往の胃潰瘍). Not 3日前に / 1週間前に (the illness now),
+#: 30歳時に虫垂炎, 2015年に胃癌で手術; 既往の (既往の胃潰瘍); h/o, s/p (h/o 脳梗塞, s/p AMI). Not 3日前に / 1週間前に (the illness now),
 #: and not 以前から / 3年前より (since then: it goes on).
 PAST_TIME = re.compile(
     r"(?:\d+|数|十数|何|半)(?:年半?|か月|ヶ月|ヵ月|カ月|ケ月)(?:ほど|程|くらい|ぐらい)?前"
@@ -676,6 +677,7 @@ PAST_TIME = re.compile(
     r"|\d+歳(?:時|頃|ごろ|の時|のとき)"
     r"|以前|過去|昔|幼少期|幼少時|幼児期|小児期|学童期|思春期|若年時|若い頃|若いころ|学生時代|若年期"
     r"|既往の"  # 既往の胃潰瘍が再発
+    r"|(?<![a-z])(?:h/o|s/p|hx of|history of)(?:\s*:)?"  # the ward's English: h/o 脳梗塞, s/p AMI, H/O: DM
 )
 _PAST_GAP_CHARS = set("にはで、, ")
 PAST_GAP = 2
