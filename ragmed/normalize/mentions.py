@@ -301,15 +301,15 @@ def _other_phrase(gap: str) -> bool:
     return False
 
 
-def statuses(
-    text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue], alone: frozenset[int] = frozenset()
-) -> list[str | None]:
+def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) -> list[str | None]:
     """The status (NEG, SUSP, AFFIRM or None) of each mention span (sorted, in normalized ``text``).
 
     ``trailing`` maps a mention's index to a status word that ends the mention itself (the dictionary
-    surface 喘息疑い carries its own 疑い). A mention of ``alone`` starts a list of its own: the status words
-    after 腫瘍マーカー上昇なし are the marker's, and do not reach the DM of DM、腫瘍マーカー上昇なし.
+    surface 喘息疑い carries its own 疑い). A mention that names a vaccine's or test's kind
+    (:func:`names_other_thing`) has no status and starts a list of its own: the status words after
+    腫瘍マーカー上昇なし are the marker's, and do not reach the DM of DM、腫瘍マーカー上昇なし.
     """
+    alone = frozenset(i for i, (_, b) in enumerate(spans) if names_other_thing(text, b))
     cues = scan_cues(text, spans)
     events: list[tuple[int, int, str, object]] = [(a, b, "m", i) for i, (a, b) in enumerate(spans)]
     events += [(c.start, c.end, "c", c) for c in cues if c.kind != WORD]
@@ -366,7 +366,10 @@ def statuses(
     differential = _under_headings(
         text, spans, _span_mask(len(text), spans), DIFFERENTIAL_HEADINGS, _SECTION_END
     )
-    return [SUSP if r is None and d else r for r, d in zip(result, differential, strict=True)]
+    return [
+        None if i in alone else SUSP if r is None and d else r
+        for i, (r, d) in enumerate(zip(result, differential, strict=True))
+    ]
 
 
 JUDGEMENT = frozenset(
@@ -423,7 +426,7 @@ NOT_FINDING_HEADS = ("ワクチン", "予防接種", "トキソイド", "マー�
 
 def names_other_thing(text: str, end: int) -> bool:
     """Does a disease word ending at ``end`` only name a vaccine, test, antibody or organism after it?
-    (:meth:`DiseaseNormalizer.find_mentions` then flags it hypothetical, with no status.)"""
+    (:func:`statuses` then gives it no status, and :func:`hypothetical_flags` flags it.)"""
     if text.startswith("の", end):
         end += 1
     return text.startswith(NOT_FINDING_HEADS, end)
@@ -759,7 +762,8 @@ def hypothetical_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
 
     Hypothetical: a condition (頭痛時, 発熱時は再診, 胸痛があれば, 肺炎になったら, 咳嗽が出現した際, 心不全を発症
     した場合), prevention (肺炎予防, 肺炎の予防), a risk (脳梗塞のリスク) or a caution (誤嚥に注意), after the
-    mention or the list it ends (発熱や咳嗽が出現した際は連絡: both). 時 right after the finding is a
+    mention or the list it ends (発熱や咳嗽が出現した際は連絡: both); and a disease word that names a vaccine,
+    test, antibody or organism (:func:`names_other_thing`), alone. 時 right after the finding is a
     condition (an order's 頭痛時 カロナール); after another word it is a condition only after a verb of coming
     about (発熱出現時), not in 胃癌診断時 or 肺炎を認めた時点."""
 
@@ -778,4 +782,6 @@ def hypothetical_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
             out[n] = True
         elif key.endswith(("再発", "再燃")):  # 脳梗塞再発予防: the infarct happened
             out[n] = out[n] and not text.startswith(("予防", "の予防"), b)
+        if names_other_thing(text, b):  # 麻疹ワクチン, 腫瘍マーカー: prevented or looked for
+            out[n] = True
     return out

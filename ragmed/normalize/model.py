@@ -1911,7 +1911,6 @@ class DiseaseNormalizer:
                 cuts_kana = readings_mod.word_cutter(norm, morphs)
         found: list[tuple[int, int]] = []
         trailing: dict[int, M.Cue] = {}
-        other: set[int] = set()  # mentions that name a vaccine, test, antibody or organism
         heads = self._mention_heads()
         i, n = 0, len(norm)
         cut = word_cuts(norm)
@@ -1932,10 +1931,6 @@ class DiseaseNormalizer:
             if match is None:
                 i += 1
                 continue
-            if M.names_other_thing(
-                norm, match
-            ):  # 腫瘍マーカー, 麻疹ワクチン, 肺炎球菌: the disease is supposed
-                other.add(len(found))
             key = norm[i:match]
             if key not in self.name_index:
                 cue = M.trailing_cue(key)  # the surface 喘息疑い: the mention is 喘息, 疑い its status
@@ -1948,12 +1943,10 @@ class DiseaseNormalizer:
             i = match
         if not found:
             return []
-        status = M.statuses(norm, found, trailing, frozenset(other))
+        status = M.statuses(norm, found, trailing)
         family = M.family_flags(norm, found)
         history = M.history_flags(norm, found)
         supposed = M.hypothetical_flags(norm, found)
-        for n in other:  # 腫瘍マーカー上昇なし: the なし is the marker's; the tumour is only looked for
-            status[n], supposed[n] = None, True
         cands = self._mention_candidates(text, norm, spans, found, k)
         none_lab = self.label_id.get(NO_CODE)
         mentions = []
