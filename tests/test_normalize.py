@@ -1204,6 +1204,10 @@ FAMILY_CASES = [
     ("DM、HTの家族歴あり", [("DM", True), ("HT", True)]),
     ("喘息の家族歴なし", [("喘息", True)]),
     ("家族歴：喘息(手術歴あり)、DM", [("喘息", True), ("DM", True)]),  # 手術歴あり ends no list
+    # a relative's past history (家族既往歴) is a family history
+    ("家族既往歴：DM、HT", [("DM", True), ("HT", True)]),
+    ("既往歴：喘息 家族の既往歴：DM", [("喘息", False), ("DM", True)]),
+    ("喘息の家族既往あり", [("喘息", True)]),
     # words that hold a relative's kanji are no relative: 酵母, 母体
     ("母体の心不全", [("心不全", False)]),
     ("酵母様真菌による肺炎", [("肺炎", False)]),
@@ -1265,6 +1269,10 @@ HISTORY_CASES = [
     ("以前から高血圧", [("高血圧", False)]),
     ("3年前より糖尿病", [("糖尿病", False)]),
     ("10年前に父が胃癌", [("胃癌", False)]),  # a relative's: the time is his
+    # a relative's past history is no past history of the patient's (家族既往歴 is a family heading)
+    ("家族既往歴：DM、HT", [("DM", False), ("HT", False)]),
+    ("既往歴：喘息 家族の既往歴：胃癌", [("喘息", True), ("胃癌", False)]),
+    ("胃癌の家族既往あり", [("胃癌", False)]),
 ]
 
 
@@ -1306,6 +1314,7 @@ HYPOTHETICAL_CASES = [
     ("胃癌診断時に肺炎", [("胃癌", False), ("肺炎", False)]),
     ("肺炎があり時々喘息", [("肺炎", False), ("喘息", False)]),
     ("肺炎で入院した", [("肺炎", False)]),
+    ("喘息がありその時に肺炎", [("喘息", False), ("肺炎", False)]),  # その時: a time the note reports
 ]
 
 

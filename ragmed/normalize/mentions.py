@@ -461,13 +461,28 @@ _RELATIVE_FIRST = frozenset(w[0] for w in RELATIVES)
 PATIENT = ("本人", "患者", "自身", "当人", "本症例", "本例")
 _PATIENT_FIRST = frozenset(w[0] for w in PATIENT)
 #: a family-history heading, whose list runs to the end of its line: 家族歴：父 胃癌、母 糖尿病
-FAMILY_HEADINGS = ("家族歴", "家族背景", "fhx", "fh", "family history")
-#: after a mention: 糖尿病の家族歴あり, 大腸癌家族歴なし
-FAMILY_AFTER = ("の家族歴", "家族歴", "の遺伝歴", "の家系")
+#: 家族(の)既往歴 too: a relative's past history is a family history, not the patient's past (see _FAMILY_PAST)
+FAMILY_HEADINGS = (
+    "家族歴",
+    "家族背景",
+    "家族既往歴",
+    "家族の既往歴",
+    "家族既往",
+    "家族の既往",
+    "fhx",
+    "fh",
+    "family history",
+)
+#: after a mention: 糖尿病の家族歴あり, 大腸癌家族歴なし, 胃癌の家族既往あり
+FAMILY_AFTER = ("の家族歴", "家族歴", "の家族既往", "家族既往", "の遺伝歴", "の家系")
+#: the 既往 of a family heading or word, which is no past-history heading: 家族既往歴：糖尿病
+_FAMILY_PAST = re.compile(r"家族の?既往")
 #: a heading's list ends at the end of its line or sentence, or at the next heading: a mark, a word ending
 #: in 歴 and a colon (手術歴: …), or a heading's word (家族歴に…); a 手術歴あり inside the list does not end it
 HEADING_WORDS = (
     "家族歴",
+    "家族既往",
+    "家族の既往",
     "既往歴",
     "現病歴",
     "生活歴",
@@ -697,7 +712,10 @@ def history_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
     word of now (the dictionary's 今回肺炎) is the illness now.
     """
     blocked = _span_mask(len(text), spans)
-    flags = _under_headings(text, spans, blocked, HISTORY_HEADINGS, _HISTORY_END)
+    not_heading = bytearray(blocked)  # 家族既往歴：糖尿病 is a relative's: its 既往歴 is no heading here
+    for m in _FAMILY_PAST.finditer(text):
+        not_heading[m.start() : m.end()] = b"\x01" * (m.end() - m.start())
+    flags = _under_headings(text, spans, not_heading, HISTORY_HEADINGS, _HISTORY_END)
     owners: list[tuple[int, int, str]] = [
         (m.start(), m.end(), "r") for m in PAST_TIME.finditer(text) if not any(blocked[m.start() : m.end()])
     ]
@@ -751,7 +769,7 @@ _NOT_WHEN = "点間期代刻々"  # after 時: 時点, 時間, 時期, 時代, �
 _CONDITION = re.compile(
     r"(?:の?症状)?(?:が|を|に|と|の|は)?"  # 感冒症状出現時
     r"(出現|発症|発生|再発|再燃|出|起こ|起き|生じ|見られ|みられ|認め|あ|な)"
-    r"([^、,。.;!\n]{0,5}?)"
+    r"([^、,。.;!\nの]{0,5}?)"  # not その, この: 胸痛がありその時 is a time the note reports
     rf"(たら|だら|れば|場合|際|時(?![{_NOT_WHEN}]))"
 )
 _SEEN = frozenset({"認め", "見られ", "みられ"})  # 肺炎を認めた際 is also a report: only 場合/たら/れば
