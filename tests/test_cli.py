@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from .conftest import SAMPLES
@@ -118,6 +120,42 @@ def test_normalize_term_text_and_batch(cli, tmp_path: Path) -> None:
         "くも膜下出血",
         "慢性閉塞性肺疾患",
     ]
+
+
+def test_normalize_input_reads_a_manbyo_table_by_its_surface_column(cli, tmp_path: Path) -> None:
+    # held-out rows kept as the release lays them out: its header, a quoted multi-code cell, a level
+    # column, a blank row; saved by Excel on a Japanese desktop (cp932, CRLF) and as a workbook
+    rows = [
+        ["出現形", "出現形よみ", "ICD10コード", "標準病名", "信頼度LEVEL", "頻度LEVEL"],
+        ["ＣＯＰＤ", "", "J449", "慢性閉塞性肺疾患", "A", ""],
+        ["", "", "", "", "", ""],
+        ["くも膜下出血疑い", "", "I609,I608", "くも膜下出血", "B", ""],
+        ["ＡＭＩ", "", "I219", "急性心筋梗塞", "", ""],
+    ]
+    table = tmp_path / "heldout.csv"
+    with table.open("w", encoding="cp932", newline="") as fh:
+        csv.writer(fh, lineterminator="\r\n").writerows(rows)
+    book = tmp_path / "heldout.xlsx"
+    pd.DataFrame(rows[1:], columns=rows[0]).to_excel(book, index=False)
+    for path in (table, book):
+        out = cli("normalize", "--index", "demo", "--input", str(path), "--json", "-k", "5")
+        lines = [json.loads(x) for x in out.stdout.splitlines()]
+        assert [x[0]["metadata"]["standard_name"] for x in lines] == [
+            "慢性閉塞性肺疾患",
+            "くも膜下出血",
+            "急性心筋梗塞",
+        ], path.name
+        assert "3 rows" in out.stderr
+    # a row with no surface but other fields is an error naming the row, not a silent skip
+    rows[2] = ["", "", "I219", "急性心筋梗塞", "", ""]
+    with table.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    bad = cli("normalize", "--index", "demo", "--input", str(table), "--json", ok=False)
+    assert bad.returncode == 2 and "row 3: empty 出現形" in bad.stderr
+    # a plain list whose first term holds a comma is still a list
+    plain = tmp_path / "plain.txt"
+    plain.write_text("ＣＯＰＤ,喘息\nＡＭＩ\n", encoding="utf-8")
+    assert len(cli("normalize", "--index", "demo", "--input", str(plain), "--json").stdout.splitlines()) == 2
 
 
 def test_normalize_json_names_of_a_cell_with_a_trailing_comma(cli, tmp_path: Path) -> None:

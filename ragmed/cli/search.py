@@ -29,6 +29,18 @@ def read_lines(input_file: Path) -> list[str]:
     return [line.strip() for line in lines]
 
 
+def read_terms(input_file: Path) -> list[str]:
+    """Terms to normalize: one per line, or the 出現形 column of a Manbyo table (a CSV whose header names
+    出現形, an xlsx or the release zip), one per row: answers line up with the table's rows."""
+    from ragmed.ingest.manbyo import is_manbyo_table, read_surfaces
+
+    if input_file.is_file() and is_manbyo_table(input_file):
+        terms = read_surfaces(input_file)
+        typer.echo(f"{input_file}: a Manbyo table: {len(terms)} rows' 出現形, one JSON line each", err=True)
+        return terms
+    return read_lines(input_file)
+
+
 def each_query(
     query: str | None,
     input_file: Path | None,
@@ -89,7 +101,10 @@ def normalize(
         str | None, typer.Option("--text", help="Free text: find and link disease mentions.")
     ] = None,
     input_file: Annotated[
-        Path | None, typer.Option("--input", help="One term per line; JSON Lines out.")
+        Path | None,
+        typer.Option(
+            "--input", help="One term per line, or a Manbyo table (its 出現形 column); JSON Lines out."
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -105,7 +120,7 @@ def normalize(
         print_json(rows) if as_json else show_names(text, rows)
         return
     if input_file is not None:
-        terms = read_lines(input_file)
+        terms = read_terms(input_file)
         results = iter(normalizer.normalize_many([t for t in terms if t], k=k))
         for t in terms:
             rows = [name_json(idx, c) for c in next(results)] if t else []

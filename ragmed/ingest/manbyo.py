@@ -306,6 +306,51 @@ def load_manbyo(
     return entries
 
 
+def is_manbyo_table(path: Path) -> bool:
+    """Is ``path`` a table in the release's layout (a workbook, the release zip, or a CSV whose header names
+    出現形) rather than a plain list of terms? A held-out slice of the dictionary is kept as such a table,
+    and read as lines it would be asked as its header and its comma-joined rows."""
+    if path.suffix.lower() in (".xlsx", ".xlsm", ".zip"):
+        return True
+    with path.open("rb") as fh:
+        head = fh.readline(1 << 16)
+    for encoding in ("utf-8-sig", "cp932"):
+        try:
+            line = head.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        return False
+    return COL_SURFACE in (f.strip() for f in next(csv.reader([line.rstrip("\r\n")]), []))
+
+
+def read_surfaces(path: str | Path) -> list[str]:
+    """The 出現形 of every row of a Manbyo table (xlsx, zip or CSV; other columns optional, rows without a
+    standard name allowed), in the table's order, blank rows skipped as pandas skips them: the surface
+    forms to normalize, one answer per row."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManbyoFormatError(f"{path}: no such file")
+    frame = _read_table(path)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if COL_SURFACE not in frame.columns:
+        found = ", ".join(str(c) for c in frame.columns if c != "__row__")
+        raise ManbyoFormatError(f"{path}: no {COL_SURFACE} column to read terms from; found {found}")
+    surfaces = [str(v).strip() for v in frame[COL_SURFACE].tolist()]
+    rows = frame["__row__"].tolist() if "__row__" in frame.columns else range(2, len(frame) + 2)
+    others = [c for c in frame.columns if c not in ("__row__", COL_SURFACE)]
+    kept = []
+    for row, surface, *rest in zip(
+        rows, surfaces, *(frame[c].astype(str).tolist() for c in others), strict=True
+    ):
+        if surface:
+            kept.append(surface)
+        elif any(v.strip() for v in rest):
+            raise ManbyoFormatError(f"{path}: row {row}: empty {COL_SURFACE}")
+    return kept
+
+
 def entries_to_nodes(entries: Iterable[ManbyoEntry]) -> list[TextNode]:
     return [e.to_node() for e in entries]
 
