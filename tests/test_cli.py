@@ -137,7 +137,11 @@ def test_normalize_input_reads_a_manbyo_table_by_its_surface_column(cli, tmp_pat
         csv.writer(fh, lineterminator="\r\n").writerows(rows)
     book = tmp_path / "heldout.xlsx"
     pd.DataFrame(rows[1:], columns=rows[0]).to_excel(book, index=False)
-    for path in (table, book):
+    unicode_text = tmp_path / "heldout_utf16.csv"  # Excel's "CSV UTF-16" / "Unicode text" save
+    unicode_text.write_text(
+        "\r\n".join(",".join(f'"{c}"' if "," in c else c for c in r) for r in rows), encoding="utf-16"
+    )
+    for path in (table, book, unicode_text):
         out = cli("normalize", "--index", "demo", "--input", str(path), "--json", "-k", "5")
         lines = [json.loads(x) for x in out.stdout.splitlines()]
         assert [x[0]["metadata"]["standard_name"] for x in lines] == [
@@ -156,6 +160,22 @@ def test_normalize_input_reads_a_manbyo_table_by_its_surface_column(cli, tmp_pat
     plain = tmp_path / "plain.txt"
     plain.write_text("ＣＯＰＤ,喘息\nＡＭＩ\n", encoding="utf-8")
     assert len(cli("normalize", "--index", "demo", "--input", str(plain), "--json").stdout.splitlines()) == 2
+    # a plain list saved as cp932 reads as its terms; bytes that are neither are refused by name
+    plain.write_text("くも膜下出血\r\nＣＯＰＤ\r\n", encoding="cp932")
+    out = [
+        json.loads(x)
+        for x in cli("normalize", "--index", "demo", "--input", str(plain), "--json").stdout.splitlines()
+    ]
+    assert [x[0]["metadata"]["standard_name"] for x in out] == ["くも膜下出血", "慢性閉塞性肺疾患"]
+    plain.write_text("ＣＯＰＤ\r\n", encoding="utf-16")  # Excel's "Unicode text"
+    out = [
+        json.loads(x)
+        for x in cli("normalize", "--index", "demo", "--input", str(plain), "--json").stdout.splitlines()
+    ]
+    assert [x[0]["metadata"]["standard_name"] for x in out] == ["慢性閉塞性肺疾患"]
+    plain.write_bytes(b"\x81\x00\x00\x81\n")
+    bad = cli("normalize", "--index", "demo", "--input", str(plain), "--json", ok=False)
+    assert bad.returncode == 2 and f"{plain}: neither UTF-8" in bad.stderr
 
 
 def test_normalize_json_names_of_a_cell_with_a_trailing_comma(cli, tmp_path: Path) -> None:

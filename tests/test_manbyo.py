@@ -70,6 +70,13 @@ def test_cp932_file(tmp_path: Path) -> None:
     assert entry.standard_name == "心房細動" and entry.row == 2
 
 
+def test_utf16_file_as_excel_saves_unicode_text(tmp_path: Path) -> None:
+    # Excel's "CSV UTF-16" / "Unicode text": UTF-16 with its byte-order mark (cp932 would read it as noise)
+    path = write(tmp_path, '心房細動,シンボウサイドウ,"I489,I480",心房細動,S,90-95\r\n', encoding="utf-16")
+    [entry] = load_manbyo(path)
+    assert (entry.standard_name, entry.icd10_codes, entry.row) == ("心房細動", ["I489", "I480"], 2)
+
+
 def test_level_filter(tmp_path: Path) -> None:
     levels = {e.level for e in load_manbyo(SAMPLES / "manbyo_sample.csv", levels=["s", "A"])}
     assert levels == {"S", "A"}

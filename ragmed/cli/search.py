@@ -14,16 +14,26 @@ from ragmed.errors import InputError, NotFoundError
 
 
 def read_lines(input_file: Path) -> list[str]:
-    """One term per line, as a file iterator reads them: a byte-order mark and CRLF endings are the
+    """One term per line (UTF-8, or cp932 as Japanese Windows saves it), as a file iterator reads them: a
+    byte-order mark and CRLF endings are the
     editor's, not the term's, and only a newline ends a line (``str.splitlines`` would also split at
     U+2028, U+0085 or a form feed, and every answer after it would sit one line off its term)."""
     if not input_file.is_file():
         raise NotFoundError(f"{input_file}: no such file")
+    data = input_file.read_bytes()
     try:
-        text = input_file.read_text(encoding="utf-8-sig")  # universal newlines: CRLF and CR become LF
+        # Excel's "Unicode text" is UTF-16 with its byte-order mark
+        text = data.decode("utf-16") if data[:2] in (b"\xff\xfe", b"\xfe\xff") else data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InputError(f"{input_file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    lines = text.split("\n")
+        try:  # saved by a Japanese Windows editor, as the corpus and the dictionary may be
+            text = data.decode("cp932")
+        except UnicodeDecodeError:
+            text = "\x00"
+        if "\x00" in text:  # cp932 reads most bytes as something: a NUL says it was not text
+            raise InputError(
+                f"{input_file}: neither UTF-8 text ({exc.reason} at byte {exc.start}) nor cp932"
+            ) from None
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # CRLF and CR end lines too
     if lines[-1] == "":  # the last line's own newline
         lines.pop()
     return [line.strip() for line in lines]

@@ -1,6 +1,7 @@
 """Ingest: the Manbyo disease dictionary (万病辞書, NAIST sociocom, CC BY 4.0).
 
-Reads the official xlsx release and the CSV copies users keep (UTF-8, UTF-8 with BOM, cp932),
+Reads the official xlsx release and the CSV copies users keep (UTF-8, UTF-8 with BOM, cp932, UTF-16
+with BOM),
 with either ICD column name. Every row becomes a :class:`ManbyoEntry` and then a node record (id, text,
 metadata) whose text reads well to both BM25/embeddings and an LLM.
 
@@ -189,17 +190,20 @@ def _read_table(path: Path) -> pd.DataFrame:
     return _read_csv_bytes(path.read_bytes(), str(path))
 
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # Excel's "Unicode text" and CSV UTF-16 saves
+
+
 def _read_csv_bytes(data: bytes, label: str) -> pd.DataFrame:
     import pandas as pd
 
-    for encoding in ("utf-8-sig", "cp932"):
+    for encoding in ("utf-16",) if data[:2] in _UTF16_BOMS else ("utf-8-sig", "cp932"):
         try:
             text = data.decode(encoding)
             break
         except UnicodeDecodeError:
             continue
     else:
-        raise ManbyoFormatError(f"{label}: not UTF-8 or cp932 text")
+        raise ManbyoFormatError(f"{label}: not UTF-8, UTF-16 or cp932 text")
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader)
@@ -313,16 +317,18 @@ def is_manbyo_table(path: Path) -> bool:
     if path.suffix.lower() in (".xlsx", ".xlsm", ".zip"):
         return True
     with path.open("rb") as fh:
-        head = fh.readline(1 << 16)
-    for encoding in ("utf-8-sig", "cp932"):
-        try:
-            line = head.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
+        head = fh.read(1 << 16)
+    if head[:2] in _UTF16_BOMS:
+        text = head[: len(head) // 2 * 2].decode("utf-16", errors="ignore")
     else:
+        text = head.split(b"\n", 1)[0].decode("utf-8-sig", errors="ignore")
+        if COL_SURFACE not in text:
+            text = head.split(b"\n", 1)[0].decode("cp932", errors="ignore")
+    lines = text.splitlines()
+    try:
+        return bool(lines) and COL_SURFACE in (f.strip() for f in next(csv.reader(lines[:1]), []))
+    except csv.Error:
         return False
-    return COL_SURFACE in (f.strip() for f in next(csv.reader([line.rstrip("\r\n")]), []))
 
 
 def read_surfaces(path: str | Path) -> list[str]:
