@@ -77,6 +77,23 @@ def test_utf16_file_as_excel_saves_unicode_text(tmp_path: Path) -> None:
     assert (entry.standard_name, entry.icd10_codes, entry.row) == ("心房細動", ["I489", "I480"], 2)
 
 
+def test_a_working_file_with_its_own_column_names_keeps_levels_and_readings(tmp_path: Path) -> None:
+    # the lab's later working CSVs (DIC_C_MANBYO_作業_….csv) spell the optional columns otherwise and add more
+    path = tmp_path / "DIC_C_MANBYO_work.csv"
+    path.write_text(
+        "SEQ,ID,出現形,出現形よみ1,出現形よみ2,標準病名,標準病名よみ,ICDコード,信頼度レベル,頻度レベル\n"
+        "1,M1,心房細動,シンボウサイドウ,,心房細動,シンボウサイドウ,I489,S,90-95\n"
+        "2,M2,ＡＦ,エーエフ,,心房細動,シンボウサイドウ,I489,B,70-80\n",
+        encoding="utf-8",
+    )
+    entries = load_manbyo(path)
+    assert [(e.surface, e.reading, e.level, e.freq) for e in entries] == [
+        ("心房細動", "シンボウサイドウ", "S", "90-95"),
+        ("ＡＦ", "エーエフ", "B", "70-80"),
+    ]
+    assert [e.surface for e in load_manbyo(path, levels=["S"])] == ["心房細動"]
+
+
 def test_level_filter(tmp_path: Path) -> None:
     levels = {e.level for e in load_manbyo(SAMPLES / "manbyo_sample.csv", levels=["s", "A"])}
     assert levels == {"S", "A"}

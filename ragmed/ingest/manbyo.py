@@ -48,6 +48,13 @@ COL_ICD = ("ICD10コード", "ICDコード")
 COL_NAME = "標準病名"
 COL_LEVEL = "信頼度LEVEL"
 COL_FREQ = "頻度LEVEL"
+#: the same optional columns as the lab's later working files spell them (DIC_C_MANBYO_作業_….csv: 出現形よみ1,
+#: 信頼度レベル, 頻度レベル), tried when the release's own header is absent
+COL_ALIASES = {
+    COL_READING: ("出現形よみ1",),
+    COL_LEVEL: ("信頼度レベル", "信頼度level"),
+    COL_FREQ: ("頻度レベル", "頻度level"),
+}
 LEVELS = ("S", "A", "B", "C", "D", "E", "F")
 NO_CODE = "-1"
 _NO_NAME = re.compile("[\u2212\u2010-\u2015\uff0d]")  # minus signs and dashes written for the "-" of -1
@@ -257,7 +264,8 @@ def load_manbyo(
         raise ManbyoFormatError(f"unknown level(s) {sorted(wanted - set(LEVELS))}; use {','.join(LEVELS)}")
 
     def col(name: str) -> list[str]:
-        return frame[name].astype(str).tolist() if name in frame.columns else [""] * len(frame)
+        found = next((c for c in (name, *COL_ALIASES.get(name, ())) if c in frame.columns), None)
+        return frame[found].astype(str).tolist() if found else [""] * len(frame)
 
     entries: list[ManbyoEntry] = []
     seen_levels: dict[str, int] = {}
