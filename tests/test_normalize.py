@@ -1228,6 +1228,7 @@ PAST_ROWS = TEXT_ROWS + [
     ("腫瘍", "D489", "腫瘍"),
     ("インフルエンザ", "J111", "インフルエンザ"),
     ("風疹", "B069", "風疹"),
+    ("嘔吐", "R11", "嘔吐症"),
 ]
 
 
@@ -1300,6 +1301,10 @@ HYPOTHETICAL_CASES = [
     ("肺炎を認めた場合は抗菌薬", [("肺炎", True)]),
     ("喘息時 吸入", [("喘息", True)]),  # an order's 時 right after the finding
     ("喘息症状出現時は吸入", [("喘息", True)]),
+    ("嘔吐した場合は受診", [("嘔吐", True)]),  # the finding as a verb
+    ("嘔吐の場合は受診", [("嘔吐", True)]),
+    ("喘息があるときは吸入", [("喘息", True)]),
+    ("心不全が出現した時は連絡", [("心不全", True)]),  # a past 時 as the topic: a rule
     # prevention, a risk, a caution
     ("肺炎予防", [("肺炎", True)]),
     ("肺炎の予防のため", [("肺炎", True)]),
@@ -1315,6 +1320,10 @@ HYPOTHETICAL_CASES = [
     ("肺炎があり時々喘息", [("肺炎", False), ("喘息", False)]),
     ("肺炎で入院した", [("肺炎", False)]),
     ("喘息がありその時に肺炎", [("喘息", False), ("肺炎", False)]),  # その時: a time the note reports
+    ("喘息があり受診した際に肺炎", [("喘息", False), ("肺炎", False)]),  # the visit's 際
+    ("喘息がありER受診時", [("喘息", False)]),
+    ("心不全が出現した時に肺炎を併発", [("心不全", False), ("肺炎", False)]),  # the note's story
+    ("嘔吐したため受診", [("嘔吐", False)]),
 ]
 
 

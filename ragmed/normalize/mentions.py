@@ -749,6 +749,7 @@ def _history_word_at(text: str, i: int) -> bool:
 
 #: right after a mention (or the list it ends): 頭痛時, 肺炎予防, 肺炎の予防, 脳梗塞のリスク, 誤嚥に注意
 HYPOTHETICAL_AFTER = (
+    "の場合",  # 嘔吐の場合は制吐剤
     "予防",
     "の予防",
     "の発症予防",
@@ -767,12 +768,16 @@ _NOT_WHEN = "点間期代刻々"  # after 時: 時点, 時間, 時期, 時代, �
 #: a mention, a particle, a verb of coming about and a condition: 胸痛があれば, 肺炎になったら, 発熱が出現
 #: した際, 心不全を発症した場合. Not a verb of course: in 心不全が増悪した場合 the heart failure is there.
 _CONDITION = re.compile(
-    r"(?:の?症状)?(?:が|を|に|と|の|は)?"  # 感冒症状出現時
-    r"(出現|発症|発生|再発|再燃|出|起こ|起き|生じ|見られ|みられ|認め|あ|な)"
-    r"([^、,。.;!\nの]{0,5}?)"  # not その, この: 胸痛がありその時 is a time the note reports
-    rf"(たら|だら|れば|場合|際|時(?![{_NOT_WHEN}]))"
+    r"(?:(?:の?症状)?(?:が|を|に|と|の|は)?"  # 感冒症状出現時
+    r"(?P<verb>出現|発症|発生|再発|再燃|出|起こ|起き|生じ|見られ|みられ|認め|あ|な)"
+    r"|(?P<suru>し|す))"  # the finding as a verb: 嘔吐した場合, 発熱する際
+    # the verb's ending, in kana: 出現した, 出ている, あった. No kanji: in 発熱があり受診した際 and
+    # 胸痛がありER受診時 the 際 and 時 are the visit's; no の: 胸痛がありその時 is a time the note reports
+    r"(?P<ending>(?:(?!の)[ぁ-ゖ]){0,5}?)"
+    rf"(?P<when>たら|だら|れば|場合|際|時(?![{_NOT_WHEN}])|とき(?!どき))"
 )
 _SEEN = frozenset({"認め", "見られ", "みられ"})  # 肺炎を認めた際 is also a report: only 場合/たら/れば
+_RULE_AFTER = ("は", "には", "も", ":", " ")
 
 
 def hypothetical_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
@@ -791,7 +796,13 @@ def hypothetical_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
         if text.startswith("時", b) and not (text[b + 1 : b + 2] and text[b + 1] in _NOT_WHEN):
             return True
         m = _CONDITION.match(text, b)
-        return bool(m) and not (m.group(1) in _SEEN and m.group(3) in ("際", "時"))
+        if not m or m["when"] in ("たら", "だら", "れば", "場合"):
+            return bool(m)
+        if m["verb"] in _SEEN:  # 肺炎を認めた際 is also a report: only 場合/たら/れば
+            return False
+        # a past 時 / 際 is a rule when it is the topic (出現した際は連絡, 発熱した時には), an order's (発熱した時:),
+        # and the note's story otherwise (胸痛が出現した時に冷汗を伴った)
+        return not m["ending"].endswith(("た", "だ")) or text.startswith(_RULE_AFTER, m.end())
 
     out = _before_words(text, spans, followed)
     for n, (a, b) in enumerate(spans):
