@@ -26,7 +26,7 @@ class Question(BaseModel):
     """One exam item, normalized.
 
     ``choices`` keep the source's text untouched (scorers and gestalt matching compare against it;
-    prompts use :meth:`prompt_choices`, trimmed). ``gold`` holds letters for choice questions, or the
+    prompts show it trimmed). ``gold`` holds letters for choice questions, or the
     exact answer string for numeric ones. Letters are a, b, c… by position unless ``choice_letters``
     says otherwise: IgakuQA119 keeps the letter written in the source when an OCR merge dropped one.
     ``answer_raw`` keeps the source's answer value because official scorers compare against it.
@@ -77,12 +77,12 @@ class Question(BaseModel):
         return self.choices[letters.index(letter)] if letter in letters else None
 
     def prompt_choices(self) -> list[str]:
-        """Choice texts for a prompt: trimmed (sources carry stray spaces); written with their letter
-        ("d. …") when the letters are not positional, so the model answers with the source's letters."""
-        texts = [c.strip() for c in self.choices]
+        """Choice texts for the solver: as the source writes them (the prompt shows them trimmed, the
+        gestalt fallback compares the raw texts as the harness does); written with their letter ("d. …")
+        when the letters are not positional, so the model answers with the source's letters."""
         if not self.choice_letters:
-            return texts
-        return [f"{letter}. {t}" for letter, t in zip(self.choice_letters, texts, strict=True)]
+            return list(self.choices)
+        return [f"{letter}. {t.strip()}" for letter, t in zip(self.choice_letters, self.choices, strict=True)]
 
 
 class SourceRef(BaseModel):

@@ -59,7 +59,11 @@ def official_igakuqa_correct(problem_id: str, prediction: str, answer_raw: Any) 
 
 
 def denqa_correct(problem_id: str, prediction: str, answer_raw: Any) -> bool:
-    """aistairc/medLLM_QA_benchmark's evaluate_main.py, line for line."""
+    """aistairc/medLLM_QA_benchmark's evaluate_main.py, line for line, except that an ``"NA"`` gold (no
+    valid answer) is never credited: the script compares ``sorted("NA")``, ``['A', 'N']``, so a reply
+    "A,N" or "N, A" would score there."""
+    if answer_raw == "NA" or answer_raw == ["NA"]:
+        return False
     p = unicodedata.normalize("NFKC", prediction).replace("、", ",").replace("，", ",")
     return _evaluate_main(problem_id, sorted(part.strip() for part in p.split(",")), answer_raw)
 

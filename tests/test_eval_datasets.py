@@ -17,6 +17,7 @@ from ragmed_eval.readers import n_select
 from typer.testing import CliRunner
 
 from ragmed.errors import DatasetError, DatasetNotFound, InputError, RagmedError
+from ragmed.exam import choices_text, parse_choices
 
 FIX = Path(__file__).parent / "fixtures" / "exams"
 
@@ -164,7 +165,9 @@ def test_jmmlu_all_medical_subjects_as_one_task_raw_text_kept():
     assert all(q.dataset == "jmmlu" for q in qs)
     a1 = next(q for q in qs if q.id == "anatomy-1")
     assert a1.choices[1] == " 上腕三頭筋" and a1.choices[2] == "三角筋 "  # raw for scoring
-    assert a1.prompt_choices()[1:3] == ["上腕三頭筋", "三角筋"]  # trimmed in prompts
+    assert a1.prompt_choices()[1:3] == [" 上腕三頭筋", "三角筋 "]  # to the solver as written …
+    shown = choices_text(parse_choices(a1.prompt_choices())).splitlines()
+    assert shown[1:3] == ["b. 上腕三頭筋", "c. 三角筋"]  # … and trimmed in the prompt
     mono = next(q for q in qs if q.id == "medical_genetics-2")
     assert mono.choices[3] == "45,X" and mono.gold == ["d"]  # quoted commas stay inside one choice
     assert [q.gold for q in load_dataset("jmmlu:anatomy", FIX / "jmmlu")] == [["a"], ["b"]]

@@ -57,6 +57,9 @@ def test_denqa_rule_line_by_line():
     assert not denqa_correct("116A2", "bc", ["b", "c"])
     assert not denqa_correct("117A87", "NA", "NA")  # sorted("NA") is ['A','N']: an NA gold never matches "NA"
     assert not denqa_correct("117A87", "a,b", "NA")
+    assert not denqa_correct("117A87", "A,N", "NA")  # the script would credit these: "never credited"
+    assert not denqa_correct("117A87", "N, A", "NA")
+    assert not denqa_correct("117A87", "NA", ["NA"])
     assert denqa_correct("116A71", "", ["d"])  # the script's copied IgakuQA special case applies to DenQA ids
 
 

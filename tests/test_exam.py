@@ -14,6 +14,7 @@ from ragmed.adapters.llama_index import LlamaIndexRetriever
 from ragmed.errors import UpstreamRejected
 from ragmed.exam import (
     ExamSolver,
+    choices_text,
     extract,
     gestalt,
     multi_regex,
@@ -122,6 +123,16 @@ def _harness_gestalt(response: str, choices: list[str], num: int) -> list[str]:
 def test_gestalt_matches_the_harness_rule(response: str, choices: list[str], n: int) -> None:
     got = gestalt(response, [Choice(letter="abcde"[i], text=c) for i, c in enumerate(choices)], n=n)
     assert sorted(choices["abcde".index(letter)] for letter in got) == _harness_gestalt(response, choices, n)
+
+
+def test_the_free_text_fallback_compares_the_raw_choice_texts_as_the_harness_does() -> None:
+    # JMMLU's stray spaces are part of the texts the harness compares: trimmed, b would win; raw, a ties it
+    # and the first wins
+    raw = ["三角 ", "  三角筋 ", "乙", " 丙"]
+    prediction, method = extract("三角筋", parse_choices(raw), "single", None, constrained=False)
+    assert (prediction, method) == ("a", "gestalt")
+    assert _harness_gestalt("三角筋", raw, 1) == ["三角 "]
+    assert choices_text(parse_choices(raw)).splitlines()[1] == "b. 三角筋"  # the prompt shows them trimmed
 
 
 def test_gestalt_on_gold_texts_picks_the_gold() -> None:
