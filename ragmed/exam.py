@@ -79,7 +79,7 @@ def parse_choices(choices: Sequence[str]) -> list[Choice]:
                 for letter, c, m in zip(letters, trimmed, matches, strict=True)
                 if m
             ]
-    # unprefixed texts stay exactly as given, stray spaces included (JMMLU has 274): the harness's gestalt
+    # unprefixed texts stay exactly as given, stray spaces included (JMMLU's): the harness's gestalt
     # compares the raw choice texts; prompts show them trimmed (choices_text)
     return [Choice(letter=LETTERS[i], text=c) for i, c in enumerate(choices)]
 

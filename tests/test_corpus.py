@@ -47,6 +47,29 @@ def test_loads_all_file_types() -> None:
     assert "吸入ステロイド薬" in pdf.text and pdf.metadata["page"] == 1
 
 
+def test_a_folder_copied_from_a_mac_or_a_repository_reads_only_its_documents(tmp_path: Path) -> None:
+    # a folder a Mac copied holds an AppleDouble ._<name> (binary) beside each file and __MACOSX/ when
+    # unzipped; a checkout holds .git/ and notebooks' .ipynb_checkpoints/; an open workbook Excel's ~$ file
+    (tmp_path / "chunk_0.jsonl").write_text(
+        '{"id": "p1", "title": "Pneumonia", "content": "Community-acquired pneumonia.", "contents": "x"}\n',
+        encoding="utf-8",
+    )
+    fork = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        \x00\x02\xff\xfe"
+    (tmp_path / "._chunk_0.jsonl").write_bytes(fork)
+    (tmp_path / "__MACOSX").mkdir()
+    (tmp_path / "__MACOSX" / "._chunk_0.jsonl").write_bytes(fork)
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "description.txt").write_text("Unnamed repository", encoding="utf-8")
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / ".ipynb_checkpoints" / "notes-checkpoint.md").write_text("# draft", encoding="utf-8")
+    (tmp_path / "~$table.csv").write_bytes(b"\x0bwho\x00")
+    docs = load_documents([tmp_path])
+    assert [d.metadata["title"] for d in docs] == ["Pneumonia"]
+    # a file named on the command line is read, whatever its name
+    with pytest.raises(CorpusFormatError, match="._chunk_0.jsonl"):
+        load_documents([tmp_path / "._chunk_0.jsonl"])
+
+
 def test_configurable_fields(tmp_path: Path) -> None:
     path = tmp_path / "docs.jsonl"
     path.write_text('{"uid": "x1", "heading": "見出し", "body": "本文である。"}\n', encoding="utf-8")

@@ -159,9 +159,24 @@ def test_n_select_variants():
     assert n_select("正しいのはどれか。") is None
 
 
-def test_jmmlu_all_medical_subjects_as_one_task_raw_text_kept():
-    qs = load_dataset("jmmlu", FIX / "jmmlu")
-    assert len(qs) == 8 and {q.category for q in qs} == {s for s in resolve("jmmlu")[0].options}
+def test_jmmlu_all_medical_subjects_as_one_task_raw_text_kept(tmp_path: Path):
+    qs = load_dataset(
+        "jmmlu", FIX / "jmmlu"
+    )  # the folder also holds college_biology.csv: not medical, not read
+    assert len(qs) == 7 and {q.category for q in qs} == {s for s in resolve("jmmlu")[0].options}
+    assert set(resolve("jmmlu")[0].options) == {
+        "anatomy",
+        "clinical_knowledge",
+        "college_medicine",
+        "medical_genetics",
+        "professional_medicine",
+    }
+    five = tmp_path / "JMMLU"  # a checkout holding only the five medical subjects is whole
+    five.mkdir()
+    for f in (FIX / "jmmlu").glob("*.csv"):
+        if f.stem != "college_biology":
+            shutil.copy(f, five / f.name)
+    assert len(load_dataset("jmmlu", tmp_path)) == 7
     assert all(q.dataset == "jmmlu" for q in qs)
     a1 = next(q for q in qs if q.id == "anatomy-1")
     assert a1.choices[1] == " 上腕三頭筋" and a1.choices[2] == "三角筋 "  # raw for scoring

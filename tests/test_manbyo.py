@@ -146,6 +146,19 @@ def test_release_zip(tmp_path: Path) -> None:
     assert len(load_manbyo(archive)) == 20
 
 
+def test_release_zip_made_on_a_mac_skips_its_resource_forks(tmp_path: Path) -> None:
+    # macOS's Archive Utility writes __MACOSX/._<name> (AppleDouble, no workbook) beside each file, and the
+    # listing may put it first; a zip of an open workbook holds Excel's ~$ lock file
+    archive = tmp_path / "MANBYO_TEST.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(
+            "__MACOSX/MANBYO_TEST/._MANBYO_TEST.xlsx", b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        "
+        )
+        zf.writestr("MANBYO_TEST/~$MANBYO_TEST.xlsx", b"\x0bwho\x00")
+        zf.write(FIXTURES / "manbyo" / "manbyo_small.xlsx", "MANBYO_TEST/MANBYO_TEST.xlsx")
+    assert len(load_manbyo(archive)) == 20
+
+
 def test_node_text_and_metadata() -> None:
     entry = next(e for e in load_manbyo(SAMPLES / "manbyo_sample.csv") if e.surface == "CHF")
     node = entry.to_node()

@@ -292,14 +292,24 @@ def _iter_pdf(path: Path, source: str) -> Iterator[Doc]:
         raise CorpusFormatError(f"{path}: not a readable PDF ({exc})") from exc
 
 
+def _hidden(rel: Path) -> bool:
+    """A file no one put in the corpus: under a hidden folder (.git, .ipynb_checkpoints), macOS's
+    __MACOSX/ or AppleDouble ``._name`` resource forks (binary, beside every file a Mac copies), or
+    Excel's ``~$name`` lock files."""
+    return any(part.startswith((".", "~$")) or part == "__MACOSX" for part in rel.parts)
+
+
 def discover(paths: Sequence[str | Path]) -> list[tuple[Path, Path | None]]:
-    """(file, root) pairs for the given files/directories, sorted for reproducible builds."""
+    """(file, root) pairs for the given files/directories, sorted for reproducible builds; a folder's
+    hidden files are skipped (a file named on the command line is read whatever its name)."""
     found: list[tuple[Path, Path | None]] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             found += [
-                (p, path) for p in sorted(path.rglob("*")) if p.suffix.lower() in SUFFIXES and p.is_file()
+                (p, path)
+                for p in sorted(path.rglob("*"))
+                if p.suffix.lower() in SUFFIXES and p.is_file() and not _hidden(p.relative_to(path))
             ]
         elif path.is_file():
             found.append((path, None))

@@ -179,7 +179,15 @@ def _read_table(path: Path) -> pd.DataFrame:
     if suffix == ".zip":
         try:
             with zipfile.ZipFile(path) as zf:
-                members = [n for n in zf.namelist() if n.lower().endswith((".xlsx", ".csv"))]
+                members = [
+                    n
+                    for n in zf.namelist()
+                    if n.lower().endswith((".xlsx", ".csv"))
+                    # a zip made on a Mac carries __MACOSX/._MANBYO….xlsx resource forks (no workbook), and
+                    # one made from an open workbook Excel's ~$ lock file
+                    and not n.startswith("__MACOSX/")
+                    and not n.rsplit("/", 1)[-1].startswith(("._", "~$"))
+                ]
                 if not members:
                     raise ManbyoFormatError(f"{path}: the zip holds no .xlsx or .csv file")
                 info = zf.getinfo(members[0])
