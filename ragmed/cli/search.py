@@ -14,10 +14,10 @@ from ragmed.errors import InputError, NotFoundError
 
 
 def read_lines(input_file: Path) -> list[str]:
-    """One term per line (UTF-8, or cp932 as Japanese Windows saves it), as a file iterator reads them: a
-    byte-order mark and CRLF endings are the
-    editor's, not the term's, and only a newline ends a line (``str.splitlines`` would also split at
-    U+2028, U+0085 or a form feed, and every answer after it would sit one line off its term)."""
+    """One term per line, as a file iterator reads them: UTF-8, or cp932 and UTF-16 as Japanese Windows
+    tools save them; a byte-order mark and CRLF endings are the editor's, not the term's, and only a
+    newline ends a line (``str.splitlines`` would also split at U+2028, U+0085 or a form feed, and every
+    answer after it would sit one line off its term)."""
     if not input_file.is_file():
         raise NotFoundError(f"{input_file}: no such file")
     data = input_file.read_bytes()

@@ -1,8 +1,7 @@
 """Ingest: the Manbyo disease dictionary (万病辞書, NAIST sociocom, CC BY 4.0).
 
 Reads the official xlsx release and the CSV copies users keep (UTF-8, UTF-8 with BOM, cp932, UTF-16
-with BOM),
-with either ICD column name. Every row becomes a :class:`ManbyoEntry` and then a node record (id, text,
+with BOM), with either ICD column name. Every row becomes a :class:`ManbyoEntry` and then a node record (id, text,
 metadata) whose text reads well to both BM25/embeddings and an LLM.
 
 pandas and llama-index are imported only where a file is read or a ``TextNode`` asked for: the
