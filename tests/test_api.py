@@ -198,6 +198,45 @@ def test_malformed_requests_are_openai_shaped_400(down_url: str) -> None:
     assert httpx.get(f"{down_url}/openapi.json", headers=headers).status_code == 200
 
 
+def test_what_the_server_cannot_honour_is_refused_by_name_and_nulls_are_unset(down_url: str) -> None:
+    c = client(down_url)
+    ask = {"model": "ragmed/demo", "messages": [{"role": "user", "content": QUESTION}]}
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    refused = {
+        "tools": {"tools": [tool]},
+        "functions": {"functions": [tool["function"]]},
+        "logprobs": {"logprobs": True},
+        "top_logprobs": {"top_logprobs": 2},
+        "response_format.json_schema": {"response_format": {"type": "json_schema"}},
+    }
+    for param, fields in refused.items():
+        with pytest.raises(openai.BadRequestError) as info:
+            c.chat.completions.create(**ask, **fields)
+        assert info.value.body["param"] == param, (param, info.value.body)
+        # a 200 without what was asked would be worse: the upstream is down, so a request let through
+        # would have been a 503
+    assert info.value.body["message"].startswith("response_format of type json_schema needs")
+    with pytest.raises(openai.BadRequestError) as info:
+        c.chat.completions.create(**ask, tools=[tool], logprobs=True)
+    assert info.value.body["code"] == "unsupported_parameter"
+    # tools offered with tool_choice "none" are not called: the request goes on (to the down upstream)
+    with pytest.raises(openai.InternalServerError):
+        c.chat.completions.create(**ask, tools=[tool], tool_choice="none")
+    # explicit nulls, as the openai client sends a parameter passed as None, mean "unset" (vLLM's reading)
+    reply = httpx.post(
+        f"{down_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={**ask, "n": None, "stream": None, "stream_options": {"include_usage": None}, "logprobs": None},
+    )
+    assert reply.status_code == 503, reply.text
+    # token ids (LangChain's OpenAIEmbeddings default) are refused with what to change
+    with pytest.raises(openai.BadRequestError) as info:
+        c.embeddings.create(model="ragmed/demo", input=[[1820, 374], [15339]])
+    assert "check_embedding_ctx_length=False" in info.value.body["message"]
+    with pytest.raises(openai.BadRequestError):
+        c.embeddings.create(model="ragmed/demo", input=[1820, 374])
+
+
 def test_oversized_body_and_too_many_messages_are_413(down_url: str, down_service: RagService) -> None:
     limit = down_service.settings.serve.max_body_bytes
     huge = "あ" * (limit // 2)
@@ -383,6 +422,24 @@ def test_stream_sends_deltas_then_citations(live_url: str) -> None:
     assert raw.headers["content-type"].startswith("text/event-stream")
     assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
     assert "citations" in json.loads(lines[-2][6:])
+    # asked for usage, every chunk carries the key: null but on the last, as stream_options specify
+    with httpx.stream(
+        "POST",
+        f"{live_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={
+            "model": "ragmed/demo",
+            "messages": [{"role": "user", "content": QUESTION}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": 4,
+        },
+        timeout=300,
+    ) as raw:
+        events = [json.loads(line[6:]) for line in raw.iter_lines() if line and line != "data: [DONE]"]
+    assert all("usage" in e for e in events)
+    assert [e["usage"] is None for e in events] == [True] * (len(events) - 1) + [False]
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] <= 4
 
 
 @pytest.mark.vllm
@@ -412,6 +469,32 @@ def test_multi_turn_and_no_rag_and_passthrough(live_url: str, vllm_server) -> No
     )
     assert plain.choices[0].message.content is not None and plain.model_extra["citations"] == []
     assert plain.usage.prompt_tokens < 40  # passed through: no ragmed prompt around it
+
+
+@pytest.mark.vllm
+def test_response_format_reaches_the_model(live_url: str, vllm_server) -> None:
+    # the openai client's structured output: a JSON schema the answer must fit, honoured by vLLM's
+    # structured outputs on the upstream model and on the RAG model alike (SmolLM2's words mean nothing;
+    # the shape is what is checked)
+    schema = {
+        "type": "object",
+        "properties": {"urgent": {"type": "boolean"}},
+        "required": ["urgent"],
+        "additionalProperties": False,
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "triage", "schema": schema, "strict": True}}
+    c = client(live_url)
+    for model in (vllm_server.model, "ragmed/demo"):
+        reply = c.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "胸痛は緊急ですか？ JSONで答えて。"}],
+            max_tokens=48,
+            response_format=fmt,
+        )
+        content = reply.choices[0].message.content
+        assert reply.choices[0].finish_reason == "stop", (model, content)
+        assert set(json.loads(content)) == {"urgent"}, (model, content)
+        assert isinstance(json.loads(content)["urgent"], bool)
 
 
 @pytest.mark.vllm

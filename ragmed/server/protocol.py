@@ -69,15 +69,42 @@ class RagOptions(BaseModel):
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
-    include_usage: bool = False
+    include_usage: bool | None = False  # the openai client sends null for an option left unset
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    name: str = "response"
+    description: str | None = None
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's ``response_format``: plain text, any JSON object, or JSON that fits a schema."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def schema_or_none(self) -> dict[str, Any] | None:
+        """The JSON schema the answer must fit (None for plain text)."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            return {"type": "object"}
+        if self.json_schema is None or self.json_schema.json_schema is None:
+            raise ValueError("response_format of type json_schema needs json_schema.schema")
+        return self.json_schema.json_schema
 
 
 class ChatRequest(BaseModel):
-    # Unknown OpenAI fields (user, logit_bias, …) are accepted and ignored, as vLLM does.
+    # Unknown OpenAI fields (user, logit_bias, …) are accepted and ignored, as vLLM does; fields whose
+    # meaning ragmed cannot give (tools, logprobs) are refused by name rather than silently dropped.
     model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
@@ -85,7 +112,13 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
     seed: int | None = None
-    n: int = Field(1, ge=1, le=1)
+    n: int | None = Field(1, ge=1, le=1)
+    response_format: ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
     ragmed: RagOptions | None = None
 
 
@@ -98,6 +131,19 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1)
     input: str | list[str] = Field(min_length=1)
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _no_token_ids(cls, value: Any) -> Any:
+        # OpenAI also takes token ids (a list of ints, or of lists of ints), which LangChain's
+        # OpenAIEmbeddings sends by default: tiktoken's ids mean nothing to this server's embedder
+        if isinstance(value, list) and value and all(isinstance(v, int | list) for v in value):
+            raise ValueError(
+                "input holds token ids; this server embeds text only (LangChain: "
+                "OpenAIEmbeddings(check_embedding_ctx_length=False))"
+            )
+        return value
+
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
     ragmed: EmbeddingOptions | None = None

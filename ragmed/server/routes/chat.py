@@ -74,6 +74,24 @@ def _messages(req: ChatRequest) -> list[Message]:
     return out
 
 
+def _refuse_unsupported(req: ChatRequest) -> None:
+    """Fields a client relies on that ragmed cannot honour are an error naming them, never a 200 that
+    silently lacks what was asked (tool calls, log probabilities)."""
+    wants_tools = bool(req.tools or req.functions) and req.tool_choice != "none"
+    if wants_tools:
+        raise InputError(
+            "Tool and function calling is not supported by this server.",
+            param="tools" if req.tools else "functions",
+            code="unsupported_parameter",
+        )
+    if req.logprobs or req.top_logprobs:
+        raise InputError(
+            "Log probabilities are not supported by this server.",
+            param="logprobs" if req.logprobs else "top_logprobs",
+            code="unsupported_parameter",
+        )
+
+
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(req: ChatRequest, request: Request) -> Response:
     """Chat with RAG (model ``ragmed/<index>``) or straight to the upstream model."""
@@ -85,9 +103,14 @@ async def chat_completions(req: ChatRequest, request: Request) -> Response:
             param="messages",
             code="too_many_messages",
         )
+    _refuse_unsupported(req)
     use_rag_model = await resolve_model(service, req.model)
     messages = _messages(req)
     opts = req.ragmed or RagOptions()
+    try:
+        schema = req.response_format.schema_or_none() if req.response_format else None
+    except ValueError as exc:
+        raise InputError(str(exc), param="response_format.json_schema") from None
     try:
         params = service.sampling(
             temperature=req.temperature,
@@ -95,6 +118,7 @@ async def chat_completions(req: ChatRequest, request: Request) -> Response:
             max_tokens=req.max_completion_tokens or req.max_tokens,
             seed=req.seed,
             stop=[req.stop] if isinstance(req.stop, str) else req.stop,
+            json_schema=schema,
         )
     except ValidationError as exc:
         raise InputError(f"Invalid sampling parameters: {exc.errors()[0]['msg']}") from None
@@ -156,8 +180,13 @@ def _delta(choice: ChatChoice | ChunkChoice) -> dict[str, Any]:
     return {}
 
 
-def sse_event(model: ChatCompletionChunk) -> bytes:
-    return f"data: {json.dumps(dump(model), ensure_ascii=False)}\n\n".encode()
+def sse_event(model: ChatCompletionChunk, usage_key: bool = False) -> bytes:
+    """One SSE event; with ``usage_key`` (the client asked for usage) every chunk carries ``usage``, null
+    but on the last, as OpenAI's stream_options specify."""
+    data = dump(model)
+    if usage_key:
+        data.setdefault("usage", None)
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
 async def _collect(events: AsyncIterator[Event], head: list[Event]) -> Answer | ChatResult:
@@ -182,7 +211,7 @@ async def _sse(
     """OpenAI's chunk stream with ragmed's ``sources`` first and ``citations`` at the end."""
 
     def chunk(choices: list[ChunkChoice], **extra: Any) -> bytes:
-        return sse_event(ChatCompletionChunk(**completion, choices=choices, **extra))
+        return sse_event(ChatCompletionChunk(**completion, choices=choices, **extra), include_usage)
 
     def delta(content: str | None = None, role: bool = False, finish: str | None = None) -> list[ChunkChoice]:
         return [
