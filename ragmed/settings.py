@@ -138,6 +138,11 @@ class ServeSettings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1, description="Larger request bodies get HTTP 413")
     max_messages: int = Field(64, ge=1, description="Chat requests with more messages get HTTP 413")
     body_timeout: float = Field(15.0, gt=0, description="Seconds a client may take to send its body (408)")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins whose pages may call the API from a browser (CORS), JSON in "
+        'RAGMED_API_CORS_ORIGINS, e.g. ["http://localhost:3000"] or ["*"]; none by default',
+    )
 
 
 class UISettings(BaseSettings):

@@ -264,6 +264,37 @@ def test_oversized_body_and_too_many_messages_are_413(down_url: str, down_servic
     assert reply.status_code == 413 and reply.json()["error"]["code"] == "request_too_large"
 
 
+def test_cors_only_for_the_origins_the_operator_names(down_service: RagService) -> None:
+    preflight = {
+        "Origin": "http://localhost:3000",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    with serving(down_service, api_key=KEY) as url:  # none named: no CORS, the preflight needs the key
+        reply = httpx.options(f"{url}/v1/chat/completions", headers=preflight)
+        assert reply.status_code == 401 and "access-control-allow-origin" not in reply.headers
+    settings = down_service.settings.with_overrides(serve__cors_origins=["http://localhost:3000"])
+    with serving(down_service, api_key=KEY, settings=settings) as url:
+        reply = httpx.options(f"{url}/v1/chat/completions", headers=preflight)
+        assert reply.status_code == 200
+        assert reply.headers["access-control-allow-origin"] == "http://localhost:3000"
+        assert "authorization" in reply.headers["access-control-allow-headers"].lower()
+        # the request itself still needs the key, and its answer (a 401 too) carries the header
+        origin = {"Origin": "http://localhost:3000"}
+        denied = httpx.get(f"{url}/v1/models", headers=origin)
+        assert (
+            denied.status_code == 401
+            and denied.headers["access-control-allow-origin"] == "http://localhost:3000"
+        )
+        ok = httpx.get(f"{url}/v1/models", headers={**origin, "Authorization": f"Bearer {KEY}"})
+        assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "http://localhost:3000"
+        # another origin gets no grant
+        other = httpx.options(
+            f"{url}/v1/chat/completions", headers={**preflight, "Origin": "http://evil.test"}
+        )
+        assert "access-control-allow-origin" not in other.headers
+
+
 def test_upstream_down_is_503_and_health_says_so(down_url: str) -> None:
     with pytest.raises(openai.InternalServerError) as info:
         client(down_url).chat.completions.create(

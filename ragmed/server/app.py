@@ -176,6 +176,19 @@ def create_app(
         max_bytes=settings.serve.max_body_bytes,
         body_timeout=settings.serve.body_timeout,
     )
+    if settings.serve.cors_origins:
+        # added last, so outermost: a browser's preflight (no key, by the CORS rules) is answered here,
+        # and every answer behind it, the Guard's 401s included, carries the headers the page needs
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.serve.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "OpenAI-Organization", "OpenAI-Project"],
+            allow_credentials=False,  # the key travels in a header, not a cookie
+            max_age=600,
+        )
 
     @app.exception_handler(RagmedError)
     async def _ragmed(request: Request, exc: RagmedError) -> JSONResponse:
