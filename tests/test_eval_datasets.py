@@ -209,7 +209,9 @@ def test_harness_parity_tasks_in_their_published_formats():
 def test_other_registered_datasets():
     jm = load_dataset("jmedbench:medmcqa_jp", FIX / "jmedbench")
     assert [q.gold for q in jm] == [["a"], ["b"]] and jm[0].dataset == "jmedbench:medmcqa_jp"
-    assert len(load_dataset("jmedbench", FIX / "jmedbench")) == 2
+    assert len(load_dataset("jmedbench", FIX / "jmedbench")) == 2  # the test split only
+    train = load_dataset("jmedbench_train:medmcqa_jp", FIX / "jmedbench")
+    assert [q.gold for q in train] == [["b"], ["a"], ["a"]] and train[0].id == "mm-train-1"
     yq = {q.id: q for q in load_dataset("yakugakuqa", FIX / "yakugakuqa")}
     assert yq["109001"].gold == ["c"] and yq["109002"].gold == ["a", "d"] and yq["109003"].unanswerable
     assert yq["109003"].has_image

@@ -139,6 +139,16 @@ def test_few_shot_examples_come_from_another_year_or_split():
         scored,
     )
     assert {q.dataset for q in split} == {"medqa"}
+    # JMedBench: the config's train split gives the examples for its test questions
+    bench = RunConfig(
+        dataset="jmedbench:medmcqa_jp",
+        data_dir=str(FIX / "jmedbench"),
+        shots=2,
+        shots_from="jmedbench_train:medmcqa_jp",
+    )
+    tested = load_dataset("jmedbench:medmcqa_jp", FIX / "jmedbench")
+    train = pick_examples(bench, tested)
+    assert len(train) == 2 and {q.id for q in train} <= {"mm-train-1", "mm-train-2", "mm-train-3"}
 
 
 def test_cli_run_missing_data_leaves_no_out_folder(tmp_path):
