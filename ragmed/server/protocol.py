@@ -131,6 +131,9 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1)
     input: str | list[str] = Field(min_length=1)
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    ragmed: EmbeddingOptions | None = None
 
     @field_validator("input", mode="before")
     @classmethod
@@ -143,10 +146,6 @@ class EmbeddingRequest(BaseModel):
                 "OpenAIEmbeddings(check_embedding_ctx_length=False))"
             )
         return value
-
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
-    ragmed: EmbeddingOptions | None = None
 
 
 # --------------------------------------------------------------------------- responses
