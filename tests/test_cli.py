@@ -137,10 +137,8 @@ def test_normalize_input_reads_a_manbyo_table_by_its_surface_column(cli, tmp_pat
         csv.writer(fh, lineterminator="\r\n").writerows(rows)
     book = tmp_path / "heldout.xlsx"
     pd.DataFrame(rows[1:], columns=rows[0]).to_excel(book, index=False)
-    unicode_text = tmp_path / "heldout_utf16.csv"  # Excel's "CSV UTF-16" / "Unicode text" save
-    unicode_text.write_text(
-        "\r\n".join(",".join(f'"{c}"' if "," in c else c for c in r) for r in rows), encoding="utf-16"
-    )
+    unicode_text = tmp_path / "heldout_utf16.txt"  # Excel's "Unicode text": UTF-16, tab-separated
+    unicode_text.write_text("\r\n".join("\t".join(r) for r in rows), encoding="utf-16")
     for path in (table, book, unicode_text):
         out = cli("normalize", "--index", "demo", "--input", str(path), "--json", "-k", "5")
         lines = [json.loads(x) for x in out.stdout.splitlines()]

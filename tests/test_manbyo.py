@@ -71,10 +71,19 @@ def test_cp932_file(tmp_path: Path) -> None:
 
 
 def test_utf16_file_as_excel_saves_unicode_text(tmp_path: Path) -> None:
-    # Excel's "CSV UTF-16" / "Unicode text": UTF-16 with its byte-order mark (cp932 would read it as noise)
+    # UTF-16 with its byte-order mark (cp932 would read it as noise), comma-separated …
     path = write(tmp_path, '心房細動,シンボウサイドウ,"I489,I480",心房細動,S,90-95\r\n', encoding="utf-16")
     [entry] = load_manbyo(path)
     assert (entry.standard_name, entry.icd10_codes, entry.row) == ("心房細動", ["I489", "I480"], 2)
+    # … or tab-separated, as Excel's "Unicode text" (*.txt) saves a sheet, multi-code cell quoted
+    tsv = tmp_path / "MANBYO.txt"
+    tsv.write_text(
+        HEADER.replace(",", "\t").replace("\n", "\r\n")
+        + '心房細動\tシンボウサイドウ\t"I489,I480"\t心房細動\tS\t90-95\r\n',
+        encoding="utf-16",
+    )
+    [entry] = load_manbyo(tsv)
+    assert (entry.standard_name, entry.icd10_codes, entry.level) == ("心房細動", ["I489", "I480"], "S")
 
 
 def test_a_working_file_with_its_own_column_names_keeps_levels_and_readings(tmp_path: Path) -> None:

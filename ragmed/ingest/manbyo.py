@@ -204,7 +204,12 @@ def _read_table(path: Path) -> pd.DataFrame:
     return _read_csv_bytes(path.read_bytes(), str(path))
 
 
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # Excel's "Unicode text" and CSV UTF-16 saves
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # Excel's "Unicode text" saves
+
+
+def _delimiter(header: str) -> str:
+    """A tab where the header is tab-separated (Excel's "Unicode text" and TSV exports), else a comma."""
+    return "\t" if header.count("\t") > header.count(",") else ","
 
 
 def _read_csv_bytes(data: bytes, label: str) -> pd.DataFrame:
@@ -218,7 +223,7 @@ def _read_csv_bytes(data: bytes, label: str) -> pd.DataFrame:
             continue
     else:
         raise ManbyoFormatError(f"{label}: not UTF-8, UTF-16 or cp932 text")
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text), delimiter=_delimiter(text.split("\n", 1)[0]))
     try:
         header = next(reader)
     except StopIteration:
@@ -341,7 +346,8 @@ def is_manbyo_table(path: Path) -> bool:
             text = head.split(b"\n", 1)[0].decode("cp932", errors="ignore")
     lines = text.splitlines()
     try:
-        return bool(lines) and COL_SURFACE in (f.strip() for f in next(csv.reader(lines[:1]), []))
+        header = next(csv.reader(lines[:1], delimiter=_delimiter(lines[0])), []) if lines else []
+        return COL_SURFACE in (f.strip() for f in header)
     except csv.Error:
         return False
 
