@@ -11,6 +11,7 @@ import typer
 from ragmed.cli.base import IndexOpt, JsonOpt, print_json, settings_of
 from ragmed.cli.render import hit_json, mention_rows, name_json, show_hits, show_names
 from ragmed.errors import InputError, NotFoundError
+from ragmed.ingest.files import decode_text
 
 
 def read_lines(input_file: Path) -> list[str]:
@@ -20,19 +21,12 @@ def read_lines(input_file: Path) -> list[str]:
     answer after it would sit one line off its term)."""
     if not input_file.is_file():
         raise NotFoundError(f"{input_file}: no such file")
-    data = input_file.read_bytes()
     try:
-        # Excel's "Unicode text" is UTF-16 with its byte-order mark
-        text = data.decode("utf-16") if data[:2] in (b"\xff\xfe", b"\xfe\xff") else data.decode("utf-8-sig")
+        text = decode_text(input_file.read_bytes(), reject_nul=True)
     except UnicodeDecodeError as exc:
-        try:  # saved by a Japanese Windows editor, as the corpus and the dictionary may be
-            text = data.decode("cp932")
-        except UnicodeDecodeError:
-            text = "\x00"
-        if "\x00" in text:  # cp932 reads most bytes as something: a NUL says it was not text
-            raise InputError(
-                f"{input_file}: neither UTF-8 text ({exc.reason} at byte {exc.start}) nor cp932"
-            ) from None
+        raise InputError(
+            f"{input_file}: neither UTF-8 text ({exc.reason} at byte {exc.start}) nor cp932"
+        ) from None
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # CRLF and CR end lines too
     if lines[-1] == "":  # the last line's own newline
         lines.pop()

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from pydantic import BaseModel
 
 from ragmed.errors import CorpusFormatError, DownloadError, InputError, SetupError
+from ragmed.ingest.files import hidden
 from ragmed.tokenize import detect_language, morphemes
 
 if TYPE_CHECKING:
@@ -292,13 +293,6 @@ def _iter_pdf(path: Path, source: str) -> Iterator[Doc]:
         raise CorpusFormatError(f"{path}: not a readable PDF ({exc})") from exc
 
 
-def _hidden(rel: Path) -> bool:
-    """A file no one put in the corpus: under a hidden folder (.git, .ipynb_checkpoints), macOS's
-    __MACOSX/ or AppleDouble ``._name`` resource forks (binary, beside every file a Mac copies), or
-    Excel's ``~$name`` lock files."""
-    return any(part.startswith((".", "~$")) or part == "__MACOSX" for part in rel.parts)
-
-
 def discover(paths: Sequence[str | Path]) -> list[tuple[Path, Path | None]]:
     """(file, root) pairs for the given files/directories, sorted for reproducible builds; a folder's
     hidden files are skipped (a file named on the command line is read whatever its name)."""
@@ -309,7 +303,7 @@ def discover(paths: Sequence[str | Path]) -> list[tuple[Path, Path | None]]:
             found += [
                 (p, path)
                 for p in sorted(path.rglob("*"))
-                if p.suffix.lower() in SUFFIXES and p.is_file() and not _hidden(p.relative_to(path))
+                if p.suffix.lower() in SUFFIXES and p.is_file() and not hidden(p.relative_to(path))
             ]
         elif path.is_file():
             found.append((path, None))

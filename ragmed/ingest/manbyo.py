@@ -16,12 +16,13 @@ import re
 import unicodedata
 import zipfile
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from ragmed.errors import DownloadError, ManbyoFormatError
+from ragmed.ingest.files import UTF16_BOMS, decode_text, hidden
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -184,8 +185,7 @@ def _read_table(path: Path) -> pd.DataFrame:
                     if n.lower().endswith((".xlsx", ".csv"))
                     # a zip made on a Mac carries __MACOSX/._MANBYO….xlsx resource forks (no workbook), and
                     # one made from an open workbook Excel's ~$ lock file
-                    and not n.startswith("__MACOSX/")
-                    and not n.rsplit("/", 1)[-1].startswith(("._", "~$"))
+                    and not hidden(PurePosixPath(n))
                 ]
                 if not members:
                     raise ManbyoFormatError(f"{path}: the zip holds no .xlsx or .csv file")
@@ -204,9 +204,6 @@ def _read_table(path: Path) -> pd.DataFrame:
     return _read_csv_bytes(path.read_bytes(), str(path))
 
 
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # Excel's "Unicode text" saves
-
-
 def _delimiter(header: str) -> str:
     """A tab where the header is tab-separated (Excel's "Unicode text" and TSV exports), else a comma."""
     return "\t" if header.count("\t") > header.count(",") else ","
@@ -215,14 +212,10 @@ def _delimiter(header: str) -> str:
 def _read_csv_bytes(data: bytes, label: str) -> pd.DataFrame:
     import pandas as pd
 
-    for encoding in ("utf-16",) if data[:2] in _UTF16_BOMS else ("utf-8-sig", "cp932"):
-        try:
-            text = data.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
-    else:
-        raise ManbyoFormatError(f"{label}: not UTF-8, UTF-16 or cp932 text")
+    try:
+        text = decode_text(data)
+    except UnicodeDecodeError:
+        raise ManbyoFormatError(f"{label}: not UTF-8, UTF-16 or cp932 text") from None
     reader = csv.reader(io.StringIO(text), delimiter=_delimiter(text.split("\n", 1)[0]))
     try:
         header = next(reader)
@@ -247,6 +240,16 @@ def _read_csv_bytes(data: bytes, label: str) -> pd.DataFrame:
     return frame
 
 
+def _read_frame(path: Path) -> pd.DataFrame:
+    """The table with stripped header names and a first column ``__row__``: each row's line in the file
+    (a CSV's own count, blank lines included), or its spreadsheet row."""
+    frame = _read_table(path)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if "__row__" not in frame.columns:
+        frame.insert(0, "__row__", range(2, len(frame) + 2))
+    return frame
+
+
 def load_manbyo(
     path: str | Path,
     levels: Sequence[str] | None = None,
@@ -259,10 +262,7 @@ def load_manbyo(
     path = Path(path)
     if not path.exists():
         raise ManbyoFormatError(f"{path}: no such file")
-    frame = _read_table(path)
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if "__row__" not in frame.columns:
-        frame.insert(0, "__row__", range(2, len(frame) + 2))
+    frame = _read_frame(path)
     icd_col = next((c for c in COL_ICD if c in frame.columns), None)
     missing = [c for c in (COL_SURFACE, COL_NAME) if c not in frame.columns]
     if icd_col is None:
@@ -338,7 +338,7 @@ def is_manbyo_table(path: Path) -> bool:
         return True
     with path.open("rb") as fh:
         head = fh.read(1 << 16)
-    if head[:2] in _UTF16_BOMS:
+    if head[:2] in UTF16_BOMS:
         text = head[: len(head) // 2 * 2].decode("utf-16", errors="ignore")
     else:
         text = head.split(b"\n", 1)[0].decode("utf-8-sig", errors="ignore")
@@ -359,17 +359,15 @@ def read_surfaces(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ManbyoFormatError(f"{path}: no such file")
-    frame = _read_table(path)
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame = _read_frame(path)
     if COL_SURFACE not in frame.columns:
-        found = ", ".join(str(c) for c in frame.columns if c != "__row__")
+        found = ", ".join(str(c) for c in frame.columns[1:])
         raise ManbyoFormatError(f"{path}: no {COL_SURFACE} column to read terms from; found {found}")
     surfaces = [str(v).strip() for v in frame[COL_SURFACE].tolist()]
-    rows = frame["__row__"].tolist() if "__row__" in frame.columns else range(2, len(frame) + 2)
     others = [c for c in frame.columns if c not in ("__row__", COL_SURFACE)]
     kept = []
     for row, surface, *rest in zip(
-        rows, surfaces, *(frame[c].astype(str).tolist() for c in others), strict=True
+        frame["__row__"].tolist(), surfaces, *(frame[c].astype(str).tolist() for c in others), strict=True
     ):
         if surface:
             kept.append(surface)
