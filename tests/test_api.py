@@ -87,6 +87,19 @@ def client(url: str, key: str = KEY, **kwargs: object) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, **kwargs)
 
 
+def raw_stream(url: str, **fields: object) -> tuple[str, list[str]]:
+    """A streamed RAG answer of 4 tokens read as raw SSE: its content type and its non-empty lines."""
+    body = {"model": "ragmed/demo", "messages": [{"role": "user", "content": QUESTION}], "stream": True}
+    with httpx.stream(
+        "POST",
+        f"{url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={**body, "max_tokens": 4, **fields},
+        timeout=300,
+    ) as raw:
+        return raw.headers["content-type"], [line for line in raw.iter_lines() if line]
+
+
 def closed_url() -> str:
     return f"http://127.0.0.1:{free_port()}/v1"
 
@@ -437,37 +450,13 @@ def test_stream_sends_deltas_then_citations(live_url: str) -> None:
     assert {c["n"] for c in finish[0].model_extra["citations"]} <= {s["n"] for s in sources}
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 8
     # raw SSE ends with [DONE]
-    with httpx.stream(
-        "POST",
-        f"{live_url}/v1/chat/completions",
-        headers={"Authorization": f"Bearer {KEY}"},
-        json={
-            "model": "ragmed/demo",
-            "messages": [{"role": "user", "content": QUESTION}],
-            "stream": True,
-            "max_tokens": 4,
-        },
-        timeout=300,
-    ) as raw:
-        lines = [line for line in raw.iter_lines() if line]
-    assert raw.headers["content-type"].startswith("text/event-stream")
+    content_type, lines = raw_stream(live_url)
+    assert content_type.startswith("text/event-stream")
     assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
     assert "citations" in json.loads(lines[-2][6:])
     # asked for usage, every chunk carries the key: null but on the last, as stream_options specify
-    with httpx.stream(
-        "POST",
-        f"{live_url}/v1/chat/completions",
-        headers={"Authorization": f"Bearer {KEY}"},
-        json={
-            "model": "ragmed/demo",
-            "messages": [{"role": "user", "content": QUESTION}],
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            "max_tokens": 4,
-        },
-        timeout=300,
-    ) as raw:
-        events = [json.loads(line[6:]) for line in raw.iter_lines() if line and line != "data: [DONE]"]
+    _, lines = raw_stream(live_url, stream_options={"include_usage": True})
+    events = [json.loads(line[6:]) for line in lines if line != "data: [DONE]"]
     assert all("usage" in e for e in events)
     assert [e["usage"] is None for e in events] == [True] * (len(events) - 1) + [False]
     assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] <= 4
