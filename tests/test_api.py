@@ -250,6 +250,61 @@ def test_what_the_server_cannot_honour_is_refused_by_name_and_nulls_are_unset(do
         c.embeddings.create(model="ragmed/demo", input=[1820, 374])
 
 
+def test_responses_api_refuses_what_needs_stored_state_tools_or_logprobs(
+    down_url: str, down_service: RagService
+) -> None:
+    """The Responses API keeps what chat refuses refused, and what needs stored responses too."""
+    c = client(down_url)
+    ask = {"model": "ragmed/demo", "input": QUESTION}
+    tool = {"type": "function", "name": "lookup", "parameters": {"type": "object"}}
+    refused = {
+        "previous_response_id": {"previous_response_id": "resp_123"},
+        "conversation": {"conversation": "conv_123"},
+        "prompt": {"prompt": {"id": "pmpt_123"}},
+        "background": {"background": True},
+        "tools": {"tools": [tool]},
+        "top_logprobs": {"top_logprobs": 2},
+        "include": {"include": ["message.output_text.logprobs"]},
+        "text.format.schema": {"text": {"format": {"type": "json_schema", "name": "x"}}},
+        "input[1]": {
+            "input": [{"role": "user", "content": "x"}, {"type": "function_call_output", "call_id": "c"}]
+        },
+        "input[0].content": {
+            "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:,"}]}]
+        },
+        "input[0].role": {"input": [{"type": "message", "content": "x"}]},
+    }
+    for param, fields in refused.items():
+        with pytest.raises(openai.BadRequestError) as info:
+            c.responses.create(**{**ask, **fields})
+        assert info.value.body["param"] == param, (param, info.value.body)
+        # let through, the request would have been a 503: the upstream is down
+    with pytest.raises(openai.BadRequestError) as info:
+        c.responses.create(**ask, previous_response_id="resp_123")
+    assert info.value.body["code"] == "unsupported_parameter" and "stores none" in info.value.body["message"]
+    for fields in ({"input": []}, {"input": 3}, {"max_output_tokens": 0}, {"temperature": 3}):
+        with pytest.raises(openai.BadRequestError):
+            c.responses.create(**{**ask, **fields})
+    # what a client may send that there is nothing to refuse for goes on to the (down) upstream: tools
+    # offered but not to be called, includes naming outputs a text answer has none of, store, metadata
+    with pytest.raises(openai.InternalServerError) as info:
+        c.responses.create(
+            **ask,
+            tools=[tool],
+            tool_choice="none",
+            include=["reasoning.encrypted_content"],
+            store=True,
+            metadata={"ward": "ER"},
+            reasoning={"effort": "low"},
+            stream=True,
+        )
+    assert info.value.status_code == 503 and info.value.body["code"] == "upstream_unavailable"
+    many = [{"role": "user", "content": "はい"}] * (down_service.settings.serve.max_messages + 1)
+    with pytest.raises(openai.APIStatusError) as info:
+        c.responses.create(model="ragmed/demo", input=many)
+    assert info.value.status_code == 413 and info.value.body["param"] == "input"
+
+
 def test_oversized_body_and_too_many_messages_are_413(down_url: str, down_service: RagService) -> None:
     limit = down_service.settings.serve.max_body_bytes
     huge = "あ" * (limit // 2)
@@ -355,7 +410,9 @@ def test_openapi_document_lists_the_endpoints_behind_the_key(down_url: str) -> N
     for path in ("/openapi.json", "/docs"):
         assert httpx.get(f"{down_url}{path}").status_code == 401
     doc = httpx.get(f"{down_url}/openapi.json", headers={"Authorization": f"Bearer {KEY}"}).json()
-    assert {"/v1/chat/completions", "/v1/models", "/v1/embeddings", "/health"} <= set(doc["paths"])
+    assert {"/v1/chat/completions", "/v1/responses", "/v1/models", "/v1/embeddings", "/health"} <= set(
+        doc["paths"]
+    )
 
 
 # --------------------------------------------------------------------------- with the real vLLM server
@@ -515,6 +572,113 @@ def test_response_format_reaches_the_model(live_url: str, vllm_server) -> None:
         assert reply.choices[0].finish_reason == "stop", (model, content)
         assert set(json.loads(content)) == {"urgent"}, (model, content)
         assert isinstance(json.loads(content)["urgent"], bool)
+
+
+@pytest.mark.vllm
+def test_responses_api_answers_with_sources_and_citations(live_url: str, vllm_server) -> None:
+    """``client.responses.create``, the official client's lead example, on both models."""
+    c = client(live_url)
+    reply = c.responses.create(
+        model="ragmed/demo",
+        instructions="簡潔に答えてください。",
+        input=QUESTION,
+        max_output_tokens=8,
+        extra_body={"ragmed": {"k": 3}},
+    )
+    assert reply.object == "response" and reply.id.startswith("resp_") and reply.model == "ragmed/demo"
+    assert reply.output_text and reply.output[0].type == "message" and reply.output[0].role == "assistant"
+    assert reply.usage.output_tokens <= 8 and reply.usage.input_tokens > 100  # the context was sent
+    assert reply.usage.total_tokens == reply.usage.input_tokens + reply.usage.output_tokens
+    # 8 tokens are usually cut: that is an incomplete response, as OpenAI reports it
+    cut = reply.usage.output_tokens == 8
+    assert reply.status == ("incomplete" if cut else "completed"), (reply.status, reply.usage)
+    assert (reply.incomplete_details is not None) == cut and reply.output[0].status == reply.status
+    extra = reply.model_extra
+    assert extra["ragmed"]["retrieved"] == 3 and extra["ragmed"]["packed"] == len(extra["sources"])
+    assert {x["n"] for x in extra["citations"]} == {s["n"] for s in extra["sources"] if s["cited"]}
+    # a conversation in input, the earlier response's output appended to it, as the client's docs show
+    follow = c.responses.create(
+        model="ragmed/demo",
+        input=[
+            {"role": "user", "content": "敗血症とは？"},
+            *[item.model_dump(exclude_none=True) for item in reply.output],
+            {"role": "user", "content": [{"type": "input_text", "text": "その治療は？"}]},
+        ],
+        max_output_tokens=4,
+    )
+    assert follow.output_text and follow.usage.input_tokens > 100
+    # the upstream model, passed through: no ragmed prompt around the input, no sources
+    plain = c.responses.create(model=vllm_server.model, input="Hi", max_output_tokens=4)
+    assert plain.output_text is not None and plain.usage.input_tokens < 40
+    assert "sources" not in (plain.model_extra or {})
+
+
+@pytest.mark.vllm
+def test_responses_api_streams_the_events_clients_assemble(live_url: str, vllm_server) -> None:
+    c = client(live_url)
+    events = list(c.responses.create(model="ragmed/demo", input=QUESTION, max_output_tokens=8, stream=True))
+    kinds = [e.type for e in events]
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    assert deltas and kinds == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.output_text.delta"] * len(deltas),
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        kinds[-1],
+    ]
+    assert kinds[-1] in ("response.completed", "response.incomplete")
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    text = "".join(e.delta for e in deltas)
+    last = events[-1].response
+    assert last.output_text == text == events[-4].text and last.id == events[0].response.id
+    # sources come with the first event (retrieval is over before the first token), citations at the end
+    sources = events[0].response.model_extra["sources"]
+    assert sources and [s["n"] for s in sources] == list(range(1, len(sources) + 1))
+    assert {x["n"] for x in last.model_extra["citations"]} <= {s["n"] for s in sources}
+    # raw SSE: each event named, no [DONE] (the Responses API has none)
+    with httpx.stream(
+        "POST",
+        f"{live_url}/v1/responses",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={"model": "ragmed/demo", "input": QUESTION, "max_output_tokens": 2, "stream": True},
+        timeout=300,
+    ) as raw:
+        assert raw.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in raw.iter_lines() if line]
+    assert lines[0] == "event: response.created" and lines[-1].startswith("data: {")
+    names = [line[7:] for line in lines if line.startswith("event: ")]
+    assert names == [json.loads(line[6:])["type"] for line in lines if line.startswith("data: ")]
+
+
+@pytest.mark.vllm
+def test_responses_api_structured_output_through_the_clients_parse_and_stream(
+    live_url: str, vllm_server
+) -> None:
+    """``responses.parse`` and ``responses.stream`` with ``text_format``: the schema reaches the model
+    (SmolLM2's words mean nothing; the shape is what is checked)."""
+    from pydantic import BaseModel as Shape
+
+    class Triage(Shape):
+        urgent: bool
+
+    c = client(live_url)
+    for model in ("ragmed/demo", vllm_server.model):
+        parsed = c.responses.parse(
+            model=model, input="胸痛は緊急ですか？ JSONで答えて。", text_format=Triage, max_output_tokens=48
+        )
+        assert parsed.status == "completed" and isinstance(parsed.output_parsed, Triage), parsed.output_text
+    with c.responses.stream(
+        model="ragmed/demo",
+        input="胸痛は緊急ですか？ JSONで答えて。",
+        text_format=Triage,
+        max_output_tokens=48,
+    ) as stream:
+        final = stream.get_final_response()
+    assert isinstance(final.output_parsed, Triage) and final.model_extra["sources"]
 
 
 @pytest.mark.vllm

@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 
+from ragmed.errors import UpstreamError
 from ragmed.generate.echo import EchoBackend
 from ragmed.index import RagmedIndex
 from ragmed.server.app import create_app
@@ -82,6 +83,71 @@ def test_stream_carries_sources_first_and_citations_last(url: str) -> None:
     assert last.choices[0].finish_reason == "stop" and [c["n"] for c in last.model_extra["citations"]] == [1]
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert text.startswith("ECHO") and text.endswith("[1]")
+
+
+def test_responses_api_carries_sources_and_citations(url: str, echo: EchoBackend) -> None:
+    c = client(url)
+    reply = c.responses.create(
+        model="ragmed/demo", instructions="簡潔に。", input=QUESTION, extra_body={"ragmed": {"k": 3}}
+    )
+    assert reply.status == "completed" and reply.incomplete_details is None
+    assert reply.output_text.startswith("ECHO") and reply.output_text.endswith("[1]")
+    assert [s["n"] for s in reply.model_extra["sources"]] == [1, 2, 3]
+    assert [x["n"] for x in reply.model_extra["citations"]] == [1]
+    # instructions are a system message: the RAG model keeps its own (grounding rules), and says so, as
+    # for chat's system messages; the upstream model, passed through, gets them
+    assert any("system messages were ignored" in w for w in reply.model_extra["ragmed"]["warnings"])
+    assert "簡潔に。" not in json.dumps(echo.requests[-1][0], ensure_ascii=False)
+    c.responses.create(model="echo", instructions="簡潔に。", input="こんにちは")
+    assert echo.requests[-1][0] == [
+        {"role": "system", "content": "簡潔に。"},
+        {"role": "user", "content": "こんにちは"},
+    ]
+    events = list(c.responses.create(model="ragmed/demo", input=QUESTION, stream=True))
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    assert [s["n"] for s in events[0].response.model_extra["sources"]] == list(
+        range(1, len(events[0].response.model_extra["sources"]) + 1)
+    )
+    assert "citations" not in events[0].response.model_extra
+    assert [x["n"] for x in events[-1].response.model_extra["citations"]] == [1]
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == events[-1].response.output_text and text.endswith("[1]")
+
+
+class FailingMidStream(EchoBackend):
+    """The echo backend's first two words, then the upstream connection drops."""
+
+    async def astream(self, messages, params):
+        count = 0
+        async for item in super().astream(messages, params):
+            if count == 2:
+                raise UpstreamError("The LLM at in-process echo backend dropped the connection.")
+            count += 1
+            yield item
+
+
+def test_an_upstream_failure_mid_stream_is_reported_in_band(
+    settings: Settings, demo_index: RagmedIndex
+) -> None:
+    """After the first byte the status is sent: the failure is an event of each stream's own kind."""
+    with serving(RagService(demo_index, settings, llm=FailingMidStream()), api_key=KEY) as root:
+        events = list(client(root).responses.create(model="ragmed/demo", input=QUESTION, stream=True))
+        kinds = [e.type for e in events]
+        assert kinds[:4] == [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+        ]
+        assert kinds[4:] == ["response.output_text.delta"] * 2 + ["error", "response.failed"]
+        assert events[-2].code == "upstream_error" and "dropped" in events[-2].message
+        assert events[-1].response.status == "failed" and "dropped" in events[-1].response.error.message
+        with pytest.raises(openai.APIError, match="dropped"):  # chat's stream: an error payload, then [DONE]
+            list(
+                client(root).chat.completions.create(
+                    model="ragmed/demo", messages=[{"role": "user", "content": QUESTION}], stream=True
+                )
+            )
 
 
 def test_malformed_json_without_a_key_is_401_not_400(url: str) -> None:

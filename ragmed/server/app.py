@@ -35,7 +35,7 @@ from ragmed.generate.base import ChatBackend
 from ragmed.hosts import check_bind, host_header_allowed, is_loopback
 from ragmed.server.auth import key_ok
 from ragmed.server.protocol import ErrorDetail, ErrorResponse
-from ragmed.server.routes import chat, embeddings, health, models
+from ragmed.server.routes import chat, embeddings, health, models, responses
 from ragmed.service import RagService
 from ragmed.settings import Settings, get_settings
 
@@ -240,7 +240,7 @@ def create_app(
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="ragmed API")
 
-    for module in (health, models, chat, embeddings):
+    for module in (health, models, chat, responses, embeddings):
         app.include_router(module.router)
     return app
 

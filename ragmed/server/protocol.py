@@ -89,13 +89,20 @@ class ResponseFormat(BaseModel):
 
     def schema_or_none(self) -> dict[str, Any] | None:
         """The JSON schema the answer must fit (None for plain text)."""
-        if self.type == "text":
-            return None
-        if self.type == "json_object":
-            return {"type": "object"}
-        if self.json_schema is None or self.json_schema.json_schema is None:
-            raise ValueError("response_format of type json_schema needs json_schema.schema")
-        return self.json_schema.json_schema
+        schema = self.json_schema.json_schema if self.json_schema else None
+        return answer_schema(self.type, schema, "response_format")
+
+
+def answer_schema(kind: str, schema: dict[str, Any] | None, where: str) -> dict[str, Any] | None:
+    """The JSON schema an answer must fit for an output format: none for text, any object for
+    ``json_object``, the given schema for ``json_schema`` (where one is required)."""
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if schema is None:
+        raise ValueError(f"{where} of type json_schema needs its schema")
+    return schema
 
 
 class ChatRequest(BaseModel):
@@ -120,6 +127,107 @@ class ChatRequest(BaseModel):
     logprobs: bool | None = None
     top_logprobs: int | None = None
     ragmed: RagOptions | None = None
+
+
+class InputPart(BaseModel):
+    """A content part of a Responses input message: ``input_text`` (and ``output_text`` in an earlier
+    answer sent back) is read; images, files and audio are not taken."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _valid_text(cls, value: str | None) -> str | None:
+        return None if value is None else _no_lone_surrogates(value, "text")
+
+
+class InputItem(BaseModel):
+    """One item of a Responses ``input`` list: a message (``{"role", "content"}``, with or without
+    ``"type": "message"``, an earlier response's output message included) or another item type, which
+    the route refuses by name."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str | None = None
+    role: Literal["system", "developer", "user", "assistant"] | None = None
+    content: str | list[InputPart] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _valid_content(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _no_lone_surrogates(value, "content")
+        return value
+
+    def text(self) -> str | None:
+        """The message text; None when it holds parts other than text."""
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        if any(p.type not in ("input_text", "output_text", "text") for p in self.content):
+            return None
+        return "".join(p.text or "" for p in self.content)
+
+
+class TextFormat(BaseModel):
+    """The Responses API's ``text.format``: what ``response_format`` is to chat completions, flattened
+    (``{"type": "json_schema", "name", "schema", "strict"}``)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    name: str | None = None
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+    def schema_or_none(self) -> dict[str, Any] | None:
+        return answer_schema(self.type, self.json_schema, "text.format")
+
+
+class TextConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    format: TextFormat | None = None
+
+
+class ResponsesRequest(BaseModel):
+    """``POST /v1/responses``. ragmed keeps no state: the conversation comes whole in ``input`` (an
+    earlier response's ``output`` appended to it works), and fields that need stored responses, tools or
+    log probabilities are refused by name; other unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    input: str | list[InputItem]
+    instructions: str | None = None
+    stream: bool | None = False
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_output_tokens: int | None = Field(None, ge=1)
+    text: TextConfig | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    previous_response_id: str | None = None
+    conversation: str | dict[str, Any] | None = None
+    prompt: dict[str, Any] | None = None
+    background: bool | None = None
+    include: list[str] | None = None
+    top_logprobs: int | None = None
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    truncation: str | None = None
+    ragmed: RagOptions | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _valid_input(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _no_lone_surrogates(value, "input")
+        if not value:
+            raise ValueError("input is an empty list")
+        return value
+
+    @field_validator("instructions")
+    @classmethod
+    def _valid_instructions(cls, value: str | None) -> str | None:
+        return None if value is None else _no_lone_surrogates(value, "instructions")
 
 
 class EmbeddingOptions(BaseModel):
@@ -226,6 +334,108 @@ class ChatCompletionChunk(BaseModel):
     sources: list[Source] | None = None
     citations: list[Citation] | None = None
     ragmed: RagmedExtras | None = None
+
+
+class OutputText(BaseModel):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list[dict[str, Any]] = Field(default_factory=list)
+    logprobs: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class OutputMessage(BaseModel):
+    id: str
+    type: Literal["message"] = "message"
+    status: Literal["in_progress", "completed", "incomplete"]
+    role: Literal["assistant"] = "assistant"
+    content: list[OutputText] = Field(default_factory=list)
+
+
+class InputTokensDetails(BaseModel):
+    cached_tokens: int = 0
+
+
+class OutputTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+
+
+class ResponseUsage(BaseModel):
+    input_tokens: int = 0
+    input_tokens_details: InputTokensDetails = Field(default_factory=InputTokensDetails)
+    output_tokens: int = 0
+    output_tokens_details: OutputTokensDetails = Field(default_factory=OutputTokensDetails)
+    total_tokens: int = 0
+
+    @classmethod
+    def of(cls, usage: dict[str, int]) -> ResponseUsage:
+        chat = Usage.of(usage)
+        return cls(
+            input_tokens=chat.prompt_tokens,
+            output_tokens=chat.completion_tokens,
+            total_tokens=chat.total_tokens,
+        )
+
+
+class IncompleteDetails(BaseModel):
+    reason: Literal["max_output_tokens", "content_filter"]
+
+
+class ResponseError(BaseModel):
+    code: str
+    message: str
+
+
+class ResponseObject(BaseModel):
+    """A Responses API response. ``sources`` rides on it from the stream's first event (retrieval is
+    over before the first token), ``citations`` and ``ragmed`` once the answer is complete."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    status: Literal["in_progress", "completed", "incomplete", "failed"]
+    error: ResponseError | None = None
+    incomplete_details: IncompleteDetails | None = None
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    model: str
+    output: list[OutputMessage] = Field(default_factory=list)
+    parallel_tool_calls: bool = True
+    previous_response_id: None = None
+    reasoning: None = None
+    store: bool = False  # nothing is kept: GET /v1/responses/{id} has nothing to return
+    temperature: float | None = None
+    text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
+    tool_choice: str | dict[str, Any] = "auto"
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    top_p: float | None = None
+    truncation: str = "disabled"
+    usage: ResponseUsage | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    sources: list[Source] | None = None
+    citations: list[Citation] | None = None
+    ragmed: RagmedExtras | None = None
+
+
+class ResponseEvent(BaseModel):
+    """One event of a Responses stream (sent as ``event: <type>`` and ``data: <json>``): the response's
+    lifecycle (``response.created`` … ``response.completed``), its message item and text part opened and
+    closed, and the text's deltas — the order the official clients' stream helpers assemble."""
+
+    type: str
+    sequence_number: int
+    response: ResponseObject | None = None
+    output_index: int | None = None
+    item: OutputMessage | None = None
+    item_id: str | None = None
+    content_index: int | None = None
+    part: OutputText | None = None
+    delta: str | None = None
+    text: str | None = None
+    logprobs: list[dict[str, Any]] | None = None
+    # the ``error`` event's own fields
+    code: str | None = None
+    message: str | None = None
+    param: str | None = None
 
 
 class ModelCard(BaseModel):

@@ -13,15 +13,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import ValidationError
 
-from ragmed.errors import InputError, RagmedError, TooLargeError, error_code, mapping
-from ragmed.schema import Answer, ChatResult, Message, Retrieved
+from ragmed.errors import InputError, RagmedError, error_code, mapping
+from ragmed.schema import Answer, Message, Retrieved
 from ragmed.server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -32,32 +31,14 @@ from ragmed.server.protocol import (
     Delta,
     ErrorDetail,
     ErrorResponse,
-    RagmedExtras,
     RagOptions,
     Usage,
 )
-from ragmed.server.routes.common import ClientGone, service_of, settings_of, unless_disconnected
+from ragmed.server.routes.answering import Event, check_turns, collect, extras, sampling, start
+from ragmed.server.routes.common import ClientGone, service_of, unless_disconnected
 from ragmed.server.routes.models import resolve_model
 
 router = APIRouter(tags=["openai"])
-
-Event = Retrieved | str | Answer | ChatResult
-
-
-def extras(answer: Answer) -> RagmedExtras:
-    """ragmed's own details beside OpenAI's fields (clients ignore unknown top-level keys)."""
-    return RagmedExtras(
-        linked=answer.linked,
-        retrieved=len(answer.chunks),
-        packed=answer.context.packed,
-        invalid_citations=answer.invalid_citations,
-        rag=answer.rag,
-        upstream_model=answer.model,
-        prompt_hash=answer.prompt_hash,
-        timings=answer.timings,
-        warnings=answer.warnings,
-        trace=answer.trace,
-    )
 
 
 def _messages(req: ChatRequest) -> list[Message]:
@@ -95,63 +76,39 @@ def _refuse_unsupported(req: ChatRequest) -> None:
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(req: ChatRequest, request: Request) -> Response:
     """Chat with RAG (model ``ragmed/<index>``) or straight to the upstream model."""
-    service, settings = service_of(request), settings_of(request)
-    if len(req.messages) > settings.serve.max_messages:
-        raise TooLargeError(
-            f"Too many messages: {len(req.messages)}, the limit is {settings.serve.max_messages} "
-            "(RAGMED_API_MAX_MESSAGES).",
-            param="messages",
-            code="too_many_messages",
-        )
+    check_turns(request, len(req.messages), "messages")
     _refuse_unsupported(req)
-    use_rag_model = await resolve_model(service, req.model)
+    use_rag_model = await resolve_model(service_of(request), req.model)
     messages = _messages(req)
-    opts = req.ragmed or RagOptions()
     try:
         schema = req.response_format.schema_or_none() if req.response_format else None
     except ValueError as exc:
         raise InputError(str(exc), param="response_format.json_schema") from None
-    try:
-        params = service.sampling(
-            temperature=req.temperature,
-            top_p=req.top_p,
-            max_tokens=req.max_completion_tokens or req.max_tokens,
-            seed=req.seed,
-            stop=[req.stop] if isinstance(req.stop, str) else req.stop,
-            json_schema=schema,
-        )
-    except ValidationError as exc:
-        raise InputError(f"Invalid sampling parameters: {exc.errors()[0]['msg']}") from None
-    events: AsyncIterator[Event]
-    if use_rag_model:
-        events = service.astream(messages, k=opts.k, mode=opts.mode, rag=opts.rag, params=params)
-    else:
-        events = service.llm.astream(messages, params)
+    params = sampling(
+        request,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        max_tokens=req.max_completion_tokens or req.max_tokens,
+        seed=req.seed,
+        stop=[req.stop] if isinstance(req.stop, str) else req.stop,
+        json_schema=schema,
+    )
     completion = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model}
     try:
-        # Upstream failures surface here, before any byte is sent, so they keep their HTTP status: the
-        # sources (ready first) wait for the model's first token, then go out in the first chunk.
-        first = await unless_disconnected(request, anext(events))
-        head: list[Event] = [first]
-        if isinstance(first, Retrieved):
-            head.append(await unless_disconnected(request, anext(events)))
+        events = await start(request, use_rag_model, messages, req.ragmed or RagOptions(), params)
     except ClientGone:
-        await events.aclose()
-        return Response(status_code=499)
-    except BaseException:
-        await events.aclose()
-        raise
+        return Response(status_code=499)  # nginx's "client closed request": nobody reads it
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(
-            _sse(events, head, completion, include_usage),
+            _sse(events, completion, include_usage),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
     try:
-        final = await unless_disconnected(request, _collect(events, head))
+        _, final = await unless_disconnected(request, collect(events))
     except ClientGone:
-        return Response(status_code=499)  # nginx's "client closed request": nobody reads it
+        return Response(status_code=499)
     body = ChatCompletion(
         **completion,
         choices=[
@@ -189,49 +146,30 @@ def sse_event(model: ChatCompletionChunk, usage_key: bool = False) -> bytes:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-async def _collect(events: AsyncIterator[Event], head: list[Event]) -> Answer | ChatResult:
-    final: Answer | ChatResult | None = None
-    try:
-        for item in head:
-            if isinstance(item, Answer | ChatResult):
-                final = item
-        async for item in events:
-            if isinstance(item, Answer | ChatResult):
-                final = item
-    finally:
-        await events.aclose()
-    if final is None:
-        raise RagmedError("the answer ended without a result")
-    return final
-
-
 async def _sse(
-    events: AsyncIterator[Event], head: list[Event], completion: dict[str, Any], include_usage: bool
+    events: AsyncGenerator[Event, None], completion: dict[str, Any], include_usage: bool
 ) -> AsyncIterator[bytes]:
     """OpenAI's chunk stream with ragmed's ``sources`` first and ``citations`` at the end."""
 
     def chunk(choices: list[ChunkChoice], **extra: Any) -> bytes:
         return sse_event(ChatCompletionChunk(**completion, choices=choices, **extra), include_usage)
 
-    def delta(content: str | None = None, role: bool = False, finish: str | None = None) -> list[ChunkChoice]:
-        return [
-            ChunkChoice(
-                delta=Delta(role="assistant" if role else None, content=content), finish_reason=finish
-            )
-        ]
+    def delta(content: str | None = None, role: bool = False) -> list[ChunkChoice]:
+        return [ChunkChoice(delta=Delta(role="assistant" if role else None, content=content))]
 
-    pending = list(head)
+    opened = False
     try:
-        item: Event | None = pending.pop(0)
-        if isinstance(item, Retrieved):
-            yield chunk(delta("", role=True), sources=item.sources)
-            item = pending.pop(0) if pending else await anext(events, None)
-        else:
-            yield chunk(delta("", role=True))
-        while item is not None:
+        async for item in events:
+            if isinstance(item, Retrieved):  # always the first event when there is one
+                yield chunk(delta("", role=True), sources=item.sources)
+                opened = True
+                continue
+            if not opened:
+                yield chunk(delta("", role=True))
+                opened = True
             if isinstance(item, str):
                 yield chunk(delta(item))
-            elif isinstance(item, Answer | ChatResult):
+            else:
                 finishing: dict[str, Any] = {}
                 if isinstance(item, Answer):
                     finishing = {"citations": item.citations, "ragmed": extras(item)}
@@ -240,7 +178,6 @@ async def _sse(
                 )
                 if include_usage:
                     yield chunk([], usage=Usage.of(item.usage))
-            item = pending.pop(0) if pending else await anext(events, None)
     except RagmedError as exc:  # mid-stream: the status is already sent, so report in-band
         error = ErrorResponse(
             error=ErrorDetail(message=str(exc), type=mapping(exc).type, code=error_code(exc))
