@@ -299,6 +299,10 @@ def test_responses_api_refuses_what_needs_stored_state_tools_or_logprobs(
             stream=True,
         )
     assert info.value.status_code == 503 and info.value.body["code"] == "upstream_unavailable"
+    for fetch in (c.responses.retrieve, c.responses.delete, c.responses.input_items.list):
+        with pytest.raises(openai.NotFoundError) as info:
+            fetch("resp_123")
+        assert "stores no responses" in info.value.body["message"]
     many = [{"role": "user", "content": "はい"}] * (down_service.settings.serve.max_messages + 1)
     with pytest.raises(openai.APIStatusError) as info:
         c.responses.create(model="ragmed/demo", input=many)

@@ -1381,6 +1381,35 @@ def test_ordinary_words_that_are_minus1_surfaces_are_not_mentions(text_model: Di
     assert flags(found) == [("肺炎", "N")]
 
 
+def test_clinical_abbreviations_the_dictionary_lacks_are_mentions_when_written_in_capitals() -> None:
+    """ＮＳＴＥＭＩ, ＰＤＡＣ and ＤＩＣ are no surfaces of this dictionary, but the abbreviation table reads
+    them as its names, so running text mentions them (and query linking expands them). Not mentions: the
+    same letters in lower case (an English word), a table entry that in text is more often a lab test
+    (ＬＤＨ) or a two-letter one (ＰＳ: performance status more often than 肺動脈弁狭窄症), whose readings are
+    names here too."""
+    m = DiseaseNormalizer.fit(
+        make_entries(
+            [
+                ("非ＳＴ上昇型心筋梗塞", "I214", "非ＳＴ上昇型心筋梗塞"),
+                ("膵癌", "C259", "膵癌"),
+                ("播種性血管内凝固", "D65", "播種性血管内凝固"),
+                ("腰椎椎間板ヘルニア", "M5126", "腰椎椎間板ヘルニア"),
+                ("肺動脈弁狭窄症", "I370", "肺動脈弁狭窄症"),
+                ("肺炎", "J189", "肺炎"),
+            ]
+        )
+    )
+    text = "ＮＳＴＥＭＩにてＰＣＩ施行。PDACの既往あり、DIC疑い。LDH高値、PS 1。nstemi pdac"
+    found = m.find_mentions(text)
+    assert [(f.text, f.candidates[0].standard_name) for f in found] == [
+        ("ＮＳＴＥＭＩ", "非ＳＴ上昇型心筋梗塞"),
+        ("PDAC", "膵癌"),
+        ("DIC", "播種性血管内凝固"),
+    ]
+    assert [(f.historical, f.suspected) for f in found] == [(False, False), (True, False), (False, True)]
+    assert [text[f.start : f.end] for f in found] == ["ＮＳＴＥＭＩ", "PDAC", "DIC"]
+
+
 def test_units_of_measure_are_not_disease_abbreviations() -> None:
     """ＭＬ and ＰＨ are dictionary surfaces (悪性リンパ腫, 肺高血圧症); the mL of pg/mL, the pH of a blood
     gas and the ml of mg/ml are units, written as units are (a lower-case letter first, or after a

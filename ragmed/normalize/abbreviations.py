@@ -19,6 +19,7 @@ wording is always scored too, so a wrong reading only adds candidates. A run is 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from ragmed.normalize.text import normalize_key
 
@@ -40,6 +41,8 @@ ABBREVIATIONS = {
     "vte": "静脈血栓塞栓症",
     "vbi": "椎骨脳底動脈循環不全",
     "ami": "急性心筋梗塞",
+    "stemi": "ＳＴ上昇型急性心筋梗塞",
+    "nstemi": "非ＳＴ上昇型心筋梗塞",
     "omi": "陳旧性心筋梗塞",
     "mi": "心筋梗塞|僧帽弁閉鎖不全症",
     "ap": "狭心症|誤嚥性肺炎",
@@ -65,6 +68,7 @@ ABBREVIATIONS = {
     "pac": "心房期外収縮",
     "apc": "心房期外収縮",
     "sss": "洞不全症候群",
+    "wpw": "ＷＰＷ症候群",
     "avb": "房室ブロック",
     "cavb": "完全房室ブロック",
     "rbbb": "右脚ブロック",
@@ -134,6 +138,7 @@ ABBREVIATIONS = {
     "cep": "慢性好酸球性肺炎",
     "pphn": "新生児遷延性肺高血圧症",
     "copd": "慢性閉塞性肺疾患",
+    "ptb": "肺結核",
     "ip": "間質性肺炎|リン",
     "ild": "間質性肺疾患",
     "ipf": "特発性肺線維症",
@@ -174,6 +179,7 @@ ABBREVIATIONS = {
     "eoe": "好酸球性食道炎",
     "ege": "好酸球性胃腸炎",
     "gerd": "胃食道逆流症",
+    "pdac": "膵癌",
     "nerd": "非びらん性胃食道逆流症",
     "re": "逆流性食道炎",
     "gu": "胃潰瘍",
@@ -427,6 +433,8 @@ ABBREVIATIONS = {
     "gpa": "多発血管炎性肉芽腫症",
     "egpa": "好酸球性多発血管炎性肉芽腫症",
     "mpa": "顕微鏡的多発血管炎",
+    "aav": "ＡＮＣＡ関連血管炎",
+    "tak": "高安動脈炎",
     "psa": "乾癬性関節炎",
     "aosd": "成人スチル病",
     "fmf": "家族性地中海熱",
@@ -504,6 +512,7 @@ ABBREVIATIONS = {
     "pdd": "広汎性発達障害",
     "sad": "社交不安障害",
     "mdd": "うつ病",
+    "scz": "統合失調症",
     "ptsd": "心的外傷後ストレス障害",
     "ocd": "強迫性障害|離断性骨軟骨炎",
     "gad": "全般性不安障害",
@@ -562,3 +571,27 @@ def rewrites(key: str) -> list[tuple[int, int, str]]:
         for reading in _TABLE.get(m.group(), ()):
             out.append((m.start(), m.end(), reading))
     return out
+
+
+#: Entries that in running text name a lab test, a drug, a measurement or something else more often than
+#: the disease (ＬＤＨ高値, ＣＢＤＣＡ＋ＰＴＸ, 抗ＧＡＤ抗体, ＰＡＰ ４０ｍｍＨｇ, ＣＡＭ内服; in English questions
+#: AMR is antimicrobial resistance, NEC "not elsewhere classified"): read as a query, never spotted.
+NOT_MENTIONS = frozenset({"ldh", "psa", "ptx", "ntg", "cam", "los", "gad", "pap", "amr", "nec", "ibm"})
+
+
+def disease_abbreviations(is_name: Callable[[str], bool]) -> frozenset[str]:
+    """The entries that may stand for a disease in running text: three characters or more (two-letter
+    ones are too often something else: ＰＳ, ＰＤ, ＢＰ), not in :data:`NOT_MENTIONS`, and whose likelier
+    reading is a name (ｎｓｔｅｍｉ, ｐｄａｃ; not ｍｃａ, a vessel)."""
+    return frozenset(
+        key
+        for key, readings in _TABLE.items()
+        if len(key) >= 3 and key not in NOT_MENTIONS and is_name(readings[0])
+    )
+
+
+def written_as_abbreviation(text: str) -> bool:
+    """In capitals, as charts write an abbreviation (ＮＳＴＥＭＩ, PDAC): the English words ``at`` or ``As``
+    are not ones."""
+    letters = [ch for ch in text if ch.isalpha()]
+    return len(letters) >= 2 and all(ch.isupper() for ch in letters)

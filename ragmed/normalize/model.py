@@ -412,6 +412,7 @@ class DiseaseNormalizer:
         self._view: _View | None = None
         self._label_order: tuple[np.ndarray, np.ndarray] | None = None
         self._heads: dict[str, int] | None = None
+        self._abbr_keys: frozenset[str] | None = None
         self._name_head_len: dict[str, int] | None = None
         self._run_holders: dict[str, tuple[tuple[int, ...], int]] | None = None
         self._master_readings: list[tuple[str, str]] | None = None
@@ -579,7 +580,7 @@ class DiseaseNormalizer:
         self.rules_by_lhs = {}  # rebuilt on demand
         self._label_order = None
         self._view = None
-        self._heads = self._name_head_len = None
+        self._heads = self._name_head_len = self._abbr_keys = None
         self._run_holders = None
 
     def _learn_from(self, idx: int, lab: int, tally: list[int]) -> None:
@@ -1874,6 +1875,17 @@ class DiseaseNormalizer:
         none_lab = self.label_id.get(NO_CODE)
         return any(int(self.entry_label[e]) != none_lab for e in self.surface_index.get(key, ()))
 
+    def _abbreviation_keys(self) -> frozenset[str]:
+        """Clinical abbreviations that stand for a name (ＮＳＴＥＭＩ, ＰＤＡＣ): mentions in running text
+        where the dictionary does not hold them as surfaces (built on first use)."""
+        if self._abbr_keys is None:
+            self._abbr_keys = (
+                abbreviations_mod.disease_abbreviations(self.name_index.__contains__)
+                if self.abbreviations
+                else frozenset()
+            )
+        return self._abbr_keys
+
     def _name_heads(self) -> dict[str, int]:
         """First two characters of every name key → the longest name key that starts with them (built on
         first use): the spans of a rewritten query that can be a name, without trying the rest."""
@@ -1892,7 +1904,9 @@ class DiseaseNormalizer:
                 or key in self.surface_index.many
                 or key in self.name_index
             )
-            self._heads = _longest_by_head([*surfaces, *self.name_index], MIN_MENTION)
+            self._heads = _longest_by_head(
+                [*surfaces, *self.name_index, *self._abbreviation_keys()], MIN_MENTION
+            )
         return self._heads
 
     def find_mentions(self, text: str, k: int = 3) -> list[Mention]:
@@ -1912,6 +1926,7 @@ class DiseaseNormalizer:
         found: list[tuple[int, int]] = []
         trailing: dict[int, M.Cue] = {}
         heads = self._mention_heads()
+        abbreviated = self._abbreviation_keys()
         i, n = 0, len(norm)
         cut = word_cuts(norm)
         while i < n:
@@ -1919,11 +1934,13 @@ class DiseaseNormalizer:
             longest = heads.get(norm[i : i + MIN_MENTION], 0)  # no key starts here: skip at once
             for j in range(min(n, i + longest), i + MIN_MENTION - 1, -1):
                 sub = norm[i:j]
-                if not self._disease_key(sub):
+                a, b = spans[i][0], spans[j - 1][1]
+                if not self._disease_key(sub) and not (
+                    sub in abbreviated and abbreviations_mod.written_as_abbreviation(text[a:b])
+                ):
                     continue
                 if cut[i] or cut[j] or (cuts_kana is not None and cuts_kana(i, j)):
                     continue  # "HT" inside "HTML" is no mention, nor よう inside かいよう
-                a, b = spans[i][0], spans[j - 1][1]
                 if unit_like(text[a:b], text[max(0, a - 3) : a]):  # the mL of pg/mL is no ML (リンパ腫)
                     continue
                 match = j

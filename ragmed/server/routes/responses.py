@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from ragmed.errors import InputError, RagmedError, error_code
+from ragmed.errors import InputError, NotFoundError, RagmedError, error_code
 from ragmed.schema import Answer, ChatResult, Message, Retrieved
 from ragmed.server.protocol import (
     IncompleteDetails,
@@ -152,6 +152,18 @@ async def create_response(req: ResponsesRequest, request: Request) -> Response:
         return Response(status_code=499)
     message = OutputMessage(id=f"msg_{uuid.uuid4().hex}", status="completed")
     return JSONResponse(response_json(_finished(shell, message, retrieved, final)))
+
+
+@router.get("/v1/responses/{response_id}")
+@router.delete("/v1/responses/{response_id}")
+@router.get("/v1/responses/{response_id}/input_items")
+async def stored_response(response_id: str) -> None:
+    """``responses.retrieve`` / ``delete`` / ``input_items.list``: a 404 that says why, not a bare one."""
+    raise NotFoundError(
+        f"No response {response_id!r}: ragmed stores no responses (every response is answered with "
+        "store: false); keep the one you were sent.",
+        param="response_id",
+    )
 
 
 def _finished(
