@@ -70,6 +70,31 @@ def test_a_folder_copied_from_a_mac_or_a_repository_reads_only_its_documents(tmp
         load_documents([tmp_path / "._chunk_0.jsonl"])
 
 
+def test_text_saved_on_a_japanese_desktop_reads_in_its_encoding(tmp_path: Path) -> None:
+    """cp932 with CRLF (Windows' Japanese default), UTF-16 with its byte-order mark (Notepad's and Excel's
+    "Unicode text", little- or big-endian) and UTF-8 with a BOM all read as the same text; bytes that are
+    none of them are refused naming the file."""
+    text = "急性膵炎の重症度判定\r\n予後因子は９項目である。\r\n"
+    (tmp_path / "cp932.txt").write_bytes(text.encode("cp932"))
+    (tmp_path / "utf16le.txt").write_bytes(text.encode("utf-16"))  # BOM first, little-endian here
+    (tmp_path / "utf16be.md").write_bytes(b"\xfe\xff" + text.encode("utf-16-be"))
+    (tmp_path / "bom.txt").write_bytes(text.encode("utf-8-sig"))
+    rows = "id,title,text\r\n1,膵炎,急性膵炎は膵の炎症である。\r\n"
+    (tmp_path / "table.csv").write_bytes(rows.encode("utf-16"))
+    docs = {d.metadata["source"]: d for d in load_documents([tmp_path])}
+    assert set(docs) == {"cp932.txt", "utf16le.txt", "utf16be.md", "bom.txt", "table.csv"}
+    for name in ("cp932.txt", "utf16le.txt", "utf16be.md", "bom.txt"):
+        assert docs[name].text.replace("\r\n", "\n").strip() == text.replace("\r\n", "\n").strip(), name
+        assert docs[name].metadata["title"] == "急性膵炎の重症度判定", name
+    assert (docs["table.csv"].text, docs["table.csv"].metadata["title"]) == (
+        "急性膵炎は膵の炎症である。",
+        "膵炎",
+    )
+    (tmp_path / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x81\x00" * 10)  # a lead byte then NUL: no cp932
+    with pytest.raises(CorpusFormatError, match=r"binary\.txt: not UTF-8, UTF-16 or cp932"):
+        load_documents([tmp_path / "binary.txt"])
+
+
 def test_configurable_fields(tmp_path: Path) -> None:
     path = tmp_path / "docs.jsonl"
     path.write_text('{"uid": "x1", "heading": "見出し", "body": "本文である。"}\n', encoding="utf-8")

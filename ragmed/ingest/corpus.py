@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from pydantic import BaseModel
 
 from ragmed.errors import CorpusFormatError, DownloadError, InputError, SetupError
-from ragmed.ingest.files import hidden
+from ragmed.ingest.files import UTF16_BOMS, hidden
 from ragmed.tokenize import detect_language, morphemes
 
 if TYPE_CHECKING:
@@ -108,9 +108,12 @@ def _title_from_text(text: str, fallback: str) -> str:
 
 
 def _sniff_encoding(path: Path) -> str:
-    """utf-8-sig or cp932, decided on the first 64 KB (a wrong guess fails later, naming the offset)."""
+    """utf-16 where its byte-order mark says so (Notepad's and Excel's "Unicode" text), else utf-8-sig or
+    cp932, decided on the first 64 KB (a wrong guess fails later, naming the offset)."""
     with path.open("rb") as fh:
         head = fh.read(1 << 16)
+    if head[:2] in UTF16_BOMS:  # no UTF-8 or cp932 text starts with FF FE or FE FF
+        return "utf-16"
     try:
         codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
         return "utf-8-sig"
@@ -120,7 +123,7 @@ def _sniff_encoding(path: Path) -> str:
         codecs.getincrementaldecoder("cp932")().decode(head, final=False)
         return "cp932"
     except UnicodeDecodeError:
-        raise CorpusFormatError(f"{path}: not UTF-8 or cp932 text") from None
+        raise CorpusFormatError(f"{path}: not UTF-8, UTF-16 or cp932 text") from None
 
 
 def _open_text(path: Path) -> TextIO:
@@ -129,7 +132,7 @@ def _open_text(path: Path) -> TextIO:
 
 def _decode_error(path: Path, exc: UnicodeDecodeError) -> CorpusFormatError:
     return CorpusFormatError(
-        f"{path}: not UTF-8 or cp932 text ({exc.reason} near byte {exc.start} of a block)"
+        f"{path}: not UTF-8, UTF-16 or cp932 text ({exc.reason} near byte {exc.start} of a block)"
     )
 
 
@@ -471,7 +474,7 @@ def chunk_documents(docs: Iterable[Document], opts: CorpusOptions | None = None)
 
 
 def read_text(path: Path) -> str:
-    """A whole small text file (UTF-8 with or without BOM, or cp932)."""
+    """A whole small text file (UTF-8 with or without BOM, UTF-16 with its BOM, or cp932)."""
     with _open_text(path) as fh:
         try:
             return fh.read()
