@@ -88,18 +88,15 @@ async def _replay(head: list[Event], events: AsyncIterator[Event]) -> AsyncGener
         await events.aclose()  # closes the upstream stream too when the client went away
 
 
-async def collect(events: AsyncGenerator[Event, None]) -> tuple[Retrieved | None, Answer | ChatResult]:
-    """Read a started answer to its end: what was retrieved (None without RAG) and the final result."""
-    retrieved: Retrieved | None = None
+async def collect(events: AsyncGenerator[Event, None]) -> Answer | ChatResult:
+    """Read a started answer to its end: its final result (the RAG model's carries its sources)."""
     final: Answer | ChatResult | None = None
     try:
         async for item in events:
-            if isinstance(item, Retrieved):
-                retrieved = item
-            elif isinstance(item, Answer | ChatResult):
+            if isinstance(item, Answer | ChatResult):
                 final = item
     finally:
         await events.aclose()
     if final is None:
         raise RagmedError("the answer ended without a result")
-    return retrieved, final
+    return final

@@ -106,7 +106,7 @@ async def chat_completions(req: ChatRequest, request: Request) -> Response:
             headers={"Cache-Control": "no-cache"},
         )
     try:
-        _, final = await unless_disconnected(request, collect(events))
+        final = await unless_disconnected(request, collect(events))
     except ClientGone:
         return Response(status_code=499)
     body = ChatCompletion(

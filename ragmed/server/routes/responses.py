@@ -147,11 +147,11 @@ async def create_response(req: ResponsesRequest, request: Request) -> Response:
             _stream(events, shell), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
     try:
-        retrieved, final = await unless_disconnected(request, collect(events))
+        final = await unless_disconnected(request, collect(events))
     except ClientGone:
         return Response(status_code=499)
     message = OutputMessage(id=f"msg_{uuid.uuid4().hex}", status="completed")
-    return JSONResponse(response_json(_finished(shell, message, retrieved, final)))
+    return JSONResponse(response_json(_finished(shell, message, final)))
 
 
 @router.get("/v1/responses/{response_id}")
@@ -166,9 +166,7 @@ async def stored_response(response_id: str) -> None:
     )
 
 
-def _finished(
-    shell: ResponseObject, message: OutputMessage, retrieved: Retrieved | None, final: Answer | ChatResult
-) -> ResponseObject:
+def _finished(shell: ResponseObject, message: OutputMessage, final: Answer | ChatResult) -> ResponseObject:
     """The response once the answer is complete: ``incomplete`` when the token limit cut it."""
     cut = final.finish_reason == "length"
     done = message.model_copy(
@@ -182,8 +180,6 @@ def _finished(
             "usage": ResponseUsage.of(final.usage),
         }
     )
-    if retrieved is not None:
-        body.sources = retrieved.sources
     if isinstance(final, Answer):
         body.sources, body.citations, body.ragmed = final.sources, final.citations, extras(final)
     return body
@@ -215,7 +211,6 @@ async def _stream(events: AsyncGenerator[Event, None], shell: ResponseObject) ->
     seq = 0
     message = OutputMessage(id=f"msg_{uuid.uuid4().hex}", status="in_progress")
     where = {"item_id": message.id, "output_index": 0, "content_index": 0}
-    retrieved: Retrieved | None = None
 
     def emit(kind: str, **fields: Any) -> bytes:
         nonlocal seq
@@ -234,7 +229,6 @@ async def _stream(events: AsyncGenerator[Event, None], shell: ResponseObject) ->
     try:
         async for item in events:
             if isinstance(item, Retrieved):  # always first when there is one
-                retrieved = item
                 shell.sources = item.sources
                 continue
             if not opened:
@@ -244,7 +238,7 @@ async def _stream(events: AsyncGenerator[Event, None], shell: ResponseObject) ->
             if isinstance(item, str):
                 yield emit("response.output_text.delta", **where, delta=item, logprobs=[])
                 continue
-            final = _finished(shell, message, retrieved, item)
+            final = _finished(shell, message, item)
             done = final.output[0]
             part = done.content[0]
             yield emit("response.output_text.done", **where, text=part.text, logprobs=[])
