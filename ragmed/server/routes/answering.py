@@ -1,14 +1,15 @@
 """What the two answering endpoints (chat completions and responses) share.
 
-WHY one place: both resolve the model, build sampling parameters, start the answer — RAG or straight to
-the upstream — and wait for its first token before sending a byte, so that an upstream failure keeps its
-HTTP status; only the wire shapes differ, and those live in each route.
+WHY one place: both bound the conversation, refuse by name what no answer here can give (tool calls, log
+probabilities), build sampling parameters, start the answer — RAG or straight to the upstream — and wait
+for its first token before sending a byte, so that an upstream failure keeps its HTTP status; only the wire
+shapes differ, and those live in each route.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 from fastapi import Request
 from pydantic import ValidationError
@@ -46,6 +47,22 @@ def check_turns(request: Request, turns: int, param: str) -> None:
             param=param,
             code="too_many_messages",
         )
+
+
+def refuse_tools(param: str) -> NoReturn:
+    """Tools offered to be called: a 400 naming the field, never a 200 without the calls."""
+    raise InputError(
+        "Tool and function calling is not supported by this server.",
+        param=param,
+        code="unsupported_parameter",
+    )
+
+
+def refuse_logprobs(param: str) -> NoReturn:
+    """Log probabilities asked for: a 400 naming the field, never a 200 without them."""
+    raise InputError(
+        "Log probabilities are not supported by this server.", param=param, code="unsupported_parameter"
+    )
 
 
 def sampling(request: Request, **fields: Any) -> SamplingParams:

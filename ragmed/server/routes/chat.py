@@ -34,7 +34,16 @@ from ragmed.server.protocol import (
     RagOptions,
     Usage,
 )
-from ragmed.server.routes.answering import Event, check_turns, collect, extras, sampling, start
+from ragmed.server.routes.answering import (
+    Event,
+    check_turns,
+    collect,
+    extras,
+    refuse_logprobs,
+    refuse_tools,
+    sampling,
+    start,
+)
 from ragmed.server.routes.common import ClientGone, service_of, unless_disconnected
 from ragmed.server.routes.models import resolve_model
 
@@ -58,19 +67,10 @@ def _messages(req: ChatRequest) -> list[Message]:
 def _refuse_unsupported(req: ChatRequest) -> None:
     """Fields a client relies on that ragmed cannot honour are an error naming them, never a 200 that
     silently lacks what was asked (tool calls, log probabilities)."""
-    wants_tools = bool(req.tools or req.functions) and req.tool_choice != "none"
-    if wants_tools:
-        raise InputError(
-            "Tool and function calling is not supported by this server.",
-            param="tools" if req.tools else "functions",
-            code="unsupported_parameter",
-        )
+    if (req.tools or req.functions) and req.tool_choice != "none":
+        refuse_tools("tools" if req.tools else "functions")
     if req.logprobs or req.top_logprobs:
-        raise InputError(
-            "Log probabilities are not supported by this server.",
-            param="logprobs" if req.logprobs else "top_logprobs",
-            code="unsupported_parameter",
-        )
+        refuse_logprobs("logprobs" if req.logprobs else "top_logprobs")
 
 
 @router.post("/v1/chat/completions", response_model=None)

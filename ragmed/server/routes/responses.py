@@ -33,7 +33,16 @@ from ragmed.server.protocol import (
     ResponsesRequest,
     ResponseUsage,
 )
-from ragmed.server.routes.answering import Event, check_turns, collect, extras, sampling, start
+from ragmed.server.routes.answering import (
+    Event,
+    check_turns,
+    collect,
+    extras,
+    refuse_logprobs,
+    refuse_tools,
+    sampling,
+    start,
+)
 from ragmed.server.routes.common import ClientGone, service_of, unless_disconnected
 from ragmed.server.routes.models import resolve_model
 
@@ -62,18 +71,9 @@ def _refuse_unsupported(req: ResponsesRequest) -> None:
                 code="unsupported_parameter",
             )
     if req.tools and req.tool_choice != "none":
-        raise InputError(
-            "Tool and function calling is not supported by this server.",
-            param="tools",
-            code="unsupported_parameter",
-        )
-    wanted = [i for i in req.include or [] if i in _UNSUPPORTED_INCLUDES]
-    if req.top_logprobs or wanted:
-        raise InputError(
-            "Log probabilities are not supported by this server.",
-            param="top_logprobs" if req.top_logprobs else "include",
-            code="unsupported_parameter",
-        )
+        refuse_tools("tools")
+    if req.top_logprobs or any(i in _UNSUPPORTED_INCLUDES for i in req.include or []):
+        refuse_logprobs("top_logprobs" if req.top_logprobs else "include")
 
 
 def _messages(req: ResponsesRequest) -> list[Message]:
