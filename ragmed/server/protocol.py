@@ -4,7 +4,7 @@ chunks, errors). OpenAI's fields keep OpenAI's names and meaning; ragmed's addit
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -25,6 +25,10 @@ def _no_lone_surrogates(text: str, where: str) -> str:
 
 
 class TextPart(BaseModel):
+    """A content part of a message: chat's ``text``, the Responses API's ``input_text`` (and
+    ``output_text`` in an earlier answer sent back); other types (images, files, audio) are kept for the
+    route to refuse."""
+
     model_config = ConfigDict(extra="allow")
     type: str
     text: str | None = None
@@ -35,9 +39,11 @@ class TextPart(BaseModel):
         return None if value is None else _no_lone_surrogates(value, "text")
 
 
-class ChatMessage(BaseModel):
+class _Content(BaseModel):
+    """A message's ``content``: a string or a list of parts, of which :attr:`TEXT_PARTS` are read."""
+
     model_config = ConfigDict(extra="allow")
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    TEXT_PARTS: ClassVar[tuple[str, ...]] = ("text",)
     content: str | list[TextPart] | None = None
 
     @field_validator("content")
@@ -49,13 +55,15 @@ class ChatMessage(BaseModel):
 
     def text(self) -> str | None:
         """The message text; None when it holds non-text parts (images…), which ragmed does not take."""
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        if any(p.type != "text" for p in self.content):
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        if any(p.type not in self.TEXT_PARTS for p in self.content):
             return None
         return "".join(p.text or "" for p in self.content)
+
+
+class ChatMessage(_Content):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
 
 
 class RagOptions(BaseModel):
@@ -129,44 +137,14 @@ class ChatRequest(BaseModel):
     ragmed: RagOptions | None = None
 
 
-class InputPart(BaseModel):
-    """A content part of a Responses input message: ``input_text`` (and ``output_text`` in an earlier
-    answer sent back) is read; images, files and audio are not taken."""
-
-    model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
-
-    @field_validator("text")
-    @classmethod
-    def _valid_text(cls, value: str | None) -> str | None:
-        return None if value is None else _no_lone_surrogates(value, "text")
-
-
-class InputItem(BaseModel):
+class InputItem(_Content):
     """One item of a Responses ``input`` list: a message (``{"role", "content"}``, with or without
     ``"type": "message"``, an earlier response's output message included) or another item type, which
     the route refuses by name."""
 
-    model_config = ConfigDict(extra="allow")
+    TEXT_PARTS: ClassVar[tuple[str, ...]] = ("input_text", "output_text", "text")
     type: str | None = None
     role: Literal["system", "developer", "user", "assistant"] | None = None
-    content: str | list[InputPart] | None = None
-
-    @field_validator("content")
-    @classmethod
-    def _valid_content(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return _no_lone_surrogates(value, "content")
-        return value
-
-    def text(self) -> str | None:
-        """The message text; None when it holds parts other than text."""
-        if self.content is None or isinstance(self.content, str):
-            return self.content or ""
-        if any(p.type not in ("input_text", "output_text", "text") for p in self.content):
-            return None
-        return "".join(p.text or "" for p in self.content)
 
 
 class TextFormat(BaseModel):
