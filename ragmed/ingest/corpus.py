@@ -22,7 +22,6 @@ citations never show where the server keeps its files.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import json
 import re
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from pydantic import BaseModel
 
 from ragmed.errors import CorpusFormatError, DownloadError, InputError, SetupError
-from ragmed.ingest.files import UTF16_BOMS, hidden
+from ragmed.ingest.files import hidden, text_encoding
 from ragmed.tokenize import detect_language, morphemes
 
 if TYPE_CHECKING:
@@ -108,20 +107,11 @@ def _title_from_text(text: str, fallback: str) -> str:
 
 
 def _sniff_encoding(path: Path) -> str:
-    """utf-16 where its byte-order mark says so (Notepad's and Excel's "Unicode" text), else utf-8-sig or
-    cp932, decided on the first 64 KB (a wrong guess fails later, naming the offset)."""
+    """The file's :func:`~ragmed.ingest.files.text_encoding`, decided on its first 64 KB."""
     with path.open("rb") as fh:
         head = fh.read(1 << 16)
-    if head[:2] in UTF16_BOMS:  # no UTF-8 or cp932 text starts with FF FE or FE FF
-        return "utf-16"
     try:
-        codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
-        return "utf-8-sig"
-    except UnicodeDecodeError:
-        pass
-    try:
-        codecs.getincrementaldecoder("cp932")().decode(head, final=False)
-        return "cp932"
+        return text_encoding(head)
     except UnicodeDecodeError:
         raise CorpusFormatError(f"{path}: not UTF-8, UTF-16 or cp932 text") from None
 

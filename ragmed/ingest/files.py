@@ -5,29 +5,41 @@ One place for both, so the CLI's term lists, the Manbyo tables and the corpus fo
 
 from __future__ import annotations
 
+import codecs
 from pathlib import PurePath
 
 #: the byte-order marks of UTF-16 (Excel's "Unicode text" saves a sheet so)
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
-def decode_text(data: bytes, reject_nul: bool = False) -> str:
-    """UTF-16 where its byte-order mark says so, else UTF-8 (a BOM dropped), else cp932 as Japanese
-    Windows saves text. Raises the UTF decoder's :class:`UnicodeDecodeError` when none fits; with
-    ``reject_nul`` also when the cp932 reading holds a NUL (cp932 reads most bytes as something: a NUL
-    says the file was not text)."""
+def _decoded(data: bytes, complete: bool, reject_nul: bool = False) -> tuple[str, str]:
+    """(encoding, text): UTF-16 where its byte-order mark says so, else UTF-8 (a BOM dropped), else cp932
+    as Japanese Windows saves text. Raises the UTF decoder's :class:`UnicodeDecodeError` when none fits;
+    with ``reject_nul`` also when the cp932 reading holds a NUL (cp932 reads most bytes as something: a
+    NUL says the file was not text)."""
     if data[:2] in UTF16_BOMS:
-        return data.decode("utf-16")
+        return "utf-16", codecs.getincrementaldecoder("utf-16")().decode(data, final=complete)
     try:
-        return data.decode("utf-8-sig")
+        return "utf-8-sig", codecs.getincrementaldecoder("utf-8-sig")().decode(data, final=complete)
     except UnicodeDecodeError as exc:
         try:
-            text = data.decode("cp932")
+            text = codecs.getincrementaldecoder("cp932")().decode(data, final=complete)
         except UnicodeDecodeError:
             raise exc from None
         if reject_nul and "\x00" in text:
             raise exc from None
-        return text
+        return "cp932", text
+
+
+def decode_text(data: bytes, reject_nul: bool = False) -> str:
+    """A whole file's bytes as text, in the first encoding of :func:`_decoded` that reads them."""
+    return _decoded(data, complete=True, reject_nul=reject_nul)[1]
+
+
+def text_encoding(head: bytes) -> str:
+    """The encoding to stream a file in, judged on its first bytes (a character cut at their end is no
+    error; a wrong guess fails later, naming the offset)."""
+    return _decoded(head, complete=False)[0]
 
 
 def hidden(rel: PurePath) -> bool:
