@@ -1324,6 +1324,11 @@ HYPOTHETICAL_CASES = [
     ("喘息がありER受診時", [("喘息", False)]),
     ("心不全が出現した時に肺炎を併発", [("心不全", False), ("肺炎", False)]),  # the note's story
     ("嘔吐したため受診", [("嘔吐", False)]),
+    # a past 時 that ends a question, or what to do then: a rule (a guard above: the story's 時に)
+    ("喘息になった時", [("喘息", True)]),
+    ("心不全が出現した時？", [("心不全", True)]),
+    ("嘔吐した時の対処は", [("嘔吐", True)]),
+    ("喘息になった時に入院した", [("喘息", False)]),
 ]
 
 
@@ -1379,6 +1384,118 @@ def test_ordinary_words_that_are_minus1_surfaces_are_not_mentions(text_model: Di
     assert text_model.normalize("出現")[0].standard_name == "-1"  # the dictionary still says so
     found = text_model.find_mentions("発疹出現、肺炎なし")
     assert flags(found) == [("肺炎", "N")]
+
+
+LAY_ROWS = [
+    ("咳", "R05", "咳"),
+    ("喀痰", "R091", "喀痰"),
+    ("痰", "R093", "喀痰"),
+    ("発熱", "R509", "発熱"),
+    ("熱", "R509", "発熱"),
+    ("癌", "C80", "癌"),
+    ("熱傷", "T300", "熱傷"),
+    ("肺炎", "J189", "肺炎"),
+    ("頭痛", "R51", "頭痛"),
+    ("腹痛", "R104", "腹痛"),
+    ("胸痛", "R074", "胸痛"),
+    ("咽頭痛", "R070", "咽頭痛"),
+    ("心窩部痛", "R101", "心窩部痛"),
+    ("腰痛", "M545", "腰痛症"),
+    ("腰痛症", "M545", "腰痛症"),
+    ("眼痛", "H571", "眼痛"),
+    ("背部痛", "M549", "背部痛"),
+    ("意識消失", "R55", "意識消失"),
+    ("一過性意識消失", "R55", "意識消失"),
+    ("食欲不振", "R630", "食欲不振"),
+    ("食欲なし", "R630", "食欲不振"),
+    ("疼痛", "R529", "疼痛"),
+    ("痛み", "R529", "疼痛"),
+    ("痛みがない", "R529", "疼痛"),
+    ("紅斑", "L539", "紅斑症"),
+    ("紅斑目立たない", "L539", "紅斑症"),
+]
+
+
+@pytest.fixture(scope="module")
+def lay_model() -> DiseaseNormalizer:
+    return DiseaseNormalizer.fit(make_entries(LAY_ROWS))
+
+
+def test_one_character_disease_words_are_mentions_only_as_words_of_their_own(
+    lay_model: DiseaseNormalizer,
+) -> None:
+    """咳, 痰 (→ 喀痰), 熱 (→ 発熱) and 癌 are keys of the dictionary, and the commonest words of a note
+    or a question (咳と痰が続く, 熱なし); they were never mentions, as no key shorter than two characters
+    was looked for. They are now, where MeCab reads them as a noun by themselves — not the 熱 of 解熱剤,
+    平熱 or 熱心, nor the 癌 of 抗癌剤, each one word."""
+    text = "咳と痰が続き、37度の熱あり。解熱剤で平熱に。抗癌剤治療中、熱心に通院。肺炎なし、熱なし。癌の既往"
+    found = lay_model.find_mentions(text)
+    assert [(f.text, f.candidates[0].standard_name, f.negated, f.historical) for f in found] == [
+        ("咳", "咳", False, False),
+        ("痰", "喀痰", False, False),
+        ("熱", "発熱", False, False),
+        ("肺炎", "肺炎", True, False),
+        ("熱", "発熱", True, False),
+        ("癌", "癌", False, True),
+    ]
+    assert [text[f.start : f.end] for f in found] == ["咳", "痰", "熱", "肺炎", "熱", "癌"]
+    assert [f.text for f in lay_model.find_mentions("熱傷の処置")] == ["熱傷"]  # the longer key first
+
+
+LAY_PAIN_CASES = [
+    # (text, [(mention as typed, its first name, status)]): a body part and its pain in a patient's words
+    ("昨日からお腹が痛い", [("お腹が痛い", "腹痛", "-")]),
+    ("おなかが痛くて眠れない", [("おなかが痛く", "腹痛", "-")]),  # the sleep is missing, not the pain
+    ("のどが痛い", [("のどが痛い", "咽頭痛", "-")]),
+    ("頭が痛む", [("頭が痛む", "頭痛", "-")]),
+    ("胸の痛みなし", [("胸の痛み", "胸痛", "N")]),
+    ("みぞおちが痛い", [("みぞおちが痛い", "心窩部痛", "-")]),
+    ("目が痛い", [("目が痛い", "眼痛", "-")]),
+    ("膝が痛かった、腰も痛い", [("腰も痛い", "腰痛症", "-")]),  # no 膝痛 here: left as typed
+    ("背中が痛くない", [("背中が痛く", "背部痛", "N")]),
+    ("頭痛い", [("頭痛い", "頭痛", "-")]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), LAY_PAIN_CASES, ids=[c[0] for c in LAY_PAIN_CASES])
+def test_a_body_part_and_its_pain_in_a_patients_words_is_the_symptom(
+    lay_model: DiseaseNormalizer, text: str, expected: list
+) -> None:
+    """A chief complaint quoted as said (胸が痛い) or a question typed so has no key of the dictionary in
+    it; read as the symptom's key, the mention covers what was typed."""
+    found = lay_model.find_mentions(text)
+    names = [f.candidates[0].standard_name for f in found]
+    got = [(typed, name, status) for name, (typed, status) in zip(names, flags(found), strict=True)]
+    assert got == expected
+    assert all(text[f.start : f.end] == f.text for f in found)
+
+
+NEGATED_VERB_CASES = [
+    # (text, [(mention, status)]): a bare ない is the finding's only after a verb of its presence
+    ("腹痛で眠れない", [("腹痛", "-")]),  # another verb's negation: the pain is there
+    ("腹痛で食べられなかった", [("腹痛", "-")]),
+    ("頭痛はひどくない", [("頭痛", "-")]),  # an adjective's: not severe, still there
+    ("痛みで歩けない、熱が下がらなかった", [("痛み", "-"), ("熱", "-")]),  # another verb's; goes on
+    ("咳は出ていない", [("咳", "N")]),  # guards: the finding's own negation
+    ("咳が出ない", [("咳", "N")]),
+    ("肺炎を起こしていない", [("肺炎", "N")]),
+    ("発熱は今のところない", [("発熱", "N")]),
+    ("頭痛ない", [("頭痛", "N")]),
+    ("肺炎は改善しない", [("肺炎", "-")]),  # a course word, as before
+    # the dictionary's surfaces that end in a status word: the finding they start with, and the rest read
+    # as text; with no finding at their start they name an absence, which is the finding
+    ("痛みがない", [("痛み", "N")]),
+    ("紅斑目立たない", [("紅斑", "N")]),
+    ("一過性意識消失で搬送", [("一過性意識消失", "-")]),  # was negated by its own 消失
+    ("食欲なし", [("食欲なし", "-")]),  # 食欲不振: the absence is the disease
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), NEGATED_VERB_CASES, ids=[c[0] for c in NEGATED_VERB_CASES])
+def test_a_bare_negation_negates_the_finding_only_after_a_verb_of_its_presence(
+    lay_model: DiseaseNormalizer, text: str, expected: list
+) -> None:
+    assert flags(lay_model.find_mentions(text)) == expected
 
 
 def test_clinical_abbreviations_the_dictionary_lacks_are_mentions_when_written_in_capitals() -> None:

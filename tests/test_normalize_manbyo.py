@@ -529,6 +529,17 @@ def test_mentions_in_a_clinical_sentence(full_model: DiseaseNormalizer) -> None:
         "うつ状態",
         "むせる",
     ]
+    # one-character keys as words of their own, and pain in a patient's words (another verb's ない)
+    got = [
+        (m.text, m.candidates[0].standard_name, m.negated)
+        for m in full_model.find_mentions("咳と痰が続き、お腹が痛くて眠れない。熱なし。解熱剤内服")
+    ]
+    assert got == [
+        ("咳", "咳", False),
+        ("痰", "喀痰", False),
+        ("お腹が痛く", "腹痛症", False),
+        ("熱", "発熱", True),
+    ]
     # a family history: its heading's list and a 家族歴 after the mention are the relatives'
     family_text = (
         "現病歴：発熱と咳嗽で受診。既往歴：高血圧症。家族歴：父 胃癌、母 ２型糖尿病。大腸癌の家族歴なし。"

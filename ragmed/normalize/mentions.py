@@ -64,6 +64,8 @@ from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ragmed.tokenize import spelled
+
 NEG, SUSP, AFFIRM, WORD, LOW = "negated", "suspected", "present", "word", "low"
 COURSE, GONE = "course", "gone"  # how a finding goes: 改善/増悪 (it is still there), 消失 (it is not)
 
@@ -359,6 +361,12 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
             group, status, closed, course, alternative = [], None, False, False, False
             last_end = end
             continue
+        if cue.text in BARE_NEGATIONS and gap.strip():
+            whose = _verb_negation(text, cue, last_end)
+            if whose == WORD:
+                continue  # 腹痛で眠れない: the sleep is missing, not the pain
+            if whose is not None:
+                cue = Cue(cue.start, cue.end, whose, cue.text)
         status, closed = _combine(status, cue, course), True
         course = cue.kind in (COURSE, GONE)
         last_end = end
@@ -386,6 +394,46 @@ JUDGEMENT = frozenset(
         "判断される",
     )
 )
+
+
+#: a bare negation: whose it is depends on the verb before it (咳が出ない, 腹痛で眠れない)
+BARE_NEGATIONS = frozenset({"ない", "なく", "なくて", "なかった"})
+#: verbs (MeCab's lemmas) whose negation is the finding's absence: 咳が出ない, 発作は起きていない
+_PRESENCE_VERBS = frozenset(
+    "出る 起きる 起こる 起こす 生じる 現れる 表れる 伴う 有る 見る 見える 認める 来す 来たす 為る 成る 残る 出来る "
+    "目立つ 見当たる 見付かる 見つかる".split()
+)
+#: verbs whose negation says the finding goes on: 痛みが治まらない, 熱が下がらなかった
+_PERSIST_VERBS = frozenset("収まる 治まる 納まる 治る 止まる 下がる 引く 取れる 消える 退く".split())
+_AUXILIARIES = frozenset("居る て で れる られる せる させる 来る 得る 居られる".split())
+
+
+def _verb_negation(text: str, cue: Cue, lo: int) -> str | None:
+    """Whose a bare negation (ない, なかった) is, by the word it negates (MeCab over ``text[lo:cue.end]``):
+    None where it is the finding's (肺炎はない, 咳が出ない, 発作は起きていない, 肺炎像なく), AFFIRM where the
+    verb says the finding goes on (痛みが治まらない), WORD where it is another verb's or an adjective's
+    and says nothing of the finding (腹痛で眠れない, 腹痛で食べられなかった, 頭痛はひどくない)."""
+    morphs, at = [], lo
+    for surface, _, pos, lemma in spelled(text[lo : cue.end]):
+        at = text.find(surface, at)
+        if at < 0:
+            return None
+        morphs.append((at, pos, lemma))
+        at += len(surface)
+    n = next((k for k, m in enumerate(morphs) if m[0] == cue.start), None)
+    if n is None or n == 0:
+        return None
+    if morphs[n][1] == "形容詞":  # ない the adjective: after another adjective (ひどくない) it is that one's
+        return WORD if morphs[n - 1][1] == "形容詞" else None
+    if morphs[n][1] != "助動詞":
+        return None
+    k = n - 1
+    while k > 0 and morphs[k][2] in _AUXILIARIES:  # 出ていない, 食べられない: back to the main verb
+        k -= 1
+    if morphs[k][1] != "動詞":
+        return None
+    lemma = morphs[k][2]
+    return None if lemma in _PRESENCE_VERBS else AFFIRM if lemma in _PERSIST_VERBS else WORD
 
 
 def _combine(status: str | None, cue: Cue, after_course: bool = False) -> str | None:
@@ -777,7 +825,8 @@ _CONDITION = re.compile(
     rf"(?P<when>たら|だら|れば|場合|際|時(?![{_NOT_WHEN}])|とき(?!どき))"
 )
 _SEEN = frozenset({"認め", "見られ", "みられ"})  # 肺炎を認めた際 is also a report: only 場合/たら/れば
-_RULE_AFTER = ("は", "には", "も", ":", " ")
+_RULE_AFTER = ("は", "には", "も", ":", " ", "の対処", "の対応", "の対策", "?")
+_RULE_END = re.compile(r"[。.!?]*$")  # a past 時 that ends the text: a question's 下痢になった時
 
 
 def hypothetical_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
@@ -801,8 +850,13 @@ def hypothetical_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
         if m["verb"] in _SEEN:  # 肺炎を認めた際 is also a report: only 場合/たら/れば
             return False
         # a past 時 / 際 is a rule when it is the topic (出現した際は連絡, 発熱した時には), an order's (発熱した時:),
-        # and the note's story otherwise (胸痛が出現した時に冷汗を伴った)
-        return not m["ending"].endswith(("た", "だ")) or text.startswith(_RULE_AFTER, m.end())
+        # what to do then (下痢になった時の対処), asked (発熱した時?) or the end of a query (肺炎になった時), and
+        # the note's story otherwise (胸痛が出現した時に冷汗を伴った)
+        return (
+            not m["ending"].endswith(("た", "だ"))
+            or text.startswith(_RULE_AFTER, m.end())
+            or bool(_RULE_END.fullmatch(text, m.end()))
+        )
 
     out = _before_words(text, spans, followed)
     for n, (a, b) in enumerate(spans):

@@ -126,7 +126,9 @@ RUN_HOLDERS = 20  # most frequent names holding a katakana run read from a Latin
 NAMES_PER_CODE = 6  # most frequent standard names filed under an index term's code, as candidates
 TRAIN_QUERIES = 20000  # leave-one-fold-out training queries sampled from the dictionary
 MIN_RANKER_QUERIES = 200  # fewer positives than this: a fixed scoring rule instead of a ranker
-MIN_MENTION = 2  # shortest dictionary key that counts as a mention in free text
+MIN_MENTION = 2  # shortest dictionary key that counts as a mention anywhere in free text
+# (a one-character key — 咳, 痰, 熱, 癌 — counts only where MeCab reads it as a noun by itself: 熱 of
+# 熱が出た, not of 解熱剤 or 平熱)
 RANKER_PARAMS = {  # LightGBM LambdaRank: candidates are ordered within each query, which is the task
     "objective": "lambdarank",
     "n_estimators": 200,
@@ -412,6 +414,7 @@ class DiseaseNormalizer:
         self._view: _View | None = None
         self._label_order: tuple[np.ndarray, np.ndarray] | None = None
         self._heads: dict[str, int] | None = None
+        self._lone_keys: frozenset[str] | None = None
         self._abbr_keys: frozenset[str] | None = None
         self._name_head_len: dict[str, int] | None = None
         self._run_holders: dict[str, tuple[tuple[int, ...], int]] | None = None
@@ -580,7 +583,7 @@ class DiseaseNormalizer:
         self.rules_by_lhs = {}  # rebuilt on demand
         self._label_order = None
         self._view = None
-        self._heads = self._name_head_len = self._abbr_keys = None
+        self._heads = self._lone_keys = self._name_head_len = self._abbr_keys = None
         self._run_holders = None
 
     def _learn_from(self, idx: int, lab: int, tally: list[int]) -> None:
@@ -1904,10 +1907,26 @@ class DiseaseNormalizer:
                 or key in self.surface_index.many
                 or key in self.name_index
             )
-            self._heads = _longest_by_head(
-                [*surfaces, *self.name_index, *self._abbreviation_keys()], MIN_MENTION
-            )
+            keys = [*surfaces, *self.name_index, *self._abbreviation_keys()]
+            self._heads = _longest_by_head(keys, MIN_MENTION)
+            self._lone_keys = frozenset(k for k in keys if len(k) == 1 and self._disease_key(k))
         return self._heads
+
+    def _status_head(self, head: str, lone_keys: frozenset[str]) -> int:
+        """The length of the longest start of ``head`` that is a disease key (0: none) — the finding of a
+        dictionary surface that ends in a status word: 喘息 of 喘息疑い, 痛み of 痛みがない, 呂律 of
+        呂律が回らない, インフルエンザ of インフルエンザ迅速陰性."""
+        for j in range(len(head), 0, -1):
+            if (j >= MIN_MENTION or head[:j] in lone_keys) and self._disease_key(head[:j]):
+                return j
+        return 0
+
+    def _lone_mention_keys(self) -> frozenset[str]:
+        """The one-character disease keys (咳, 痰 → 喀痰, 熱 → 発熱, 癌, 聾): mentions only as a word of
+        their own (:func:`_lone_nouns`)."""
+        self._mention_heads()
+        assert self._lone_keys is not None
+        return self._lone_keys
 
     def find_mentions(self, text: str, k: int = 3) -> list[Mention]:
         """Disease mentions in free text: longest dictionary matches (surface forms and standard names)
@@ -1916,16 +1935,24 @@ class DiseaseNormalizer:
         cuts_kana = None  # where kana are: does a match start or end inside a word (よう of 胃かいよう)?
         if readings_mod.has_kana(norm):
             morphs = readings_mod.morphemes(norm)
-            if morphs and self.readings is not None:  # kana read first (すい臓がん → 膵臓癌, はいえん → 肺炎)
-                picks = self.readings.text_picks(morphs)
+            if morphs:  # read first: 頭が痛い → 頭痛, すい臓がん → 膵臓癌, はいえん → 肺炎
+                picks = readings_mod.pain_picks(morphs, self._disease_key)
+                if self.readings is not None:
+                    picks += [
+                        p
+                        for p in self.readings.text_picks(morphs)
+                        if not any(p[0] < b and a < p[1] for a, b, _ in picks)
+                    ]
                 if picks:
-                    norm, spans = _read_words(norm, spans, picks)
+                    norm, spans = _read_words(norm, spans, sorted(picks))
                     morphs = readings_mod.morphemes(norm)
             if morphs:
                 cuts_kana = readings_mod.word_cutter(norm, morphs)
         found: list[tuple[int, int]] = []
         trailing: dict[int, M.Cue] = {}
         heads = self._mention_heads()
+        lone_keys = self._lone_mention_keys()
+        lone: frozenset[int] | None = None  # where a one-character noun stands (MeCab, on first need)
         abbreviated = self._abbreviation_keys()
         i, n = 0, len(norm)
         cut = word_cuts(norm)
@@ -1945,6 +1972,11 @@ class DiseaseNormalizer:
                     continue
                 match = j
                 break
+            if match is None and norm[i] in lone_keys:
+                if lone is None:
+                    lone = _lone_nouns(norm)
+                if i in lone:  # 咳と痰, 熱が出た; not 平熱, 解熱剤, 熱心
+                    match = i + 1
             if match is None:
                 i += 1
                 continue
@@ -1952,10 +1984,13 @@ class DiseaseNormalizer:
             if key not in self.name_index:
                 cue = M.trailing_cue(key)  # the surface 喘息疑い: the mention is 喘息, 疑い its status
                 if cue is not None:
-                    if cue.start >= MIN_MENTION and self._disease_key(key[: cue.start]):
-                        match = i + cue.start
-                    else:
+                    head = self._status_head(key[: cue.start], lone_keys)
+                    if head:  # 喘息疑い, 痛みがない, 呂律が回らない: the finding, and the words after it read as text
+                        match = i + head
+                    elif cue.kind == M.SUSP:
                         trailing[len(found)] = M.Cue(i + cue.start, match, cue.kind, cue.text)
+                    # else the surface names an absence (食欲なし → 食欲不振, 一過性意識消失 → 意識消失,
+                    # 月経なし → 無月経症): it is the finding, and its own なし or 消失 no status
             found.append((i, match))
             i = match
         if not found:
@@ -2098,6 +2133,14 @@ def _top_positive(arr: np.ndarray, k: int) -> np.ndarray:
     the whole row."""
     idx = np.flatnonzero(arr > 0)
     return _top(idx, arr[idx], k)[0]
+
+
+def _lone_nouns(text: str) -> frozenset[int]:
+    """Where ``text`` has a noun of one character by itself (MeCab): the 熱 of 熱が出た and 37度の熱,
+    not of 平熱 or 解熱剤 (one word each), the 咳 of 乾いた咳. A one-character key is a mention only
+    there; nowhere where MeCab cannot read the text."""
+    morphs = readings_mod.morphemes(text) or []
+    return frozenset(m.start for m in morphs if m.end == m.start + 1 and m.pos == "名詞")
 
 
 def _longest_by_head(keys: Iterable[str], size: int) -> dict[str, int]:

@@ -369,6 +369,48 @@ class Readings:
         return words
 
 
+#: the body in a patient's words → the word the names use for it (お腹が痛い → 腹痛, 目が痛い → 眼痛); any
+#: other body noun is tried as MeCab writes it (頭 → 頭痛, 腰 → 腰痛) and as a region (臀 → 臀部痛)
+BODY_WORDS = {
+    "御腹": "腹",
+    "目": "眼",
+    "鳩尾": "心窩部",
+    "首": "頚部",
+    "喉": "咽頭",
+    "脇腹": "側腹部",
+    "背中": "背部",
+}
+_PAIN = {"痛い", "痛む", "痛み"}  # MeCab's lemmas: 痛い, 痛く, 痛かっ; 痛む; 痛み
+_PAIN_LINKS = {"が", "の", "も", "は"}  # 頭が痛い, 胸の痛み, 腰も痛い, 頭は痛くない (or none: 頭痛い)
+
+
+def pain_picks(morphs: list[Morph], is_key: Callable[[str], bool]) -> list[tuple[int, int, list[str]]]:
+    """(start, end, [name key]) for a body part and its pain in a patient's words — 頭が痛い, お腹が痛くて,
+    胸の痛み, 腰も痛む, 頭痛い — read as the symptom's key (頭痛, 腹痛, 胸痛, 腰痛): a chief complaint quoted
+    as said, or a question typed so, has no key of the dictionary in it. ``is_key`` says which keys are
+    disease keys; a body part with none (肩: no 肩痛) is left as it is."""
+    picks: list[tuple[int, int, list[str]]] = []
+    for n, body in enumerate(morphs):
+        if body.pos != "名詞" or not _KANJI.search(body.lemma):
+            continue
+        at = n + 1
+        if at < len(morphs) and morphs[at].surface in _PAIN_LINKS and morphs[at].pos == "助詞":
+            at += 1
+        if at >= len(morphs) or morphs[at].lemma not in _PAIN or not _contiguous(morphs[n : at + 1]):
+            continue
+        if picks and picks[-1][1] > body.start:
+            continue
+        end = morphs[at].end
+        if morphs[at].surface.endswith("っ") and at + 1 < len(morphs) and morphs[at + 1].surface == "た":
+            end = morphs[at + 1].end  # 膝が痛かった, not 膝が痛かっ
+        part = BODY_WORDS.get(body.lemma, body.lemma)
+        for key in (part + "痛", body.surface + "痛", part + "部痛"):
+            if is_key(key):
+                picks.append((body.start, end, [key]))
+                break
+    return picks
+
+
 class Morph(NamedTuple):
     """A morpheme of a key, where it stands in it (MeCab's surface, spelling, part of speech, lemma)."""
 
