@@ -1329,6 +1329,10 @@ HYPOTHETICAL_CASES = [
     ("心不全が出現した時？", [("心不全", True)]),
     ("嘔吐した時の対処は", [("嘔吐", True)]),
     ("喘息になった時に入院した", [("喘息", False)]),
+    # ようなら / ようであれば: a condition, not a resemblance (ような)
+    ("喘息が出現するようであれば連絡", [("喘息", True)]),
+    ("肺炎になるようなら入院", [("肺炎", True)]),
+    ("嘔吐が続くようなら受診", [("嘔吐", False)]),  # a verb of course: the vomiting is there
 ]
 
 
@@ -1354,6 +1358,7 @@ OTHER_THING_CASES = [
     ("腫瘍の増大なし", [("腫瘍", "-", False)]),  # guard: the tumour's course negated, the tumour is there
     ("DM、腫瘍マーカー上昇なし", [("DM", "-", False), ("腫瘍", "-", True)]),  # the なし is the marker's alone
     ("腫瘍マーカー、DMなし", [("腫瘍", "-", True), ("DM", "N", False)]),
+    ("胃癌検診で異常なし", [("胃癌", "-", True)]),  # a screening: not "no gastric cancer", nor one found
 ]
 
 

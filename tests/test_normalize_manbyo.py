@@ -540,6 +540,9 @@ def test_mentions_in_a_clinical_sentence(full_model: DiseaseNormalizer) -> None:
         ("お腹が痛く", "腹痛症", False),
         ("熱", "発熱", True),
     ]
+    # the dictionary's names of a screening (胃癌検診, Z12.0) are encounters: supposed, with no status
+    got = [(m.text, m.negated, m.hypothetical) for m in full_model.find_mentions("胃癌検診で異常なし")]
+    assert got == [("胃癌検診", False, True)]
     # a family history: its heading's list and a 家族歴 after the mention are the relatives'
     family_text = (
         "現病歴：発熱と咳嗽で受診。既往歴：高血圧症。家族歴：父 胃癌、母 ２型糖尿病。大腸癌の家族歴なし。"

@@ -135,6 +135,8 @@ for _words, _kind in (
     (
         "あるいは ないし 間もなく まもなく 程なく ほどなく 余儀なく やむなく 難なく 問題なく 滞りなく 間もない まもない "
         "少ない 少なく 危ない 足りない めずらしい すばらしい あたらしい 考え方 "
+        # a condition, not a resemblance: 嘔吐が続くようなら受診 (the ような of ようなら)
+        "ようなら ようならば ようであれば ようでしたら "
         # the copula holds ある (肺炎は否定的である, 否定的であり: still negated)
         "である であり であります でありました であれば であって であろう ではある",
         WORD,
@@ -311,7 +313,7 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
     (:func:`names_other_thing`) has no status and starts a list of its own: the status words after
     腫瘍マーカー上昇なし are the marker's, and do not reach the DM of DM、腫瘍マーカー上昇なし.
     """
-    alone = frozenset(i for i, (_, b) in enumerate(spans) if names_other_thing(text, b))
+    alone = frozenset(i for i, (a, b) in enumerate(spans) if names_other_thing(text, a, b))
     cues = scan_cues(text, spans)
     events: list[tuple[int, int, str, object]] = [(a, b, "m", i) for i, (a, b) in enumerate(spans)]
     events += [(c.start, c.end, "c", c) for c in cues if c.kind != WORD]
@@ -466,15 +468,32 @@ def _prefix_status(text: str, start: int) -> str | None:
 
 #: what a disease word before it only names the kind of: a vaccine or its shot (麻疹ワクチン, インフルエンザの
 #: 予防接種), a test (腫瘍マーカー), an antibody (風疹抗体陰性: no immunity, not no rubella) or an organism
-#: (肺炎球菌, 肺炎桿菌). Such a disease is only supposed (prevented, looked for, a cause): the mention is
-#: hypothetical, and the status words after it are the vaccine's or the test's (腫瘍マーカー上昇なし does not
-#: negate the tumour); 肺炎球菌性肺炎 still holds a second 肺炎 of its own.
-NOT_FINDING_HEADS = ("ワクチン", "予防接種", "トキソイド", "マーカー", "抗体", "球菌", "桿菌")
+#: (肺炎球菌, 肺炎桿菌), or a screening for it (胃癌検診). Such a disease is only supposed (prevented, looked
+#: for, a cause): the mention is hypothetical, and the status words after it are the vaccine's or the
+#: test's (腫瘍マーカー上昇なし does not negate the tumour, 胃癌検診で異常なし says nothing of a cancer);
+#: 肺炎球菌性肺炎 still holds a second 肺炎 of its own.
+NOT_FINDING_HEADS = (
+    "ワクチン",
+    "予防接種",
+    "トキソイド",
+    "マーカー",
+    "抗体",
+    "球菌",
+    "桿菌",
+    "検診",
+    "スクリーニング",
+)
 
 
-def names_other_thing(text: str, end: int) -> bool:
-    """Does a disease word ending at ``end`` only name a vaccine, test, antibody or organism after it?
-    (:func:`statuses` then gives it no status, and :func:`hypothetical_flags` flags it.)"""
+SCREENINGS = ("検診", "スクリーニング")  # the dictionary's own names of a screening: 胃癌検診, 癌検診
+
+
+def names_other_thing(text: str, start: int, end: int) -> bool:
+    """Does the disease word ``text[start:end]`` only name a vaccine, test, antibody or organism after it,
+    or is it the name of a screening for the disease (the dictionary's 胃癌検診, 大腸癌検診: encounters, not
+    findings)? (:func:`statuses` then gives it no status, and :func:`hypothetical_flags` flags it.)"""
+    if text.endswith(SCREENINGS, start, end):
+        return True
     if text.startswith("の", end):
         end += 1
     return text.startswith(NOT_FINDING_HEADS, end)
@@ -821,8 +840,8 @@ _CONDITION = re.compile(
     r"|(?P<suru>し|す))"  # the finding as a verb: 嘔吐した場合, 発熱する際
     # the verb's ending, in kana: 出現した, 出ている, あった. No kanji: in 発熱があり受診した際 and
     # 胸痛がありER受診時 the 際 and 時 are the visit's; no の: 胸痛がありその時 is a time the note reports
-    r"(?P<ending>(?:(?!の)[ぁ-ゖ]){0,5}?)"
-    rf"(?P<when>たら|だら|れば|場合|際|時(?![{_NOT_WHEN}])|とき(?!どき))"
+    r"(?P<ending>(?:(?!の)[ぁ-ゖ]){0,7}?)"  # 出現するようであ|れば
+    rf"(?P<when>たら|だら|れば|なら|場合|際|時(?![{_NOT_WHEN}])|とき(?!どき))"
 )
 _SEEN = frozenset({"認め", "見られ", "みられ"})  # 肺炎を認めた際 is also a report: only 場合/たら/れば
 _RULE_AFTER = ("は", "には", "も", ":", " ", "の対処", "の対応", "の対策", "?")
@@ -845,7 +864,7 @@ def hypothetical_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
         if text.startswith("時", b) and not (text[b + 1 : b + 2] and text[b + 1] in _NOT_WHEN):
             return True
         m = _CONDITION.match(text, b)
-        if not m or m["when"] in ("たら", "だら", "れば", "場合"):
+        if not m or m["when"] in ("たら", "だら", "れば", "なら", "場合"):
             return bool(m)
         if m["verb"] in _SEEN:  # 肺炎を認めた際 is also a report: only 場合/たら/れば
             return False
@@ -865,6 +884,6 @@ def hypothetical_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
             out[n] = True
         elif key.endswith(("再発", "再燃")):  # 脳梗塞再発予防: the infarct happened
             out[n] = out[n] and not text.startswith(("予防", "の予防"), b)
-        if names_other_thing(text, b):  # 麻疹ワクチン, 腫瘍マーカー: prevented or looked for
+        if names_other_thing(text, a, b):  # 麻疹ワクチン, 腫瘍マーカー, 胃癌検診: prevented or looked for
             out[n] = True
     return out

@@ -1933,6 +1933,7 @@ class DiseaseNormalizer:
         with their ranked names and their negation/suspicion (:mod:`ragmed.normalize.mentions`)."""
         norm, spans = normalize_with_offsets(text)
         cuts_kana = None  # where kana are: does a match start or end inside a word (よう of 胃かいよう)?
+        morphs = None  # MeCab's morphemes of norm, where it has kana (or a one-character key: below)
         if readings_mod.has_kana(norm):
             morphs = readings_mod.morphemes(norm)
             if morphs:  # read first: 頭が痛い → 頭痛, すい臓がん → 膵臓癌, はいえん → 肺炎
@@ -1974,7 +1975,7 @@ class DiseaseNormalizer:
                 break
             if match is None and norm[i] in lone_keys:
                 if lone is None:
-                    lone = _lone_nouns(norm)
+                    lone = _lone_nouns(morphs if morphs is not None else readings_mod.morphemes(norm))
                 if i in lone:  # 咳と痰, 熱が出た; not 平熱, 解熱剤, 熱心
                     match = i + 1
             if match is None:
@@ -2135,12 +2136,11 @@ def _top_positive(arr: np.ndarray, k: int) -> np.ndarray:
     return _top(idx, arr[idx], k)[0]
 
 
-def _lone_nouns(text: str) -> frozenset[int]:
-    """Where ``text`` has a noun of one character by itself (MeCab): the 熱 of 熱が出た and 37度の熱,
-    not of 平熱 or 解熱剤 (one word each), the 咳 of 乾いた咳. A one-character key is a mention only
-    there; nowhere where MeCab cannot read the text."""
-    morphs = readings_mod.morphemes(text) or []
-    return frozenset(m.start for m in morphs if m.end == m.start + 1 and m.pos == "名詞")
+def _lone_nouns(morphs: list[readings_mod.Morph] | None) -> frozenset[int]:
+    """Where a text has a noun of one character by itself (its MeCab ``morphs``): the 熱 of 熱が出た and
+    37度の熱, not of 平熱 or 解熱剤 (one word each), the 咳 of 乾いた咳. A one-character key is a mention
+    only there; nowhere where MeCab cannot read the text (``None``)."""
+    return frozenset(m.start for m in morphs or () if m.end == m.start + 1 and m.pos == "名詞")
 
 
 def _longest_by_head(keys: Iterable[str], size: int) -> dict[str, int]:
