@@ -1172,6 +1172,11 @@ NEGATION_CASES = [
     ("鑑別：肺炎は否定的、心不全", [("肺炎", "N"), ("心不全", "S")]),
     ("肺炎、心不全あり", [("肺炎", "-"), ("心不全", "-")]),  # guard: a list of findings
     ("鑑別に苦慮したが肺炎と診断", [("肺炎", "-")]),  # a topic, then other words: no differential's list
+    # a status word of the next item: after a heading's mark, or after a space once the phrase is closed
+    ("心不全なし【検査】トロポニン陽性", [("心不全", "N")]),
+    ("心不全なし トロポニン陽性", [("心不全", "N")]),
+    ("肺炎 なし", [("肺炎", "N")]),  # guard: a form's status after a space
+    ("肺炎疑い 否定的", [("肺炎", "N")]),  # guard: the chain goes on
 ]
 
 

@@ -52,9 +52,10 @@ diseases the patient does not have into the query. Mentions are one list when on
 between them (、 ， , ・ / と や および 及び または か 並びに); anything else between them (を認め、 …で)
 ends the list, and a status word right after a mention closes that mention's phrase, so
 「DMあり、HTなし」 negates only HT. Status words apply within one clause (。 . ! ? newline ; が、 しかし
-end it) and only up to a short gap of other words after the last mention (肺炎の既往なし, 肺炎像は認めず);
-words after a comma in that gap take the status word themselves (胃癌術後、再発なし: the recurrence is
-absent, not the cancer).
+and a heading's mark 【 ■ ● end it) and only up to a short gap of other words after the last mention
+(肺炎の既往なし, 肺炎像は認めず); words after a comma in that gap take the status word themselves
+(胃癌術後、再発なし: the recurrence is absent, not the cancer), and so do words after a space once a status
+word has closed the phrase (下腿浮腫なし トロポニン陽性: the 陽性 is the troponin's).
 """
 
 from __future__ import annotations
@@ -224,7 +225,8 @@ DIFFERENTIAL_HEADINGS = (
     "differential diagnosis",
     "differential",
 )
-BOUNDARIES = ("。", ".", "!", "\n", ";", "が、", "しかし", "ただし", "一方")
+#: where a clause ends; a heading's mark too (下腿浮腫なし【検査】トロポニン陽性: the 陽性 is the test's)
+BOUNDARIES = ("。", ".", "!", "\n", ";", "が、", "しかし", "ただし", "一方", "【", "■", "●", "◆", "□")
 MAX_GAP = 10  # other characters allowed between a finding (or a status word) and its next status word
 SIGNS = {"-", "+", "±", "無", "有"}  # 咳嗽 -, 発熱 +: a bare sign after a finding, then the end of the item …
 SIGN_ENDS = " 、,。.;/)\n・"  # … (not DM+HT, not IL-6)
@@ -295,6 +297,12 @@ def _boundary_in(gap: str) -> bool:
     return any(b in gap for b in BOUNDARIES)
 
 
+def _next_item(gap: str) -> bool:
+    """Words after a space, once a status word has closed the mention's phrase: a form's next item
+    (下腿浮腫なし トロポニン陽性: the 陽性 is the troponin's)."""
+    return bool(re.search(r"\s\S", gap))
+
+
 def _other_phrase(gap: str) -> bool:
     """Words after a comma between a finding and a status word: the status word closes *their* phrase
     (胃癌術後、再発なし: the recurrence is absent, not the cancer; 発熱なし、咳嗽あり where 咳嗽 is
@@ -357,7 +365,7 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
             too_far = gap.strip() not in NEAR_ONLY[cue.text]
         else:
             too_far = len(gap.strip()) > (0 if adjacent else MAX_GAP)
-        if not group or _boundary_in(gap) or too_far or _other_phrase(gap):
+        if not group or _boundary_in(gap) or too_far or _other_phrase(gap) or closed and _next_item(gap):
             if group:
                 settle()
             group, status, closed, course, alternative = [], None, False, False, False
