@@ -65,7 +65,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ragmed.tokenize import spelled
+from ragmed.normalize.readings import morphemes
 
 NEG, SUSP, AFFIRM, WORD, LOW = "negated", "suspected", "present", "word", "low"
 COURSE, GONE = "course", "gone"  # how a finding goes: 改善/増悪 (it is still there), 消失 (it is not)
@@ -423,26 +423,20 @@ def _verb_negation(text: str, cue: Cue, lo: int) -> str | None:
     None where it is the finding's (肺炎はない, 咳が出ない, 発作は起きていない, 肺炎像なく), AFFIRM where the
     verb says the finding goes on (痛みが治まらない), WORD where it is another verb's or an adjective's
     and says nothing of the finding (腹痛で眠れない, 腹痛で食べられなかった, 頭痛はひどくない)."""
-    morphs, at = [], lo
-    for surface, _, pos, lemma in spelled(text[lo : cue.end]):
-        at = text.find(surface, at)
-        if at < 0:
-            return None
-        morphs.append((at, pos, lemma))
-        at += len(surface)
-    n = next((k for k, m in enumerate(morphs) if m[0] == cue.start), None)
+    morphs = morphemes(text[lo : cue.end]) or []
+    n = next((k for k, m in enumerate(morphs) if m.start == cue.start - lo), None)
     if n is None or n == 0:
         return None
-    if morphs[n][1] == "形容詞":  # ない the adjective: after another adjective (ひどくない) it is that one's
-        return WORD if morphs[n - 1][1] == "形容詞" else None
-    if morphs[n][1] != "助動詞":
+    if morphs[n].pos == "形容詞":  # ない the adjective: after another adjective (ひどくない) it is that one's
+        return WORD if morphs[n - 1].pos == "形容詞" else None
+    if morphs[n].pos != "助動詞":
         return None
     k = n - 1
-    while k > 0 and morphs[k][2] in _AUXILIARIES:  # 出ていない, 食べられない: back to the main verb
+    while k > 0 and morphs[k].lemma in _AUXILIARIES:  # 出ていない, 食べられない: back to the main verb
         k -= 1
-    if morphs[k][1] != "動詞":
+    if morphs[k].pos != "動詞":
         return None
-    lemma = morphs[k][2]
+    lemma = morphs[k].lemma
     return None if lemma in _PRESENCE_VERBS else AFFIRM if lemma in _PERSIST_VERBS else WORD
 
 
@@ -480,20 +474,8 @@ def _prefix_status(text: str, start: int) -> str | None:
 #: for, a cause): the mention is hypothetical, and the status words after it are the vaccine's or the
 #: test's (腫瘍マーカー上昇なし does not negate the tumour, 胃癌検診で異常なし says nothing of a cancer);
 #: 肺炎球菌性肺炎 still holds a second 肺炎 of its own.
-NOT_FINDING_HEADS = (
-    "ワクチン",
-    "予防接種",
-    "トキソイド",
-    "マーカー",
-    "抗体",
-    "球菌",
-    "桿菌",
-    "検診",
-    "スクリーニング",
-)
-
-
 SCREENINGS = ("検診", "スクリーニング")  # the dictionary's own names of a screening: 胃癌検診, 癌検診
+NOT_FINDING_HEADS = ("ワクチン", "予防接種", "トキソイド", "マーカー", "抗体", "球菌", "桿菌", *SCREENINGS)
 
 
 def names_other_thing(text: str, start: int, end: int) -> bool:
