@@ -1172,6 +1172,29 @@ NEGATION_CASES = [
     ("鑑別：肺炎は否定的、心不全", [("肺炎", "N"), ("心不全", "S")]),
     ("肺炎、心不全あり", [("肺炎", "-"), ("心不全", "-")]),  # guard: a list of findings
     ("鑑別に苦慮したが肺炎と診断", [("肺炎", "-")]),  # a topic, then other words: no differential's list
+    # X の鑑別: X is what is worked up (the presenting finding), not a candidate; X と Y の鑑別 tells two apart
+    ("肺炎の鑑別診断を挙げよ", [("肺炎", "-")]),
+    ("心不全の鑑別は？", [("心不全", "-")]),
+    ("心不全と肺炎の鑑別が難しい", [("心不全", "S"), ("肺炎", "S")]),
+    ("心不全の鑑別として肺炎", [("心不全", "-"), ("肺炎", "S")]),
+    # an exam's question: the status word says what the answer must be, not what the finding is
+    ("この患者の心不全の原因として考えにくいのはどれか。", [("心不全", "-")]),  # was negated
+    ("喘息の誘因として最も考えられるのはどれか。", [("喘息", "-")]),
+    ("肺炎で認められないのはどれか。2つ選べ。", [("肺炎", "-")]),
+    ("心不全で考えられる検査所見はどれか。", [("心不全", "-")]),
+    ("肺炎で考えられる原因は？", [("肺炎", "-")]),
+    ("肺炎の可能性は？", [("肺炎", "S")]),  # guard: the possibility itself is asked
+    # a finding asked about is in question, neither ruled out nor found
+    ("肺炎は否定できますか？", [("肺炎", "S")]),  # was negated
+    ("心不全はないですか", [("心不全", "S")]),
+    ("肺炎はありますか？", [("肺炎", "S")]),
+    ("喘息でしょうか", [("喘息", "S")]),
+    ("肺炎の治療は何ですか", [("肺炎", "-")]),  # guard: the ですか is the question's
+    ("肺炎なし。何か問題は？", [("肺炎", "N")]),  # guard: another sentence asks
+    # still to be ruled out: not ruled out yet
+    ("肺炎を除外する必要がある", [("肺炎", "S")]),
+    ("心不全を否定すべき", [("心不全", "S")]),
+    ("肺炎を除外する", [("肺炎", "N")]),  # guard: ruled out
     # a status word of the next item: after a heading's mark, or after a space once the phrase is closed
     ("心不全なし【検査】トロポニン陽性", [("心不全", "N")]),
     ("心不全なし トロポニン陽性", [("心不全", "N")]),
@@ -1202,6 +1225,9 @@ FAMILY_CASES = [
     ("父が肺炎、母が心不全。本人は喘息", [("肺炎", True), ("心不全", True), ("喘息", False)]),
     ("母が付き添いで来院し、肺炎と診断", [("肺炎", False)]),  # too far from the relative
     ("父が喘息で手術後、肺炎で入院", [("喘息", True), ("肺炎", False)]),
+    # what a relative's finding caused is the relative's too (父親が心筋梗塞で死亡)
+    ("母が喘息による肺炎で入院", [("喘息", True), ("肺炎", True)]),
+    ("父が心不全で肺炎を併発", [("心不全", True), ("肺炎", True)]),
     ("父の介護中に喘息", [("喘息", False)]),  # the words between say it is the patient's
     ("家族歴：兄が喘息。本人は心不全", [("喘息", True), ("心不全", False)]),
     ("夫が肺炎", [("肺炎", True)]),
@@ -1234,6 +1260,7 @@ PAST_ROWS = TEXT_ROWS + [
     ("インフルエンザ", "J111", "インフルエンザ"),
     ("風疹", "B069", "風疹"),
     ("嘔吐", "R11", "嘔吐症"),
+    ("健康診断", "Z000", "健康診断"),
 ]
 
 
@@ -1313,6 +1340,8 @@ HYPOTHETICAL_CASES = [
     # prevention, a risk, a caution
     ("肺炎予防", [("肺炎", True)]),
     ("肺炎の予防のため", [("肺炎", True)]),
+    ("肺炎を予防するには", [("肺炎", True)]),
+    ("心不全の発症を防ぐ", [("心不全", True)]),
     ("心不全のリスク", [("心不全", True)]),
     ("肺炎に注意", [("肺炎", True)]),
     # guards: the finding is there, or was
@@ -1364,6 +1393,7 @@ OTHER_THING_CASES = [
     ("DM、腫瘍マーカー上昇なし", [("DM", "-", False), ("腫瘍", "-", True)]),  # the なし is the marker's alone
     ("腫瘍マーカー、DMなし", [("腫瘍", "-", True), ("DM", "N", False)]),
     ("胃癌検診で異常なし", [("胃癌", "-", True)]),  # a screening: not "no gastric cancer", nor one found
+    ("健康診断で心不全を指摘", [("健康診断", "-", True), ("心不全", "-", False)]),  # a check-up: no finding
 ]
 
 
@@ -1423,6 +1453,22 @@ LAY_ROWS = [
     ("痛みがない", "R529", "疼痛"),
     ("紅斑", "L539", "紅斑症"),
     ("紅斑目立たない", "L539", "紅斑症"),
+    # a chart's bare word for a normal part or measure, filed under its abnormality
+    ("血圧", "I99", "血圧異常"),
+    ("血圧異常", "I99", "血圧異常"),
+    ("眼瞼結膜", "H105", "眼瞼結膜炎"),
+    ("眼瞼結膜炎", "H105", "眼瞼結膜炎"),
+    ("血液型", "O360", "血液型不適合，胎児血液型不適合"),
+    ("貧血", "D649", "貧血"),
+    ("黄染", "R17", "黄疸"),
+    # symptoms the dictionary files as nouns, which a patient says as verbs and adjectives
+    ("だるさ", "R53", "全身倦怠感"),
+    ("かゆみ", "L299", "そう痒"),
+    ("むくみ", "R609", "浮腫"),
+    ("しびれ", "R208", "しびれ感"),
+    ("ふらつき", "R42", "ふらつき"),
+    ("震え", "R251", "振戦"),
+    ("吐き", "R11", "嘔吐症"),
 ]
 
 
@@ -1452,6 +1498,23 @@ def test_one_character_disease_words_are_mentions_only_as_words_of_their_own(
     assert [f.text for f in lay_model.find_mentions("熱傷の処置")] == ["熱傷"]  # the longer key first
 
 
+def test_a_normal_part_or_measure_the_dictionary_files_under_its_abnormality_is_no_mention(
+    lay_model: DiseaseNormalizer,
+) -> None:
+    """The dictionary files a chart's bare 血圧 under 血圧異常 and 眼瞼結膜 under 眼瞼結膜炎, so every
+    exam vignette's vital signs (血圧 142/88 mmHg) linked 血圧異常, and 眼瞼結膜に貧血を認めない the
+    conjunctivitis. In running text they are mentions only where the text says they are abnormal."""
+    text = "血圧 142/88 mmHg。眼瞼結膜に貧血を認めない。眼球結膜に黄染を認める。血液型はA型。"
+    assert flags(lay_model.find_mentions(text)) == [("貧血", "N"), ("黄染", "-")]
+    found = lay_model.find_mentions("血圧が高いと言われた。血圧上昇なし。眼瞼結膜炎あり")
+    assert [(f.text, f.candidates[0].standard_name, f.negated) for f in found] == [
+        ("血圧", "血圧異常", False),
+        ("血圧", "血圧異常", True),
+        ("眼瞼結膜炎", "眼瞼結膜炎", False),
+    ]
+    assert lay_model.normalize("血圧")[0].standard_name == "血圧異常"  # the dictionary still says so
+
+
 LAY_PAIN_CASES = [
     # (text, [(mention as typed, its first name, status)]): a body part and its pain in a patient's words
     ("昨日からお腹が痛い", [("お腹が痛い", "腹痛", "-")]),
@@ -1461,7 +1524,8 @@ LAY_PAIN_CASES = [
     ("胸の痛みなし", [("胸の痛み", "胸痛", "N")]),
     ("みぞおちが痛い", [("みぞおちが痛い", "心窩部痛", "-")]),
     ("目が痛い", [("目が痛い", "眼痛", "-")]),
-    ("膝が痛かった、腰も痛い", [("腰も痛い", "腰痛症", "-")]),  # no 膝痛 here: left as typed
+    # no 膝痛 here: the pain (痛み → 疼痛) without its site
+    ("膝が痛かった、腰も痛い", [("痛かった", "疼痛", "-"), ("腰も痛い", "腰痛症", "-")]),
     ("背中が痛くない", [("背中が痛く", "背部痛", "N")]),
     ("頭痛い", [("頭痛い", "頭痛", "-")]),
 ]
@@ -1473,6 +1537,37 @@ def test_a_body_part_and_its_pain_in_a_patients_words_is_the_symptom(
 ) -> None:
     """A chief complaint quoted as said (胸が痛い) or a question typed so has no key of the dictionary in
     it; read as the symptom's key, the mention covers what was typed."""
+    found = lay_model.find_mentions(text)
+    names = [f.candidates[0].standard_name for f in found]
+    got = [(typed, name, status) for name, (typed, status) in zip(names, flags(found), strict=True)]
+    assert got == expected
+    assert all(text[f.start : f.end] == f.text for f in found)
+
+
+LAY_SYMPTOM_CASES = [
+    # (text, [(mention as typed, its first name, status)]): a symptom said as a verb or an adjective
+    ("体がだるい", [("だるい", "全身倦怠感", "-")]),
+    ("だるくて眠れない", [("だるく", "全身倦怠感", "-")]),  # the sleep's ない, not the tiredness's
+    ("背中がかゆくない", [("かゆく", "そう痒", "N")]),
+    ("足がむくんでいる", [("むくん", "浮腫", "-")]),
+    ("手がしびれる", [("しびれる", "しびれ感", "-")]),
+    ("歩くとふらつく", [("ふらつく", "ふらつき", "-")]),
+    ("手が震える", [("震える", "振戦", "-")]),
+    ("昨夜2回吐いた", [("吐い", "嘔吐症", "-")]),
+    ("だるさはない", [("だるさ", "全身倦怠感", "N")]),  # the noun as written: a key already
+    ("だるい感じがする", [("だるい", "全身倦怠感", "-")]),
+    ("よく眠れる", []),  # a verb whose noun is no key
+    ("息を吐いた", []),  # a verb with an object: breathing out
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), LAY_SYMPTOM_CASES, ids=[c[0] for c in LAY_SYMPTOM_CASES])
+def test_a_symptom_said_as_a_verb_or_adjective_is_its_noun(
+    lay_model: DiseaseNormalizer, text: str, expected: list
+) -> None:
+    """The dictionary files だるさ, かゆみ, むくみ, しびれ; a patient says 体がだるい, かゆい, むくんでいる,
+    しびれる, and a question typed so linked nothing. The verb or adjective is read as its noun where that is
+    a key (MeCab gives its dictionary form), and the mention covers what was typed."""
     found = lay_model.find_mentions(text)
     names = [f.candidates[0].standard_name for f in found]
     got = [(typed, name, status) for name, (typed, status) in zip(names, flags(found), strict=True)]

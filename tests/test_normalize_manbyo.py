@@ -497,6 +497,10 @@ def test_clinical_abbreviations_reach_the_name_they_stand_for(
     assert len([q for q, g in ABBREVIATION_CASES if g in without[q]]) <= 4, without
 
 
+def flags_of(found: list) -> list[tuple[str, bool, bool]]:
+    return [(m.text, m.negated, m.suspected) for m in found]
+
+
 def test_mentions_in_a_clinical_sentence(full_model: DiseaseNormalizer) -> None:
     text = (
         "既往歴：２型糖尿病、高血圧症なし。今回、発熱と咳嗽が出現し、肺炎を疑い入院。心不全は否定できない。"
@@ -543,6 +547,39 @@ def test_mentions_in_a_clinical_sentence(full_model: DiseaseNormalizer) -> None:
     # the dictionary's names of a screening (胃癌検診, Z12.0) are encounters: supposed, with no status
     got = [(m.text, m.negated, m.hypothetical) for m in full_model.find_mentions("胃癌検診で異常なし")]
     assert got == [("胃癌検診", False, True)]
+    # an exam vignette's vital signs and findings: the file's bare 血圧 (→ 血圧異常) and 眼瞼結膜 (→ 眼瞼結膜炎)
+    # name the normal measure and part; 血圧が高い does say the pressure is abnormal
+    vignette = "血圧 142/88 mmHg。眼瞼結膜に貧血を認めない。胸痛の鑑別として急性心筋梗塞を考える。血圧が高い"
+    got = [
+        (m.text, m.candidates[0].standard_name, m.negated, m.suspected)
+        for m in full_model.find_mentions(vignette)
+    ]
+    assert got == [
+        ("貧血", "貧血", True, False),
+        ("胸痛", "胸痛", False, False),
+        ("急性心筋梗塞", "急性心筋梗塞", False, True),
+        ("血圧", "血圧異常", False, False),
+    ]
+    # an exam's question: the status word is the answer's, not the finding's (the anaemia was negated, so
+    # retrieval dropped it); a finding asked about is in question
+    stem = "この患者の貧血の原因として考えにくいのはどれか。肺炎は否定できますか？"
+    assert flags_of(full_model.find_mentions(stem)) == [("貧血", False, False), ("肺炎", False, True)]
+    # symptoms said as verbs and adjectives (the file's nouns だるさ, むくみ, かゆみ), a relative's cause of
+    # death, a check-up
+    text = "体がだるくて、足がむくんでいる。背中はかゆくない。父親が心筋梗塞で死亡。健康診断で高血圧を指摘"
+    got = [
+        (m.text, m.candidates[0].standard_name, m.negated, m.family, m.hypothetical)
+        for m in full_model.find_mentions(text)
+    ]
+    assert got == [
+        ("だるく", "全身倦怠感", False, False, False),
+        ("足がむくん", "下肢浮腫", False, False, False),
+        ("かゆく", "そう痒", True, False, False),
+        ("心筋梗塞", "心筋梗塞", False, True, False),
+        ("死亡", "原因不明の死亡", False, True, False),
+        ("健康診断", "健康診断", False, False, True),
+        ("高血圧", "高血圧症", False, False, False),
+    ]
     # a family history: its heading's list and a 家族歴 after the mention are the relatives'
     family_text = (
         "現病歴：発熱と咳嗽で受診。既往歴：高血圧症。家族歴：父 胃癌、母 ２型糖尿病。大腸癌の家族歴なし。"

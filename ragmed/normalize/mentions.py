@@ -15,7 +15,8 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
   (所見に)乏しい, なさそう, 指摘できず/指摘されず/検出されず, 発症せず/合併せず, a diagnosis not reached (診断には至らず,
   診断基準を満たさず), negative, no …; and 低い/少ない right after a suspicion (可能性は低い,
   可能性が極めて低い, 可能性として低い, 疑いは少ない — but 肺炎疑いで食事量が少ない keeps the suspicion).
-* **suspected**: 疑い/疑う/疑われる, の可能性, 示唆, 考えられる/思われる, 鑑別, 懸念, ? (right after the
+* **suspected**: 疑い/疑う/疑われる, の可能性, 示唆, 考えられる/思われる, 鑑別 (but the one finding before
+  の鑑別 is the work-up's subject: 胸痛の鑑別診断), 懸念, ? (right after the
   finding: 肺炎?; the ? that ends a question 「HTの降圧目標は?」 is no suspicion), r/o, s/o; a question
   or a guess, though it holds ない: ではないか/ではないだろうか (isn't it …?), かもしれない, らしい,
   疑わしい, かどうか/か否か (whether); a work-up to rule the finding out: 否定するため, 除外のため/除外目的 (肺炎を否定するためCT:
@@ -27,11 +28,13 @@ Japanese puts the status of a finding *after* it: 肺炎なし (absent), 肺炎�
   肺炎か心不全か, 肺炎または心不全: none is settled, unless a status word decides) and a differential's
   list (鑑別診断：肺炎、心不全; DD: …; 鑑別として肺炎); and the
   double negatives 否定できない/否定しきれない/否定し得ない/否定されない/否定しがたい, 除外できない,
-  除外が必要, ルールアウトできない, なしとは言えない, and とは言えない after any negation
+  除外が必要 (除外する必要がある, 否定すべき: not ruled out yet), ルールアウトできない, なしとは言えない, and とは言えない after any negation
   (認めないとは言えない) — *cannot be ruled out* is suspicion, not negation. A cue is matched
   longest-first, so 否定できない never reads as 否定. Each word is also read in its past and polite
   forms (``inflections``: 否定できなかった, 除外できませんでした, 考えにくかった, 考えられました,
-  認められませんでした), and the questions ではなかったか / ではないでしょうか are suspicions.
+  認められませんでした), and the questions ではなかったか / ではないでしょうか are suspicions. A status word
+  the question owns (考えにくいのはどれか, 考えられる原因は?) is no status of the finding, and a negation or a
+  finding asked about (肺炎はないですか, 否定できますか, 肺炎ですか) is suspected.
 * **present** (closes the phrase, no flag): あり/有り/ある, 認める/認めた, 陽性, (+) or a bare +, positive,
   出現, 合併, 発症, 判断; and the course of a finding negated — 改善しない/改善なし, 軽快せず, 変化なし,
   増悪なし, 増大なし, 進行はみられない, 治らない, 下がらない, 反応しない, 消失を認めない, 消失せず: a finding not
@@ -93,6 +96,8 @@ for _words, _kind in (
         "なしとは言えない なしとはいえない ないとは言えない ないとはいえない とは言い切れない とはいいきれない "
         "とは言えない とはいえない とは言えず とはいえず とは限らない とはかぎらない "
         "否定されない 否定されず 否定しがたい 否定し難い 否定困難 除外が必要 除外必要 除外を要する 要除外 "
+        # still to be ruled out (急性虫垂炎を除外する必要がある): not yet ruled out
+        "除外する必要 除外の必要 除外すべき 否定する必要 否定の必要 否定すべき ルールアウトする必要 "
         "ルールアウトできない ルールアウトできず ルールアウト出来ない ルールアウトが必要 ルールアウト必要 "
         # a question or a guess: 肺炎ではないか (isn't it …?), 肺炎かもしれない, 肺炎らしい
         "ではないか ではないだろうか ではなかろうか じゃないか ではないかもしれない かもしれない かも知れない "
@@ -181,6 +186,9 @@ for _word, _kind in list(CUES.items()):
 # copula negated (肺炎ではありません) negates, and like ではない turns a negation into a doubt
 for _word in "ではなかったか でなかったか ではないでしょうか ではありませんか ではなかったでしょうか".split():
     CUES[_word] = SUSP
+# the finding asked about, right after it: 肺炎ですか?, 肺炎でしょうか (not 肺炎の治療は何ですか)
+for _word in ("ですか", "でしょうか"):
+    CUES[_word] = SUSP
 NOT_COPULA = frozenset(
     {"ではない", "でない", "ではなかった", "でなかった", "ではありません", "ではありませんでした"}
 )
@@ -237,7 +245,15 @@ NEAR_ONLY = {
     word: frozenset({"", "を", "と", "も", "として", "とも", "をも"})
     for word in with_inflections("考える", "考えた", "考え", "考慮", "念頭")
 } | {"有無": frozenset({"", "の", "も"})}
-ADJACENT_ONLY = {"?", *SIGNS}  # 肺炎? is a suspicion; in 「HTの降圧目標は?」 the ? ends a question
+ADJACENT_ONLY = {
+    "?",
+    "ですか",
+    "でしょうか",
+    *SIGNS,
+}  # 肺炎? is a suspicion; in 「HTの降圧目標は?」 the ? ends a question
+#: a status word asked about (肺炎はないですか?, 肺炎は否定できますか, 肺炎はありますか): the finding is in
+#: question, not ruled out or found
+_QUESTION_AFTER = re.compile(r"[ぁ-ゖ]{0,6}?か(?:[?。.!、,\s]|$)")
 
 
 @dataclass
@@ -371,12 +387,24 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
             group, status, closed, course, alternative = [], None, False, False, False
             last_end = end
             continue
+        if asks_for_options(text, end):
+            # 貧血の原因として考えにくいのはどれか, 腎不全で考えられる検査所見はどれか: the status word says what
+            # the answer must be, not what the finding is (the anaemia is the case's)
+            closed, last_end = True, end
+            continue
+        if cue.text == "鑑別" and gap.strip() == "の" and len(group) == 1 and status is None:
+            # 胸痛の鑑別(診断): the chest pain is what is worked up, not a candidate; 肺炎との鑑別 and
+            # 心不全と肺炎の鑑別 (two findings to tell apart) are
+            closed, last_end = True, end
+            continue
         if cue.text in BARE_NEGATIONS and gap.strip():
             whose = _verb_negation(text, cue, last_end)
             if whose == WORD:
                 continue  # 腹痛で眠れない: the sleep is missing, not the pain
             if whose is not None:
                 cue = Cue(cue.start, cue.end, whose, cue.text)
+        if cue.kind in (NEG, AFFIRM) and _QUESTION_AFTER.match(text, end):
+            cue = Cue(cue.start, cue.end, SUSP, cue.text)
         status, closed = _combine(status, cue, course), True
         course = cue.kind in (COURSE, GONE)
         last_end = end
@@ -440,6 +468,18 @@ def _verb_negation(text: str, cue: Cue, lo: int) -> str | None:
     return None if lemma in _PRESENCE_VERBS else AFFIRM if lemma in _PERSIST_VERBS else WORD
 
 
+#: what a question asks for, a few words after a status word: an exam's 考えられるのはどれか, 考えにくいもの
+#: を2つ選べ, 認められない所見はどれか; a question's 考えられる原因は?
+_ASKED = re.compile(
+    r"[^。.!\n、,]{0,10}?(?:どれか|選べ)|[^。.!\n、,?]{1,10}?(?:何か|なにか|は\?|は何|はなに)"
+)
+
+
+def asks_for_options(text: str, end: int) -> bool:
+    """Does the status word ending at ``end`` belong to the question (…考えにくいのはどれか)?"""
+    return _ASKED.match(text, end) is not None
+
+
 def _combine(status: str | None, cue: Cue, after_course: bool = False) -> str | None:
     if cue.kind == LOW:  # 肺炎の可能性が低い: a weak suspicion is a negation; after anything else, nothing
         return NEG if status == SUSP else status
@@ -474,7 +514,8 @@ def _prefix_status(text: str, start: int) -> str | None:
 #: for, a cause): the mention is hypothetical, and the status words after it are the vaccine's or the
 #: test's (腫瘍マーカー上昇なし does not negate the tumour, 胃癌検診で異常なし says nothing of a cancer);
 #: 肺炎球菌性肺炎 still holds a second 肺炎 of its own.
-SCREENINGS = ("検診", "スクリーニング")  # the dictionary's own names of a screening: 胃癌検診, 癌検診
+#: the dictionary's own names of a screening or check-up (胃癌検診, 癌検診, 健康診断, 乳幼児健診: Z00, Z12)
+SCREENINGS = ("検診", "スクリーニング", "健診", "健康診断", "健康診査", "ドック")
 NOT_FINDING_HEADS = ("ワクチン", "予防接種", "トキソイド", "マーカー", "抗体", "球菌", "桿菌", *SCREENINGS)
 
 
@@ -487,6 +528,30 @@ def names_other_thing(text: str, start: int, end: int) -> bool:
     if text.startswith("の", end):
         end += 1
     return text.startswith(NOT_FINDING_HEADS, end)
+
+
+#: what a name adds to a normal part, measure or function to make it a disease. The dictionary files a
+#: chart's bare 血圧 under 血圧異常, 血液型 under 血液型不適合, 眼瞼結膜 under 眼瞼結膜炎 and 言語発達 under
+#: 言語発達遅滞; in running text (血圧 142/88 mmHg, 眼瞼結膜に貧血を認めない, 言語発達は正常) the word names
+#: the normal thing. (障害 is not among them: 不安 → 不安障害 and チック → チック障害 name findings.)
+ABNORMALITY_TAILS = ("異常", "不適合", "遅滞", "炎")
+#: … unless the text says right after it that it is abnormal: 血圧が高い, 血圧上昇, 言語発達の遅れ
+_ABNORMAL_AFTER = re.compile(
+    r"(?:が|は|の|も)?(?:上昇|低下|高値|低値|高い|低い|高く|低く|高め|低め|異常|増加|減少|亢進|不良|遅れ|遅延)"
+)
+
+
+def names_normal_thing(key: str, names: list[str]) -> bool:
+    """Is every name the surface ``key`` is filed under the key with an abnormality word after it (血圧 →
+    血圧異常; 血液型 → 血液型不適合，胎児血液型不適合)? Then the word names the normal thing."""
+    tails = tuple(key + tail for tail in ABNORMALITY_TAILS)
+    return bool(names) and all(name.endswith(tails) for name in names)
+
+
+def said_abnormal(text: str, end: int) -> bool:
+    """Does the text say that the normal thing ending at ``end`` is abnormal (血圧が高い, 血圧上昇)? Only
+    then is it a mention (of the name the dictionary files it under)."""
+    return _ABNORMAL_AFTER.match(text, end) is not None
 
 
 def trailing_cue(key: str) -> Cue | None:
@@ -593,6 +658,11 @@ def _relative_at(text: str, i: int, blocked: bytearray, after_relative: bool = F
     return 0
 
 
+#: what joins a relative's finding to what it caused, which is the relative's too: 父が心筋梗塞で死亡,
+#: 母が高血圧による脳出血 (for the past history they do not: in 5年前に脳梗塞で片麻痺 the palsy is now)
+CAUSE_LINKS = ("で", "にて", "により", "による", "のため", "に伴う", "から")
+
+
 def _is_kanji(ch: str) -> bool:
     return "\u4e00" <= ch <= "\u9fff"
 
@@ -623,7 +693,7 @@ def family_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
             if j:
                 owners.append((i, j, "p"))
         i = max(j, i + 1)
-    owned = _owned(text, spans, owners, _RELATIVE_GAP_CHARS, RELATIVE_GAP)
+    owned = _owned(text, spans, owners, _RELATIVE_GAP_CHARS, RELATIVE_GAP, CAUSE_LINKS)
     after = _before_words(text, spans, lambda b: text.startswith(FAMILY_AFTER, b))
     return [any(f) for f in zip(flags, owned, after, strict=True)]
 
@@ -672,9 +742,11 @@ def _owned(
     owners: list[tuple[int, int, str]],
     gap_chars: set[str],
     max_gap: int,
+    links: tuple[str, ...] = (),
 ) -> list[bool]:
     """Mentions owned by a word before them (kind "r": 父が, 10年前に) in the same clause, with at most
-    ``max_gap`` characters, all of ``gap_chars``, between; the list such a mention starts is owned too.
+    ``max_gap`` characters, all of ``gap_chars``, between; the list such a mention starts is owned too,
+    and a mention that follows an owned one through one of ``links`` (父が心筋梗塞で死亡: で).
     A word of kind "p" (本人, 今回) ends every reach."""
     flags = [False] * len(spans)
     events = sorted([*((a, 0, b, k) for a, b, k in owners), *((a, 1, b, "m") for a, b in spans)])
@@ -690,7 +762,7 @@ def _owned(
             owner, chained, last = what == "r", False, max(last, b)
             continue
         near = len(gap.strip()) <= max_gap and set(gap) <= gap_chars
-        if (chained and _is_separator(gap)) or (owner and not chained and near):
+        if (chained and (_is_separator(gap) or gap in links)) or (owner and not chained and near):
             flags[n] = chained = True
         else:
             owner = chained = False
@@ -811,6 +883,10 @@ HYPOTHETICAL_AFTER = (
     "の予防",
     "の発症予防",
     "発症予防",
+    "を予防",  # 冠動脈瘤を予防するには
+    "の発症を予防",
+    "を防",  # 誤嚥を防ぐ, 再出血を防止
+    "の発症を防",
     "リスク",
     "のリスク",
     "の危険",

@@ -1878,6 +1878,15 @@ class DiseaseNormalizer:
         none_lab = self.label_id.get(NO_CODE)
         return any(int(self.entry_label[e]) != none_lab for e in self.surface_index.get(key, ()))
 
+    def _normal_thing(self, key: str) -> bool:
+        """A surface filed only under itself with an abnormality word after it (血圧 → 血圧異常, 眼瞼結膜 →
+        眼瞼結膜炎): in running text it names the normal thing (:func:`mentions.names_normal_thing`)."""
+        if key in self.name_index:
+            return False
+        none_lab = self.label_id.get(NO_CODE)
+        labs = {int(self.entry_label[e]) for e in self.surface_index.get(key, ())} - {none_lab}
+        return M.names_normal_thing(key, [part for lab in labs for part in self.label_parts[lab]])
+
     def _abbreviation_keys(self) -> frozenset[str]:
         """Clinical abbreviations that stand for a name (ＮＳＴＥＭＩ, ＰＤＡＣ): mentions in running text
         where the dictionary does not hold them as surfaces (built on first use)."""
@@ -1938,6 +1947,11 @@ class DiseaseNormalizer:
             morphs = readings_mod.morphemes(norm)
             if morphs:  # read first: 頭が痛い → 頭痛, すい臓がん → 膵臓癌, はいえん → 肺炎
                 picks = readings_mod.pain_picks(morphs, self._disease_key)
+                picks += [
+                    p
+                    for p in readings_mod.symptom_picks(morphs, self._disease_key)
+                    if not any(p[0] < b and a < p[1] for a, b, _ in picks)
+                ]
                 if self.readings is not None:
                     picks += [
                         p
@@ -1982,6 +1996,9 @@ class DiseaseNormalizer:
                 i += 1
                 continue
             key = norm[i:match]
+            if self._normal_thing(key) and not M.said_abnormal(norm, match):
+                i = match  # 血圧 142/88, 眼瞼結膜に貧血: a normal part or measure, not 血圧異常 or 眼瞼結膜炎
+                continue
             if key not in self.name_index:
                 cue = M.trailing_cue(key)  # the surface 喘息疑い: the mention is 喘息, 疑い its status
                 if cue is not None:

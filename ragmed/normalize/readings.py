@@ -411,6 +411,65 @@ def pain_picks(morphs: list[Morph], is_key: Callable[[str], bool]) -> list[tuple
     return picks
 
 
+#: a godan verb's last kana and the one its noun (連用形) ends in: むくむ → むくみ, ふらつく → ふらつき
+_GODAN_NOUN = dict(zip("ウクグスツヌブムル", "イキギシチニビミリ", strict=True))
+
+
+_FEELING = {"感じ", "感"}  # だるい感じがする: the adjective is the feeling's
+
+
+def _hiragana(text: str) -> str:
+    return "".join(chr(ord(ch) - 0x60) if "ァ" <= ch <= "ヶ" else ch for ch in text)
+
+
+def _nouns_of(m: Morph) -> list[str]:
+    """The nouns a verb or adjective makes (its dictionary form as MeCab spells it, in hiragana, and its
+    lemma): だるい → だるさ, かゆい → かゆみ/痒み, むくむ → むくみ, しびれる → しびれ/痺れ, 吐く → 吐き."""
+    out = []
+    for base in (_hiragana(m.spelling), m.lemma):
+        if not base:
+            continue
+        if m.pos == "形容詞" and base.endswith("い"):
+            out += [base[:-1] + "さ", base[:-1] + "み"]
+        elif m.pos == "動詞":
+            last = katakana(base[-1])
+            if last == "ル":
+                out.append(base[:-1])  # ichidan: しびれる → しびれ
+            if last in _GODAN_NOUN:
+                noun = _hiragana(_GODAN_NOUN[last]) if _KANA.match(base[-1]) else base
+                out.append(base[:-1] + noun)
+    return out
+
+
+def symptom_picks(morphs: list[Morph], is_key: Callable[[str], bool]) -> list[tuple[int, int, list[str]]]:
+    """(start, end, [key]) for a symptom said as a verb or an adjective whose noun is a disease key — 体が
+    だるい (だるさ → 全身倦怠感), かゆくて (かゆみ), 足がむくんでいる (むくみ → 浮腫), 手がしびれる (しびれ), ふらつく,
+    吐いた (吐き → 嘔吐症): a patient says how it feels, the dictionary files the noun. A word that is a key
+    as written (むせる) is left to the keys, and so is a noun already made (だるさ: だる + さ)."""
+    picks: list[tuple[int, int, list[str]]] = []
+    for n, m in enumerate(morphs):
+        if m.pos not in _VERBS or not _KANA.search(m.surface) or is_key(_hiragana(m.spelling)):
+            continue
+        after = morphs[n + 1] if n + 1 < len(morphs) else None
+        if (
+            m.pos == "形容詞"
+            and after is not None
+            and after.start == m.end
+            and after.pos in ("接尾辞", "名詞")
+            and after.lemma not in _FEELING
+        ):
+            continue  # だるさ (a noun already), 赤い発疹 (the rash is the thing; red is its colour)
+        if n > 0 and morphs[n - 1].surface == "を":
+            continue  # 内服を忘れた, 息を吐く: a verb with an object is no symptom's
+        key = next((k for k in _nouns_of(m) if len(k) >= 2 and is_key(k)), None)
+        if key is not None:
+            end = m.end
+            if m.surface.endswith("っ") and n + 1 < len(morphs) and morphs[n + 1].surface == "た":
+                end = morphs[n + 1].end  # 痛かった, not 痛かっ
+            picks.append((m.start, end, [key]))
+    return picks
+
+
 class Morph(NamedTuple):
     """A morpheme of a key, where it stands in it (MeCab's surface, spelling, part of speech, lemma)."""
 
