@@ -1007,6 +1007,12 @@ NEGATION_CASES = [
     ("肺炎は考えにくい", [("肺炎", "N")]),
     ("肺炎を除外した", [("肺炎", "N")]),
     ("no DM", [("DM", "N")]),
+    # English cues before the finding, as English questions and charts write them
+    ("No history of DM or HT.", [("DM", "N"), ("HT", "N")]),
+    ("Patient denies DM and HT.", [("DM", "N"), ("HT", "N")]),
+    ("Rule out AF", [("AF", "S")]),
+    ("negative for DM", [("DM", "N")]),
+    ("impossible DM", [("DM", "-")]),  # guard: a word ending in a cue is another word
     # suspicion
     ("肺炎疑い", [("肺炎", "S")]),
     ("肺炎の可能性", [("肺炎", "S")]),

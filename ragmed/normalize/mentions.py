@@ -195,7 +195,28 @@ NOT_COPULA = frozenset(
 for _word in NOT_COPULA:
     CUES.setdefault(_word, NEG)
 MAX_CUE = max(map(len, CUES))
-PREFIX_CUES = {"r/o": SUSP, "s/o": SUSP, "疑)": SUSP, "no": NEG}  # cues written before the finding
+#: cues written before the finding (lower case: the text is folded), the English ones as charts and
+#: English questions write them: r/o 肺炎, no DM, rule out PE, no history of CHF, negative for HCV
+PREFIX_CUES = {
+    "r/o": SUSP,
+    "s/o": SUSP,
+    "疑)": SUSP,
+    "rule out": SUSP,
+    "ruled out": NEG,
+    "suspected": SUSP,
+    "suspect": SUSP,
+    "possible": SUSP,
+    "probable": SUSP,
+    "no": NEG,
+    "denies": NEG,
+    "without": NEG,
+    "negative for": NEG,
+    "no history of": NEG,
+    "no evidence of": NEG,
+    "no signs of": NEG,
+    "no sign of": NEG,
+}
+_PREFIX_REACH = max(map(len, PREFIX_CUES)) + 2
 LIST_SEPARATORS = (
     "、",
     ",",
@@ -210,6 +231,7 @@ LIST_SEPARATORS = (
     "か",
     "並びに",
     "&",
+    "and",
     "あるいは",
     "ないし",
     "もしくは",
@@ -497,13 +519,13 @@ def _combine(status: str | None, cue: Cue, after_course: bool = False) -> str | 
 
 
 def _prefix_status(text: str, start: int) -> str | None:
-    """A status written before the finding: "r/o 肺炎", "s/o DVT", "no DM"."""
-    before = text[max(0, start - 6) : start].rstrip(" :：")
+    """A status written before the finding: "r/o 肺炎", "s/o DVT", "no DM", "rule out PE"."""
+    before = text[max(0, start - _PREFIX_REACH) : start].rstrip(" :：")
     for word, kind in PREFIX_CUES.items():
         if before.endswith(word):
             pos = len(before) - len(word)
-            if word.isalpha() and pos > 0 and before[pos - 1].isascii() and before[pos - 1].isalpha():
-                continue
+            if word[0].isalpha() and pos > 0 and before[pos - 1].isascii() and before[pos - 1].isalpha():
+                continue  # the "no" of "piano", the "possible" of "impossible"
             return kind
     return None
 
