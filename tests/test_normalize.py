@@ -1288,6 +1288,7 @@ HISTORY_CASES = [
     ("喘息の既往あり", [("喘息", True)]),
     ("DM、HTの既往あり", [("DM", True), ("HT", True)]),
     ("肺炎で入院歴あり", [("肺炎", True)]),
+    ("心不全の後遺症で喘息", [("心不全", True), ("喘息", False)]),  # a sequela: the cause was, it is
     ("胃癌術後、再発なし", [("胃癌", True)]),
     ("肺炎治療後も心不全が残る", [("肺炎", True), ("心不全", False)]),
     # a time in the past just before it or its list

@@ -817,6 +817,7 @@ NOW = ("今回", "本日", "今朝", "昨日", "昨夜", "今日", "入院時", 
 _HISTORY_END = (*_SECTION_END, *NOW)
 #: right after a mention, or after the list it ends (の, で or にて between): 胃潰瘍の既往, 結核既往あり,
 #: DM、HTの既往歴, 肺炎で入院歴あり, 胃癌術後, 虫垂炎の手術後
+SEQUELA = "後遺症"  # 脳梗塞の後遺症で右片麻痺: the infarct was, the palsy is
 HISTORY_AFTER = (
     "既往",
     "病歴",
@@ -834,6 +835,7 @@ HISTORY_AFTER = (
     "加療後",
     "治癒後",
     "罹患後",
+    SEQUELA,
     "s/p",  # 胃癌 s/p ope: status post
 )
 _HISTORY_LINKS = ("", " ", "の", "で", "にて", "による", "に対する", "に対して", "に対し")
@@ -883,7 +885,8 @@ def history_flags(text: str, spans: list[tuple[int, int]]) -> list[bool]:
         if key.startswith(NOW):
             out.append(False)
         else:
-            out.append(any(on) or key.endswith(HISTORY_AFTER))
+            # a name of the sequela itself (脳梗塞後遺症) is what the patient has now
+            out.append(any(on) or (key.endswith(HISTORY_AFTER) and not key.endswith(SEQUELA)))
     return out
 
 
