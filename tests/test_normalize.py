@@ -1197,6 +1197,14 @@ NEGATION_CASES = [
     ("喘息でしょうか", [("喘息", "S")]),
     ("肺炎の治療は何ですか", [("肺炎", "-")]),  # guard: the ですか is the question's
     ("肺炎なし。何か問題は？", [("肺炎", "N")]),  # guard: another sentence asks
+    # an exception: the finding is the one there, the status word is the rest's
+    ("肺炎以外の症状はない", [("肺炎", "-")]),  # was negated
+    ("喘息のほかに異常はない", [("喘息", "-")]),
+    ("心不全を除いて特に所見なし", [("心不全", "-")]),
+    ("肺炎、他に所見なし", [("肺炎", "-")]),  # guard: no exception of the finding's
+    # も … も: a list
+    ("肺炎も心不全もない", [("肺炎", "N"), ("心不全", "N")]),
+    ("肺炎も考慮", [("肺炎", "S")]),  # guard
     # still to be ruled out: not ruled out yet
     ("肺炎を除外する必要がある", [("肺炎", "S")]),
     ("心不全を否定すべき", [("心不全", "S")]),

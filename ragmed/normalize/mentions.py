@@ -72,6 +72,7 @@ from ragmed.normalize.readings import morphemes
 
 NEG, SUSP, AFFIRM, WORD, LOW = "negated", "suspected", "present", "word", "low"
 COURSE, GONE = "course", "gone"  # how a finding goes: 改善/増悪 (it is still there), 消失 (it is not)
+EXCEPT = "except"  # 腹痛以外の症状はない: the finding is the one there, the status words are the others'
 
 # Written as they look after NFKC + lower case (full-width brackets/letters are already ASCII here).
 CUES: dict[str, str] = {}
@@ -131,6 +132,7 @@ for _words, _kind in (
     # (再発/再燃 too: 心不全の再発は認めない leaves the heart failure the patient had unflagged)
     ("改善 軽快 治癒 回復 縮小 寛解 解熱 変化 進行 増悪 悪化 増加 増大 減少 拡大 再発 再燃", COURSE),
     ("消失 消退", GONE),
+    ("以外 ほかに 他に 除いて 除き 除けば", EXCEPT),
     (
         "治らない 治らず 下がらない 下がらず 止まらない 止まらず 変わらない 変わらず 消えない 消えず 消失せず 消退せず "
         "引かない 取れない 取れず 反応しない 反応せず 反応不良",
@@ -219,6 +221,7 @@ PREFIX_CUES = {
 _PREFIX_REACH = max(map(len, PREFIX_CUES)) + 2
 LIST_SEPARATORS = (
     "、",
+    "も",  # 発疹もかゆみもない: both
     ",",
     "・",
     "/",
@@ -267,6 +270,8 @@ NEAR_ONLY = {
     word: frozenset({"", "を", "と", "も", "として", "とも", "をも"})
     for word in with_inflections("考える", "考えた", "考え", "考慮", "念頭")
 } | {"有無": frozenset({"", "の", "も"})}
+#: an exception right after the finding (腹痛以外, 頭痛のほかに, 腹痛を除いて); 発熱、他に症状なし is no exception
+NEAR_ONLY |= {word: frozenset({"", "の", "を"}) for word, kind in CUES.items() if kind == EXCEPT}
 ADJACENT_ONLY = {
     "?",
     "ですか",
@@ -406,6 +411,13 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
         if not group or _boundary_in(gap) or too_far or _other_phrase(gap) or closed and _next_item(gap):
             if group:
                 settle()
+            group, status, closed, course, alternative = [], None, False, False, False
+            last_end = end
+            continue
+        if cue.kind == EXCEPT:
+            # 腹痛以外の症状はない, 頭痛のほかに異常はない: the finding is there, what is negated is the rest
+            status = AFFIRM
+            settle()
             group, status, closed, course, alternative = [], None, False, False, False
             last_end = end
             continue
