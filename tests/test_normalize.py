@@ -1647,6 +1647,30 @@ def test_clinical_abbreviations_the_dictionary_lacks_are_mentions_when_written_i
     assert [text[f.start : f.end] for f in found] == ["ＮＳＴＥＭＩ", "PDAC", "DIC"]
 
 
+def test_covid19_which_came_after_the_dictionary_is_read_as_the_name_it_has() -> None:
+    """The dictionary's 2019 release has no COVID-19; a 2026 user asks about it more than any infection.
+    The abbreviation table reads it (and SARS, MERS) as the file's コロナウイルス感染症 (B34.2)."""
+    m = DiseaseNormalizer.fit(
+        make_entries(
+            [
+                ("コロナウイルス感染症", "B342", "コロナウイルス感染症"),
+                ("ウイルス感染症", "B349", "ウイルス感染症"),
+                ("重症急性呼吸器症候群", "U049", "重症急性呼吸器症候群"),
+                ("肺炎", "J189", "肺炎"),
+                ("慢性閉塞性肺疾患", "J449", "慢性閉塞性肺疾患"),
+                ("ＣＯＰＤ", "J449", "慢性閉塞性肺疾患"),
+            ]
+        )
+    )
+    assert m.normalize("ＣＯＶＩＤ－１９")[0].standard_name == "コロナウイルス感染症"
+    assert m.normalize("SARS")[0].standard_name == "重症急性呼吸器症候群"
+    found = m.find_mentions("COVID-19の後遺症で息切れ。COVID-19ワクチン接種済み")
+    assert [(f.text, f.candidates[0].standard_name, f.historical, f.hypothetical) for f in found] == [
+        ("COVID-19", "コロナウイルス感染症", True, False),
+        ("COVID-19", "コロナウイルス感染症", False, True),
+    ]
+
+
 def test_units_of_measure_are_not_disease_abbreviations() -> None:
     """ＭＬ and ＰＨ are dictionary surfaces (悪性リンパ腫, 肺高血圧症); the mL of pg/mL, the pH of a blood
     gas and the ml of mg/ml are units, written as units are (a lower-case letter first, or after a

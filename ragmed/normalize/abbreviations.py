@@ -456,6 +456,12 @@ ABBREVIATIONS = {
     "ctcl": "皮膚Ｔ細胞リンパ腫",
     "oca": "眼皮膚白皮症",
     # infection
+    # COVID-19 came after the dictionary's 2019 release; コロナウイルス感染症 (B34.2) is the name it has
+    "covid": "コロナウイルス感染症",
+    "covid-19": "コロナウイルス感染症",
+    "covid19": "コロナウイルス感染症",
+    "sars": "重症急性呼吸器症候群",
+    "mers": "中東呼吸器症候群",
     "vre": "バンコマイシン耐性腸球菌感染症",
     "mdrp": "多剤耐性緑膿菌感染症",
     "cauti": "カテーテル関連尿路感染症",
