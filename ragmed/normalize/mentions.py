@@ -272,12 +272,8 @@ NEAR_ONLY = {
 } | {"有無": frozenset({"", "の", "も"})}
 #: an exception right after the finding (腹痛以外, 頭痛のほかに, 腹痛を除いて); 発熱、他に症状なし is no exception
 NEAR_ONLY |= {word: frozenset({"", "の", "を"}) for word, kind in CUES.items() if kind == EXCEPT}
-ADJACENT_ONLY = {
-    "?",
-    "ですか",
-    "でしょうか",
-    *SIGNS,
-}  # 肺炎? is a suspicion; in 「HTの降圧目標は?」 the ? ends a question
+#: right after the finding only: 肺炎? and 肺炎ですか are suspicions; in 「HTの降圧目標は?」 the ? ends a question
+ADJACENT_ONLY = {"?", "ですか", "でしょうか", *SIGNS}
 #: a status word asked about (肺炎はないですか?, 肺炎は否定できますか, 肺炎はありますか): the finding is in
 #: question, not ruled out or found
 _QUESTION_AFTER = re.compile(r"[ぁ-ゖ]{0,6}?か(?:[?。.!、,\s]|$)")

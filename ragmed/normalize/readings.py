@@ -67,6 +67,11 @@ def katakana(text: str) -> str:
     return "".join(chr(ord(ch) + 0x60) if "ぁ" <= ch <= "ゖ" else ch for ch in text)
 
 
+def _hiragana(text: str) -> str:
+    """Katakana as hiragana (ダルイ → だるい: MeCab spells a word's dictionary form in katakana)."""
+    return "".join(chr(ord(ch) - 0x60) if "ァ" <= ch <= "ヶ" else ch for ch in text)
+
+
 def reading_key(reading: str) -> str:
     """One spelling of a reading on both sides: a matching key, in katakana."""
     return katakana(normalize_key(reading))
@@ -418,10 +423,6 @@ _GODAN_NOUN = dict(zip("ウクグスツヌブムル", "イキギシチニビミ�
 _FEELING = {"感じ", "感"}  # だるい感じがする: the adjective is the feeling's
 
 
-def _hiragana(text: str) -> str:
-    return "".join(chr(ord(ch) - 0x60) if "ァ" <= ch <= "ヶ" else ch for ch in text)
-
-
 def _nouns_of(m: Morph) -> list[str]:
     """The nouns a verb or adjective makes (its dictionary form as MeCab spells it, in hiragana, and its
     lemma): だるい → だるさ, かゆい → かゆみ/痒み, むくむ → むくみ, しびれる → しびれ/痺れ, 吐く → 吐き."""
@@ -435,9 +436,8 @@ def _nouns_of(m: Morph) -> list[str]:
             last = katakana(base[-1])
             if last == "ル":
                 out.append(base[:-1])  # ichidan: しびれる → しびれ
-            if last in _GODAN_NOUN:
-                noun = _hiragana(_GODAN_NOUN[last]) if _KANA.match(base[-1]) else base
-                out.append(base[:-1] + noun)
+            if last in _GODAN_NOUN:  # godan: むくむ → むくみ, 浮腫む → 浮腫み
+                out.append(base[:-1] + _hiragana(_GODAN_NOUN[last]))
     return out
 
 
