@@ -1013,6 +1013,8 @@ NEGATION_CASES = [
     ("Rule out AF", [("AF", "S")]),
     ("negative for DM", [("DM", "N")]),
     ("impossible DM", [("DM", "-")]),  # guard: a word ending in a cue is another word
+    ("What is the target for HT in a patient with DM?", [("HT", "-"), ("DM", "-")]),  # the question's ?
+    ("既往: DM?", [("DM", "S")]),  # guard: a note's DM? is a suspicion
     # suspicion
     ("肺炎疑い", [("肺炎", "S")]),
     ("肺炎の可能性", [("肺炎", "S")]),

@@ -274,6 +274,8 @@ NEAR_ONLY = {
 NEAR_ONLY |= {word: frozenset({"", "の", "を"}) for word, kind in CUES.items() if kind == EXCEPT}
 #: right after the finding only: 肺炎? and 肺炎ですか are suspicions; in 「HTの降圧目標は?」 the ? ends a question
 ADJACENT_ONLY = {"?", "ですか", "でしょうか", *SIGNS}
+#: English words just before a mention: the ? after it ends an English question, not a suspicion
+_ENGLISH_BEFORE = re.compile(r"[a-z]{2,}[ ,]+$")
 #: a status word asked about (肺炎はないですか?, 肺炎は否定できますか, 肺炎はありますか): the finding is in
 #: question, not ruled out or found
 _QUESTION_AFTER = re.compile(r"[ぁ-ゖ]{0,6}?か(?:[?。.!、,\s]|$)")
@@ -404,6 +406,12 @@ def statuses(text: str, spans: list[tuple[int, int]], trailing: dict[int, Cue]) 
             too_far = gap.strip() not in NEAR_ONLY[cue.text]
         else:
             too_far = len(gap.strip()) > (0 if adjacent else MAX_GAP)
+        if (
+            cue.text == "?"
+            and group
+            and _ENGLISH_BEFORE.search(text, max(0, spans[group[0]][0] - 20), spans[group[0]][0])
+        ):
+            too_far = True  # "… in a patient with DM?": an English sentence's ? ends the question
         if not group or _boundary_in(gap) or too_far or _other_phrase(gap) or closed and _next_item(gap):
             if group:
                 settle()
